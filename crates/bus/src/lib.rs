@@ -1,0 +1,164 @@
+//! The message bus every service talks through.
+//!
+//! Two kinds of channel:
+//! - **work queues** (`tasks.clone`, …): each message goes to one consumer, which must
+//!   [`Delivery::ack`] it once its result is published, or [`Delivery::nack`] it to have it
+//!   redelivered. A message delivered `max_deliveries` times, or explicitly
+//!   [`Delivery::dead_letter`]ed, moves to the queue's dead letters with the reason, from
+//!   where [`Bus::replay`] puts it back. Delivery is **at least once**: a delivery dropped
+//!   without an answer (a crashed handler) is redelivered, so handlers must be idempotent.
+//! - the **events topic**: every subscriber whose pattern matches a routing key gets its own
+//!   copy (`*` matches one dot-separated word, `#` any number, as in AMQP).
+//!
+//! [`typed`] adds the message contracts on top: a payload that fails to decode is
+//! dead-lettered with the parse error and the worker carries on.
+//!
+//! Backends: [`memory::MemoryBus`] (the embedded default). Broker backends implement the same
+//! trait.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+pub mod memory;
+pub mod typed;
+
+pub use memory::MemoryBus;
+
+/// Errors from a bus backend.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("bus is closed")]
+    Closed,
+    #[error("bus backend error: {0}")]
+    Backend(String),
+}
+
+/// A shared bus handle.
+pub type BusRef = Arc<dyn Bus>;
+
+/// The seam between services and a message broker.
+#[async_trait]
+pub trait Bus: Send + Sync + 'static {
+    /// Put a message on a work queue (waits while the queue is full).
+    async fn publish(&self, queue: &str, payload: Bytes) -> Result<(), BusError>;
+    /// Start consuming a work queue.
+    async fn consume(&self, queue: &str) -> Result<Box<dyn Consumer>, BusError>;
+    /// Publish an event on the topic.
+    async fn publish_event(&self, routing_key: &str, payload: Bytes) -> Result<(), BusError>;
+    /// Subscribe to events whose routing key matches `pattern`.
+    async fn subscribe(&self, pattern: &str) -> Result<Box<dyn Subscription>, BusError>;
+    /// Dead letters of a queue, oldest first, without removing them.
+    async fn dead_letters(&self, queue: &str) -> Result<Vec<replicator_proto::DeadLetter>, BusError>;
+    /// Move the dead letters of `queue` accepted by `filter` back onto the queue; returns how
+    /// many moved.
+    async fn replay(
+        &self,
+        queue: &str,
+        filter: &(dyn Fn(&replicator_proto::DeadLetter) -> bool + Send + Sync),
+    ) -> Result<usize, BusError>;
+}
+
+/// A stream of deliveries from one work queue.
+#[async_trait]
+pub trait Consumer: Send {
+    /// The next delivery; `None` once the bus is closed and the queue drained.
+    async fn next(&mut self) -> Option<Delivery>;
+}
+
+/// A stream of events.
+#[async_trait]
+pub trait Subscription: Send {
+    /// The next event (routing key, payload); `None` once the bus is closed.
+    async fn next(&mut self) -> Option<(String, Bytes)>;
+}
+
+/// How a backend settles a delivery.
+pub trait Acker: Send + Sync {
+    fn ack(&self);
+    fn nack(&self, reason: &str);
+    fn dead_letter(&self, reason: &str);
+}
+
+/// One message taken from a work queue. Dropping it unanswered counts as a nack.
+pub struct Delivery {
+    pub payload: Bytes,
+    /// 1 on first delivery, then counts redeliveries.
+    pub deliveries: u32,
+    pub queue: String,
+    acker: Option<Box<dyn Acker>>,
+}
+
+impl std::fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delivery")
+            .field("queue", &self.queue)
+            .field("deliveries", &self.deliveries)
+            .field("bytes", &self.payload.len())
+            .finish()
+    }
+}
+
+impl Delivery {
+    pub fn new(queue: String, payload: Bytes, deliveries: u32, acker: Box<dyn Acker>) -> Self {
+        Self { payload, deliveries, queue, acker: Some(acker) }
+    }
+    /// Done: the message will not be delivered again.
+    pub fn ack(mut self) {
+        if let Some(a) = self.acker.take() {
+            a.ack();
+        }
+    }
+    /// Not done: deliver again (or dead-letter once `max_deliveries` is reached).
+    pub fn nack(mut self, reason: &str) {
+        if let Some(a) = self.acker.take() {
+            a.nack(reason);
+        }
+    }
+    /// Give up on this message now, keeping it with `reason` for `replay`.
+    pub fn dead_letter(mut self, reason: &str) {
+        if let Some(a) = self.acker.take() {
+            a.dead_letter(reason);
+        }
+    }
+}
+
+impl Drop for Delivery {
+    fn drop(&mut self) {
+        if let Some(a) = self.acker.take() {
+            a.nack("delivery dropped without ack (handler crashed or was cancelled)");
+        }
+    }
+}
+
+/// AMQP-style topic matching: `*` is one word, `#` is zero or more words.
+pub fn topic_matches(pattern: &str, key: &str) -> bool {
+    fn go(p: &[&str], k: &[&str]) -> bool {
+        match (p.first(), k.first()) {
+            (None, None) => true,
+            (Some(&"#"), _) => go(&p[1..], k) || (!k.is_empty() && go(p, &k[1..])),
+            (Some(&"*"), Some(_)) => go(&p[1..], &k[1..]),
+            (Some(a), Some(b)) if a == b => go(&p[1..], &k[1..]),
+            _ => false,
+        }
+    }
+    let p: Vec<&str> = pattern.split('.').collect();
+    let k: Vec<&str> = key.split('.').collect();
+    go(&p, &k)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::topic_matches;
+
+    #[test]
+    fn topic_patterns() {
+        assert!(topic_matches("#", "clone.succeeded"));
+        assert!(topic_matches("clone.*", "clone.failed"));
+        assert!(!topic_matches("clone.*", "reconcile.failed"));
+        assert!(topic_matches("*.failed", "reconcile.failed"));
+        assert!(topic_matches("run.#", "run"));
+        assert!(!topic_matches("clone", "clone.failed"));
+    }
+}

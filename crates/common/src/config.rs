@@ -1,0 +1,461 @@
+//! The replicator configuration.
+//!
+//! One YAML file, validated before anything connects:
+//! - unknown keys are errors that name the key (`concurrency.colners: unknown field ...`);
+//! - every value can be overridden by an environment variable `REPLICATOR__SECTION__KEY`
+//!   (`REPLICATOR__CONCURRENCY__CLONERS=4`; values are parsed as YAML scalars) and then by
+//!   CLI `--set section.key=value` flags, in that order;
+//! - secrets are references ([`SecretRef`]: an environment variable or a file), never inline.
+//!
+//! Relative paths are relative to the working directory of the process.
+
+use std::path::{Path, PathBuf};
+
+use replicator_proto::{Operation, TableFilter};
+use serde::{Deserialize, Serialize};
+use serde_yaml::Value;
+
+use crate::retry::RetryPolicy;
+
+/// Prefix of environment overrides.
+pub const ENV_PREFIX: &str = "REPLICATOR__";
+
+/// The whole configuration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Config format version (only 1 exists).
+    #[serde(default = "one")]
+    pub version: u32,
+    /// Where the source tables live.
+    pub source: Endpoint,
+    /// Where the replicas are written.
+    pub target: Endpoint,
+    /// Which tables to replicate.
+    #[serde(default)]
+    pub tables: Tables,
+    /// Default operation for `replicator run` (the CLI's `--operation` wins).
+    #[serde(default)]
+    pub operation: Operation,
+    #[serde(default)]
+    pub concurrency: Concurrency,
+    /// Retry policy for clone and validation attempts.
+    #[serde(default)]
+    pub retry: RetryPolicy,
+    #[serde(default)]
+    pub bus: BusConfig,
+    #[serde(default)]
+    pub reconciliation: Reconciliation,
+    #[serde(default)]
+    pub notifications: Notifications,
+    #[serde(default)]
+    pub state: State,
+    #[serde(default)]
+    pub log: Log,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// A root holding Delta tables: a local path or a `file://` URL.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Endpoint {
+    pub root: String,
+}
+
+/// Include/exclude glob patterns over dotted table names.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tables {
+    #[serde(default = "all_tables")]
+    pub include: Vec<String>,
+    #[serde(default)]
+    pub exclude: Vec<String>,
+}
+
+fn all_tables() -> Vec<String> {
+    vec!["*".into()]
+}
+
+impl Default for Tables {
+    fn default() -> Self {
+        Self { include: all_tables(), exclude: Vec::new() }
+    }
+}
+
+impl From<&Tables> for TableFilter {
+    fn from(t: &Tables) -> Self {
+        TableFilter { include: t.include.clone(), exclude: t.exclude.clone() }
+    }
+}
+
+/// How much work runs at once.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Concurrency {
+    /// Tables cloned at once.
+    pub cloners: usize,
+    /// Tables validated at once.
+    pub reconcilers: usize,
+    /// Files copied at once within one clone.
+    pub copy_parallelism: usize,
+}
+
+impl Default for Concurrency {
+    fn default() -> Self {
+        Self { cloners: 2, reconcilers: 2, copy_parallelism: 16 }
+    }
+}
+
+/// Message bus settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BusConfig {
+    /// `memory` (embedded, the default). Broker backends arrive with the fleet.
+    pub backend: String,
+    /// Messages a queue holds before publishers wait.
+    pub queue_capacity: usize,
+    /// Deliveries of one message before it is dead-lettered.
+    pub max_deliveries: u32,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        Self { backend: "memory".into(), queue_capacity: 1024, max_deliveries: 5 }
+    }
+}
+
+/// Which validations the reconciler runs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Reconciliation {
+    /// Compare row counts (from log statistics when every file has them, else by scanning).
+    pub row_counts: bool,
+    /// Compare schemas and partition columns.
+    pub schema: bool,
+}
+
+impl Default for Reconciliation {
+    fn default() -> Self {
+        Self { row_counts: true, schema: true }
+    }
+}
+
+/// Where run summaries go.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Notifications {
+    pub webhooks: Vec<Webhook>,
+}
+
+/// A webhook that receives the run summary as JSON (`POST`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Webhook {
+    pub url: String,
+    /// Sent as `Authorization: Bearer <token>`.
+    #[serde(default)]
+    pub bearer_token: Option<SecretRef>,
+    /// Per-request timeout in milliseconds.
+    #[serde(default = "default_webhook_timeout")]
+    pub timeout_ms: u64,
+}
+
+fn default_webhook_timeout() -> u64 {
+    10_000
+}
+
+/// Where run state lives.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct State {
+    /// `sqlite://PATH` (created if missing).
+    pub url: String,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        Self { url: "sqlite://.replicator/state.db".into() }
+    }
+}
+
+/// Logging.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    /// `text` or `json`.
+    pub format: String,
+    /// Default filter (`RUST_LOG` wins).
+    pub level: String,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Self { format: "text".into(), level: "warn".into() }
+    }
+}
+
+/// A secret, read from an environment variable or a file at the moment it is needed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretRef {
+    #[serde(default)]
+    pub env: Option<String>,
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+}
+
+impl SecretRef {
+    /// The secret's value. Errors never contain the value.
+    pub fn resolve(&self) -> Result<String, ConfigError> {
+        match (&self.env, &self.file) {
+            (Some(var), None) => std::env::var(var).map_err(|_| {
+                ConfigError::Invalid(format!("secret environment variable `{var}` is not set"))
+            }),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map(|s| s.trim_end_matches(['\n', '\r']).to_owned())
+                .map_err(|e| {
+                    ConfigError::Invalid(format!("secret file `{}`: {e}", path.display()))
+                }),
+            _ => Err(ConfigError::Invalid(
+                "a secret reference needs exactly one of `env` or `file`".into(),
+            )),
+        }
+    }
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config is not valid YAML: {0}")]
+    Yaml(#[from] serde_yaml::Error),
+    #[error("config key `{key}`: {message}")]
+    Key { key: String, message: String },
+    #[error("invalid override `{0}`: expected KEY=VALUE")]
+    Override(String),
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Load a config file, applying environment and CLI overrides, then validate it.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Self::from_yaml(&text, std::env::vars(), overrides)
+    }
+
+    /// Parse `text`, apply `env` (only `REPLICATOR__*` entries matter) and `overrides`
+    /// (`section.key=value`), deserialize and validate.
+    pub fn from_yaml(
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+        overrides: &[String],
+    ) -> Result<Self, ConfigError> {
+        let mut doc: Value = serde_yaml::from_str(text)?;
+        if doc.is_null() {
+            doc = Value::Mapping(Default::default());
+        }
+        let mut env: Vec<_> = env
+            .into_iter()
+            .filter_map(|(k, v)| {
+                k.strip_prefix(ENV_PREFIX)
+                    .map(|rest| (rest.split("__").map(str::to_lowercase).collect::<Vec<_>>(), v))
+            })
+            .collect();
+        env.sort();
+        for (path, value) in env {
+            set_path(&mut doc, &path, parse_scalar(&value))?;
+        }
+        for o in overrides {
+            let (key, value) = o.split_once('=').ok_or_else(|| ConfigError::Override(o.clone()))?;
+            let path: Vec<String> = key.trim().split('.').map(str::to_owned).collect();
+            set_path(&mut doc, &path, parse_scalar(value))?;
+        }
+        let config: Config = serde_path_to_error::deserialize(doc).map_err(|e| {
+            let key = e.path().to_string();
+            ConfigError::Key {
+                key: if key == "." { "(top level)".into() } else { key },
+                message: e.into_inner().to_string(),
+            }
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks that need more than types. Runs before anything connects.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let key = |key: &str, message: String| ConfigError::Key { key: key.into(), message };
+        if self.version != 1 {
+            return Err(key("version", format!("unsupported config version {}", self.version)));
+        }
+        if self.source.root.trim().is_empty() {
+            return Err(key("source.root", "must not be empty".into()));
+        }
+        if self.target.root.trim().is_empty() {
+            return Err(key("target.root", "must not be empty".into()));
+        }
+        for (name, value) in [
+            ("concurrency.cloners", self.concurrency.cloners),
+            ("concurrency.reconcilers", self.concurrency.reconcilers),
+            ("concurrency.copy_parallelism", self.concurrency.copy_parallelism),
+            ("bus.queue_capacity", self.bus.queue_capacity),
+        ] {
+            if value == 0 {
+                return Err(key(name, "must be at least 1".into()));
+            }
+        }
+        if self.retry.max_attempts == 0 {
+            return Err(key("retry.max_attempts", "must be at least 1".into()));
+        }
+        if self.bus.max_deliveries == 0 {
+            return Err(key("bus.max_deliveries", "must be at least 1".into()));
+        }
+        if self.bus.backend != "memory" {
+            return Err(key(
+                "bus.backend",
+                format!("unknown backend `{}` (this build supports `memory`)", self.bus.backend),
+            ));
+        }
+        for (i, p) in self.tables.include.iter().chain(&self.tables.exclude).enumerate() {
+            globset::Glob::new(p)
+                .map_err(|e| key(&format!("tables[{i}]"), format!("bad glob `{p}`: {e}")))?;
+        }
+        for (i, w) in self.notifications.webhooks.iter().enumerate() {
+            if !(w.url.starts_with("http://") || w.url.starts_with("https://")) {
+                return Err(key(
+                    &format!("notifications.webhooks[{i}].url"),
+                    format!("`{}` is not an http(s) URL", w.url),
+                ));
+            }
+            if let Some(s) = &w.bearer_token {
+                if s.env.is_some() == s.file.is_some() {
+                    return Err(key(
+                        &format!("notifications.webhooks[{i}].bearer_token"),
+                        "needs exactly one of `env` or `file`".into(),
+                    ));
+                }
+            }
+        }
+        if !self.state.url.starts_with("sqlite:") {
+            return Err(key("state.url", format!("`{}` is not a sqlite: URL", self.state.url)));
+        }
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            return Err(key("log.format", "must be `text` or `json`".into()));
+        }
+        Ok(())
+    }
+}
+
+fn parse_scalar(v: &str) -> Value {
+    serde_yaml::from_str(v).unwrap_or_else(|_| Value::String(v.to_owned()))
+}
+
+fn set_path(doc: &mut Value, path: &[String], value: Value) -> Result<(), ConfigError> {
+    let mut cur = doc;
+    for (i, part) in path.iter().enumerate() {
+        if part.is_empty() {
+            return Err(ConfigError::Override(path.join(".")));
+        }
+        if !cur.is_mapping() {
+            if cur.is_null() {
+                *cur = Value::Mapping(Default::default());
+            } else {
+                return Err(ConfigError::Key {
+                    key: path[..i].join("."),
+                    message: "is not a section, cannot override a key inside it".into(),
+                });
+            }
+        }
+        let map = cur.as_mapping_mut().expect("checked above");
+        let k = Value::String(part.clone());
+        if i + 1 == path.len() {
+            map.insert(k, value);
+            return Ok(());
+        }
+        cur = map.entry(k).or_insert(Value::Null);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "source: { root: ./lake/source }\ntarget: { root: ./lake/target }\ntables: { include: [\"*\"], exclude: [] }\n";
+
+    fn none() -> Vec<(String, String)> {
+        Vec::new()
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = Config::from_yaml(MINIMAL, none(), &[]).unwrap();
+        assert_eq!(c.source.root, "./lake/source");
+        assert_eq!(c.concurrency, Concurrency::default());
+        assert_eq!(c.operation, Operation::All);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = Config::from_yaml(&format!("{MINIMAL}concurrency: {{ colners: 3 }}\n"), none(), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("concurrency") && err.contains("colners"), "{err}");
+        let err = Config::from_yaml(&format!("{MINIMAL}bogus: 1\n"), none(), &[]).unwrap_err().to_string();
+        assert!(err.contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn env_then_cli_overrides() {
+        let env = vec![
+            ("REPLICATOR__CONCURRENCY__CLONERS".to_owned(), "7".to_owned()),
+            ("REPLICATOR__TARGET__ROOT".to_owned(), "/elsewhere".to_owned()),
+            ("UNRELATED".to_owned(), "x".to_owned()),
+        ];
+        let c = Config::from_yaml(MINIMAL, env.clone(), &[]).unwrap();
+        assert_eq!(c.concurrency.cloners, 7);
+        assert_eq!(c.target.root, "/elsewhere");
+        let c = Config::from_yaml(MINIMAL, env, &["concurrency.cloners=9".into()]).unwrap();
+        assert_eq!(c.concurrency.cloners, 9);
+        let err = Config::from_yaml(MINIMAL, vec![("REPLICATOR__RETRY__MAX_ATEMPTS".into(), "2".into())], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_atempts"), "{err}");
+    }
+
+    #[test]
+    fn validation_names_the_key() {
+        let err = Config::from_yaml(MINIMAL, none(), &["concurrency.cloners=0".into()]).unwrap_err();
+        assert!(err.to_string().contains("concurrency.cloners"), "{err}");
+        let err = Config::from_yaml(
+            &format!("{MINIMAL}notifications: {{ webhooks: [ {{ url: ftp://x }} ] }}\n"),
+            none(),
+            &[],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("notifications.webhooks[0].url"), "{err}");
+    }
+
+    #[test]
+    fn secrets_come_from_env_or_file_never_inline() {
+        let err = Config::from_yaml(
+            &format!("{MINIMAL}notifications: {{ webhooks: [ {{ url: http://x, bearer_token: hunter2 }} ] }}\n"),
+            none(),
+            &[],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("bearer_token"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("tok");
+        std::fs::write(&f, "s3cr3t\n").unwrap();
+        let s = SecretRef { env: None, file: Some(f) };
+        assert_eq!(s.resolve().unwrap(), "s3cr3t");
+        let missing = SecretRef { env: Some("REPLICATOR_TEST_UNSET_VAR".into()), file: None };
+        assert!(missing.resolve().unwrap_err().to_string().contains("REPLICATOR_TEST_UNSET_VAR"));
+    }
+}

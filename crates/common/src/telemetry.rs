@@ -1,0 +1,26 @@
+//! Tracing set-up. Log lines are structured; every task span carries `run_id`, `task_id`,
+//! `table` and `attempt`, so every line a task logs names its run.
+
+use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Install the global subscriber; logs go to stderr. `RUST_LOG` overrides `default_filter`.
+/// Safe to call twice (the second call is ignored), which tests rely on.
+pub fn init(format: LogFormat, default_filter: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let registry = tracing_subscriber::registry().with(filter);
+    let _ = match format {
+        LogFormat::Text => registry
+            .with(fmt::layer().with_writer(std::io::stderr).with_target(false))
+            .try_init(),
+        LogFormat::Json => registry
+            .with(fmt::layer().json().with_writer(std::io::stderr).with_current_span(true))
+            .try_init(),
+    };
+}

@@ -1,0 +1,172 @@
+//! Reading what a table holds: version, schema, row counts (from log statistics when every
+//! file has them, otherwise by scanning), and the rows themselves for comparisons.
+
+use arrow::array::RecordBatch;
+use arrow::util::display::{ArrayFormatter, FormatOptions};
+use delta_kernel::engine::arrow_data::ArrowEngineData;
+use serde_json::Value;
+
+use crate::clone::load;
+use crate::{LakeError, TableLocation};
+
+/// A snapshot's shape.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TableInfo {
+    pub version: u64,
+    /// Top-level columns: (name, type as JSON, nullable).
+    pub columns: Vec<(String, Value, bool)>,
+    pub partition_columns: Vec<String>,
+    pub num_files: u64,
+    /// Rows according to the log's statistics, when every file has `numRecords`
+    /// (deletion vectors' cardinalities subtracted).
+    pub stats_rows: Option<u64>,
+}
+
+/// How a row count was obtained.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CountMethod {
+    /// Sum of `numRecords` from the log: cost grows with files, not rows.
+    Stats,
+    /// Read every row.
+    Scan,
+}
+
+impl std::fmt::Display for CountMethod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Stats => "log statistics",
+            Self::Scan => "scan",
+        })
+    }
+}
+
+/// Version, schema, files and (when available) statistics row count of a table.
+pub async fn table_info(loc: &TableLocation, version: Option<u64>) -> Result<TableInfo, LakeError> {
+    let table = load(loc, version).await?;
+    let url = loc.url().as_str();
+    let snap = table.snapshot().map_err(|e| LakeError::from_delta(url, version, e))?;
+    let metadata = serde_json::to_value(snap.metadata())
+        .map_err(|e| LakeError::Invalid(format!("cannot read metadata of {url}: {e}")))?;
+    let schema: Value = metadata["schemaString"]
+        .as_str()
+        .and_then(|s| serde_json::from_str(s).ok())
+        .ok_or_else(|| LakeError::Invalid(format!("{url} has no readable schemaString")))?;
+    let columns = schema["fields"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|f| {
+            (
+                f["name"].as_str().unwrap_or_default().to_owned(),
+                f["type"].clone(),
+                f["nullable"].as_bool().unwrap_or(true),
+            )
+        })
+        .collect();
+    let partition_columns = metadata["partitionColumns"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect();
+    let mut num_files = 0u64;
+    let mut stats_rows = Some(0u64);
+    for view in snap.log_data().iter() {
+        num_files += 1;
+        let deleted = view.deletion_vector_descriptor().map_or(0, |d| d.cardinality.max(0) as u64);
+        stats_rows = match (stats_rows, view.num_records()) {
+            (Some(total), Some(n)) => Some(total + (n as u64).saturating_sub(deleted)),
+            _ => None,
+        };
+    }
+    Ok(TableInfo { version: snap.version() as u64, columns, partition_columns, num_files, stats_rows })
+}
+
+/// Row count, from statistics when possible and by scanning otherwise.
+pub async fn count_rows(loc: &TableLocation, version: Option<u64>) -> Result<(u64, CountMethod, TableInfo), LakeError> {
+    let info = table_info(loc, version).await?;
+    if let Some(n) = info.stats_rows {
+        return Ok((n, CountMethod::Stats, info));
+    }
+    let batches = read_batches(loc, Some(info.version)).await?;
+    Ok((batches.iter().map(|b| b.num_rows() as u64).sum(), CountMethod::Scan, info))
+}
+
+/// Every row of a snapshot (deletion vectors and column mapping applied), as Arrow batches.
+pub async fn read_batches(loc: &TableLocation, version: Option<u64>) -> Result<Vec<RecordBatch>, LakeError> {
+    let table = load(loc, version).await?;
+    let url_s = loc.url().to_string();
+    let snap_version = table.snapshot().map_err(|e| LakeError::from_delta(&url_s, version, e))?.version() as u64;
+    let engine = table.log_store().engine(None);
+    let url = table.table_url().clone();
+    tokio::task::spawn_blocking(move || -> Result<Vec<RecordBatch>, delta_kernel::Error> {
+        let snap = delta_kernel::Snapshot::builder_for(url.as_str()).at_version(snap_version).build(engine.as_ref())?;
+        let scan = snap.scan_builder().build()?;
+        let mut out = Vec::new();
+        for data in scan.execute(engine.clone())? {
+            let data = ArrowEngineData::try_from_engine_data(data?)?;
+            out.push(data.record_batch().clone());
+        }
+        Ok(out)
+    })
+    .await
+    .map_err(|e| LakeError::Invalid(format!("scan task failed: {e}")))?
+    .map_err(|e| LakeError::Log { url: url_s, detail: format!("scan failed: {e}"), transient: false })
+}
+
+/// Rows rendered as text (`col=value|…`), sorted: two tables hold the same rows exactly when
+/// these lists are equal.
+pub fn sorted_rows(batches: &[RecordBatch]) -> Result<Vec<String>, LakeError> {
+    let options = FormatOptions::default().with_null("NULL");
+    let mut rows = Vec::new();
+    for batch in batches {
+        let schema = batch.schema();
+        let formatters = batch
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| LakeError::Invalid(format!("cannot render rows: {e}")))?;
+        for i in 0..batch.num_rows() {
+            let row: Vec<String> = formatters
+                .iter()
+                .zip(schema.fields())
+                .map(|(f, field)| format!("{}={}", field.name(), f.value(i)))
+                .collect();
+            rows.push(row.join("|"));
+        }
+    }
+    rows.sort();
+    Ok(rows)
+}
+
+/// The differences between two tables' schemas and partitioning, one line each; empty when
+/// they match.
+pub fn schema_diff(source: &TableInfo, target: &TableInfo) -> Vec<String> {
+    let mut out = Vec::new();
+    for (name, ty, nullable) in &source.columns {
+        match target.columns.iter().find(|(n, _, _)| n == name) {
+            None => out.push(format!("column `{name}` is missing in the target")),
+            Some((_, t, n)) => {
+                if t != ty {
+                    out.push(format!("column `{name}` has type {t} in the target, {ty} in the source"));
+                }
+                if n != nullable {
+                    out.push(format!("column `{name}` is nullable={n} in the target, nullable={nullable} in the source"));
+                }
+            }
+        }
+    }
+    for (name, _, _) in &target.columns {
+        if !source.columns.iter().any(|(n, _, _)| n == name) {
+            out.push(format!("column `{name}` exists only in the target"));
+        }
+    }
+    if source.partition_columns != target.partition_columns {
+        out.push(format!(
+            "partition columns differ: source {:?}, target {:?}",
+            source.partition_columns, target.partition_columns
+        ));
+    }
+    out
+}

@@ -1,0 +1,22 @@
+//! Table engines. This crate holds the **native Delta engine**: a deep clone that needs no
+//! Databricks compute, built on delta-rs (`deltalake`) for reading snapshots and
+//! `object_store` for every byte it moves.
+//!
+//! - [`location`]: where a table lives (a local path or `file://` URL, an object store and a
+//!   prefix in it);
+//! - [`clone`]: `deep_clone(source, target, options)` with the semantics of Databricks
+//!   `CREATE OR REPLACE TABLE t DEEP CLONE s [VERSION AS OF n]`: copy first, commit last;
+//! - [`discover`]: find Delta tables at any depth under a root, name them, filter them;
+//! - [`inspect`]: row counts (from log statistics or by scanning), schemas, and rows for
+//!   comparison.
+
+pub mod clone;
+pub mod discover;
+pub mod error;
+pub mod inspect;
+pub mod location;
+
+pub use clone::{CloneOptions, CloneProgress, CloneReport, deep_clone};
+pub use discover::{DiscoveredTable, TableMatcher, discover};
+pub use error::LakeError;
+pub use location::TableLocation;
