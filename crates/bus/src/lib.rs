@@ -56,7 +56,7 @@ pub trait Bus: Send + Sync + 'static {
     async fn replay(
         &self,
         queue: &str,
-        filter: &(dyn Fn(&replicator_proto::DeadLetter) -> bool + Send + Sync),
+        filter: &(dyn for<'d> Fn(&'d replicator_proto::DeadLetter) -> bool + Send + Sync),
     ) -> Result<usize, BusError>;
 }
 

@@ -164,12 +164,12 @@ impl Bus for MemoryBus {
     async fn replay(
         &self,
         queue: &str,
-        filter: &(dyn Fn(&DeadLetter) -> bool + Send + Sync),
+        filter: &(dyn for<'d> Fn(&'d DeadLetter) -> bool + Send + Sync),
     ) -> Result<usize, BusError> {
         let q = self.queue(queue);
         let chosen: Vec<DeadLetter> = {
             let mut dead = q.dead.lock().expect("dead lock");
-            let (chosen, kept) = dead.drain(..).partition(|d| filter(d));
+            let (chosen, kept): (Vec<DeadLetter>, Vec<DeadLetter>) = dead.drain(..).partition(|d: &DeadLetter| filter(d));
             *dead = kept;
             chosen
         };

@@ -1,1 +1,531 @@
+//! Run, task and audit state.
+//!
+//! The store records runs, their tasks (one per table), every attempt of every stage, the
+//! result of each stage verbatim, and the last source version cloned into each target. It
+//! is the source of truth for "is this run finished?": the notifier completes a run when no
+//! task of it is left in a non-terminal state, whichever process recorded the last result.
+//!
+//! Embedded mode uses a SQLite file (WAL, created on first use); the schema lives in
+//! `migrations/` and is applied on open.
 
+use std::str::FromStr;
+
+use chrono::Utc;
+use replicator_proto::{
+    CloneResult, Operation, Outcome, ReconcileResult, ReplicationRequest, RunSummary, TableStatus, TableSummary,
+    Validation,
+};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+use sqlx::{Row, SqlitePool};
+use uuid::Uuid;
+
+/// Errors from the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("invalid state URL `{0}`: expected sqlite://PATH or sqlite::memory:")]
+    Url(String),
+    #[error("cannot create the state directory {path}: {source}")]
+    Dir { path: String, source: std::io::Error },
+    #[error("state database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("state database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("run {0} not found")]
+    RunNotFound(Uuid),
+}
+
+/// Task states. `succeeded`, `failed` and `mismatched` are terminal.
+pub mod status {
+    pub const QUEUED: &str = "queued";
+    pub const CLONING: &str = "cloning";
+    pub const CLONED: &str = "cloned";
+    pub const RECONCILING: &str = "reconciling";
+    pub const SUCCEEDED: &str = "succeeded";
+    pub const FAILED: &str = "failed";
+    pub const MISMATCHED: &str = "mismatched";
+    pub const TERMINAL: [&str; 3] = [SUCCEEDED, FAILED, MISMATCHED];
+}
+
+/// A stage of a task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    Clone,
+    Reconcile,
+}
+
+impl Stage {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Clone => "clone",
+            Self::Reconcile => "reconcile",
+        }
+    }
+}
+
+/// A task to record when a run is planned.
+#[derive(Clone, Debug)]
+pub struct NewTask {
+    pub task_id: Uuid,
+    pub table: String,
+    pub source: String,
+    pub target: String,
+    pub source_version: Option<u64>,
+}
+
+/// A run as stored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunRecord {
+    pub run_id: Uuid,
+    pub operation: Operation,
+    pub source_root: String,
+    pub target_root: String,
+    pub status: String,
+    pub created_at: chrono::DateTime<Utc>,
+    pub completed_at: Option<chrono::DateTime<Utc>>,
+    pub summary: Option<RunSummary>,
+}
+
+/// How far a run has got.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RunProgress {
+    pub total: u64,
+    pub terminal: u64,
+}
+
+impl RunProgress {
+    pub fn is_complete(&self) -> bool {
+        self.terminal == self.total
+    }
+}
+
+/// One attempt of one stage, for audit.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AttemptRecord {
+    pub task_id: Uuid,
+    pub stage: String,
+    pub attempt: u32,
+    pub outcome: Option<String>,
+    pub error: Option<String>,
+}
+
+/// Handle to the state database.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+fn now() -> String {
+    Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+fn opt_i64(v: Option<u64>) -> Option<i64> {
+    v.map(|v| v as i64)
+}
+
+impl Store {
+    /// Open (creating if needed) the database at `url` and apply migrations.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let opts = if url == "sqlite::memory:" {
+            SqliteConnectOptions::from_str(url)?
+        } else {
+            let path = url
+                .strip_prefix("sqlite://")
+                .or_else(|| url.strip_prefix("sqlite:"))
+                .filter(|p| !p.is_empty())
+                .ok_or_else(|| StoreError::Url(url.to_owned()))?;
+            let path = std::path::Path::new(path);
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .map_err(|source| StoreError::Dir { path: dir.display().to_string(), source })?;
+            }
+            SqliteConnectOptions::new()
+                .filename(path)
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .busy_timeout(std::time::Duration::from_secs(30))
+        };
+        let max = if url == "sqlite::memory:" { 1 } else { 4 };
+        let pool = SqlitePoolOptions::new().max_connections(max).connect_with(opts.foreign_keys(true)).await?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    /// Record a new run and its tasks, atomically.
+    pub async fn create_run(&self, request: &ReplicationRequest, tasks: &[NewTask]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let ts = now();
+        sqlx::query(
+            "INSERT INTO runs (run_id, operation, source_root, target_root, request, status, created_at)
+             VALUES (?, ?, ?, ?, ?, 'running', ?)",
+        )
+        .bind(request.header.run_id.to_string())
+        .bind(request.operation.to_string())
+        .bind(&request.source_root)
+        .bind(&request.target_root)
+        .bind(serde_json::to_string(request).unwrap_or_default())
+        .bind(&ts)
+        .execute(&mut *tx)
+        .await?;
+        for t in tasks {
+            sqlx::query(
+                "INSERT INTO tasks (task_id, run_id, table_name, source, target, status, source_version, created_at, updated_at)
+                 VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?)",
+            )
+            .bind(t.task_id.to_string())
+            .bind(request.header.run_id.to_string())
+            .bind(&t.table)
+            .bind(&t.source)
+            .bind(&t.target)
+            .bind(opt_i64(t.source_version))
+            .bind(&ts)
+            .bind(&ts)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A stage attempt starts: log it and move the task to `cloning`/`reconciling`
+    /// (terminal tasks stay terminal, so a stale redelivery cannot reopen them).
+    pub async fn attempt_started(&self, run_id: Uuid, task_id: Uuid, stage: Stage, attempt: u32) -> Result<i64, StoreError> {
+        let ts = now();
+        let state = match stage {
+            Stage::Clone => status::CLONING,
+            Stage::Reconcile => status::RECONCILING,
+        };
+        sqlx::query(
+            "UPDATE tasks SET status = ?, updated_at = ? WHERE task_id = ? AND status NOT IN ('succeeded','failed','mismatched')",
+        )
+        .bind(state)
+        .bind(&ts)
+        .bind(task_id.to_string())
+        .execute(&self.pool)
+        .await?;
+        let row = sqlx::query(
+            "INSERT INTO attempts (task_id, run_id, stage, attempt, started_at) VALUES (?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(task_id.to_string())
+        .bind(run_id.to_string())
+        .bind(stage.as_str())
+        .bind(attempt as i64)
+        .bind(&ts)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.get(0))
+    }
+
+    /// An attempt ended (`succeeded`, `failed` or `retrying`).
+    pub async fn attempt_finished(&self, attempt_id: i64, outcome: &str, error: Option<&str>) -> Result<(), StoreError> {
+        sqlx::query("UPDATE attempts SET finished_at = ?, outcome = ?, error = ? WHERE id = ?")
+            .bind(now())
+            .bind(outcome)
+            .bind(error)
+            .bind(attempt_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Record a clone result. `then_reconcile` leaves a successful task at `cloned`, waiting
+    /// for its validation; otherwise success is terminal.
+    pub async fn record_clone(&self, r: &CloneResult, then_reconcile: bool) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let ts = now();
+        let state = match (r.outcome, then_reconcile) {
+            (Outcome::Succeeded, true) => status::CLONED,
+            (Outcome::Succeeded, false) => status::SUCCEEDED,
+            (Outcome::Failed, _) => status::FAILED,
+        };
+        let m = r.metrics.clone().unwrap_or_default();
+        sqlx::query(
+            "UPDATE tasks SET status = ?, source_version = COALESCE(?, source_version), target_version = ?,
+               copied_files = ?, copied_bytes = ?, removed_files = ?, error = ?, updated_at = ?
+             WHERE task_id = ?",
+        )
+        .bind(state)
+        .bind(opt_i64(r.source_version))
+        .bind(opt_i64(r.target_version))
+        .bind(m.num_copied_files as i64)
+        .bind(m.copied_files_size as i64)
+        .bind(m.num_removed_files as i64)
+        .bind(r.error.as_ref().map(|e| e.message.clone()))
+        .bind(&ts)
+        .bind(r.task_id.to_string())
+        .execute(&mut *tx)
+        .await?;
+        insert_outcome(&mut tx, r.task_id, r.header.run_id, Stage::Clone, &format!("{:?}", r.outcome).to_lowercase(), &serde_json::to_string(r).unwrap_or_default()).await?;
+        if let (Outcome::Succeeded, Some(sv), Some(tv)) = (r.outcome, r.source_version, r.target_version) {
+            sqlx::query(
+                "INSERT INTO table_versions (source, target, table_name, source_version, target_version, run_id, updated_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?)
+                 ON CONFLICT (source, target) DO UPDATE SET source_version = excluded.source_version,
+                   target_version = excluded.target_version, run_id = excluded.run_id, updated_at = excluded.updated_at",
+            )
+            .bind(&r.source)
+            .bind(&r.target)
+            .bind(&r.table)
+            .bind(sv as i64)
+            .bind(tv as i64)
+            .bind(r.header.run_id.to_string())
+            .bind(&ts)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Record a validation result; always terminal for the task.
+    pub async fn record_reconcile(&self, r: &ReconcileResult) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let state = match r.outcome {
+            Validation::Matched => status::SUCCEEDED,
+            Validation::Mismatched => status::MISMATCHED,
+            Validation::Failed => status::FAILED,
+        };
+        let error = match (&r.error, r.outcome) {
+            (Some(e), _) => Some(e.message.clone()),
+            (None, Validation::Mismatched) => Some(
+                r.checks.iter().filter(|c| !c.passed).map(|c| format!("{}: {}", c.name, c.detail)).collect::<Vec<_>>().join("; "),
+            ),
+            _ => None,
+        };
+        sqlx::query(
+            "UPDATE tasks SET status = ?, source_rows = ?, target_rows = ?, error = COALESCE(?, error), updated_at = ?,
+               source_version = COALESCE(source_version, ?), target_version = COALESCE(target_version, ?)
+             WHERE task_id = ?",
+        )
+        .bind(state)
+        .bind(opt_i64(r.source_rows))
+        .bind(opt_i64(r.target_rows))
+        .bind(error)
+        .bind(now())
+        .bind(opt_i64(r.source_version))
+        .bind(opt_i64(r.target_version))
+        .bind(r.task_id.to_string())
+        .execute(&mut *tx)
+        .await?;
+        insert_outcome(&mut tx, r.task_id, r.header.run_id, Stage::Reconcile, &format!("{:?}", r.outcome).to_lowercase(), &serde_json::to_string(r).unwrap_or_default()).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Tasks in total and in a terminal state.
+    pub async fn run_progress(&self, run_id: Uuid) -> Result<RunProgress, StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*), COALESCE(SUM(CASE WHEN status IN ('succeeded','failed','mismatched') THEN 1 ELSE 0 END), 0)
+             FROM tasks WHERE run_id = ?",
+        )
+        .bind(run_id.to_string())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(RunProgress { total: row.get::<i64, _>(0) as u64, terminal: row.get::<i64, _>(1) as u64 })
+    }
+
+    /// The summary of a run as its tasks stand now.
+    pub async fn summarize(&self, run_id: Uuid) -> Result<RunSummary, StoreError> {
+        let run = self.run(run_id).await?.ok_or(StoreError::RunNotFound(run_id))?;
+        let rows = sqlx::query(
+            "SELECT task_id, table_name, status, source_version, target_version, copied_files, copied_bytes,
+                    removed_files, source_rows, target_rows, error
+             FROM tasks WHERE run_id = ? ORDER BY table_name",
+        )
+        .bind(run_id.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        let mut s = RunSummary::default();
+        for row in rows {
+            let st: String = row.get(2);
+            let status = match st.as_str() {
+                status::SUCCEEDED => TableStatus::Succeeded,
+                status::MISMATCHED => TableStatus::Mismatched,
+                _ => TableStatus::Failed,
+            };
+            let t = TableSummary {
+                task_id: row.get::<String, _>(0).parse().unwrap_or_default(),
+                table: row.get(1),
+                status,
+                source_version: row.get::<Option<i64>, _>(3).map(|v| v as u64),
+                target_version: row.get::<Option<i64>, _>(4).map(|v| v as u64),
+                copied_files: row.get::<i64, _>(5) as u64,
+                copied_bytes: row.get::<i64, _>(6) as u64,
+                removed_files: row.get::<i64, _>(7) as u64,
+                source_rows: row.get::<Option<i64>, _>(8).map(|v| v as u64),
+                target_rows: row.get::<Option<i64>, _>(9).map(|v| v as u64),
+                error: match (st.as_str(), row.get::<Option<String>, _>(10)) {
+                    (status::SUCCEEDED, _) => None,
+                    (s, None) if !status::TERMINAL.contains(&s) => Some(format!("task still {s}")),
+                    (_, e) => e,
+                },
+            };
+            s.total += 1;
+            match t.status {
+                TableStatus::Succeeded => s.succeeded += 1,
+                TableStatus::Failed => s.failed += 1,
+                TableStatus::Mismatched => s.mismatched += 1,
+            }
+            s.bytes_copied += t.copied_bytes;
+            s.files_copied += t.copied_files;
+            s.tables.push(t);
+        }
+        let end = run.completed_at.unwrap_or_else(Utc::now);
+        s.duration_ms = (end - run.created_at).num_milliseconds().max(0) as u64;
+        Ok(s)
+    }
+
+    /// Mark a run complete with its summary. Returns false if it was already complete, so
+    /// exactly one caller sends the notifications.
+    pub async fn complete_run(&self, run_id: Uuid, summary: &RunSummary) -> Result<bool, StoreError> {
+        let status = if summary.is_success() { "succeeded" } else { "failed" };
+        let done = sqlx::query(
+            "UPDATE runs SET status = ?, completed_at = ?, summary = ? WHERE run_id = ? AND completed_at IS NULL",
+        )
+        .bind(status)
+        .bind(now())
+        .bind(serde_json::to_string(summary).unwrap_or_default())
+        .bind(run_id.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// A run, if it exists.
+    pub async fn run(&self, run_id: Uuid) -> Result<Option<RunRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT run_id, operation, source_root, target_root, status, created_at, completed_at, summary FROM runs WHERE run_id = ?",
+        )
+        .bind(run_id.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|row| {
+            let ts = |s: Option<String>| s.and_then(|s| chrono::DateTime::parse_from_rfc3339(&s).ok()).map(|d| d.with_timezone(&Utc));
+            RunRecord {
+                run_id,
+                operation: row.get::<String, _>(1).parse().unwrap_or_default(),
+                source_root: row.get(2),
+                target_root: row.get(3),
+                status: row.get(4),
+                created_at: ts(Some(row.get(5))).unwrap_or_else(Utc::now),
+                completed_at: ts(row.get(6)),
+                summary: row.get::<Option<String>, _>(7).and_then(|s| serde_json::from_str(&s).ok()),
+            }
+        }))
+    }
+
+    /// Every attempt of a run, oldest first.
+    pub async fn attempts(&self, run_id: Uuid) -> Result<Vec<AttemptRecord>, StoreError> {
+        let rows = sqlx::query("SELECT task_id, stage, attempt, outcome, error FROM attempts WHERE run_id = ? ORDER BY id")
+            .bind(run_id.to_string())
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| AttemptRecord {
+                task_id: r.get::<String, _>(0).parse().unwrap_or_default(),
+                stage: r.get(1),
+                attempt: r.get::<i64, _>(2) as u32,
+                outcome: r.get(3),
+                error: r.get(4),
+            })
+            .collect())
+    }
+
+    /// The last source version cloned from `source` into `target`, if any.
+    pub async fn last_source_version(&self, source: &str, target: &str) -> Result<Option<u64>, StoreError> {
+        let row = sqlx::query("SELECT source_version FROM table_versions WHERE source = ? AND target = ?")
+            .bind(source)
+            .bind(target)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.get::<i64, _>(0) as u64))
+    }
+}
+
+async fn insert_outcome(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    task_id: Uuid,
+    run_id: Uuid,
+    stage: Stage,
+    outcome: &str,
+    detail: &str,
+) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO outcomes (task_id, run_id, stage, outcome, detail, created_at) VALUES (?, ?, ?, ?, ?, ?)")
+        .bind(task_id.to_string())
+        .bind(run_id.to_string())
+        .bind(stage.as_str())
+        .bind(outcome)
+        .bind(detail)
+        .bind(now())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use replicator_proto::{CloneMetrics, Header, TableFilter};
+
+    fn request() -> ReplicationRequest {
+        ReplicationRequest {
+            header: Header::new(Uuid::now_v7()),
+            operation: Operation::Replication,
+            source_root: "/s".into(),
+            target_root: "/t".into(),
+            tables: TableFilter::default(),
+            version: None,
+            requested_by: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn run_lifecycle_on_a_sqlite_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/nested/state.db", dir.path().display());
+        let store = Store::open(&url).await.unwrap();
+        let req = request();
+        let run_id = req.header.run_id;
+        let tasks: Vec<NewTask> = ["a.x", "b.y"]
+            .iter()
+            .map(|t| NewTask { task_id: Uuid::now_v7(), table: t.to_string(), source: format!("/s/{t}"), target: format!("/t/{t}"), source_version: Some(1) })
+            .collect();
+        store.create_run(&req, &tasks).await.unwrap();
+        assert_eq!(store.run_progress(run_id).await.unwrap(), RunProgress { total: 2, terminal: 0 });
+        let att = store.attempt_started(run_id, tasks[0].task_id, Stage::Clone, 1).await.unwrap();
+        store.attempt_finished(att, "succeeded", None).await.unwrap();
+        let result = CloneResult {
+            header: Header::new(run_id),
+            task_id: tasks[0].task_id,
+            attempt: 1,
+            table: "a.x".into(),
+            source: "/s/a.x".into(),
+            target: "/t/a.x".into(),
+            outcome: Outcome::Succeeded,
+            source_version: Some(3),
+            target_version: Some(0),
+            committed: true,
+            metrics: Some(CloneMetrics { num_copied_files: 2, copied_files_size: 100, ..Default::default() }),
+            error: None,
+            retries: 0,
+            duration_ms: 5,
+        };
+        store.record_clone(&result, false).await.unwrap();
+        assert_eq!(store.last_source_version("/s/a.x", "/t/a.x").await.unwrap(), Some(3));
+        let failed = CloneResult { task_id: tasks[1].task_id, outcome: Outcome::Failed, metrics: None, error: Some(replicator_proto::TaskError { kind: replicator_proto::ErrorKind::Permanent, message: "boom".into() }), ..result.clone() };
+        store.record_clone(&failed, false).await.unwrap();
+        assert!(store.run_progress(run_id).await.unwrap().is_complete());
+        let summary = store.summarize(run_id).await.unwrap();
+        assert_eq!((summary.total, summary.succeeded, summary.failed, summary.bytes_copied), (2, 1, 1, 100));
+        assert_eq!(summary.tables[1].error.as_deref(), Some("boom"));
+        assert!(store.complete_run(run_id, &summary).await.unwrap());
+        assert!(!store.complete_run(run_id, &summary).await.unwrap(), "completes once");
+        let run = store.run(run_id).await.unwrap().unwrap();
+        assert_eq!(run.status, "failed");
+        assert_eq!(run.summary.unwrap(), summary);
+        assert_eq!(store.attempts(run_id).await.unwrap().len(), 1);
+        // Reopening applies no migration twice.
+        drop(store);
+        Store::open(&url).await.unwrap();
+    }
+}
