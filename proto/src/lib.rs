@@ -484,7 +484,10 @@ mod tests {
         let mut v = serde_json::to_value(task()).unwrap();
         v["schema_version"] = serde_json::json!(99);
         let err = decode::<CloneTask>(&serde_json::to_vec(&v).unwrap()).unwrap_err();
-        assert!(err.to_string().contains("unsupported schema_version 99"), "{err}");
+        assert!(
+            err.to_string().contains("unsupported schema_version 99"),
+            "{err}"
+        );
     }
 
     #[test]

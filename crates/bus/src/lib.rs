@@ -50,7 +50,10 @@ pub trait Bus: Send + Sync + 'static {
     /// Subscribe to events whose routing key matches `pattern`.
     async fn subscribe(&self, pattern: &str) -> Result<Box<dyn Subscription>, BusError>;
     /// Dead letters of a queue, oldest first, without removing them.
-    async fn dead_letters(&self, queue: &str) -> Result<Vec<replicator_proto::DeadLetter>, BusError>;
+    async fn dead_letters(
+        &self,
+        queue: &str,
+    ) -> Result<Vec<replicator_proto::DeadLetter>, BusError>;
     /// Move the dead letters of `queue` accepted by `filter` back onto the queue; returns how
     /// many moved.
     async fn replay(
@@ -102,7 +105,12 @@ impl std::fmt::Debug for Delivery {
 
 impl Delivery {
     pub fn new(queue: String, payload: Bytes, deliveries: u32, acker: Box<dyn Acker>) -> Self {
-        Self { payload, deliveries, queue, acker: Some(acker) }
+        Self {
+            payload,
+            deliveries,
+            queue,
+            acker: Some(acker),
+        }
     }
     /// Done: the message will not be delivered again.
     pub fn ack(mut self) {
@@ -160,5 +168,20 @@ mod tests {
         assert!(topic_matches("*.failed", "reconcile.failed"));
         assert!(topic_matches("run.#", "run"));
         assert!(!topic_matches("clone", "clone.failed"));
+    }
+}
+
+/// Build the configured bus backend (the one registry of backends).
+///
+/// `memory` lives inside one process, so it cannot connect separate service processes:
+/// asking for it here (the path used by standalone services) is an error that says so.
+pub fn connect(backend: &str) -> Result<BusRef, BusError> {
+    match backend {
+        "memory" => Err(BusError::Backend(
+            "the memory bus lives inside one process: run every service together with \
+             `replicator run CONFIG`, or configure a broker backend for separate processes"
+                .into(),
+        )),
+        other => Err(BusError::Backend(format!("unknown bus backend `{other}`"))),
     }
 }

@@ -109,7 +109,9 @@ impl MemoryBus {
 
     /// Stop the bus: consumers and subscriptions end once drained.
     pub fn close(&self) {
-        self.inner.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.inner
+            .closed
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         for q in self.inner.queues.lock().expect("queues lock").values() {
             q.notify.notify_waiters();
         }
@@ -128,13 +130,25 @@ impl Bus for MemoryBus {
             return Err(BusError::Closed);
         }
         let q = self.queue(queue);
-        let permit = q.permits.clone().acquire_owned().await.map_err(|_| BusError::Closed)?;
-        q.push(Message { payload, deliveries: 0, _permit: permit });
+        let permit = q
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| BusError::Closed)?;
+        q.push(Message {
+            payload,
+            deliveries: 0,
+            _permit: permit,
+        });
         Ok(())
     }
 
     async fn consume(&self, queue: &str) -> Result<Box<dyn Consumer>, BusError> {
-        Ok(Box::new(MemoryConsumer { bus: self.clone(), queue: self.queue(queue) }))
+        Ok(Box::new(MemoryConsumer {
+            bus: self.clone(),
+            queue: self.queue(queue),
+        }))
     }
 
     async fn publish_event(&self, routing_key: &str, payload: Bytes) -> Result<(), BusError> {
@@ -143,7 +157,8 @@ impl Bus for MemoryBus {
         }
         let mut subs = self.inner.subscribers.lock().expect("subs lock");
         subs.retain(|(pattern, tx)| {
-            !topic_matches(pattern, routing_key) || tx.send((routing_key.to_owned(), payload.clone())).is_ok()
+            !topic_matches(pattern, routing_key)
+                || tx.send((routing_key.to_owned(), payload.clone())).is_ok()
         });
         Ok(())
     }
@@ -153,7 +168,11 @@ impl Bus for MemoryBus {
             return Err(BusError::Closed);
         }
         let (tx, rx) = mpsc::unbounded_channel();
-        self.inner.subscribers.lock().expect("subs lock").push((pattern.to_owned(), tx));
+        self.inner
+            .subscribers
+            .lock()
+            .expect("subs lock")
+            .push((pattern.to_owned(), tx));
         Ok(Box::new(MemorySubscription { rx }))
     }
 
@@ -169,7 +188,8 @@ impl Bus for MemoryBus {
         let q = self.queue(queue);
         let chosen: Vec<DeadLetter> = {
             let mut dead = q.dead.lock().expect("dead lock");
-            let (chosen, kept): (Vec<DeadLetter>, Vec<DeadLetter>) = dead.drain(..).partition(|d: &DeadLetter| filter(d));
+            let (chosen, kept): (Vec<DeadLetter>, Vec<DeadLetter>) =
+                dead.drain(..).partition(|d: &DeadLetter| filter(d));
             *dead = kept;
             chosen
         };
@@ -198,8 +218,16 @@ impl Consumer for MemoryConsumer {
                 m.deliveries += 1;
                 let payload = m.payload.clone();
                 let deliveries = m.deliveries;
-                let acker = MemoryAcker { queue: self.queue.clone(), msg: Mutex::new(Some(m)) };
-                return Some(Delivery::new(self.queue.name.clone(), payload, deliveries, Box::new(acker)));
+                let acker = MemoryAcker {
+                    queue: self.queue.clone(),
+                    msg: Mutex::new(Some(m)),
+                };
+                return Some(Delivery::new(
+                    self.queue.name.clone(),
+                    payload,
+                    deliveries,
+                    Box::new(acker),
+                ));
             }
             if self.bus.is_closed() {
                 return None;
@@ -274,14 +302,23 @@ mod tests {
     #[tokio::test]
     async fn dropped_delivery_is_redelivered_then_dead_lettered() {
         let bus = MemoryBus::new(10, 2);
-        bus.publish("q", b("{\"run_id\":\"00000000-0000-0000-0000-000000000001\"}")).await.unwrap();
+        bus.publish(
+            "q",
+            b("{\"run_id\":\"00000000-0000-0000-0000-000000000001\"}"),
+        )
+        .await
+        .unwrap();
         let mut c = bus.consume("q").await.unwrap();
         drop(c.next().await.unwrap());
         drop(c.next().await.unwrap());
         let dead = bus.dead_letters("q").await.unwrap();
         assert_eq!(dead.len(), 1);
         assert_eq!(dead[0].deliveries, 2);
-        assert!(dead[0].reason.contains("gave up after 2 deliveries"), "{}", dead[0].reason);
+        assert!(
+            dead[0].reason.contains("gave up after 2 deliveries"),
+            "{}",
+            dead[0].reason
+        );
         assert_eq!(dead[0].header.run_id, Uuid::from_u128(1));
         assert_eq!(bus.replay("q", &|_| true).await.unwrap(), 1);
         let d = c.next().await.unwrap();
@@ -298,7 +335,10 @@ mod tests {
         assert!(third.is_err(), "publish must wait while the queue is full");
         let mut c = bus.consume("q").await.unwrap();
         c.next().await.unwrap().ack();
-        tokio::time::timeout(Duration::from_secs(5), bus.publish("q", b("3"))).await.unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(5), bus.publish("q", b("3")))
+            .await
+            .unwrap()
+            .unwrap();
     }
 
     #[tokio::test]
@@ -310,7 +350,10 @@ mod tests {
         bus.publish_event("clone.succeeded", b("b")).await.unwrap();
         assert_eq!(all.next().await.unwrap().0, "run.planned");
         assert_eq!(all.next().await.unwrap().0, "clone.succeeded");
-        assert_eq!(clones.next().await.unwrap(), ("clone.succeeded".into(), b("b")));
+        assert_eq!(
+            clones.next().await.unwrap(),
+            ("clone.succeeded".into(), b("b"))
+        );
     }
 
     #[tokio::test]

@@ -38,14 +38,26 @@ mod tests {
     #[tokio::test]
     async fn malformed_and_future_messages_are_dead_lettered_with_reason() {
         let bus = MemoryBus::new(10, 3);
-        bus.publish("q", Bytes::from_static(b"{not json")).await.unwrap();
-        bus.publish("q", Bytes::from_static(b"{\"schema_version\": 42}")).await.unwrap();
+        bus.publish("q", Bytes::from_static(b"{not json"))
+            .await
+            .unwrap();
+        bus.publish("q", Bytes::from_static(b"{\"schema_version\": 42}"))
+            .await
+            .unwrap();
         let mut c = bus.consume("q").await.unwrap();
         assert!(accept::<CloneTask>(c.next().await.unwrap()).is_none());
         assert!(accept::<CloneTask>(c.next().await.unwrap()).is_none());
         let dead = bus.dead_letters("q").await.unwrap();
-        assert!(dead[0].reason.starts_with("malformed message"), "{}", dead[0].reason);
-        assert!(dead[1].reason.contains("unsupported schema_version 42"), "{}", dead[1].reason);
+        assert!(
+            dead[0].reason.starts_with("malformed message"),
+            "{}",
+            dead[0].reason
+        );
+        assert!(
+            dead[1].reason.contains("unsupported schema_version 42"),
+            "{}",
+            dead[1].reason
+        );
         assert_eq!(dead[0].payload, "{not json");
     }
 }

@@ -81,13 +81,19 @@ fn all_tables() -> Vec<String> {
 
 impl Default for Tables {
     fn default() -> Self {
-        Self { include: all_tables(), exclude: Vec::new() }
+        Self {
+            include: all_tables(),
+            exclude: Vec::new(),
+        }
     }
 }
 
 impl From<&Tables> for TableFilter {
     fn from(t: &Tables) -> Self {
-        TableFilter { include: t.include.clone(), exclude: t.exclude.clone() }
+        TableFilter {
+            include: t.include.clone(),
+            exclude: t.exclude.clone(),
+        }
     }
 }
 
@@ -105,7 +111,11 @@ pub struct Concurrency {
 
 impl Default for Concurrency {
     fn default() -> Self {
-        Self { cloners: 2, reconcilers: 2, copy_parallelism: 16 }
+        Self {
+            cloners: 2,
+            reconcilers: 2,
+            copy_parallelism: 16,
+        }
     }
 }
 
@@ -123,7 +133,11 @@ pub struct BusConfig {
 
 impl Default for BusConfig {
     fn default() -> Self {
-        Self { backend: "memory".into(), queue_capacity: 1024, max_deliveries: 5 }
+        Self {
+            backend: "memory".into(),
+            queue_capacity: 1024,
+            max_deliveries: 5,
+        }
     }
 }
 
@@ -139,7 +153,10 @@ pub struct Reconciliation {
 
 impl Default for Reconciliation {
     fn default() -> Self {
-        Self { row_counts: true, schema: true }
+        Self {
+            row_counts: true,
+            schema: true,
+        }
     }
 }
 
@@ -177,7 +194,9 @@ pub struct State {
 
 impl Default for State {
     fn default() -> Self {
-        Self { url: "sqlite://.replicator/state.db".into() }
+        Self {
+            url: "sqlite://.replicator/state.db".into(),
+        }
     }
 }
 
@@ -193,7 +212,10 @@ pub struct Log {
 
 impl Default for Log {
     fn default() -> Self {
-        Self { format: "text".into(), level: "warn".into() }
+        Self {
+            format: "text".into(),
+            level: "warn".into(),
+        }
     }
 }
 
@@ -230,7 +252,10 @@ impl SecretRef {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config is not valid YAML: {0}")]
     Yaml(#[from] serde_yaml::Error),
     #[error("config key `{key}`: {message}")]
@@ -244,8 +269,10 @@ pub enum ConfigError {
 impl Config {
     /// Load a config file, applying environment and CLI overrides, then validate it.
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         Self::from_yaml(&text, std::env::vars(), overrides)
     }
 
@@ -263,8 +290,12 @@ impl Config {
         let mut env: Vec<_> = env
             .into_iter()
             .filter_map(|(k, v)| {
-                k.strip_prefix(ENV_PREFIX)
-                    .map(|rest| (rest.split("__").map(str::to_lowercase).collect::<Vec<_>>(), v))
+                k.strip_prefix(ENV_PREFIX).map(|rest| {
+                    (
+                        rest.split("__").map(str::to_lowercase).collect::<Vec<_>>(),
+                        v,
+                    )
+                })
             })
             .collect();
         env.sort();
@@ -272,14 +303,20 @@ impl Config {
             set_path(&mut doc, &path, parse_scalar(&value))?;
         }
         for o in overrides {
-            let (key, value) = o.split_once('=').ok_or_else(|| ConfigError::Override(o.clone()))?;
+            let (key, value) = o
+                .split_once('=')
+                .ok_or_else(|| ConfigError::Override(o.clone()))?;
             let path: Vec<String> = key.trim().split('.').map(str::to_owned).collect();
             set_path(&mut doc, &path, parse_scalar(value))?;
         }
         let config: Config = serde_path_to_error::deserialize(doc).map_err(|e| {
             let key = e.path().to_string();
             ConfigError::Key {
-                key: if key == "." { "(top level)".into() } else { key },
+                key: if key == "." {
+                    "(top level)".into()
+                } else {
+                    key
+                },
                 message: e.into_inner().to_string(),
             }
         })?;
@@ -289,9 +326,15 @@ impl Config {
 
     /// Checks that need more than types. Runs before anything connects.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let key = |key: &str, message: String| ConfigError::Key { key: key.into(), message };
+        let key = |key: &str, message: String| ConfigError::Key {
+            key: key.into(),
+            message,
+        };
         if self.version != 1 {
-            return Err(key("version", format!("unsupported config version {}", self.version)));
+            return Err(key(
+                "version",
+                format!("unsupported config version {}", self.version),
+            ));
         }
         if self.source.root.trim().is_empty() {
             return Err(key("source.root", "must not be empty".into()));
@@ -302,7 +345,10 @@ impl Config {
         for (name, value) in [
             ("concurrency.cloners", self.concurrency.cloners),
             ("concurrency.reconcilers", self.concurrency.reconcilers),
-            ("concurrency.copy_parallelism", self.concurrency.copy_parallelism),
+            (
+                "concurrency.copy_parallelism",
+                self.concurrency.copy_parallelism,
+            ),
             ("bus.queue_capacity", self.bus.queue_capacity),
         ] {
             if value == 0 {
@@ -318,10 +364,19 @@ impl Config {
         if self.bus.backend != "memory" {
             return Err(key(
                 "bus.backend",
-                format!("unknown backend `{}` (this build supports `memory`)", self.bus.backend),
+                format!(
+                    "unknown backend `{}` (this build supports `memory`)",
+                    self.bus.backend
+                ),
             ));
         }
-        for (i, p) in self.tables.include.iter().chain(&self.tables.exclude).enumerate() {
+        for (i, p) in self
+            .tables
+            .include
+            .iter()
+            .chain(&self.tables.exclude)
+            .enumerate()
+        {
             globset::Glob::new(p)
                 .map_err(|e| key(&format!("tables[{i}]"), format!("bad glob `{p}`: {e}")))?;
         }
@@ -342,7 +397,10 @@ impl Config {
             }
         }
         if !self.state.url.starts_with("sqlite:") {
-            return Err(key("state.url", format!("`{}` is not a sqlite: URL", self.state.url)));
+            return Err(key(
+                "state.url",
+                format!("`{}` is not a sqlite: URL", self.state.url),
+            ));
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(key("log.format", "must be `text` or `json`".into()));
@@ -402,19 +460,34 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_named() {
-        let err = Config::from_yaml(&format!("{MINIMAL}concurrency: {{ colners: 3 }}\n"), none(), &[])
+        let err = Config::from_yaml(
+            &format!("{MINIMAL}concurrency: {{ colners: 3 }}\n"),
+            none(),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("concurrency") && err.contains("colners"),
+            "{err}"
+        );
+        let err = Config::from_yaml(&format!("{MINIMAL}bogus: 1\n"), none(), &[])
             .unwrap_err()
             .to_string();
-        assert!(err.contains("concurrency") && err.contains("colners"), "{err}");
-        let err = Config::from_yaml(&format!("{MINIMAL}bogus: 1\n"), none(), &[]).unwrap_err().to_string();
         assert!(err.contains("bogus"), "{err}");
     }
 
     #[test]
     fn env_then_cli_overrides() {
         let env = vec![
-            ("REPLICATOR__CONCURRENCY__CLONERS".to_owned(), "7".to_owned()),
-            ("REPLICATOR__TARGET__ROOT".to_owned(), "/elsewhere".to_owned()),
+            (
+                "REPLICATOR__CONCURRENCY__CLONERS".to_owned(),
+                "7".to_owned(),
+            ),
+            (
+                "REPLICATOR__TARGET__ROOT".to_owned(),
+                "/elsewhere".to_owned(),
+            ),
             ("UNRELATED".to_owned(), "x".to_owned()),
         ];
         let c = Config::from_yaml(MINIMAL, env.clone(), &[]).unwrap();
@@ -422,15 +495,20 @@ mod tests {
         assert_eq!(c.target.root, "/elsewhere");
         let c = Config::from_yaml(MINIMAL, env, &["concurrency.cloners=9".into()]).unwrap();
         assert_eq!(c.concurrency.cloners, 9);
-        let err = Config::from_yaml(MINIMAL, vec![("REPLICATOR__RETRY__MAX_ATEMPTS".into(), "2".into())], &[])
-            .unwrap_err()
-            .to_string();
+        let err = Config::from_yaml(
+            MINIMAL,
+            vec![("REPLICATOR__RETRY__MAX_ATEMPTS".into(), "2".into())],
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("max_atempts"), "{err}");
     }
 
     #[test]
     fn validation_names_the_key() {
-        let err = Config::from_yaml(MINIMAL, none(), &["concurrency.cloners=0".into()]).unwrap_err();
+        let err =
+            Config::from_yaml(MINIMAL, none(), &["concurrency.cloners=0".into()]).unwrap_err();
         assert!(err.to_string().contains("concurrency.cloners"), "{err}");
         let err = Config::from_yaml(
             &format!("{MINIMAL}notifications: {{ webhooks: [ {{ url: ftp://x }} ] }}\n"),
@@ -438,7 +516,10 @@ mod tests {
             &[],
         )
         .unwrap_err();
-        assert!(err.to_string().contains("notifications.webhooks[0].url"), "{err}");
+        assert!(
+            err.to_string().contains("notifications.webhooks[0].url"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -453,9 +534,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("tok");
         std::fs::write(&f, "s3cr3t\n").unwrap();
-        let s = SecretRef { env: None, file: Some(f) };
+        let s = SecretRef {
+            env: None,
+            file: Some(f),
+        };
         assert_eq!(s.resolve().unwrap(), "s3cr3t");
-        let missing = SecretRef { env: Some("REPLICATOR_TEST_UNSET_VAR".into()), file: None };
-        assert!(missing.resolve().unwrap_err().to_string().contains("REPLICATOR_TEST_UNSET_VAR"));
+        let missing = SecretRef {
+            env: Some("REPLICATOR_TEST_UNSET_VAR".into()),
+            file: None,
+        };
+        assert!(
+            missing
+                .resolve()
+                .unwrap_err()
+                .to_string()
+                .contains("REPLICATOR_TEST_UNSET_VAR")
+        );
     }
 }

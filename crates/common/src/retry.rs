@@ -51,7 +51,9 @@ impl RetryPolicy {
     fn builder(&self) -> ExponentialBuilder {
         ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(self.base_delay_ms))
-            .with_max_delay(Duration::from_millis(self.max_delay_ms.max(self.base_delay_ms)))
+            .with_max_delay(Duration::from_millis(
+                self.max_delay_ms.max(self.base_delay_ms),
+            ))
             .with_max_times(self.max_attempts.saturating_sub(1) as usize)
             .with_jitter()
     }
@@ -98,11 +100,19 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn retries_transient_errors_until_success() {
         let calls = AtomicU32::new(0);
-        let policy = RetryPolicy { max_attempts: 5, base_delay_ms: 100, max_delay_ms: 1000 };
+        let policy = RetryPolicy {
+            max_attempts: 5,
+            base_delay_ms: 100,
+            max_delay_ms: 1000,
+        };
         let (res, retries) = policy
             .retry(
                 || async {
-                    if calls.fetch_add(1, Ordering::SeqCst) < 2 { Err(E(true)) } else { Ok(7) }
+                    if calls.fetch_add(1, Ordering::SeqCst) < 2 {
+                        Err(E(true))
+                    } else {
+                        Ok(7)
+                    }
                 },
                 |_, _| {},
             )
@@ -132,7 +142,11 @@ mod tests {
     async fn gives_up_after_max_attempts_with_bounded_delays() {
         let calls = AtomicU32::new(0);
         let mut delays = Vec::new();
-        let policy = RetryPolicy { max_attempts: 4, base_delay_ms: 100, max_delay_ms: 250 };
+        let policy = RetryPolicy {
+            max_attempts: 4,
+            base_delay_ms: 100,
+            max_delay_ms: 250,
+        };
         let (res, retries) = policy
             .retry(
                 || async {
@@ -145,6 +159,9 @@ mod tests {
         assert!(res.is_err());
         assert_eq!((retries, calls.load(Ordering::SeqCst)), (3, 4));
         // Jitter adds up to one more base delay on top of the capped exponential delay.
-        assert!(delays.iter().all(|d| *d <= Duration::from_millis(500)), "{delays:?}");
+        assert!(
+            delays.iter().all(|d| *d <= Duration::from_millis(500)),
+            "{delays:?}"
+        );
     }
 }

@@ -13,14 +13,20 @@ pub enum LogFormat {
 /// Install the global subscriber; logs go to stderr. `RUST_LOG` overrides `default_filter`.
 /// Safe to call twice (the second call is ignored), which tests rely on.
 pub fn init(format: LogFormat, default_filter: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let registry = tracing_subscriber::registry().with(filter);
     let _ = match format {
         LogFormat::Text => registry
             .with(fmt::layer().with_writer(std::io::stderr).with_target(false))
             .try_init(),
         LogFormat::Json => registry
-            .with(fmt::layer().json().with_writer(std::io::stderr).with_current_span(true))
+            .with(
+                fmt::layer()
+                    .json()
+                    .with_writer(std::io::stderr)
+                    .with_current_span(true),
+            )
             .try_init(),
     };
 }

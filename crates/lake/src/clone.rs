@@ -51,11 +51,18 @@ pub struct CloneOptions {
     pub parallelism: usize,
     /// Progress callback.
     pub progress: Option<ProgressFn>,
+    /// Work out what the clone would copy and remove, then stop: nothing is written.
+    pub dry_run: bool,
 }
 
 impl Default for CloneOptions {
     fn default() -> Self {
-        Self { version: None, parallelism: 16, progress: None }
+        Self {
+            version: None,
+            parallelism: 16,
+            progress: None,
+            dry_run: false,
+        }
     }
 }
 
@@ -64,6 +71,7 @@ impl std::fmt::Debug for CloneOptions {
         f.debug_struct("CloneOptions")
             .field("version", &self.version)
             .field("parallelism", &self.parallelism)
+            .field("dry_run", &self.dry_run)
             .finish()
     }
 }
@@ -170,7 +178,9 @@ pub async fn deep_clone(
 
     // 1. Source snapshot.
     let src_table = load(source, options.version).await?;
-    let src_snap = src_table.snapshot().map_err(|e| LakeError::from_delta(source.url().as_str(), options.version, e))?;
+    let src_snap = src_table
+        .snapshot()
+        .map_err(|e| LakeError::from_delta(source.url().as_str(), options.version, e))?;
     let source_version = src_snap.version() as u64;
     let protocol = serde_json::to_value(src_snap.protocol()).map_err(json_err)?;
     check_protocol(&protocol)?;
@@ -185,28 +195,44 @@ pub async fn deep_clone(
     }
 
     // 2. Target snapshot, if there is one.
-    let tgt_table = if has_delta_log(target).await? { Some(load(target, None).await?) } else { None };
-    let (target_version, tgt_files, tgt_metadata, tgt_protocol, tgt_domains, last_ts) = match &tgt_table {
-        Some(t) => {
-            let snap = t.snapshot().map_err(|e| LakeError::from_delta(target.url().as_str(), None, e))?;
-            let v = snap.version() as u64;
-            let mut active = HashMap::new();
-            for view in snap.log_data().iter() {
-                let remove = view.remove_action(true);
-                let key = (view.path().into_owned(), remove.deletion_vector.as_ref().map(dv_unique_id));
-                active.insert(key, (serde_json::to_value(&remove).map_err(json_err)?, view.size().max(0) as u64));
-            }
-            (
-                Some(v),
-                active,
-                Some(serde_json::to_value(snap.metadata()).map_err(json_err)?),
-                Some(serde_json::to_value(snap.protocol()).map_err(json_err)?),
-                domain_metadata(t, v).await?,
-                snap.version_timestamp(v as _).unwrap_or(0),
-            )
-        }
-        None => (None, HashMap::new(), None, None, BTreeMap::new(), 0),
+    let tgt_table = if has_delta_log(target).await? {
+        Some(load(target, None).await?)
+    } else {
+        None
     };
+    let (target_version, tgt_files, tgt_metadata, tgt_protocol, tgt_domains, last_ts) =
+        match &tgt_table {
+            Some(t) => {
+                let snap = t
+                    .snapshot()
+                    .map_err(|e| LakeError::from_delta(target.url().as_str(), None, e))?;
+                let v = snap.version() as u64;
+                let mut active = HashMap::new();
+                for view in snap.log_data().iter() {
+                    let remove = view.remove_action(true);
+                    let key = (
+                        view.path().into_owned(),
+                        remove.deletion_vector.as_ref().map(dv_unique_id),
+                    );
+                    active.insert(
+                        key,
+                        (
+                            serde_json::to_value(&remove).map_err(json_err)?,
+                            view.size().max(0) as u64,
+                        ),
+                    );
+                }
+                (
+                    Some(v),
+                    active,
+                    Some(serde_json::to_value(snap.metadata()).map_err(json_err)?),
+                    Some(serde_json::to_value(snap.protocol()).map_err(json_err)?),
+                    domain_metadata(t, v).await?,
+                    snap.version_timestamp(v as _).unwrap_or(0),
+                )
+            }
+            None => (None, HashMap::new(), None, None, BTreeMap::new(), 0),
+        };
 
     // 3. Diff.
     let source_keys: HashSet<&(String, Option<String>)> = files.iter().map(|f| &f.key).collect();
@@ -215,8 +241,13 @@ pub async fn deep_clone(
         .filter(|(k, _)| !source_keys.contains(k))
         .map(|(_, (r, size))| (r, *size))
         .collect();
-    let adds: Vec<&SourceFile> = files.iter().filter(|f| !tgt_files.contains_key(&f.key)).collect();
-    let metadata_same = tgt_metadata.as_ref().is_some_and(|t| same_metadata(t, &src_metadata));
+    let adds: Vec<&SourceFile> = files
+        .iter()
+        .filter(|f| !tgt_files.contains_key(&f.key))
+        .collect();
+    let metadata_same = tgt_metadata
+        .as_ref()
+        .is_some_and(|t| same_metadata(t, &src_metadata));
     let protocol_same = tgt_protocol.as_ref() == Some(&protocol);
     let domain_changes = domain_changes(&src_domains, &tgt_domains);
 
@@ -229,7 +260,12 @@ pub async fn deep_clone(
     };
 
     if let Some(v) = target_version {
-        if adds.is_empty() && removes.is_empty() && metadata_same && protocol_same && domain_changes.is_empty() {
+        if adds.is_empty()
+            && removes.is_empty()
+            && metadata_same
+            && protocol_same
+            && domain_changes.is_empty()
+        {
             tracing::debug!(%source, %target, source_version, target_version = v, "target already matches source");
             return Ok(CloneReport {
                 source_version,
@@ -251,6 +287,17 @@ pub async fn deep_clone(
     let parallelism = options.parallelism.max(1);
     let to_copy = plan_copies(source, target, source_version, wanted, parallelism).await?;
     let fresh_target = target_version.is_none();
+    if options.dry_run {
+        metrics.num_copied_files = to_copy.len() as u64;
+        metrics.copied_files_size = to_copy.iter().map(|(_, size)| size).sum();
+        return Ok(CloneReport {
+            source_version,
+            target_version: target_version.unwrap_or(0),
+            committed: false,
+            metrics,
+            duration_ms: started.elapsed().as_millis() as u64,
+        });
+    }
     let copied = copy_all(target, &to_copy, parallelism, options.progress.as_ref()).await;
     let copied = match copied {
         Ok(c) => c,
@@ -262,7 +309,16 @@ pub async fn deep_clone(
         }
     };
     metrics.num_copied_files = copied.len() as u64;
-    metrics.copied_files_size = to_copy.iter().map(|(c, size)| if copied.contains(&c.dst_rel) { *size } else { 0 }).sum();
+    metrics.copied_files_size = to_copy
+        .iter()
+        .map(|(c, size)| {
+            if copied.contains(&c.dst_rel) {
+                *size
+            } else {
+                0
+            }
+        })
+        .sum();
 
     // 5. Commit.
     let next_version = target_version.map_or(0, |v| v + 1);
@@ -312,7 +368,11 @@ pub async fn deep_clone(
     if !metadata_same || fresh_target {
         actions.push(json!({ "metaData": metadata }));
     }
-    actions.extend(domain_changes.into_iter().map(|d| json!({ "domainMetadata": d })));
+    actions.extend(
+        domain_changes
+            .into_iter()
+            .map(|d| json!({ "domainMetadata": d })),
+    );
     actions.extend(removes.iter().map(|(r, _)| json!({ "remove": r })));
     actions.extend(adds.iter().map(|f| json!({ "add": f.add })));
     let mut body = String::new();
@@ -323,14 +383,24 @@ pub async fn deep_clone(
     let log_path = target.object_path(&format!("_delta_log/{next_version:020}.json"));
     let put = target
         .store()
-        .put_opts(&log_path, PutPayload::from(body), PutOptions { mode: PutMode::Create, ..Default::default() })
+        .put_opts(
+            &log_path,
+            PutPayload::from(body),
+            PutOptions {
+                mode: PutMode::Create,
+                ..Default::default()
+            },
+        )
         .await;
     match put {
         Ok(_) => {}
         Err(object_store::Error::AlreadyExists { .. }) => {
             // Someone else committed this version. Our copied files are harmless orphans
             // (or will be adopted by a retry, which re-reads the target and converges).
-            return Err(LakeError::CommitConflict { url: target.url().to_string(), version: next_version });
+            return Err(LakeError::CommitConflict {
+                url: target.url().to_string(),
+                version: next_version,
+            });
         }
         Err(e) => {
             if fresh_target {
@@ -354,17 +424,25 @@ pub async fn deep_clone(
 }
 
 /// Load a table (latest or a given version) with delta-rs.
-pub(crate) async fn load(loc: &TableLocation, version: Option<u64>) -> Result<DeltaTable, LakeError> {
+pub(crate) async fn load(
+    loc: &TableLocation,
+    version: Option<u64>,
+) -> Result<DeltaTable, LakeError> {
     let url = loc.url().as_str();
     if !has_delta_log(loc).await? {
-        return Err(LakeError::NotATable { url: url.to_owned() });
+        return Err(LakeError::NotATable {
+            url: url.to_owned(),
+        });
     }
     let mut builder = deltalake::DeltaTableBuilder::from_url(loc.url().clone())
         .map_err(|e| LakeError::from_delta(url, version, e))?;
     if let Some(v) = version {
         builder = builder.with_version(v as _);
     }
-    builder.load().await.map_err(|e| LakeError::from_delta(url, version, e))
+    builder
+        .load()
+        .await
+        .map_err(|e| LakeError::from_delta(url, version, e))
 }
 
 /// Whether `loc` has a non-empty `_delta_log`.
@@ -387,16 +465,25 @@ fn check_protocol(protocol: &Value) -> Result<(), LakeError> {
     let reader = protocol["minReaderVersion"].as_u64().unwrap_or(1);
     let writer = protocol["minWriterVersion"].as_u64().unwrap_or(2);
     if reader > 3 {
-        return Err(LakeError::UnsupportedFeature { feature: format!("minReaderVersion {reader}") });
+        return Err(LakeError::UnsupportedFeature {
+            feature: format!("minReaderVersion {reader}"),
+        });
     }
     if writer > 7 {
-        return Err(LakeError::UnsupportedFeature { feature: format!("minWriterVersion {writer}") });
+        return Err(LakeError::UnsupportedFeature {
+            feature: format!("minWriterVersion {writer}"),
+        });
     }
-    for (key, known) in [("readerFeatures", KNOWN_READER_FEATURES), ("writerFeatures", KNOWN_WRITER_FEATURES)] {
+    for (key, known) in [
+        ("readerFeatures", KNOWN_READER_FEATURES),
+        ("writerFeatures", KNOWN_WRITER_FEATURES),
+    ] {
         for f in protocol[key].as_array().into_iter().flatten() {
             let name = f.as_str().unwrap_or_default();
             if !known.contains(&name) {
-                return Err(LakeError::UnsupportedFeature { feature: name.to_owned() });
+                return Err(LakeError::UnsupportedFeature {
+                    feature: name.to_owned(),
+                });
             }
         }
     }
@@ -433,22 +520,33 @@ fn domain_changes(src: &BTreeMap<String, String>, tgt: &BTreeMap<String, String>
 }
 
 /// Every live domain (system `delta.*` domains included) of `table` at `version`.
-async fn domain_metadata(table: &DeltaTable, version: u64) -> Result<BTreeMap<String, String>, LakeError> {
+async fn domain_metadata(
+    table: &DeltaTable,
+    version: u64,
+) -> Result<BTreeMap<String, String>, LakeError> {
     let engine = table.log_store().engine(None);
     let url = table.table_url().clone();
     let url_s = url.to_string();
-    tokio::task::spawn_blocking(move || -> Result<BTreeMap<String, String>, delta_kernel::Error> {
-        let snap = delta_kernel::Snapshot::builder_for(url.as_str()).at_version(version).build(engine.as_ref())?;
-        let domains = snap.get_domain_metadatas_internal(engine.as_ref(), None)?;
-        Ok(domains
-            .into_iter()
-            .filter(|(_, d)| !d.is_removed())
-            .map(|(k, d)| (k, d.configuration().to_owned()))
-            .collect())
-    })
+    tokio::task::spawn_blocking(
+        move || -> Result<BTreeMap<String, String>, delta_kernel::Error> {
+            let snap = delta_kernel::Snapshot::builder_for(url.as_str())
+                .at_version(version)
+                .build(engine.as_ref())?;
+            let domains = snap.get_domain_metadatas_internal(engine.as_ref(), None)?;
+            Ok(domains
+                .into_iter()
+                .filter(|(_, d)| !d.is_removed())
+                .map(|(k, d)| (k, d.configuration().to_owned()))
+                .collect())
+        },
+    )
     .await
     .map_err(|e| LakeError::Invalid(format!("domain metadata task failed: {e}")))?
-    .map_err(|e| LakeError::Log { url: url_s, detail: format!("reading domain metadata: {e}"), transient: false })
+    .map_err(|e| LakeError::Log {
+        url: url_s,
+        detail: format!("reading domain metadata: {e}"),
+        transient: false,
+    })
 }
 
 /// The identity of a deletion vector (`storageType + pathOrInlineDv [+ @offset]`).
@@ -469,20 +567,32 @@ enum Resolved {
 
 /// Resolve a decoded path from the log against the table root, refusing escapes.
 fn resolve(root: &TableLocation, path: &str) -> Result<Resolved, LakeError> {
-    let unsafe_path = || LakeError::UnsafePath { url: root.url().to_string(), path: path.to_owned() };
+    let unsafe_path = || LakeError::UnsafePath {
+        url: root.url().to_string(),
+        path: path.to_owned(),
+    };
     if let Ok(url) = Url::parse(path) {
         if url.scheme().len() > 1 {
             if let Some(rest) = url.as_str().strip_prefix(root.url().as_str()) {
                 let decoded = percent_decode(rest);
-                return check_relative(&decoded).map(Resolved::Relative).ok_or_else(unsafe_path);
+                return check_relative(&decoded)
+                    .map(Resolved::Relative)
+                    .ok_or_else(unsafe_path);
             }
-            if url.path_segments().into_iter().flatten().any(|s| s == ".." || s == ".") {
+            if url
+                .path_segments()
+                .into_iter()
+                .flatten()
+                .any(|s| s == ".." || s == ".")
+            {
                 return Err(unsafe_path());
             }
             return Ok(Resolved::External(url));
         }
     }
-    check_relative(path).map(Resolved::Relative).ok_or_else(unsafe_path)
+    check_relative(path)
+        .map(Resolved::Relative)
+        .ok_or_else(unsafe_path)
 }
 
 fn percent_decode(s: &str) -> String {
@@ -497,7 +607,10 @@ fn check_relative(path: &str) -> Option<String> {
     if path.is_empty() || path.starts_with('/') || path.contains('\\') {
         return None;
     }
-    if path.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
+    if path
+        .split('/')
+        .any(|s| s.is_empty() || s == "." || s == "..")
+    {
         return None;
     }
     Some(path.to_owned())
@@ -561,14 +674,18 @@ fn source_file(
         match dv.storage_type {
             StorageType::Inline => {}
             StorageType::UuidRelativePath | StorageType::AbsolutePath => {
-                let kernel_dv: delta_kernel::actions::deletion_vector::DeletionVectorDescriptor = dv
-                    .clone()
-                    .try_into()
-                    .map_err(|e| LakeError::Invalid(format!("bad deletion vector on {}: {e}", add.path)))?;
+                let kernel_dv: delta_kernel::actions::deletion_vector::DeletionVectorDescriptor =
+                    dv.clone().try_into().map_err(|e| {
+                        LakeError::Invalid(format!("bad deletion vector on {}: {e}", add.path))
+                    })?;
                 let dv_url = kernel_dv
                     .absolute_path(source.url())
-                    .map_err(|e| LakeError::Invalid(format!("bad deletion vector on {}: {e}", add.path)))?
-                    .ok_or_else(|| LakeError::Invalid(format!("deletion vector of {} has no file", add.path)))?;
+                    .map_err(|e| {
+                        LakeError::Invalid(format!("bad deletion vector on {}: {e}", add.path))
+                    })?
+                    .ok_or_else(|| {
+                        LakeError::Invalid(format!("deletion vector of {} has no file", add.path))
+                    })?;
                 match resolve(source, dv_url.as_str())? {
                     Resolved::Relative(rel) => {
                         copies.push(relative_item(source, &rel, None));
@@ -588,9 +705,17 @@ fn source_file(
         }
     }
     add.data_change = true;
-    let key = (add.path.clone(), add.deletion_vector.as_ref().map(dv_unique_id));
+    let key = (
+        add.path.clone(),
+        add.deletion_vector.as_ref().map(dv_unique_id),
+    );
     let add_json = serde_json::to_value(&add).map_err(json_err)?;
-    Ok(SourceFile { key, add: add_json, size, copies })
+    Ok(SourceFile {
+        key,
+        add: add_json,
+        size,
+        copies,
+    })
 }
 
 fn target_url(target: &TableLocation, rel: &str) -> Result<String, LakeError> {
@@ -610,35 +735,46 @@ async fn plan_copies(
     wanted: Vec<CopyItem>,
     parallelism: usize,
 ) -> Result<Vec<(CopyItem, u64)>, LakeError> {
-    let checks = stream::iter(wanted.into_iter().map(|item| async move {
-        let head = item.src_store.head(&item.src_path).await;
-        let actual = match head {
-            Ok(meta) => meta.size,
-            Err(object_store::Error::NotFound { .. }) => {
-                return Err(LakeError::MissingFile {
-                    url: source.url().to_string(),
-                    path: item.dst_rel.clone(),
-                    version: source_version,
-                });
+    // Futures own their inputs (no borrowing closures): keeps the clone future `Send` for
+    // every lifetime, which spawning it on a multi-threaded runtime needs.
+    let mut checks = Vec::with_capacity(wanted.len());
+    for item in wanted {
+        let (source, target) = (source.clone(), target.clone());
+        checks.push(async move {
+            let head = item.src_store.head(&item.src_path).await;
+            let actual = match head {
+                Ok(meta) => meta.size,
+                Err(object_store::Error::NotFound { .. }) => {
+                    return Err(LakeError::MissingFile {
+                        url: source.url().to_string(),
+                        path: item.dst_rel.clone(),
+                        version: source_version,
+                    });
+                }
+                Err(e) => return Err(LakeError::store(&item.src_path, e)),
+            };
+            if let Some(expected) = item.size {
+                if expected != actual {
+                    return Err(LakeError::SizeMismatch {
+                        path: item.src_path.to_string(),
+                        expected,
+                        actual,
+                    });
+                }
             }
-            Err(e) => return Err(LakeError::store(&item.src_path, e)),
-        };
-        if let Some(expected) = item.size {
-            if expected != actual {
-                return Err(LakeError::SizeMismatch { path: item.src_path.to_string(), expected, actual });
-            }
-        }
-        let dst = target.object_path(&item.dst_rel);
-        let present = match target.store().head(&dst).await {
-            Ok(meta) => meta.size == actual,
-            Err(object_store::Error::NotFound { .. }) => false,
-            Err(e) => return Err(LakeError::store(&dst, e)),
-        };
-        Ok((!present).then_some((item, actual)))
-    }))
-    .buffer_unordered(parallelism * 2)
-    .try_collect::<Vec<_>>()
-    .await?;
+            let dst = target.object_path(&item.dst_rel);
+            let present = match target.store().head(&dst).await {
+                Ok(meta) => meta.size == actual,
+                Err(object_store::Error::NotFound { .. }) => false,
+                Err(e) => return Err(LakeError::store(&dst, e)),
+            };
+            Ok((!present).then_some((item, actual)))
+        });
+    }
+    let checks = stream::iter(checks)
+        .buffer_unordered(parallelism * 2)
+        .try_collect::<Vec<_>>()
+        .await?;
     Ok(checks.into_iter().flatten().collect())
 }
 
@@ -659,24 +795,40 @@ async fn copy_all(
     if let Some(p) = progress {
         p(&total);
     }
-    let done = std::sync::Mutex::new(HashSet::new());
-    let result = stream::iter(items.iter().map(|(item, size)| {
-        let (files_done, bytes_done, done, total) = (&files_done, &bytes_done, &done, &total);
-        async move {
-            copy_one(item, *size, target).await?;
-            done.lock().expect("copied set").insert(item.dst_rel.clone());
+    let done = Arc::new(std::sync::Mutex::new(HashSet::new()));
+    let files_done = Arc::new(files_done);
+    let bytes_done = Arc::new(bytes_done);
+    let mut copies = Vec::with_capacity(items.len());
+    for (item, size) in items.iter().cloned() {
+        let (files_done, bytes_done, done, total) = (
+            files_done.clone(),
+            bytes_done.clone(),
+            done.clone(),
+            total.clone(),
+        );
+        let (target, progress) = (target.clone(), progress.cloned());
+        copies.push(async move {
+            copy_one(&item, size, &target).await?;
+            done.lock()
+                .expect("copied set")
+                .insert(item.dst_rel.clone());
             let f = files_done.fetch_add(1, Ordering::Relaxed) + 1;
-            let b = bytes_done.fetch_add(*size, Ordering::Relaxed) + size;
+            let b = bytes_done.fetch_add(size, Ordering::Relaxed) + size;
             if let Some(p) = progress {
-                p(&CloneProgress { files_done: f, bytes_done: b, ..total.clone() });
+                p(&CloneProgress {
+                    files_done: f,
+                    bytes_done: b,
+                    ..total
+                });
             }
             Ok::<_, LakeError>(())
-        }
-    }))
-    .buffer_unordered(parallelism)
-    .try_collect::<Vec<()>>()
-    .await;
-    let done = done.into_inner().expect("copied set");
+        });
+    }
+    let result = stream::iter(copies)
+        .buffer_unordered(parallelism)
+        .try_collect::<Vec<()>>()
+        .await;
+    let done = std::mem::take(&mut *done.lock().expect("copied set"));
     match result {
         Ok(_) => Ok(done),
         Err(e) => Err((e, done)),
@@ -698,11 +850,18 @@ async fn copy_one(item: &CopyItem, size: u64, target: &TableLocation) -> Result<
             .map_err(|e| LakeError::Invalid(format!("copy task failed: {e}")))?
             .map_err(|e| LakeError::Store {
                 path: to.to_string(),
-                source: object_store::Error::Generic { store: "LocalFileSystem", source: Box::new(e) },
+                source: object_store::Error::Generic {
+                    store: "LocalFileSystem",
+                    source: Box::new(e),
+                },
             })?;
     } else if Arc::ptr_eq(&item.src_store, target.store()) {
         // Same store: server-side copy, the bytes never pass through this process.
-        target.store().copy(&item.src_path, &to).await.map_err(|e| LakeError::store(&to, e))?;
+        target
+            .store()
+            .copy(&item.src_path, &to)
+            .await
+            .map_err(|e| LakeError::store(&to, e))?;
     } else if size as usize <= CHUNK {
         let bytes = item
             .src_store
@@ -712,9 +871,17 @@ async fn copy_one(item: &CopyItem, size: u64, target: &TableLocation) -> Result<
             .bytes()
             .await
             .map_err(|e| LakeError::store(&item.src_path, e))?;
-        target.store().put(&to, PutPayload::from(bytes)).await.map_err(|e| LakeError::store(&to, e))?;
+        target
+            .store()
+            .put(&to, PutPayload::from(bytes))
+            .await
+            .map_err(|e| LakeError::store(&to, e))?;
     } else {
-        let upload = target.store().put_multipart(&to).await.map_err(|e| LakeError::store(&to, e))?;
+        let upload = target
+            .store()
+            .put_multipart(&to)
+            .await
+            .map_err(|e| LakeError::store(&to, e))?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, CHUNK);
         let mut body = item
             .src_store
@@ -735,21 +902,38 @@ async fn copy_one(item: &CopyItem, size: u64, target: &TableLocation) -> Result<
             }
             writer.put(chunk);
         }
-        writer.finish().await.map_err(|e| LakeError::store(&to, e))?;
+        writer
+            .finish()
+            .await
+            .map_err(|e| LakeError::store(&to, e))?;
     }
-    let actual = target.store().head(&to).await.map_err(|e| LakeError::store(&to, e))?.size;
+    let actual = target
+        .store()
+        .head(&to)
+        .await
+        .map_err(|e| LakeError::store(&to, e))?
+        .size;
     if actual != size {
         let _ = target.store().delete(&to).await;
-        return Err(LakeError::SizeMismatch { path: to.to_string(), expected: size, actual });
+        return Err(LakeError::SizeMismatch {
+            path: to.to_string(),
+            expected: size,
+            actual,
+        });
     }
     Ok(())
 }
 
 fn local_copy(from: &std::path::Path, dest: &std::path::Path) -> std::io::Result<()> {
-    let parent = dest.parent().ok_or_else(|| std::io::Error::other("destination has no parent"))?;
+    let parent = dest
+        .parent()
+        .ok_or_else(|| std::io::Error::other("destination has no parent"))?;
     std::fs::create_dir_all(parent)?;
     let name = dest.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let staged = parent.join(format!(".{name}.{}.replicator-tmp", uuid::Uuid::new_v4().simple()));
+    let staged = parent.join(format!(
+        ".{name}.{}.replicator-tmp",
+        uuid::Uuid::new_v4().simple()
+    ));
     let result = std::fs::copy(from, &staged).and_then(|_| std::fs::rename(&staged, dest));
     if result.is_err() {
         let _ = std::fs::remove_file(&staged);
@@ -789,13 +973,33 @@ mod tests {
     #[test]
     fn relative_paths_may_not_escape() {
         let root = TableLocation::parse("/tmp/t").unwrap();
-        for bad in ["../x.parquet", "a/../../x", "/etc/passwd", "a//b", "./a", "a\\..\\b"] {
-            assert!(matches!(resolve(&root, bad), Err(LakeError::UnsafePath { .. })), "{bad}");
+        for bad in [
+            "../x.parquet",
+            "a/../../x",
+            "/etc/passwd",
+            "a//b",
+            "./a",
+            "a\\..\\b",
+        ] {
+            assert!(
+                matches!(resolve(&root, bad), Err(LakeError::UnsafePath { .. })),
+                "{bad}"
+            );
         }
-        assert!(matches!(resolve(&root, "part=1/x.parquet"), Ok(Resolved::Relative(p)) if p == "part=1/x.parquet"));
-        assert!(matches!(resolve(&root, "file:///tmp/t/a.parquet"), Ok(Resolved::Relative(p)) if p == "a.parquet"));
-        assert!(matches!(resolve(&root, "file:///tmp/other/a.parquet"), Ok(Resolved::External(_))));
-        assert!(matches!(resolve(&root, "file:///tmp/t/../../etc/x"), Err(_) | Ok(Resolved::External(_))));
+        assert!(
+            matches!(resolve(&root, "part=1/x.parquet"), Ok(Resolved::Relative(p)) if p == "part=1/x.parquet")
+        );
+        assert!(
+            matches!(resolve(&root, "file:///tmp/t/a.parquet"), Ok(Resolved::Relative(p)) if p == "a.parquet")
+        );
+        assert!(matches!(
+            resolve(&root, "file:///tmp/other/a.parquet"),
+            Ok(Resolved::External(_))
+        ));
+        assert!(matches!(
+            resolve(&root, "file:///tmp/t/../../etc/x"),
+            Err(_) | Ok(Resolved::External(_))
+        ));
     }
 
     #[test]

@@ -32,11 +32,17 @@ impl TableMatcher {
         let build = |patterns: &[String]| -> Result<GlobSet, LakeError> {
             let mut b = GlobSetBuilder::new();
             for p in patterns {
-                b.add(Glob::new(p).map_err(|e| LakeError::Invalid(format!("bad table pattern `{p}`: {e}")))?);
+                b.add(
+                    Glob::new(p)
+                        .map_err(|e| LakeError::Invalid(format!("bad table pattern `{p}`: {e}")))?,
+                );
             }
             b.build().map_err(|e| LakeError::Invalid(e.to_string()))
         };
-        Ok(Self { include: build(&filter.include)?, exclude: build(&filter.exclude)? })
+        Ok(Self {
+            include: build(&filter.include)?,
+            exclude: build(&filter.exclude)?,
+        })
     }
 
     pub fn matches(&self, name: &str) -> bool {
@@ -45,7 +51,10 @@ impl TableMatcher {
 }
 
 /// Find every Delta table under `root` whose name passes `filter`, sorted by name.
-pub async fn discover(root: &TableLocation, filter: &TableFilter) -> Result<Vec<DiscoveredTable>, LakeError> {
+pub async fn discover(
+    root: &TableLocation,
+    filter: &TableFilter,
+) -> Result<Vec<DiscoveredTable>, LakeError> {
     let matcher = TableMatcher::new(filter)?;
     let store = root.store().clone();
     let base = root.prefix().clone();
@@ -71,11 +80,18 @@ pub async fn discover(root: &TableLocation, filter: &TableFilter) -> Result<Vec<
             Err(object_store::Error::NotFound { .. }) => continue,
             Err(e) => return Err(LakeError::store(&dir, e)),
         };
-        let is_table = listing.common_prefixes.iter().any(|p| p.filename() == Some("_delta_log"));
+        let is_table = listing
+            .common_prefixes
+            .iter()
+            .any(|p| p.filename() == Some("_delta_log"));
         if is_table {
             let relative = relative_to(&base, &dir);
             let name = if relative.is_empty() {
-                root.url().path_segments().and_then(|s| s.filter(|s| !s.is_empty()).last()).unwrap_or("table").to_owned()
+                root.url()
+                    .path_segments()
+                    .and_then(|s| s.filter(|s| !s.is_empty()).last())
+                    .unwrap_or("table")
+                    .to_owned()
             } else {
                 relative.replace('/', ".")
             };
@@ -85,7 +101,9 @@ pub async fn discover(root: &TableLocation, filter: &TableFilter) -> Result<Vec<
             continue;
         }
         for sub in listing.common_prefixes {
-            let skip = sub.filename().is_none_or(|n| n.starts_with('_') || n.starts_with('.'));
+            let skip = sub
+                .filename()
+                .is_none_or(|n| n.starts_with('_') || n.starts_with('.'));
             if !skip {
                 pending.push(list(sub));
             }
@@ -97,6 +115,11 @@ pub async fn discover(root: &TableLocation, filter: &TableFilter) -> Result<Vec<
 
 fn relative_to(base: &Path, dir: &Path) -> String {
     dir.prefix_match(base)
-        .map(|parts| parts.map(|p| p.as_ref().to_owned()).collect::<Vec<_>>().join("/"))
+        .map(|parts| {
+            parts
+                .map(|p| p.as_ref().to_owned())
+                .collect::<Vec<_>>()
+                .join("/")
+        })
         .unwrap_or_default()
 }

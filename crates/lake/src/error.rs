@@ -9,13 +9,29 @@ pub enum LakeError {
     #[error("no Delta table at {url} (no _delta_log)")]
     NotATable { url: String },
     #[error("cannot read the Delta log of {url}: {detail}")]
-    Log { url: String, detail: String, transient: bool },
+    Log {
+        url: String,
+        detail: String,
+        transient: bool,
+    },
     #[error("version {version} of {url} is not available: {detail}")]
-    VersionUnavailable { url: String, version: u64, detail: String },
+    VersionUnavailable {
+        url: String,
+        version: u64,
+        detail: String,
+    },
     #[error("{url}: file `{path}` referenced by version {version} is missing")]
-    MissingFile { url: String, path: String, version: u64 },
+    MissingFile {
+        url: String,
+        path: String,
+        version: u64,
+    },
     #[error("file `{path}` has {actual} bytes where {expected} were expected")]
-    SizeMismatch { path: String, expected: u64, actual: u64 },
+    SizeMismatch {
+        path: String,
+        expected: u64,
+        actual: u64,
+    },
     #[error("unsupported table feature `{feature}`: the native engine cannot honour it yet")]
     UnsupportedFeature { feature: String },
     #[error("path `{path}` in the Delta log of {url} escapes the table root")]
@@ -25,7 +41,10 @@ pub enum LakeError {
     )]
     CommitConflict { url: String, version: u64 },
     #[error("storage error on {path}: {source}")]
-    Store { path: String, source: object_store::Error },
+    Store {
+        path: String,
+        source: object_store::Error,
+    },
     #[error("{0}")]
     Invalid(String),
     #[error("injected failure: {0}")]
@@ -63,28 +82,49 @@ impl LakeError {
     }
 
     pub(crate) fn store(path: impl std::fmt::Display, source: object_store::Error) -> Self {
-        Self::Store { path: path.to_string(), source }
+        Self::Store {
+            path: path.to_string(),
+            source,
+        }
     }
 
     /// Map a delta-rs error while loading `url`, naming unsupported features.
-    pub(crate) fn from_delta(url: &str, version: Option<u64>, e: deltalake::DeltaTableError) -> Self {
+    pub(crate) fn from_delta(
+        url: &str,
+        version: Option<u64>,
+        e: deltalake::DeltaTableError,
+    ) -> Self {
         use deltalake::DeltaTableError as D;
         let detail = e.to_string();
         if let Some(feature) = unsupported_feature(&detail) {
             return Self::UnsupportedFeature { feature };
         }
         match (&e, version) {
-            (D::NotATable(_), _) => Self::NotATable { url: url.to_owned() },
-            (D::InvalidVersion(_), Some(v)) => Self::VersionUnavailable { url: url.to_owned(), version: v, detail },
+            (D::NotATable(_), _) => Self::NotATable {
+                url: url.to_owned(),
+            },
+            (D::InvalidVersion(_), Some(v)) => Self::VersionUnavailable {
+                url: url.to_owned(),
+                version: v,
+                detail,
+            },
             (_, Some(v)) if detail.contains("not found") || detail.contains("No such file") => {
-                Self::VersionUnavailable { url: url.to_owned(), version: v, detail }
+                Self::VersionUnavailable {
+                    url: url.to_owned(),
+                    version: v,
+                    detail,
+                }
             }
             (D::ObjectStore { source }, _) => Self::Log {
                 url: url.to_owned(),
                 transient: !matches!(source, object_store::Error::NotFound { .. }),
                 detail,
             },
-            _ => Self::Log { url: url.to_owned(), detail, transient: false },
+            _ => Self::Log {
+                url: url.to_owned(),
+                detail,
+                transient: false,
+            },
         }
     }
 }
@@ -92,7 +132,9 @@ impl LakeError {
 /// Pick a feature name out of a delta-rs/kernel "unsupported" message.
 fn unsupported_feature(detail: &str) -> Option<String> {
     let lower = detail.to_lowercase();
-    if !(lower.contains("unsupported") || lower.contains("not supported")) || !lower.contains("feature") {
+    if !(lower.contains("unsupported") || lower.contains("not supported"))
+        || !lower.contains("feature")
+    {
         return None;
     }
     // Messages look like `Unsupported reader features: [Unknown("foo")]` or
@@ -101,6 +143,9 @@ fn unsupported_feature(detail: &str) -> Option<String> {
     let rest = &detail[start + 1..];
     let end = rest.find([']', '\'', '`', '"']).unwrap_or(rest.len());
     let name = rest[..end].trim_matches(|c: char| !c.is_alphanumeric() && c != '_' && c != '-');
-    Some(if name.is_empty() { detail.to_owned() } else { name.to_owned() })
+    Some(if name.is_empty() {
+        detail.to_owned()
+    } else {
+        name.to_owned()
+    })
 }
-

@@ -44,7 +44,9 @@ impl std::fmt::Display for CountMethod {
 pub async fn table_info(loc: &TableLocation, version: Option<u64>) -> Result<TableInfo, LakeError> {
     let table = load(loc, version).await?;
     let url = loc.url().as_str();
-    let snap = table.snapshot().map_err(|e| LakeError::from_delta(url, version, e))?;
+    let snap = table
+        .snapshot()
+        .map_err(|e| LakeError::from_delta(url, version, e))?;
     let metadata = serde_json::to_value(snap.metadata())
         .map_err(|e| LakeError::Invalid(format!("cannot read metadata of {url}: {e}")))?;
     let schema: Value = metadata["schemaString"]
@@ -73,34 +75,57 @@ pub async fn table_info(loc: &TableLocation, version: Option<u64>) -> Result<Tab
     let mut stats_rows = Some(0u64);
     for view in snap.log_data().iter() {
         num_files += 1;
-        let deleted = view.deletion_vector_descriptor().map_or(0, |d| d.cardinality.max(0) as u64);
+        let deleted = view
+            .deletion_vector_descriptor()
+            .map_or(0, |d| d.cardinality.max(0) as u64);
         stats_rows = match (stats_rows, view.num_records()) {
             (Some(total), Some(n)) => Some(total + (n as u64).saturating_sub(deleted)),
             _ => None,
         };
     }
-    Ok(TableInfo { version: snap.version() as u64, columns, partition_columns, num_files, stats_rows })
+    Ok(TableInfo {
+        version: snap.version() as u64,
+        columns,
+        partition_columns,
+        num_files,
+        stats_rows,
+    })
 }
 
 /// Row count, from statistics when possible and by scanning otherwise.
-pub async fn count_rows(loc: &TableLocation, version: Option<u64>) -> Result<(u64, CountMethod, TableInfo), LakeError> {
+pub async fn count_rows(
+    loc: &TableLocation,
+    version: Option<u64>,
+) -> Result<(u64, CountMethod, TableInfo), LakeError> {
     let info = table_info(loc, version).await?;
     if let Some(n) = info.stats_rows {
         return Ok((n, CountMethod::Stats, info));
     }
     let batches = read_batches(loc, Some(info.version)).await?;
-    Ok((batches.iter().map(|b| b.num_rows() as u64).sum(), CountMethod::Scan, info))
+    Ok((
+        batches.iter().map(|b| b.num_rows() as u64).sum(),
+        CountMethod::Scan,
+        info,
+    ))
 }
 
 /// Every row of a snapshot (deletion vectors and column mapping applied), as Arrow batches.
-pub async fn read_batches(loc: &TableLocation, version: Option<u64>) -> Result<Vec<RecordBatch>, LakeError> {
+pub async fn read_batches(
+    loc: &TableLocation,
+    version: Option<u64>,
+) -> Result<Vec<RecordBatch>, LakeError> {
     let table = load(loc, version).await?;
     let url_s = loc.url().to_string();
-    let snap_version = table.snapshot().map_err(|e| LakeError::from_delta(&url_s, version, e))?.version() as u64;
+    let snap_version = table
+        .snapshot()
+        .map_err(|e| LakeError::from_delta(&url_s, version, e))?
+        .version() as u64;
     let engine = table.log_store().engine(None);
     let url = table.table_url().clone();
     tokio::task::spawn_blocking(move || -> Result<Vec<RecordBatch>, delta_kernel::Error> {
-        let snap = delta_kernel::Snapshot::builder_for(url.as_str()).at_version(snap_version).build(engine.as_ref())?;
+        let snap = delta_kernel::Snapshot::builder_for(url.as_str())
+            .at_version(snap_version)
+            .build(engine.as_ref())?;
         let scan = snap.scan_builder().build()?;
         let mut out = Vec::new();
         for data in scan.execute(engine.clone())? {
@@ -111,7 +136,11 @@ pub async fn read_batches(loc: &TableLocation, version: Option<u64>) -> Result<V
     })
     .await
     .map_err(|e| LakeError::Invalid(format!("scan task failed: {e}")))?
-    .map_err(|e| LakeError::Log { url: url_s, detail: format!("scan failed: {e}"), transient: false })
+    .map_err(|e| LakeError::Log {
+        url: url_s,
+        detail: format!("scan failed: {e}"),
+        transient: false,
+    })
 }
 
 /// Rows rendered as text (`col=value|…`), sorted: two tables hold the same rows exactly when
@@ -149,7 +178,9 @@ pub fn schema_diff(source: &TableInfo, target: &TableInfo) -> Vec<String> {
             None => out.push(format!("column `{name}` is missing in the target")),
             Some((_, t, n)) => {
                 if t != ty {
-                    out.push(format!("column `{name}` has type {t} in the target, {ty} in the source"));
+                    out.push(format!(
+                        "column `{name}` has type {t} in the target, {ty} in the source"
+                    ));
                 }
                 if n != nullable {
                     out.push(format!("column `{name}` is nullable={n} in the target, nullable={nullable} in the source"));

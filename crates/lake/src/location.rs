@@ -25,7 +25,9 @@ pub struct TableLocation {
 
 impl std::fmt::Debug for TableLocation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TableLocation").field("url", &self.url.as_str()).finish()
+        f.debug_struct("TableLocation")
+            .field("url", &self.url.as_str())
+            .finish()
     }
 }
 
@@ -45,15 +47,18 @@ fn local_store() -> Arc<dyn ObjectStore> {
 impl TableLocation {
     /// Parse a local path (relative to the working directory) or a `file://` URL.
     pub fn parse(location: &str) -> Result<Self, LakeError> {
-        let invalid = |reason: String| LakeError::InvalidLocation { location: location.to_owned(), reason };
+        let invalid = |reason: String| LakeError::InvalidLocation {
+            location: location.to_owned(),
+            reason,
+        };
         let trimmed = location.trim();
         if trimmed.is_empty() {
             return Err(invalid("empty location".into()));
         }
         let dir: PathBuf = match Url::parse(trimmed) {
-            Ok(url) if url.scheme() == "file" => {
-                url.to_file_path().map_err(|_| invalid("not a valid file:// URL".into()))?
-            }
+            Ok(url) if url.scheme() == "file" => url
+                .to_file_path()
+                .map_err(|_| invalid("not a valid file:// URL".into()))?,
             Ok(url) if url.scheme().len() > 1 => {
                 return Err(invalid(format!(
                     "scheme `{}://` is not supported by this build (local paths and file:// only)",
@@ -64,10 +69,17 @@ impl TableLocation {
             _ => PathBuf::from(trimmed),
         };
         let abs = std::path::absolute(&dir).map_err(|e| invalid(e.to_string()))?;
-        let abs = normalize(&abs).ok_or_else(|| invalid("path escapes the filesystem root".into()))?;
-        let url = Url::from_directory_path(&abs).map_err(|_| invalid("cannot form a file:// URL".into()))?;
+        let abs =
+            normalize(&abs).ok_or_else(|| invalid("path escapes the filesystem root".into()))?;
+        let url = Url::from_directory_path(&abs)
+            .map_err(|_| invalid("cannot form a file:// URL".into()))?;
         let prefix = Path::from_absolute_path(&abs).map_err(|e| invalid(e.to_string()))?;
-        Ok(Self { url, store: local_store(), prefix, local_dir: Some(abs) })
+        Ok(Self {
+            url,
+            store: local_store(),
+            prefix,
+            local_dir: Some(abs),
+        })
     }
 
     /// A location over an explicit store (tests wrap stores to inject faults).
@@ -76,7 +88,12 @@ impl TableLocation {
         if !url.path().ends_with('/') {
             url.set_path(&format!("{}/", url.path()));
         }
-        Self { url, store, prefix, local_dir: None }
+        Self {
+            url,
+            store,
+            prefix,
+            local_dir: None,
+        }
     }
 
     /// The table URL, always ending in `/`.
@@ -113,7 +130,10 @@ impl TableLocation {
         };
         Path::parse(&joined).unwrap_or_else(|_| {
             // Not a valid raw path (callers validate first); fall back to encoding each part.
-            relative.split('/').filter(|s| !s.is_empty()).fold(self.prefix.clone(), |p, part| p.join(part))
+            relative
+                .split('/')
+                .filter(|s| !s.is_empty())
+                .fold(self.prefix.clone(), |p, part| p.join(part))
         })
     }
 
@@ -150,7 +170,11 @@ impl TableLocation {
         }
         let a = self.prefix.as_ref();
         let b = other.prefix.as_ref();
-        a == b || b.starts_with(&format!("{a}/")) || a.starts_with(&format!("{b}/")) || a.is_empty() || b.is_empty()
+        a == b
+            || b.starts_with(&format!("{a}/"))
+            || a.starts_with(&format!("{b}/"))
+            || a.is_empty()
+            || b.is_empty()
     }
 }
 
@@ -188,7 +212,9 @@ mod tests {
         assert_eq!(c.url().as_str(), "file:///tmp/lake/t1/sales/orders/");
         assert!(a.overlaps(&c));
         assert!(!c.overlaps(&TableLocation::parse("/tmp/lake/t10").unwrap()));
-        let err = TableLocation::parse("gs://bucket/t").unwrap_err().to_string();
+        let err = TableLocation::parse("gs://bucket/t")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("gs://"), "{err}");
     }
 }

@@ -12,8 +12,8 @@ use std::str::FromStr;
 
 use chrono::Utc;
 use replicator_proto::{
-    CloneResult, Operation, Outcome, ReconcileResult, ReplicationRequest, RunSummary, TableStatus, TableSummary,
-    Validation,
+    CloneResult, Operation, Outcome, ReconcileResult, ReplicationRequest, RunSummary, TableStatus,
+    TableSummary, Validation,
 };
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::{Row, SqlitePool};
@@ -25,7 +25,10 @@ pub enum StoreError {
     #[error("invalid state URL `{0}`: expected sqlite://PATH or sqlite::memory:")]
     Url(String),
     #[error("cannot create the state directory {path}: {source}")]
-    Dir { path: String, source: std::io::Error },
+    Dir {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("state database error: {0}")]
     Db(#[from] sqlx::Error),
     #[error("state database migration failed: {0}")]
@@ -135,8 +138,10 @@ impl Store {
                 .ok_or_else(|| StoreError::Url(url.to_owned()))?;
             let path = std::path::Path::new(path);
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)
-                    .map_err(|source| StoreError::Dir { path: dir.display().to_string(), source })?;
+                std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
+                    path: dir.display().to_string(),
+                    source,
+                })?;
             }
             SqliteConnectOptions::new()
                 .filename(path)
@@ -145,13 +150,20 @@ impl Store {
                 .busy_timeout(std::time::Duration::from_secs(30))
         };
         let max = if url == "sqlite::memory:" { 1 } else { 4 };
-        let pool = SqlitePoolOptions::new().max_connections(max).connect_with(opts.foreign_keys(true)).await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(max)
+            .connect_with(opts.foreign_keys(true))
+            .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
         Ok(Self { pool })
     }
 
     /// Record a new run and its tasks, atomically.
-    pub async fn create_run(&self, request: &ReplicationRequest, tasks: &[NewTask]) -> Result<(), StoreError> {
+    pub async fn create_run(
+        &self,
+        request: &ReplicationRequest,
+        tasks: &[NewTask],
+    ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         let ts = now();
         sqlx::query(
@@ -188,7 +200,13 @@ impl Store {
 
     /// A stage attempt starts: log it and move the task to `cloning`/`reconciling`
     /// (terminal tasks stay terminal, so a stale redelivery cannot reopen them).
-    pub async fn attempt_started(&self, run_id: Uuid, task_id: Uuid, stage: Stage, attempt: u32) -> Result<i64, StoreError> {
+    pub async fn attempt_started(
+        &self,
+        run_id: Uuid,
+        task_id: Uuid,
+        stage: Stage,
+        attempt: u32,
+    ) -> Result<i64, StoreError> {
         let ts = now();
         let state = match stage {
             Stage::Clone => status::CLONING,
@@ -216,7 +234,12 @@ impl Store {
     }
 
     /// An attempt ended (`succeeded`, `failed` or `retrying`).
-    pub async fn attempt_finished(&self, attempt_id: i64, outcome: &str, error: Option<&str>) -> Result<(), StoreError> {
+    pub async fn attempt_finished(
+        &self,
+        attempt_id: i64,
+        outcome: &str,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
         sqlx::query("UPDATE attempts SET finished_at = ?, outcome = ?, error = ? WHERE id = ?")
             .bind(now())
             .bind(outcome)
@@ -229,7 +252,11 @@ impl Store {
 
     /// Record a clone result. `then_reconcile` leaves a successful task at `cloned`, waiting
     /// for its validation; otherwise success is terminal.
-    pub async fn record_clone(&self, r: &CloneResult, then_reconcile: bool) -> Result<(), StoreError> {
+    pub async fn record_clone(
+        &self,
+        r: &CloneResult,
+        then_reconcile: bool,
+    ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         let ts = now();
         let state = match (r.outcome, then_reconcile) {
@@ -254,8 +281,18 @@ impl Store {
         .bind(r.task_id.to_string())
         .execute(&mut *tx)
         .await?;
-        insert_outcome(&mut tx, r.task_id, r.header.run_id, Stage::Clone, &format!("{:?}", r.outcome).to_lowercase(), &serde_json::to_string(r).unwrap_or_default()).await?;
-        if let (Outcome::Succeeded, Some(sv), Some(tv)) = (r.outcome, r.source_version, r.target_version) {
+        insert_outcome(
+            &mut tx,
+            r.task_id,
+            r.header.run_id,
+            Stage::Clone,
+            &format!("{:?}", r.outcome).to_lowercase(),
+            &serde_json::to_string(r).unwrap_or_default(),
+        )
+        .await?;
+        if let (Outcome::Succeeded, Some(sv), Some(tv)) =
+            (r.outcome, r.source_version, r.target_version)
+        {
             sqlx::query(
                 "INSERT INTO table_versions (source, target, table_name, source_version, target_version, run_id, updated_at)
                  VALUES (?, ?, ?, ?, ?, ?, ?)
@@ -287,7 +324,12 @@ impl Store {
         let error = match (&r.error, r.outcome) {
             (Some(e), _) => Some(e.message.clone()),
             (None, Validation::Mismatched) => Some(
-                r.checks.iter().filter(|c| !c.passed).map(|c| format!("{}: {}", c.name, c.detail)).collect::<Vec<_>>().join("; "),
+                r.checks
+                    .iter()
+                    .filter(|c| !c.passed)
+                    .map(|c| format!("{}: {}", c.name, c.detail))
+                    .collect::<Vec<_>>()
+                    .join("; "),
             ),
             _ => None,
         };
@@ -306,7 +348,15 @@ impl Store {
         .bind(r.task_id.to_string())
         .execute(&mut *tx)
         .await?;
-        insert_outcome(&mut tx, r.task_id, r.header.run_id, Stage::Reconcile, &format!("{:?}", r.outcome).to_lowercase(), &serde_json::to_string(r).unwrap_or_default()).await?;
+        insert_outcome(
+            &mut tx,
+            r.task_id,
+            r.header.run_id,
+            Stage::Reconcile,
+            &format!("{:?}", r.outcome).to_lowercase(),
+            &serde_json::to_string(r).unwrap_or_default(),
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -320,12 +370,18 @@ impl Store {
         .bind(run_id.to_string())
         .fetch_one(&self.pool)
         .await?;
-        Ok(RunProgress { total: row.get::<i64, _>(0) as u64, terminal: row.get::<i64, _>(1) as u64 })
+        Ok(RunProgress {
+            total: row.get::<i64, _>(0) as u64,
+            terminal: row.get::<i64, _>(1) as u64,
+        })
     }
 
     /// The summary of a run as its tasks stand now.
     pub async fn summarize(&self, run_id: Uuid) -> Result<RunSummary, StoreError> {
-        let run = self.run(run_id).await?.ok_or(StoreError::RunNotFound(run_id))?;
+        let run = self
+            .run(run_id)
+            .await?
+            .ok_or(StoreError::RunNotFound(run_id))?;
         let rows = sqlx::query(
             "SELECT task_id, table_name, status, source_version, target_version, copied_files, copied_bytes,
                     removed_files, source_rows, target_rows, error
@@ -376,8 +432,16 @@ impl Store {
 
     /// Mark a run complete with its summary. Returns false if it was already complete, so
     /// exactly one caller sends the notifications.
-    pub async fn complete_run(&self, run_id: Uuid, summary: &RunSummary) -> Result<bool, StoreError> {
-        let status = if summary.is_success() { "succeeded" } else { "failed" };
+    pub async fn complete_run(
+        &self,
+        run_id: Uuid,
+        summary: &RunSummary,
+    ) -> Result<bool, StoreError> {
+        let status = if summary.is_success() {
+            "succeeded"
+        } else {
+            "failed"
+        };
         let done = sqlx::query(
             "UPDATE runs SET status = ?, completed_at = ?, summary = ? WHERE run_id = ? AND completed_at IS NULL",
         )
@@ -399,7 +463,10 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         Ok(row.map(|row| {
-            let ts = |s: Option<String>| s.and_then(|s| chrono::DateTime::parse_from_rfc3339(&s).ok()).map(|d| d.with_timezone(&Utc));
+            let ts = |s: Option<String>| {
+                s.and_then(|s| chrono::DateTime::parse_from_rfc3339(&s).ok())
+                    .map(|d| d.with_timezone(&Utc))
+            };
             RunRecord {
                 run_id,
                 operation: row.get::<String, _>(1).parse().unwrap_or_default(),
@@ -408,7 +475,9 @@ impl Store {
                 status: row.get(4),
                 created_at: ts(Some(row.get(5))).unwrap_or_else(Utc::now),
                 completed_at: ts(row.get(6)),
-                summary: row.get::<Option<String>, _>(7).and_then(|s| serde_json::from_str(&s).ok()),
+                summary: row
+                    .get::<Option<String>, _>(7)
+                    .and_then(|s| serde_json::from_str(&s).ok()),
             }
         }))
     }
@@ -432,12 +501,18 @@ impl Store {
     }
 
     /// The last source version cloned from `source` into `target`, if any.
-    pub async fn last_source_version(&self, source: &str, target: &str) -> Result<Option<u64>, StoreError> {
-        let row = sqlx::query("SELECT source_version FROM table_versions WHERE source = ? AND target = ?")
-            .bind(source)
-            .bind(target)
-            .fetch_optional(&self.pool)
-            .await?;
+    pub async fn last_source_version(
+        &self,
+        source: &str,
+        target: &str,
+    ) -> Result<Option<u64>, StoreError> {
+        let row = sqlx::query(
+            "SELECT source_version FROM table_versions WHERE source = ? AND target = ?",
+        )
+        .bind(source)
+        .bind(target)
+        .fetch_optional(&self.pool)
+        .await?;
         Ok(row.map(|r| r.get::<i64, _>(0) as u64))
     }
 }
@@ -488,12 +563,30 @@ mod tests {
         let run_id = req.header.run_id;
         let tasks: Vec<NewTask> = ["a.x", "b.y"]
             .iter()
-            .map(|t| NewTask { task_id: Uuid::now_v7(), table: t.to_string(), source: format!("/s/{t}"), target: format!("/t/{t}"), source_version: Some(1) })
+            .map(|t| NewTask {
+                task_id: Uuid::now_v7(),
+                table: t.to_string(),
+                source: format!("/s/{t}"),
+                target: format!("/t/{t}"),
+                source_version: Some(1),
+            })
             .collect();
         store.create_run(&req, &tasks).await.unwrap();
-        assert_eq!(store.run_progress(run_id).await.unwrap(), RunProgress { total: 2, terminal: 0 });
-        let att = store.attempt_started(run_id, tasks[0].task_id, Stage::Clone, 1).await.unwrap();
-        store.attempt_finished(att, "succeeded", None).await.unwrap();
+        assert_eq!(
+            store.run_progress(run_id).await.unwrap(),
+            RunProgress {
+                total: 2,
+                terminal: 0
+            }
+        );
+        let att = store
+            .attempt_started(run_id, tasks[0].task_id, Stage::Clone, 1)
+            .await
+            .unwrap();
+        store
+            .attempt_finished(att, "succeeded", None)
+            .await
+            .unwrap();
         let result = CloneResult {
             header: Header::new(run_id),
             task_id: tasks[0].task_id,
@@ -505,21 +598,48 @@ mod tests {
             source_version: Some(3),
             target_version: Some(0),
             committed: true,
-            metrics: Some(CloneMetrics { num_copied_files: 2, copied_files_size: 100, ..Default::default() }),
+            metrics: Some(CloneMetrics {
+                num_copied_files: 2,
+                copied_files_size: 100,
+                ..Default::default()
+            }),
             error: None,
             retries: 0,
             duration_ms: 5,
         };
         store.record_clone(&result, false).await.unwrap();
-        assert_eq!(store.last_source_version("/s/a.x", "/t/a.x").await.unwrap(), Some(3));
-        let failed = CloneResult { task_id: tasks[1].task_id, outcome: Outcome::Failed, metrics: None, error: Some(replicator_proto::TaskError { kind: replicator_proto::ErrorKind::Permanent, message: "boom".into() }), ..result.clone() };
+        assert_eq!(
+            store.last_source_version("/s/a.x", "/t/a.x").await.unwrap(),
+            Some(3)
+        );
+        let failed = CloneResult {
+            task_id: tasks[1].task_id,
+            outcome: Outcome::Failed,
+            metrics: None,
+            error: Some(replicator_proto::TaskError {
+                kind: replicator_proto::ErrorKind::Permanent,
+                message: "boom".into(),
+            }),
+            ..result.clone()
+        };
         store.record_clone(&failed, false).await.unwrap();
         assert!(store.run_progress(run_id).await.unwrap().is_complete());
         let summary = store.summarize(run_id).await.unwrap();
-        assert_eq!((summary.total, summary.succeeded, summary.failed, summary.bytes_copied), (2, 1, 1, 100));
+        assert_eq!(
+            (
+                summary.total,
+                summary.succeeded,
+                summary.failed,
+                summary.bytes_copied
+            ),
+            (2, 1, 1, 100)
+        );
         assert_eq!(summary.tables[1].error.as_deref(), Some("boom"));
         assert!(store.complete_run(run_id, &summary).await.unwrap());
-        assert!(!store.complete_run(run_id, &summary).await.unwrap(), "completes once");
+        assert!(
+            !store.complete_run(run_id, &summary).await.unwrap(),
+            "completes once"
+        );
         let run = store.run(run_id).await.unwrap().unwrap();
         assert_eq!(run.status, "failed");
         assert_eq!(run.summary.unwrap(), summary);

@@ -1,1 +1,272 @@
+//! The cloner consumes `tasks.clone`, deep-clones each table with the native engine, and
+//! publishes a [`CloneResult`] on the events topic (`clone.succeeded` / `clone.failed`);
+//! when the run also validates, it queues a [`ReconcileTask`].
+//!
+//! Retries: transient errors (storage hiccups, commit conflicts) are retried in place with
+//! exponential backoff and jitter ([`RetryPolicy`]); permanent ones (missing files,
+//! unsupported features) fail at once. Every attempt is recorded in the store.
+//!
+//! Delivery: a task is acked only after its result is recorded and published. A task that
+//! finally fails is dead-lettered with its reason, so `replay` can bring it back once the
+//! cause is fixed. If the worker dies mid-task the task is redelivered; the clone is
+//! idempotent (files already copied are not copied again, an up-to-date target is a no-op).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Instant;
+
+use replicator_bus::{BusRef, Delivery, typed};
+use replicator_common::retry::{RetryPolicy, Retryable};
+use replicator_common::shutdown::CancellationToken;
+use replicator_lake::{CloneOptions, CloneProgress, LakeError, TableLocation, deep_clone};
+use replicator_proto::{CloneResult, CloneTask, Header, Outcome, ReconcileTask, TaskError, names};
+use replicator_store::{Stage, Store};
+use tokio::sync::Semaphore;
+use tokio::task::{JoinHandle, JoinSet};
+use tracing::Instrument;
+
+/// Cloner settings.
+#[derive(Clone, Debug)]
+pub struct ClonerConfig {
+    /// Tables cloned at once by this worker.
+    pub concurrency: usize,
+    /// Files copied at once within one clone.
+    pub copy_parallelism: usize,
+    pub retry: RetryPolicy,
+}
+
+impl ClonerConfig {
+    pub fn from_config(c: &replicator_common::Config) -> Self {
+        Self {
+            concurrency: c.concurrency.cloners,
+            copy_parallelism: c.concurrency.copy_parallelism,
+            retry: c.retry.clone(),
+        }
+    }
+}
+
+struct Lake(LakeError);
+
+impl Retryable for Lake {
+    fn is_transient(&self) -> bool {
+        self.0.is_transient()
+    }
+}
+
+/// Optional observer of copy progress (the CLI's progress bar).
+pub type ProgressSink = Arc<dyn Fn(&CloneTask, &CloneProgress) + Send + Sync>;
+
+/// Start consuming `tasks.clone`; returns once the consumer is attached. The worker stops
+/// taking tasks when `shutdown` fires and returns after in-flight clones finish.
+pub async fn spawn(
+    bus: BusRef,
+    store: Store,
+    config: ClonerConfig,
+    progress: Option<ProgressSink>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<JoinHandle<()>> {
+    let mut consumer = bus.consume(names::CLONE_TASKS).await?;
+    Ok(tokio::spawn(async move {
+        let slots = Arc::new(Semaphore::new(config.concurrency.max(1)));
+        let mut running = JoinSet::new();
+        loop {
+            let permit = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                p = slots.clone().acquire_owned() => p.expect("semaphore never closes"),
+            };
+            let delivery = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                d = consumer.next() => match d { Some(d) => d, None => break },
+            };
+            while running.try_join_next().is_some() {}
+            let Some((task, delivery)) = typed::accept::<CloneTask>(delivery) else {
+                continue;
+            };
+            let (bus, store, config, progress) =
+                (bus.clone(), store.clone(), config.clone(), progress.clone());
+            let span = tracing::info_span!("clone", run_id = %task.header.run_id, task_id = %task.task_id, table = %task.table, attempt = task.attempt);
+            running.spawn(
+                async move {
+                    handle(task, delivery, &bus, &store, &config, progress).await;
+                    drop(permit);
+                }
+                .instrument(span),
+            );
+        }
+        while running.join_next().await.is_some() {}
+    }))
+}
+
+/// Clone one table with retries, record and publish the result, then settle the delivery.
+pub async fn handle(
+    task: CloneTask,
+    delivery: Delivery,
+    bus: &BusRef,
+    store: &Store,
+    config: &ClonerConfig,
+    progress: Option<ProgressSink>,
+) {
+    let started = Instant::now();
+    let run_id = task.header.run_id;
+    let (result, retries) = match locations(&task) {
+        Err(e) => (Err(e), 0),
+        Ok((source, target)) => {
+            let options = CloneOptions {
+                version: task.version,
+                parallelism: config.copy_parallelism,
+                progress: progress.map(|p| {
+                    let task = task.clone();
+                    Arc::new(move |pr: &CloneProgress| p(&task, pr))
+                        as replicator_lake::clone::ProgressFn
+                }),
+                dry_run: false,
+            };
+            let job = Arc::new((source, target, options));
+            let attempts = Arc::new(AtomicU32::new(0));
+            let task_id = task.task_id;
+            config
+                .retry
+                .retry(
+                    || {
+                        let (job, store, attempts) = (job.clone(), store.clone(), attempts.clone());
+                        async move {
+                            let n = attempts.fetch_add(1, Ordering::SeqCst) + 1;
+                            let id = store.attempt_started(run_id, task_id, Stage::Clone, n).await.ok();
+                            let r = deep_clone(&job.0, &job.1, &job.2).await;
+                            if let Some(id) = id {
+                                let (o, e) = match &r {
+                                    Ok(_) => ("succeeded", None),
+                                    Err(e) if e.is_transient() => ("retrying", Some(e.to_string())),
+                                    Err(e) => ("failed", Some(e.to_string())),
+                                };
+                                if let Err(err) = store.attempt_finished(id, o, e.as_deref()).await {
+                                    tracing::warn!(error = %err, "could not record the attempt");
+                                }
+                            }
+                            r.map_err(Lake)
+                        }
+                    },
+                    |e, delay| tracing::warn!(error = %e.0, delay_ms = delay.as_millis() as u64, "clone attempt failed, retrying"),
+                )
+                .await
+        }
+    };
+    let reconcile_next = task.operation.reconciles();
+    let msg = match &result {
+        Ok(r) => CloneResult {
+            header: Header::new(run_id),
+            task_id: task.task_id,
+            attempt: task.attempt,
+            table: task.table.clone(),
+            source: task.source.clone(),
+            target: task.target.clone(),
+            outcome: Outcome::Succeeded,
+            source_version: Some(r.source_version),
+            target_version: Some(r.target_version),
+            committed: r.committed,
+            metrics: Some(r.metrics.clone()),
+            error: None,
+            retries,
+            duration_ms: started.elapsed().as_millis() as u64,
+        },
+        Err(Lake(e)) => CloneResult {
+            header: Header::new(run_id),
+            task_id: task.task_id,
+            attempt: task.attempt,
+            table: task.table.clone(),
+            source: task.source.clone(),
+            target: task.target.clone(),
+            outcome: Outcome::Failed,
+            source_version: None,
+            target_version: None,
+            committed: false,
+            metrics: None,
+            error: Some(TaskError {
+                kind: e.kind(),
+                message: e.to_string(),
+            }),
+            retries,
+            duration_ms: started.elapsed().as_millis() as u64,
+        },
+    };
+    match &result {
+        Ok(r) => tracing::info!(
+            source_version = r.source_version,
+            target_version = r.target_version,
+            committed = r.committed,
+            copied_files = r.metrics.num_copied_files,
+            copied_bytes = r.metrics.copied_files_size,
+            retries,
+            "clone succeeded"
+        ),
+        Err(Lake(e)) => tracing::error!(error = %e, retries, "clone failed"),
+    }
+    if let Err(e) = publish(&task, &msg, reconcile_next, bus, store).await {
+        tracing::warn!(error = %e, "could not record or publish the clone result; the task will be redelivered");
+        delivery.nack(&e.to_string());
+        return;
+    }
+    match msg.error {
+        None => delivery.ack(),
+        Some(err) => delivery.dead_letter(&format!(
+            "clone failed after {} retries: {}",
+            retries, err.message
+        )),
+    }
+}
+
+fn locations(task: &CloneTask) -> Result<(TableLocation, TableLocation), Lake> {
+    Ok((
+        TableLocation::parse(&task.source).map_err(Lake)?,
+        TableLocation::parse(&task.target).map_err(Lake)?,
+    ))
+}
+
+async fn publish(
+    task: &CloneTask,
+    msg: &CloneResult,
+    reconcile_next: bool,
+    bus: &BusRef,
+    store: &Store,
+) -> anyhow::Result<()> {
+    let succeeded = msg.outcome == Outcome::Succeeded;
+    store.record_clone(msg, reconcile_next).await?;
+    if succeeded && reconcile_next {
+        let next = ReconcileTask {
+            header: Header::new(task.header.run_id),
+            task_id: task.task_id,
+            attempt: 1,
+            table: task.table.clone(),
+            source: task.source.clone(),
+            target: task.target.clone(),
+            source_version: msg.source_version,
+        };
+        typed::publish(bus.as_ref(), names::RECONCILE_TASKS, &next).await?;
+    }
+    let key = if succeeded {
+        names::events::CLONE_SUCCEEDED
+    } else {
+        names::events::CLONE_FAILED
+    };
+    typed::publish_event(bus.as_ref(), key, msg).await?;
+    Ok(())
+}
+
+/// Run the cloner as its own process until `shutdown` fires.
+pub async fn serve(
+    config: replicator_common::Config,
+    shutdown: CancellationToken,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let bus = replicator_bus::connect(&config.bus.backend)?;
+    let store = Store::open(&config.state.url).await?;
+    spawn(
+        bus,
+        store,
+        ClonerConfig::from_config(&config),
+        None,
+        shutdown,
+    )
+    .await?
+    .await?;
+    Ok(())
+}
