@@ -29,8 +29,17 @@ struct Inner {
     capacity: usize,
     max_deliveries: u32,
     queues: Mutex<HashMap<String, Arc<Queue>>>,
-    subscribers: Mutex<Vec<(String, mpsc::UnboundedSender<(String, Bytes)>)>>,
+    subscribers: Arc<Subscribers>,
     closed: std::sync::atomic::AtomicBool,
+}
+
+type Subscribers = Mutex<Vec<(String, mpsc::UnboundedSender<(String, Bytes)>)>>;
+
+fn fan_out(subs: &Subscribers, routing_key: &str, payload: &Bytes) {
+    let mut subs = subs.lock().expect("subs lock");
+    subs.retain(|(pattern, tx)| {
+        !topic_matches(pattern, routing_key) || tx.send((routing_key.to_owned(), payload.clone())).is_ok()
+    });
 }
 
 struct Message {
@@ -46,6 +55,9 @@ struct Queue {
     notify: Notify,
     permits: Arc<Semaphore>,
     max_deliveries: u32,
+    /// Dead letters are announced on the events topic (`dead_letter`), so the run they
+    /// belong to can account for them.
+    subscribers: Arc<Subscribers>,
 }
 
 impl Queue {
@@ -60,13 +72,16 @@ impl Queue {
             .ok()
             .and_then(|v| v.get("run_id")?.as_str()?.parse::<Uuid>().ok())
             .unwrap_or(Uuid::nil());
-        self.dead.lock().expect("dead lock").push(DeadLetter {
+        let letter = DeadLetter {
             header: Header::new(run_id),
             queue: self.name.clone(),
             reason: reason.to_owned(),
             deliveries: m.deliveries,
             payload: String::from_utf8_lossy(&m.payload).into_owned(),
-        });
+        };
+        let event = Bytes::from(replicator_proto::encode(&letter));
+        self.dead.lock().expect("dead lock").push(letter);
+        fan_out(&self.subscribers, replicator_proto::names::events::DEAD_LETTER, &event);
         // The permit drops with `m`: a dead letter no longer takes queue capacity.
     }
 }
@@ -80,7 +95,7 @@ impl MemoryBus {
                 capacity: capacity.max(1),
                 max_deliveries: max_deliveries.max(1),
                 queues: Mutex::new(HashMap::new()),
-                subscribers: Mutex::new(Vec::new()),
+                subscribers: Arc::new(Mutex::new(Vec::new())),
                 closed: Default::default(),
             }),
         }
@@ -97,6 +112,7 @@ impl MemoryBus {
                     notify: Notify::new(),
                     permits: Arc::new(Semaphore::new(self.inner.capacity)),
                     max_deliveries: self.inner.max_deliveries,
+                    subscribers: self.inner.subscribers.clone(),
                 })
             })
             .clone()
@@ -320,6 +336,7 @@ mod tests {
             dead[0].reason
         );
         assert_eq!(dead[0].header.run_id, Uuid::from_u128(1));
+        assert_eq!(events.next().await.unwrap().0, "dead_letter");
         assert_eq!(bus.replay("q", &|_| true).await.unwrap(), 1);
         let d = c.next().await.unwrap();
         assert_eq!(d.deliveries, 1, "a replayed message starts over");

@@ -7,7 +7,8 @@
 //!   CLI `--set section.key=value` flags, in that order;
 //! - secrets are references ([`SecretRef`]: an environment variable or a file), never inline.
 //!
-//! Relative paths are relative to the working directory of the process.
+//! Relative paths in a config file (`source.root`, `target.root`, a `sqlite://` state file)
+//! resolve against the directory of that file.
 
 use std::path::{Path, PathBuf};
 
@@ -273,7 +274,30 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        Self::from_yaml(&text, std::env::vars(), overrides)
+        let mut config = Self::from_yaml(&text, std::env::vars(), overrides)?;
+        if let Some(dir) = path.parent() {
+            config.resolve_paths(dir);
+        }
+        Ok(config)
+    }
+
+    /// Make relative local paths absolute against `base`.
+    pub fn resolve_paths(&mut self, base: &Path) {
+        let resolve = |p: &str| -> Option<String> {
+            let is_url = p.contains("://") || p.starts_with("file:");
+            (!is_url && Path::new(p).is_relative()).then(|| base.join(p).to_string_lossy().into_owned())
+        };
+        if let Some(p) = resolve(&self.source.root) {
+            self.source.root = p;
+        }
+        if let Some(p) = resolve(&self.target.root) {
+            self.target.root = p;
+        }
+        if let Some(path) = self.state.url.strip_prefix("sqlite://") {
+            if !path.is_empty() && Path::new(path).is_relative() && !path.starts_with(':') {
+                self.state.url = format!("sqlite://{}", base.join(path).display());
+            }
+        }
     }
 
     /// Parse `text`, apply `env` (only `REPLICATOR__*` entries matter) and `overrides`

@@ -15,6 +15,7 @@ pub mod discover;
 pub mod error;
 pub mod inspect;
 pub mod location;
+pub mod sample;
 
 pub use clone::{CloneOptions, CloneProgress, CloneReport, deep_clone};
 pub use discover::{DiscoveredTable, TableMatcher, discover};

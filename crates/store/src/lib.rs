@@ -361,6 +361,21 @@ impl Store {
         Ok(())
     }
 
+    /// Fail a task that is not terminal yet (its message was dead-lettered without a
+    /// result). Returns whether the task changed.
+    pub async fn fail_task(&self, task_id: Uuid, reason: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE tasks SET status = 'failed', error = ?, updated_at = ?
+             WHERE task_id = ? AND status NOT IN ('succeeded','failed','mismatched')",
+        )
+        .bind(reason)
+        .bind(now())
+        .bind(task_id.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// Tasks in total and in a terminal state.
     pub async fn run_progress(&self, run_id: Uuid) -> Result<RunProgress, StoreError> {
         let row = sqlx::query(

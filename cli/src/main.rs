@@ -1,0 +1,253 @@
+//! `replicator`: replicate Delta tables between environments.
+//!
+//! Thin: parses arguments, sets up logging, and calls the libraries.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use replicator_cli::embedded::{RunOptions, RunOutput};
+use replicator_cli::{demo, embedded, output};
+use replicator_common::Config;
+use replicator_common::telemetry::{self, LogFormat};
+use replicator_lake::{CloneOptions, TableLocation, deep_clone};
+use replicator_proto::Operation;
+
+#[derive(Parser)]
+#[command(name = "replicator", version, about = "Replicate Delta Lake tables between environments")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log filter (`RUST_LOG` wins), for example `info` or `replicator_lake=debug`.
+    #[arg(long, global = true)]
+    log_level: Option<String>,
+    /// Log as JSON lines (to stderr).
+    #[arg(long, global = true)]
+    log_json: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Deep clone one Delta table (incremental: only new files are copied).
+    Clone {
+        /// Source table (path or file:// URL).
+        source: String,
+        /// Target table (path or file:// URL).
+        target: String,
+        /// Clone this source version (`VERSION AS OF`).
+        #[arg(long)]
+        version: Option<u64>,
+        /// Files copied at once.
+        #[arg(long, default_value_t = 16)]
+        parallelism: usize,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replicate (and validate) every table a config selects, all services in this process.
+    Run {
+        config: PathBuf,
+        /// replication, reconciliation or all (overrides `operation` in the config).
+        #[arg(long)]
+        operation: Option<Operation>,
+        /// Print the plan (tables, source versions, what would be copied); write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Check the config, the roots and the table filters; change nothing.
+        #[arg(long)]
+        validate_only: bool,
+        /// Print the run summary as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Override a config value: `--set concurrency.cloners=4` (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+    },
+    /// Validate a config and list the tables it selects.
+    Validate {
+        config: PathBuf,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+    },
+    /// Create a sample Delta estate and config in DIR, then replicate it.
+    Demo {
+        /// Where to put the estate (`DIR/lake/source`) and config (`DIR/replicator.yaml`).
+        #[arg(long, default_value = "demo")]
+        dir: PathBuf,
+        /// Only create the estate and config.
+        #[arg(long)]
+        no_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Exit codes: 0 success, 1 a table failed or mismatched, 2 bad usage or config.
+fn fail(code: u8, msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {msg}");
+    ExitCode::from(code)
+}
+
+fn one_line(e: &anyhow::Error) -> String {
+    e.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": ").replace('\n', " ")
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let format = if cli.log_json { LogFormat::Json } else { LogFormat::Text };
+    let level = cli.log_level.clone();
+    let init_logs = |config_level: &str| telemetry::init(format, level.as_deref().unwrap_or(config_level));
+    match cli.command {
+        Command::Clone { source, target, version, parallelism, json } => {
+            init_logs("warn");
+            clone(&source, &target, version, parallelism, json).await
+        }
+        Command::Run { config, operation, dry_run, validate_only, json, overrides } => {
+            let config = match Config::load(&config, &overrides) {
+                Ok(c) => c,
+                Err(e) => return fail(2, e),
+            };
+            init_logs(&config.log.level);
+            run(&config, RunOptions { operation, dry_run, validate_only, progress: !json }, json).await
+        }
+        Command::Validate { config, overrides } => {
+            let config = match Config::load(&config, &overrides) {
+                Ok(c) => c,
+                Err(e) => return fail(2, e),
+            };
+            init_logs(&config.log.level);
+            run(&config, RunOptions { validate_only: true, ..Default::default() }, false).await
+        }
+        Command::Demo { dir, no_run, json } => {
+            init_logs("warn");
+            let (config_path, created) = match demo::ensure(&dir).await {
+                Ok(r) => r,
+                Err(e) => return fail(1, one_line(&e)),
+            };
+            if !json {
+                if created {
+                    println!("created a sample estate: {} (4 tables in 2 schemas)", dir.join("lake/source").display());
+                }
+                println!("config: {}", config_path.display());
+            }
+            if no_run {
+                return ExitCode::SUCCESS;
+            }
+            if !json {
+                println!("running: replicator run {}\n", config_path.display());
+            }
+            let config = match Config::load(&config_path, &[]) {
+                Ok(c) => c,
+                Err(e) => return fail(2, e),
+            };
+            run(&config, RunOptions { progress: !json, ..Default::default() }, json).await
+        }
+    }
+}
+
+async fn clone(source: &str, target: &str, version: Option<u64>, parallelism: usize, json: bool) -> ExitCode {
+    let (src, dst) = match (TableLocation::parse(source), TableLocation::parse(target)) {
+        (Ok(s), Ok(d)) => (s, d),
+        (Err(e), _) | (_, Err(e)) => return fail(2, e),
+    };
+    let bar = output::progress_bar(0, "{spinner} [{elapsed_precise}] [{bar:30}] {bytes}/{total_bytes} ({binary_bytes_per_sec}) {msg}", !json);
+    let pb = bar.clone();
+    let options = CloneOptions {
+        version,
+        parallelism,
+        progress: Some(Arc::new(move |p: &replicator_lake::CloneProgress| {
+            pb.set_length(p.bytes_total);
+            pb.set_position(p.bytes_done);
+            pb.set_message(format!("{}/{} files", p.files_done, p.files_total));
+        })),
+        dry_run: false,
+    };
+    let result = deep_clone(&src, &dst, &options).await;
+    bar.finish_and_clear();
+    match result {
+        Ok(r) => {
+            if json {
+                let v = serde_json::json!({
+                    "source": src.url().as_str(),
+                    "target": dst.url().as_str(),
+                    "source_version": r.source_version,
+                    "target_version": r.target_version,
+                    "committed": r.committed,
+                    "duration_ms": r.duration_ms,
+                    "metrics": r.metrics,
+                });
+                println!("{v}");
+            } else {
+                let what = if r.committed {
+                    format!("cloned version {} of {} into version {} of {}", r.source_version, src, r.target_version, dst)
+                } else {
+                    format!("{dst} is already at version {} of {src}: nothing to copy", r.source_version)
+                };
+                println!("{what} in {:.2}s\n{}", r.duration_ms as f64 / 1000.0, output::metrics_text(&r.metrics));
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(1, format!("clone failed: {e}")),
+    }
+}
+
+async fn run(config: &Config, opts: RunOptions, json: bool) -> ExitCode {
+    match embedded::run(config, &opts).await {
+        Err(e) => fail(if opts.validate_only { 2 } else { 1 }, one_line(&e)),
+        Ok(RunOutput::Validated { tables }) => {
+            if json {
+                println!("{}", serde_json::json!({ "valid": true, "tables": tables }));
+            } else {
+                println!("config is valid; {} tables selected:", tables.len());
+                for t in tables {
+                    println!("  {t}");
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(RunOutput::Planned(plan)) => {
+            let problems = plan.items.iter().filter(|i| i.problem.is_some()).count();
+            if json {
+                let items: Vec<_> = plan
+                    .items
+                    .iter()
+                    .map(|i| {
+                        serde_json::json!({
+                            "table": i.table, "source": i.source, "target": i.target,
+                            "source_version": i.source_version, "would": i.would, "problem": i.problem,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::json!({ "dry_run": true, "operation": plan.operation, "tables": items }));
+            } else {
+                println!("dry run ({}): {} tables; nothing will be written", plan.operation, plan.items.len());
+                for i in &plan.items {
+                    match (&i.would, &i.problem) {
+                        (_, Some(p)) => println!("  {:<32} cannot clone: {p}", i.table),
+                        (Some(m), None) => println!(
+                            "  {:<32} source v{:<6} copy {} files ({}), remove {} files",
+                            i.table,
+                            i.source_version.unwrap_or(0),
+                            m.num_copied_files,
+                            output::bytes(m.copied_files_size),
+                            m.num_removed_files
+                        ),
+                        (None, None) => println!("  {}", i.table),
+                    }
+                }
+            }
+            if problems > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS }
+        }
+        Ok(RunOutput::Completed(done)) => {
+            if json {
+                println!("{}", serde_json::to_string(&done).unwrap_or_default());
+            } else {
+                println!("run {}\n", done.header.run_id);
+                print!("{}", output::summary_table(&done.summary));
+            }
+            if done.summary.is_success() { ExitCode::SUCCESS } else { ExitCode::from(1) }
+        }
+    }
+}
