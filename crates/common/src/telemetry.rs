@@ -13,8 +13,13 @@ pub enum LogFormat {
 /// Install the global subscriber; logs go to stderr. `RUST_LOG` overrides `default_filter`.
 /// Safe to call twice (the second call is ignored), which tests rely on.
 pub fn init(format: LogFormat, default_filter: &str) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    // delta-rs logs expected conditions (probing a table that does not exist yet) at ERROR;
+    // our own errors carry whatever of those matters, so its logs are opt-in via RUST_LOG.
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new(format!(
+            "{default_filter},deltalake_core=off,buoyant_kernel=off,buoyant_kernel_engine=off"
+        ))
+    });
     let registry = tracing_subscriber::registry().with(filter);
     let _ = match format {
         LogFormat::Text => registry
