@@ -201,3 +201,38 @@ pub fn schema_diff(source: &TableInfo, target: &TableInfo) -> Vec<String> {
     }
     out
 }
+
+/// What a snapshot's log says, for comparing a clone with its source: active files (decoded
+/// path → size and deletion-vector cardinality), schema, partition columns, configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LogFacts {
+    pub version: u64,
+    pub files: std::collections::BTreeMap<String, (i64, Option<i64>)>,
+    pub schema_string: String,
+    pub partition_columns: Vec<String>,
+    pub configuration: std::collections::BTreeMap<String, Option<String>>,
+}
+
+/// Read the [`LogFacts`] of a table at `version` (latest when `None`).
+pub async fn log_facts(loc: &TableLocation, version: Option<u64>) -> Result<LogFacts, LakeError> {
+    let table = load(loc, version).await?;
+    let url = loc.url().as_str();
+    let snap = table.snapshot().map_err(|e| LakeError::from_delta(url, version, e))?;
+    let metadata = serde_json::to_value(snap.metadata())
+        .map_err(|e| LakeError::Invalid(format!("cannot read metadata of {url}: {e}")))?;
+    let files = snap
+        .log_data()
+        .iter()
+        .map(|f| {
+            let dv = f.deletion_vector_descriptor().map(|d| d.cardinality);
+            (f.path().into_owned(), (f.size(), dv))
+        })
+        .collect();
+    Ok(LogFacts {
+        version: snap.version() as u64,
+        files,
+        schema_string: metadata["schemaString"].as_str().unwrap_or_default().to_owned(),
+        partition_columns: serde_json::from_value(metadata["partitionColumns"].clone()).unwrap_or_default(),
+        configuration: serde_json::from_value(metadata["configuration"].clone()).unwrap_or_default(),
+    })
+}
