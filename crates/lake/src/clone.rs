@@ -941,8 +941,12 @@ fn local_copy(from: &std::path::Path, dest: &std::path::Path) -> std::io::Result
     result
 }
 
-/// Remove files this clone copied into a target that has no log (best effort).
+/// Remove files this clone copied into a target that has no log (best effort). If another
+/// writer created the table meanwhile, the files may be its files too: leave them.
 async fn cleanup(target: &TableLocation, copied: &HashSet<String>) {
+    if has_delta_log(target).await.unwrap_or(true) {
+        return;
+    }
     for rel in copied {
         let path = target.object_path(rel);
         if let Err(e) = target.store().delete(&path).await {
