@@ -56,6 +56,12 @@ pub async fn discover(
     filter: &TableFilter,
 ) -> Result<Vec<DiscoveredTable>, LakeError> {
     let matcher = TableMatcher::new(filter)?;
+    if root.local_dir().is_some_and(|d| !d.is_dir()) {
+        return Err(LakeError::InvalidLocation {
+            location: root.url().to_string(),
+            reason: "source root does not exist".into(),
+        });
+    }
     let store = root.store().clone();
     let base = root.prefix().clone();
     let mut found = Vec::new();
