@@ -31,7 +31,8 @@ pub async fn ensure(dir: &Path) -> anyhow::Result<(PathBuf, bool)> {
     }
     let config = dir.join("replicator.yaml");
     if !config.exists() {
-        std::fs::write(&config, DEMO_CONFIG).with_context(|| format!("writing {}", config.display()))?;
+        std::fs::write(&config, DEMO_CONFIG)
+            .with_context(|| format!("writing {}", config.display()))?;
     }
     Ok((config, created))
 }

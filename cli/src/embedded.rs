@@ -59,8 +59,13 @@ pub async fn validate(config: &Config) -> anyhow::Result<Vec<String>> {
     let source = TableLocation::parse(&config.source.root).context("source.root")?;
     tracing::debug!(source = %source, filter = ?config.tables, "validating");
     let target = TableLocation::parse(&config.target.root).context("target.root")?;
-    anyhow::ensure!(!source.overlaps(&target), "source.root and target.root overlap");
-    let tables = discover(&source, &(&config.tables).into()).await.context("source.root")?;
+    anyhow::ensure!(
+        !source.overlaps(&target),
+        "source.root and target.root overlap"
+    );
+    let tables = discover(&source, &(&config.tables).into())
+        .await
+        .context("source.root")?;
     Ok(tables.into_iter().map(|t| t.name).collect())
 }
 
@@ -68,13 +73,18 @@ pub async fn validate(config: &Config) -> anyhow::Result<Vec<String>> {
 pub async fn run(config: &Config, opts: &RunOptions) -> anyhow::Result<RunOutput> {
     let request = request_from(config, opts.operation);
     if opts.validate_only {
-        return Ok(RunOutput::Validated { tables: validate(config).await? });
+        return Ok(RunOutput::Validated {
+            tables: validate(config).await?,
+        });
     }
     if opts.dry_run {
-        let plan = replicator_planner::plan(&request, true, config.concurrency.cloners.max(4)).await?;
+        let plan =
+            replicator_planner::plan(&request, true, config.concurrency.cloners.max(4)).await?;
         return Ok(RunOutput::Planned(plan));
     }
-    let store = Store::open(&config.state.url).await.context("opening the state store")?;
+    let store = Store::open(&config.state.url)
+        .await
+        .context("opening the state store")?;
     let memory = MemoryBus::new(config.bus.queue_capacity, config.bus.max_deliveries);
     let bus: BusRef = Arc::new(memory.clone());
     let shutdown = CancellationToken::new();
@@ -82,27 +92,44 @@ pub async fn run(config: &Config, opts: &RunOptions) -> anyhow::Result<RunOutput
 
     // Subscribe before anything is published, so no event is missed.
     let mut events = bus.subscribe("#").await?;
-    let bar = output::progress_bar(0, "{spinner} [{elapsed_precise}] [{bar:30}] {pos}/{len} tables  {msg}", opts.progress);
+    let bar = output::progress_bar(
+        0,
+        "{spinner} [{elapsed_precise}] [{bar:30}] {pos}/{len} tables  {msg}",
+        opts.progress,
+    );
     let services = vec![
-        replicator_notifier::spawn(bus.clone(), store.clone(), NotifierConfig::from_config(config), shutdown.clone())
-            .await?,
-        replicator_reconciler::spawn(bus.clone(), store.clone(), ReconcilerConfig::from_config(config), shutdown.clone())
-            .await?,
+        replicator_notifier::spawn(
+            bus.clone(),
+            store.clone(),
+            NotifierConfig::from_config(config),
+            shutdown.clone(),
+        )
+        .await?,
+        replicator_reconciler::spawn(
+            bus.clone(),
+            store.clone(),
+            ReconcilerConfig::from_config(config),
+            shutdown.clone(),
+        )
+        .await?,
         replicator_cloner::spawn(
             bus.clone(),
             store.clone(),
             ClonerConfig::from_config(config),
             Some({
                 let bar = bar.clone();
-                Arc::new(move |task: &replicator_proto::CloneTask, p: &replicator_lake::CloneProgress| {
-                    bar.set_message(format!(
-                        "{}: {}/{} files, {}",
-                        task.table,
-                        p.files_done,
-                        p.files_total,
-                        output::bytes(p.bytes_done)
-                    ))
-                })
+                Arc::new(
+                    move |task: &replicator_proto::CloneTask,
+                          p: &replicator_lake::CloneProgress| {
+                        bar.set_message(format!(
+                            "{}: {}/{} files, {}",
+                            task.table,
+                            p.files_done,
+                            p.files_total,
+                            output::bytes(p.bytes_done)
+                        ))
+                    },
+                )
             }),
             shutdown.clone(),
         )
@@ -150,12 +177,11 @@ pub async fn run(config: &Config, opts: &RunOptions) -> anyhow::Result<RunOutput
         if terminal {
             bar.inc(1);
         }
-        if key == names::events::RUN_COMPLETED {
-            if let Ok(done) = replicator_proto::decode::<RunCompleted>(&payload) {
-                if done.header.run_id == run_id {
-                    break done;
-                }
-            }
+        if key == names::events::RUN_COMPLETED
+            && let Ok(done) = replicator_proto::decode::<RunCompleted>(&payload)
+            && done.header.run_id == run_id
+        {
+            break done;
         }
     };
     bar.finish_and_clear();

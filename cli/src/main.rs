@@ -15,7 +15,11 @@ use replicator_lake::{CloneOptions, TableLocation, deep_clone};
 use replicator_proto::Operation;
 
 #[derive(Parser)]
-#[command(name = "replicator", version, about = "Replicate Delta Lake tables between environments")]
+#[command(
+    name = "replicator",
+    version,
+    about = "Replicate Delta Lake tables between environments"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -90,27 +94,59 @@ fn fail(code: u8, msg: impl std::fmt::Display) -> ExitCode {
 }
 
 fn one_line(e: &anyhow::Error) -> String {
-    e.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": ").replace('\n', " ")
+    e.chain()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(": ")
+        .replace('\n', " ")
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let format = if cli.log_json { LogFormat::Json } else { LogFormat::Text };
+    let format = if cli.log_json {
+        LogFormat::Json
+    } else {
+        LogFormat::Text
+    };
     let level = cli.log_level.clone();
-    let init_logs = |config_level: &str| telemetry::init(format, level.as_deref().unwrap_or(config_level));
+    let init_logs =
+        |config_level: &str| telemetry::init(format, level.as_deref().unwrap_or(config_level));
     match cli.command {
-        Command::Clone { source, target, version, parallelism, json } => {
+        Command::Clone {
+            source,
+            target,
+            version,
+            parallelism,
+            json,
+        } => {
             init_logs("warn");
             clone(&source, &target, version, parallelism, json).await
         }
-        Command::Run { config, operation, dry_run, validate_only, json, overrides } => {
+        Command::Run {
+            config,
+            operation,
+            dry_run,
+            validate_only,
+            json,
+            overrides,
+        } => {
             let config = match Config::load(&config, &overrides) {
                 Ok(c) => c,
                 Err(e) => return fail(2, e),
             };
             init_logs(&config.log.level);
-            run(&config, RunOptions { operation, dry_run, validate_only, progress: !json }, json).await
+            run(
+                &config,
+                RunOptions {
+                    operation,
+                    dry_run,
+                    validate_only,
+                    progress: !json,
+                },
+                json,
+            )
+            .await
         }
         Command::Validate { config, overrides } => {
             let config = match Config::load(&config, &overrides) {
@@ -118,7 +154,15 @@ async fn main() -> ExitCode {
                 Err(e) => return fail(2, e),
             };
             init_logs(&config.log.level);
-            run(&config, RunOptions { validate_only: true, ..Default::default() }, false).await
+            run(
+                &config,
+                RunOptions {
+                    validate_only: true,
+                    ..Default::default()
+                },
+                false,
+            )
+            .await
         }
         Command::Demo { dir, no_run, json } => {
             init_logs("warn");
@@ -128,7 +172,10 @@ async fn main() -> ExitCode {
             };
             if !json {
                 if created {
-                    println!("created a sample estate: {} (4 tables in 2 schemas)", dir.join("lake/source").display());
+                    println!(
+                        "created a sample estate: {} (4 tables in 2 schemas)",
+                        dir.join("lake/source").display()
+                    );
                 }
                 println!("config: {}", config_path.display());
             }
@@ -142,17 +189,35 @@ async fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(e) => return fail(2, e),
             };
-            run(&config, RunOptions { progress: !json, ..Default::default() }, json).await
+            run(
+                &config,
+                RunOptions {
+                    progress: !json,
+                    ..Default::default()
+                },
+                json,
+            )
+            .await
         }
     }
 }
 
-async fn clone(source: &str, target: &str, version: Option<u64>, parallelism: usize, json: bool) -> ExitCode {
+async fn clone(
+    source: &str,
+    target: &str,
+    version: Option<u64>,
+    parallelism: usize,
+    json: bool,
+) -> ExitCode {
     let (src, dst) = match (TableLocation::parse(source), TableLocation::parse(target)) {
         (Ok(s), Ok(d)) => (s, d),
         (Err(e), _) | (_, Err(e)) => return fail(2, e),
     };
-    let bar = output::progress_bar(0, "{spinner} [{elapsed_precise}] [{bar:30}] {bytes}/{total_bytes} ({binary_bytes_per_sec}) {msg}", !json);
+    let bar = output::progress_bar(
+        0,
+        "{spinner} [{elapsed_precise}] [{bar:30}] {bytes}/{total_bytes} ({binary_bytes_per_sec}) {msg}",
+        !json,
+    );
     let pb = bar.clone();
     let options = CloneOptions {
         version,
@@ -181,11 +246,21 @@ async fn clone(source: &str, target: &str, version: Option<u64>, parallelism: us
                 println!("{v}");
             } else {
                 let what = if r.committed {
-                    format!("cloned version {} of {} into version {} of {}", r.source_version, src, r.target_version, dst)
+                    format!(
+                        "cloned version {} of {} into version {} of {}",
+                        r.source_version, src, r.target_version, dst
+                    )
                 } else {
-                    format!("{dst} is already at version {} of {src}: nothing to copy", r.source_version)
+                    format!(
+                        "{dst} is already at version {} of {src}: nothing to copy",
+                        r.source_version
+                    )
                 };
-                println!("{what} in {:.2}s\n{}", r.duration_ms as f64 / 1000.0, output::metrics_text(&r.metrics));
+                println!(
+                    "{what} in {:.2}s\n{}",
+                    r.duration_ms as f64 / 1000.0,
+                    output::metrics_text(&r.metrics)
+                );
             }
             ExitCode::SUCCESS
         }
@@ -220,9 +295,16 @@ async fn run(config: &Config, opts: RunOptions, json: bool) -> ExitCode {
                         })
                     })
                     .collect();
-                println!("{}", serde_json::json!({ "dry_run": true, "operation": plan.operation, "tables": items }));
+                println!(
+                    "{}",
+                    serde_json::json!({ "dry_run": true, "operation": plan.operation, "tables": items })
+                );
             } else {
-                println!("dry run ({}): {} tables; nothing will be written", plan.operation, plan.items.len());
+                println!(
+                    "dry run ({}): {} tables; nothing will be written",
+                    plan.operation,
+                    plan.items.len()
+                );
                 for i in &plan.items {
                     match (&i.would, &i.problem) {
                         (_, Some(p)) => println!("  {:<32} cannot clone: {p}", i.table),
@@ -238,7 +320,11 @@ async fn run(config: &Config, opts: RunOptions, json: bool) -> ExitCode {
                     }
                 }
             }
-            if problems > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS }
+            if problems > 0 {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            }
         }
         Ok(RunOutput::Completed(done)) => {
             if json {
@@ -247,7 +333,11 @@ async fn run(config: &Config, opts: RunOptions, json: bool) -> ExitCode {
                 println!("run {}\n", done.header.run_id);
                 print!("{}", output::summary_table(&done.summary));
             }
-            if done.summary.is_success() { ExitCode::SUCCESS } else { ExitCode::from(1) }
+            if done.summary.is_success() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
         }
     }
 }

@@ -19,7 +19,10 @@ const BROKEN: &[(&str, &str)] = &[
     ("checkpoints_vacuumed", "is missing"),
     ("golden", "no _delta_log"),
     ("latest_not_checkpointed", "is missing"),
-    ("simple_table_features", "Reader features must not be present"),
+    (
+        "simple_table_features",
+        "Reader features must not be present",
+    ),
     ("spark-variant-stable-feature-checkpoint", "is missing"),
     ("table-with-domain-metadata", "is missing"),
     ("with_checkpoint_no_last_checkpoint", "is missing"),
@@ -49,14 +52,25 @@ async fn every_complete_table_clones_identically_and_broken_ones_fail_cleanly() 
         match (clone_json(&src, &dst, &[]), broken) {
             (Ok(json), None) => {
                 cloned += 1;
-                let (s, d) = (TableLocation::parse(src.to_str().unwrap()).unwrap(), TableLocation::parse(dst.to_str().unwrap()).unwrap());
+                let (s, d) = (
+                    TableLocation::parse(src.to_str().unwrap()).unwrap(),
+                    TableLocation::parse(dst.to_str().unwrap()).unwrap(),
+                );
                 let version = json["source_version"].as_u64().unwrap();
-                let src_rows = sorted_rows(&read_batches(&s, Some(version)).await.unwrap()).unwrap();
+                let src_rows =
+                    sorted_rows(&read_batches(&s, Some(version)).await.unwrap()).unwrap();
                 let dst_rows = sorted_rows(&read_batches(&d, None).await.unwrap()).unwrap();
                 if src_rows != dst_rows {
-                    failures.push(format!("{name}: rows differ ({} vs {})", src_rows.len(), dst_rows.len()));
+                    failures.push(format!(
+                        "{name}: rows differ ({} vs {})",
+                        src_rows.len(),
+                        dst_rows.len()
+                    ));
                 }
-                let (sf, df) = (log_facts(&s, Some(version)).await.unwrap(), log_facts(&d, None).await.unwrap());
+                let (sf, df) = (
+                    log_facts(&s, Some(version)).await.unwrap(),
+                    log_facts(&d, None).await.unwrap(),
+                );
                 if sf.files != df.files {
                     failures.push(format!("{name}: active files differ"));
                 }
@@ -66,33 +80,55 @@ async fn every_complete_table_clones_identically_and_broken_ones_fail_cleanly() 
                     failures.push(format!("{name}: metadata differs"));
                 }
                 let again = clone_json(&src, &dst, &[]).unwrap();
-                if again["committed"] != serde_json::json!(false) || again["metrics"]["num_copied_files"] != 0 {
+                if again["committed"] != serde_json::json!(false)
+                    || again["metrics"]["num_copied_files"] != 0
+                {
                     failures.push(format!("{name}: re-clone was not a no-op: {again}"));
                 }
             }
             (Err(stderr), Some((_, expected))) => {
                 if !stderr.contains(expected) || stderr.lines().count() != 1 {
-                    failures.push(format!("{name}: expected a one-line error mentioning `{expected}`, got: {stderr}"));
+                    failures.push(format!(
+                        "{name}: expected a one-line error mentioning `{expected}`, got: {stderr}"
+                    ));
                 }
                 if dst.join("_delta_log").exists() || !files_under(&dst).is_empty() {
-                    failures.push(format!("{name}: a failed clone left files behind: {:?}", files_under(&dst)));
+                    failures.push(format!(
+                        "{name}: a failed clone left files behind: {:?}",
+                        files_under(&dst)
+                    ));
                 }
             }
             (Ok(_), Some(_)) => failures.push(format!("{name}: broken table cloned without error")),
             (Err(stderr), None) => failures.push(format!("{name}: clone failed: {stderr}")),
         }
     }
-    assert!(failures.is_empty(), "corpus failures:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "corpus failures:\n{}",
+        failures.join("\n")
+    );
     assert!(cloned >= 35, "only {cloned} tables cloned");
 }
 
 #[test]
 fn clone_reports_metrics_as_text_by_default() {
     let out = tempfile::tempdir().unwrap();
-    let o = replicator(&["clone", corpus().join("simple_table").to_str().unwrap(), out.path().join("t").to_str().unwrap()]);
+    let o = replicator(&[
+        "clone",
+        corpus().join("simple_table").to_str().unwrap(),
+        out.path().join("t").to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let text = stdout(&o);
-    for metric in ["source_table_size", "source_num_of_files", "num_copied_files", "copied_files_size", "num_removed_files", "removed_files_size"] {
+    for metric in [
+        "source_table_size",
+        "source_num_of_files",
+        "num_copied_files",
+        "copied_files_size",
+        "num_removed_files",
+        "removed_files_size",
+    ] {
         assert!(text.contains(metric), "missing {metric} in:\n{text}");
     }
 }
@@ -101,5 +137,9 @@ fn clone_reports_metrics_as_text_by_default() {
 fn unsupported_locations_fail_with_one_line() {
     let o = replicator(&["clone", "gs://bucket/t", "/tmp/x"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).starts_with("error: invalid table location"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).starts_with("error: invalid table location"),
+        "{}",
+        stderr(&o)
+    );
 }

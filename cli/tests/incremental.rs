@@ -20,11 +20,25 @@ async fn rows(p: &Path, version: Option<u64>) -> Vec<String> {
 }
 
 fn log_entries(table: &Path) -> usize {
-    std::fs::read_dir(table.join("_delta_log")).unwrap().filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "json")).count()
+    std::fs::read_dir(table.join("_delta_log"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "json")
+        })
+        .count()
 }
 
 fn last_commit_info(table: &Path) -> serde_json::Value {
-    let mut logs: Vec<_> = std::fs::read_dir(table.join("_delta_log")).unwrap().flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "json")).collect();
+    let mut logs: Vec<_> = std::fs::read_dir(table.join("_delta_log"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
     logs.sort();
     let text = std::fs::read_to_string(logs.last().unwrap()).unwrap();
     let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
@@ -35,8 +49,12 @@ fn last_commit_info(table: &Path) -> serde_json::Value {
 async fn append_delete_overwrite_and_unchanged() {
     let dir = tempfile::tempdir().unwrap();
     let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
-    sample::create(&loc(&src), &sample::orders(0, 100, "emea"), &["region"]).await.unwrap();
-    sample::append(&loc(&src), &sample::orders(100, 50, "amer")).await.unwrap();
+    sample::create(&loc(&src), &sample::orders(0, 100, "emea"), &["region"])
+        .await
+        .unwrap();
+    sample::append(&loc(&src), &sample::orders(100, 50, "amer"))
+        .await
+        .unwrap();
 
     // Full clone.
     let full = clone_json(&src, &dst, &[]).unwrap();
@@ -47,21 +65,44 @@ async fn append_delete_overwrite_and_unchanged() {
     let info = last_commit_info(&dst);
     assert_eq!(info["operation"], "CLONE");
     assert_eq!(info["operationParameters"]["sourceVersion"], "2");
-    assert!(info["operationParameters"]["source"].as_str().unwrap().ends_with("/src/"), "{info}");
+    assert!(
+        info["operationParameters"]["source"]
+            .as_str()
+            .unwrap()
+            .ends_with("/src/"),
+        "{info}"
+    );
     assert_eq!(info["operationMetrics"]["numCopiedFiles"], "2");
 
     // Append: exactly the new files are copied.
     let before = log_facts(&loc(&src), None).await.unwrap().files;
-    sample::append(&loc(&src), &sample::orders(150, 30, "apac")).await.unwrap();
-    sample::append(&loc(&src), &sample::orders(180, 30, "emea")).await.unwrap();
+    sample::append(&loc(&src), &sample::orders(150, 30, "apac"))
+        .await
+        .unwrap();
+    sample::append(&loc(&src), &sample::orders(180, 30, "emea"))
+        .await
+        .unwrap();
     let after = log_facts(&loc(&src), None).await.unwrap().files;
     let new_files = after.keys().filter(|k| !before.contains_key(*k)).count();
     assert_eq!(new_files, 2);
     let inc = clone_json(&src, &dst, &[]).unwrap();
-    assert_eq!((inc["target_version"].as_u64(), inc["metrics"]["num_copied_files"].as_u64()), (Some(1), Some(2)));
+    assert_eq!(
+        (
+            inc["target_version"].as_u64(),
+            inc["metrics"]["num_copied_files"].as_u64()
+        ),
+        (Some(1), Some(2))
+    );
     assert_eq!(inc["metrics"]["num_removed_files"], 0);
-    let new_bytes: i64 = after.iter().filter(|(k, _)| !before.contains_key(*k)).map(|(_, (s, _))| s).sum();
-    assert_eq!(inc["metrics"]["copied_files_size"].as_i64(), Some(new_bytes));
+    let new_bytes: i64 = after
+        .iter()
+        .filter(|(k, _)| !before.contains_key(*k))
+        .map(|(_, (s, _))| s)
+        .sum();
+    assert_eq!(
+        inc["metrics"]["copied_files_size"].as_i64(),
+        Some(new_bytes)
+    );
     assert_eq!(rows(&src, None).await, rows(&dst, None).await);
 
     // Unchanged: nothing copied, no commit.
@@ -69,21 +110,32 @@ async fn append_delete_overwrite_and_unchanged() {
     let same = clone_json(&src, &dst, &[]).unwrap();
     assert_eq!(same["committed"], false);
     assert_eq!(same["metrics"]["num_copied_files"], 0);
-    assert_eq!(log_entries(&dst), entries, "an unchanged source adds no commit");
+    assert_eq!(
+        log_entries(&dst),
+        entries,
+        "an unchanged source adds no commit"
+    );
 
     // Delete: the removed file leaves the target.
-    let (_, removed) = sample::delete_files(&loc(&src), |p| p.contains("region=amer")).await.unwrap();
+    let (_, removed) = sample::delete_files(&loc(&src), |p| p.contains("region=amer"))
+        .await
+        .unwrap();
     assert_eq!(removed, 1);
     let del = clone_json(&src, &dst, &[]).unwrap();
     assert_eq!(del["metrics"]["num_removed_files"], 1);
     assert_eq!(del["metrics"]["num_copied_files"], 0);
     assert!(del["metrics"]["removed_files_size"].as_u64().unwrap() > 0);
-    assert_eq!(log_facts(&loc(&src), None).await.unwrap().files, log_facts(&loc(&dst), None).await.unwrap().files);
+    assert_eq!(
+        log_facts(&loc(&src), None).await.unwrap().files,
+        log_facts(&loc(&dst), None).await.unwrap().files
+    );
     assert_eq!(rows(&src, None).await, rows(&dst, None).await);
 
     // Overwrite: every old file is removed, the new one copied.
     let active = log_facts(&loc(&dst), None).await.unwrap().files.len() as u64;
-    sample::overwrite(&loc(&src), &sample::orders(1000, 10, "emea")).await.unwrap();
+    sample::overwrite(&loc(&src), &sample::orders(1000, 10, "emea"))
+        .await
+        .unwrap();
     let ow = clone_json(&src, &dst, &[]).unwrap();
     assert_eq!(ow["metrics"]["num_removed_files"].as_u64(), Some(active));
     assert_eq!(ow["metrics"]["num_copied_files"], 1);
@@ -95,9 +147,15 @@ async fn append_delete_overwrite_and_unchanged() {
 async fn version_as_of() {
     let dir = tempfile::tempdir().unwrap();
     let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
-    sample::create(&loc(&src), &sample::orders(0, 10, "emea"), &[]).await.unwrap();
-    sample::append(&loc(&src), &sample::orders(10, 10, "emea")).await.unwrap();
-    sample::append(&loc(&src), &sample::orders(20, 10, "emea")).await.unwrap();
+    sample::create(&loc(&src), &sample::orders(0, 10, "emea"), &[])
+        .await
+        .unwrap();
+    sample::append(&loc(&src), &sample::orders(10, 10, "emea"))
+        .await
+        .unwrap();
+    sample::append(&loc(&src), &sample::orders(20, 10, "emea"))
+        .await
+        .unwrap();
 
     let v1 = clone_json(&src, &dst, &["--version", "1"]).unwrap();
     assert_eq!(v1["source_version"], 1);
@@ -112,7 +170,10 @@ async fn version_as_of() {
     assert_eq!(rows(&dst, None).await, rows(&src, Some(2)).await);
 
     let err = clone_json(&src, &dir.path().join("other"), &["--version", "99"]).unwrap_err();
-    assert!(err.contains("version 99") && err.lines().count() == 1, "{err}");
+    assert!(
+        err.contains("version 99") && err.lines().count() == 1,
+        "{err}"
+    );
     assert!(!dir.path().join("other").join("_delta_log").exists());
 }
 
@@ -120,7 +181,9 @@ async fn version_as_of() {
 async fn refuses_to_clone_into_itself_or_from_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
-    sample::create(&loc(&src), &sample::orders(0, 5, "emea"), &[]).await.unwrap();
+    sample::create(&loc(&src), &sample::orders(0, 5, "emea"), &[])
+        .await
+        .unwrap();
     let err = clone_json(&src, &src.join("inner"), &[]).unwrap_err();
     assert!(err.contains("overlap"), "{err}");
     let err = clone_json(&dir.path().join("nothing"), &dir.path().join("t"), &[]).unwrap_err();

@@ -21,38 +21,60 @@ fn demo_then_run_is_incremental_and_exit_codes_tell_the_outcome() {
     let out = replicator(&["demo", "--dir", demo_dir.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
-    assert!(text.contains("4 tables: 4 succeeded, 0 failed, 0 mismatched"), "{text}");
+    assert!(
+        text.contains("4 tables: 4 succeeded, 0 failed, 0 mismatched"),
+        "{text}"
+    );
     assert!(text.contains("sales.orders"), "{text}");
     let config = demo_dir.join("replicator.yaml");
 
     let out = replicator(&["run", config.to_str().unwrap(), "--json"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let done: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(done["summary"]["files_copied"], 0, "second run copies nothing");
+    assert_eq!(
+        done["summary"]["files_copied"], 0,
+        "second run copies nothing"
+    );
 
     // Break a table: the run still covers the others and exits non-zero.
     let victim = demo_dir.join("lake/source/sales/customers");
-    let data = std::fs::read_dir(&victim).unwrap().flatten().find(|e| e.path().extension().is_some_and(|x| x == "parquet")).unwrap();
+    let data = std::fs::read_dir(&victim)
+        .unwrap()
+        .flatten()
+        .find(|e| e.path().extension().is_some_and(|x| x == "parquet"))
+        .unwrap();
     std::fs::remove_file(data.path()).unwrap();
     std::fs::remove_dir_all(demo_dir.join("lake/target/sales/customers")).unwrap();
     let out = replicator(&["run", config.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
     let text = stdout(&out);
     assert!(text.contains("3 succeeded, 1 failed"), "{text}");
-    assert!(text.contains("FAILED") && text.contains("is missing"), "{text}");
+    assert!(
+        text.contains("FAILED") && text.contains("is missing"),
+        "{text}"
+    );
 }
 
 #[test]
 fn dry_run_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let demo_dir = dir.path().join("d");
-    assert!(replicator(&["demo", "--dir", demo_dir.to_str().unwrap(), "--no-run"]).status.success());
+    assert!(
+        replicator(&["demo", "--dir", demo_dir.to_str().unwrap(), "--no-run"])
+            .status
+            .success()
+    );
     let config = demo_dir.join("replicator.yaml");
     let out = replicator(&["run", config.to_str().unwrap(), "--dry-run"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(text.contains("dry run (all): 4 tables"), "{text}");
-    assert!(text.contains("sales.orders") && text.contains("source v3") && text.contains("copy 3 files"), "{text}");
+    assert!(
+        text.contains("sales.orders")
+            && text.contains("source v3")
+            && text.contains("copy 3 files"),
+        "{text}"
+    );
     assert!(!demo_dir.join("lake/target").exists());
     assert!(!demo_dir.join(".replicator").exists());
 }
@@ -61,18 +83,37 @@ fn dry_run_writes_nothing() {
 fn validate_only_reports_a_bad_key_by_name() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), "concurrency: { colners: 4 }\n");
-    for args in [vec!["run", config.to_str().unwrap(), "--validate-only"], vec!["validate", config.to_str().unwrap()]] {
+    for args in [
+        vec!["run", config.to_str().unwrap(), "--validate-only"],
+        vec!["validate", config.to_str().unwrap()],
+    ] {
         let out = replicator(&args);
         assert_eq!(out.status.code(), Some(2));
         let err = stderr(&out);
-        assert!(err.contains("concurrency.colners") && err.contains("unknown field"), "{err}");
+        assert!(
+            err.contains("concurrency.colners") && err.contains("unknown field"),
+            "{err}"
+        );
     }
     // A good config with a missing source root is reported too.
     let config = write_config(dir.path(), "");
     let out = replicator(&["validate", config.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("source root does not exist"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("source root does not exist"),
+        "{}",
+        stderr(&out)
+    );
     // Environment and --set overrides are applied (and validated).
-    let out = replicator(&["validate", config.to_str().unwrap(), "--set", "concurrency.cloners=0"]);
-    assert!(stderr(&out).contains("config key `concurrency.cloners`: must be at least 1"), "{}", stderr(&out));
+    let out = replicator(&[
+        "validate",
+        config.to_str().unwrap(),
+        "--set",
+        "concurrency.cloners=0",
+    ]);
+    assert!(
+        stderr(&out).contains("config key `concurrency.cloners`: must be at least 1"),
+        "{}",
+        stderr(&out)
+    );
 }

@@ -25,18 +25,22 @@ async fn webhook(fail_first: usize) -> (String, Received) {
     let app = axum::Router::new()
         .route(
             "/hook",
-            post(move |State(r): State<Received>, headers: HeaderMap, Json(body): Json<serde_json::Value>| {
-                let failures = failures.clone();
-                async move {
-                    let mut left = failures.lock().unwrap();
-                    if *left > 0 {
-                        *left -= 1;
-                        return StatusCode::INTERNAL_SERVER_ERROR;
+            post(
+                move |State(r): State<Received>,
+                      headers: HeaderMap,
+                      Json(body): Json<serde_json::Value>| {
+                    let failures = failures.clone();
+                    async move {
+                        let mut left = failures.lock().unwrap();
+                        if *left > 0 {
+                            *left -= 1;
+                            return StatusCode::INTERNAL_SERVER_ERROR;
+                        }
+                        r.0.lock().unwrap().push((headers, body));
+                        StatusCode::OK
                     }
-                    r.0.lock().unwrap().push((headers, body));
-                    StatusCode::OK
-                }
-            }),
+                },
+            ),
         )
         .with_state(received.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -58,7 +62,12 @@ fn config(dir: &Path, hook: &str, extra: &str) -> Config {
 }
 
 async fn rows(p: &Path) -> Vec<String> {
-    sorted_rows(&read_batches(&TableLocation::parse(p.to_str().unwrap()).unwrap(), None).await.unwrap()).unwrap()
+    sorted_rows(
+        &read_batches(&TableLocation::parse(p.to_str().unwrap()).unwrap(), None)
+            .await
+            .unwrap(),
+    )
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -70,17 +79,25 @@ async fn run_replicates_validates_records_and_notifies() {
     let (hook, received) = webhook(2).await;
     let cfg = config(dir.path(), &hook, "");
 
-    let RunOutput::Completed(done) = embedded::run(&cfg, &RunOptions::default()).await.unwrap() else {
+    let RunOutput::Completed(done) = embedded::run(&cfg, &RunOptions::default()).await.unwrap()
+    else {
         panic!("expected a completed run")
     };
     let s = &done.summary;
-    assert_eq!((s.total, s.succeeded, s.failed, s.mismatched), (4, 4, 0, 0), "{s:#?}");
+    assert_eq!(
+        (s.total, s.succeeded, s.failed, s.mismatched),
+        (4, 4, 0, 0),
+        "{s:#?}"
+    );
     assert!(s.bytes_copied > 0 && s.files_copied == 7, "{s:#?}");
     for t in &s.tables {
         assert_eq!(t.status, TableStatus::Succeeded);
         assert_eq!(t.source_rows, t.target_rows);
         let rel = t.table.replace('.', "/");
-        assert_eq!(rows(&dir.path().join("source").join(&rel)).await, rows(&dir.path().join("target").join(&rel)).await);
+        assert_eq!(
+            rows(&dir.path().join("source").join(&rel)).await,
+            rows(&dir.path().join("target").join(&rel)).await
+        );
     }
 
     // The webhook got exactly one summary, after two 500s were retried.
@@ -88,7 +105,10 @@ async fn run_replicates_validates_records_and_notifies() {
     assert_eq!(got.len(), 1);
     let (headers, body) = &got[0];
     assert_eq!(body["run_id"], done.header.run_id.to_string());
-    assert_eq!(headers["x-replicator-run-id"], done.header.run_id.to_string());
+    assert_eq!(
+        headers["x-replicator-run-id"],
+        done.header.run_id.to_string()
+    );
     assert_eq!(body["summary"]["succeeded"], 4);
 
     // The run, its tasks and attempts are in SQLite.
@@ -97,15 +117,35 @@ async fn run_replicates_validates_records_and_notifies() {
     assert_eq!(run.status, "succeeded");
     assert_eq!(run.summary.as_ref().unwrap().total, 4);
     let attempts = store.attempts(done.header.run_id).await.unwrap();
-    assert_eq!(attempts.len(), 8, "one clone and one reconcile attempt per table: {attempts:#?}");
+    assert_eq!(
+        attempts.len(),
+        8,
+        "one clone and one reconcile attempt per table: {attempts:#?}"
+    );
     let orders = dir.path().join("source/sales/orders");
-    let orders_url = TableLocation::parse(orders.to_str().unwrap()).unwrap().url().to_string();
-    let orders_target = TableLocation::parse(dir.path().join("target/sales/orders").to_str().unwrap()).unwrap();
-    assert_eq!(store.last_source_version(&orders_url, orders_target.url().as_str()).await.unwrap(), Some(3));
+    let orders_url = TableLocation::parse(orders.to_str().unwrap())
+        .unwrap()
+        .url()
+        .to_string();
+    let orders_target =
+        TableLocation::parse(dir.path().join("target/sales/orders").to_str().unwrap()).unwrap();
+    assert_eq!(
+        store
+            .last_source_version(&orders_url, orders_target.url().as_str())
+            .await
+            .unwrap(),
+        Some(3)
+    );
 
     // A second run is incremental: nothing to copy.
-    let RunOutput::Completed(again) = embedded::run(&cfg, &RunOptions::default()).await.unwrap() else { panic!() };
-    assert_eq!((again.summary.succeeded, again.summary.files_copied), (4, 0));
+    let RunOutput::Completed(again) = embedded::run(&cfg, &RunOptions::default()).await.unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(
+        (again.summary.succeeded, again.summary.files_copied),
+        (4, 0)
+    );
     assert_eq!(received.0.lock().unwrap().len(), 2);
 }
 
@@ -116,17 +156,35 @@ async fn a_failing_table_does_not_stop_the_others() {
     sample::demo_estate(&root).await.unwrap();
     // Break one table: delete a data file its log references.
     let victim = dir.path().join("source/marketing/campaigns");
-    let data = std::fs::read_dir(&victim).unwrap().flatten().find(|e| e.path().extension().is_some_and(|x| x == "parquet")).unwrap();
+    let data = std::fs::read_dir(&victim)
+        .unwrap()
+        .flatten()
+        .find(|e| e.path().extension().is_some_and(|x| x == "parquet"))
+        .unwrap();
     std::fs::remove_file(data.path()).unwrap();
     let (hook, received) = webhook(0).await;
     let cfg = config(dir.path(), &hook, "");
-    let RunOutput::Completed(done) = embedded::run(&cfg, &RunOptions::default()).await.unwrap() else { panic!() };
+    let RunOutput::Completed(done) = embedded::run(&cfg, &RunOptions::default()).await.unwrap()
+    else {
+        panic!()
+    };
     let s = &done.summary;
     assert_eq!((s.total, s.succeeded, s.failed), (4, 3, 1), "{s:#?}");
-    let failed = s.tables.iter().find(|t| t.status == TableStatus::Failed).unwrap();
+    let failed = s
+        .tables
+        .iter()
+        .find(|t| t.status == TableStatus::Failed)
+        .unwrap();
     assert_eq!(failed.table, "marketing.campaigns");
-    assert!(failed.error.as_deref().unwrap().contains("is missing"), "{failed:?}");
-    assert!(!dir.path().join("target/marketing/campaigns/_delta_log").exists());
+    assert!(
+        failed.error.as_deref().unwrap().contains("is missing"),
+        "{failed:?}"
+    );
+    assert!(
+        !dir.path()
+            .join("target/marketing/campaigns/_delta_log")
+            .exists()
+    );
     assert_eq!(received.0.lock().unwrap()[0].1["summary"]["failed"], 1);
 }
 
@@ -138,19 +196,48 @@ async fn reconciliation_only_finds_a_tampered_target() {
     let (hook, _received) = webhook(0).await;
     let mut cfg = config(dir.path(), &hook, "");
     cfg.tables.include = vec!["sales.*".into()];
-    let opts = RunOptions { operation: Some(Operation::Replication), ..Default::default() };
-    let RunOutput::Completed(first) = embedded::run(&cfg, &opts).await.unwrap() else { panic!() };
+    let opts = RunOptions {
+        operation: Some(Operation::Replication),
+        ..Default::default()
+    };
+    let RunOutput::Completed(first) = embedded::run(&cfg, &opts).await.unwrap() else {
+        panic!()
+    };
     assert_eq!(first.summary.total, 2);
-    assert!(first.summary.tables.iter().all(|t| t.source_rows.is_none()), "replication only: no validation");
+    assert!(
+        first.summary.tables.iter().all(|t| t.source_rows.is_none()),
+        "replication only: no validation"
+    );
     // Tamper with one target: append rows to it directly.
-    let target = TableLocation::parse(dir.path().join("target/sales/orders").to_str().unwrap()).unwrap();
-    sample::append(&target, &sample::orders(5000, 7, "emea")).await.unwrap();
-    let opts = RunOptions { operation: Some(Operation::Reconciliation), ..Default::default() };
-    let RunOutput::Completed(check) = embedded::run(&cfg, &opts).await.unwrap() else { panic!() };
-    assert_eq!((check.summary.succeeded, check.summary.mismatched), (1, 1), "{:#?}", check.summary);
-    let bad = check.summary.tables.iter().find(|t| t.status == TableStatus::Mismatched).unwrap();
+    let target =
+        TableLocation::parse(dir.path().join("target/sales/orders").to_str().unwrap()).unwrap();
+    sample::append(&target, &sample::orders(5000, 7, "emea"))
+        .await
+        .unwrap();
+    let opts = RunOptions {
+        operation: Some(Operation::Reconciliation),
+        ..Default::default()
+    };
+    let RunOutput::Completed(check) = embedded::run(&cfg, &opts).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        (check.summary.succeeded, check.summary.mismatched),
+        (1, 1),
+        "{:#?}",
+        check.summary
+    );
+    let bad = check
+        .summary
+        .tables
+        .iter()
+        .find(|t| t.status == TableStatus::Mismatched)
+        .unwrap();
     assert_eq!((bad.source_rows, bad.target_rows), (Some(1000), Some(1007)));
-    assert!(bad.error.as_deref().unwrap().contains("row_count"), "{bad:?}");
+    assert!(
+        bad.error.as_deref().unwrap().contains("row_count"),
+        "{bad:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -159,19 +246,51 @@ async fn dry_run_and_validate_only_write_nothing() {
     let root = TableLocation::parse(dir.path().join("source").to_str().unwrap()).unwrap();
     sample::demo_estate(&root).await.unwrap();
     let cfg = config(dir.path(), "http://127.0.0.1:9/unused", "");
-    let RunOutput::Planned(plan) = embedded::run(&cfg, &RunOptions { dry_run: true, ..Default::default() }).await.unwrap() else {
+    let RunOutput::Planned(plan) = embedded::run(
+        &cfg,
+        &RunOptions {
+            dry_run: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap() else {
         panic!()
     };
     assert_eq!(plan.items.len(), 4);
-    let orders = plan.items.iter().find(|i| i.table == "sales.orders").unwrap();
+    let orders = plan
+        .items
+        .iter()
+        .find(|i| i.table == "sales.orders")
+        .unwrap();
     assert_eq!(orders.source_version, Some(3));
     assert_eq!(orders.would.as_ref().unwrap().num_copied_files, 3);
-    let RunOutput::Validated { tables } =
-        embedded::run(&cfg, &RunOptions { validate_only: true, ..Default::default() }).await.unwrap()
-    else {
+    let RunOutput::Validated { tables } = embedded::run(
+        &cfg,
+        &RunOptions {
+            validate_only: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap() else {
         panic!()
     };
-    assert_eq!(tables, ["marketing.campaigns", "marketing.events", "sales.customers", "sales.orders"]);
-    assert!(!dir.path().join("target").exists(), "dry run wrote a target");
-    assert!(!dir.path().join("state.db").exists(), "dry run created the state store");
+    assert_eq!(
+        tables,
+        [
+            "marketing.campaigns",
+            "marketing.events",
+            "sales.customers",
+            "sales.orders"
+        ]
+    );
+    assert!(
+        !dir.path().join("target").exists(),
+        "dry run wrote a target"
+    );
+    assert!(
+        !dir.path().join("state.db").exists(),
+        "dry run created the state store"
+    );
 }

@@ -12,11 +12,16 @@ fn example_configs_are_valid() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
             let text = std::fs::read_to_string(&path).unwrap();
-            Config::from_yaml(&text, Vec::new(), &[]).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            Config::from_yaml(&text, Vec::new(), &[])
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             seen += 1;
         }
     }
-    assert!(seen >= 3, "expected the example configs in {}", dir.display());
+    assert!(
+        seen >= 3,
+        "expected the example configs in {}",
+        dir.display()
+    );
 }
 
 #[test]

@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use futures::stream::BoxStream;
 use object_store::path::Path;
 use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PutMultipartOptions,
-    PutOptions, PutPayload, PutResult,
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+    PutMultipartOptions, PutOptions, PutPayload, PutResult,
 };
 use replicator_lake::inspect::{read_batches, sorted_rows};
 use replicator_lake::{CloneOptions, LakeError, TableLocation, deep_clone, sample};
@@ -31,7 +31,10 @@ impl fmt::Display for FailAfter {
 impl FailAfter {
     fn check(&self) -> object_store::Result<()> {
         if self.writes.fetch_add(1, Ordering::SeqCst) >= self.allowed {
-            return Err(object_store::Error::Generic { store: "FailAfter", source: "injected write failure".into() });
+            return Err(object_store::Error::Generic {
+                store: "FailAfter",
+                source: "injected write failure".into(),
+            });
         }
         Ok(())
     }
@@ -39,7 +42,12 @@ impl FailAfter {
 
 #[async_trait::async_trait]
 impl ObjectStore for FailAfter {
-    async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> object_store::Result<PutResult> {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
         self.check()?;
         self.inner.put_opts(location, payload, opts).await
     }
@@ -51,7 +59,11 @@ impl ObjectStore for FailAfter {
         self.check()?;
         self.inner.put_multipart_opts(location, opts).await
     }
-    async fn get_opts(&self, location: &Path, options: GetOptions) -> object_store::Result<GetResult> {
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
         self.inner.get_opts(location, options).await
     }
     fn delete_stream(
@@ -66,14 +78,23 @@ impl ObjectStore for FailAfter {
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
         self.inner.list_with_delimiter(prefix).await
     }
-    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> object_store::Result<()> {
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: CopyOptions,
+    ) -> object_store::Result<()> {
         self.check()?;
         self.inner.copy_opts(from, to, options).await
     }
 }
 
 fn failing(target: &TableLocation, allowed: usize) -> TableLocation {
-    let store = Arc::new(FailAfter { inner: target.store().clone(), allowed, writes: AtomicUsize::new(0) });
+    let store = Arc::new(FailAfter {
+        inner: target.store().clone(),
+        allowed,
+        writes: AtomicUsize::new(0),
+    });
     TableLocation::with_store(target.url().clone(), store, target.prefix().clone())
 }
 
@@ -86,26 +107,46 @@ async fn failure_mid_copy_keeps_the_previous_version_and_a_rerun_finishes() {
     let dir = tempfile::tempdir().unwrap();
     let src = TableLocation::parse(dir.path().join("src").to_str().unwrap()).unwrap();
     let dst = TableLocation::parse(dir.path().join("dst").to_str().unwrap()).unwrap();
-    sample::create(&src, &sample::orders(0, 100, "emea"), &[]).await.unwrap();
-    let opts = CloneOptions { parallelism: 1, ..Default::default() };
+    sample::create(&src, &sample::orders(0, 100, "emea"), &[])
+        .await
+        .unwrap();
+    let opts = CloneOptions {
+        parallelism: 1,
+        ..Default::default()
+    };
     let first = deep_clone(&src, &dst, &opts).await.unwrap();
     assert_eq!(first.target_version, 0);
     let before = rows(&dst).await;
 
     for i in 0..5 {
-        sample::append(&src, &sample::orders(100 + i * 10, 10, "emea")).await.unwrap();
+        sample::append(&src, &sample::orders(100 + i * 10, 10, "emea"))
+            .await
+            .unwrap();
     }
     // Two of five copies succeed, the third write fails.
-    let err = deep_clone(&src, &failing(&dst, 2), &opts).await.unwrap_err();
+    let err = deep_clone(&src, &failing(&dst, 2), &opts)
+        .await
+        .unwrap_err();
     assert!(matches!(err, LakeError::Store { .. }), "{err}");
     assert!(err.is_transient(), "an I/O failure is worth retrying");
-    assert_eq!(rows(&dst).await, before, "the target is still readable at its previous version");
-    assert!(!dir.path().join("dst/_delta_log/00000000000000000001.json").exists());
+    assert_eq!(
+        rows(&dst).await,
+        before,
+        "the target is still readable at its previous version"
+    );
+    assert!(
+        !dir.path()
+            .join("dst/_delta_log/00000000000000000001.json")
+            .exists()
+    );
 
     // The rerun reuses the files that made it, copies the rest, and commits.
     let done = deep_clone(&src, &dst, &opts).await.unwrap();
     assert_eq!(done.target_version, 1);
-    assert_eq!(done.metrics.num_copied_files, 3, "two files were already there");
+    assert_eq!(
+        done.metrics.num_copied_files, 3,
+        "two files were already there"
+    );
     assert_eq!(rows(&dst).await, rows(&src).await);
 }
 
@@ -115,16 +156,27 @@ async fn failed_first_clone_leaves_nothing_behind() {
     let src = TableLocation::parse(dir.path().join("src").to_str().unwrap()).unwrap();
     let dst_path = dir.path().join("dst");
     let dst = TableLocation::parse(dst_path.to_str().unwrap()).unwrap();
-    sample::create(&src, &sample::orders(0, 10, "emea"), &[]).await.unwrap();
+    sample::create(&src, &sample::orders(0, 10, "emea"), &[])
+        .await
+        .unwrap();
     for i in 0..3 {
-        sample::append(&src, &sample::orders(10 + i * 10, 10, "emea")).await.unwrap();
+        sample::append(&src, &sample::orders(10 + i * 10, 10, "emea"))
+            .await
+            .unwrap();
     }
-    let opts = CloneOptions { parallelism: 1, ..Default::default() };
-    deep_clone(&src, &failing(&dst, 2), &opts).await.unwrap_err();
+    let opts = CloneOptions {
+        parallelism: 1,
+        ..Default::default()
+    };
+    deep_clone(&src, &failing(&dst, 2), &opts)
+        .await
+        .unwrap_err();
     let left: Vec<_> = walk(&dst_path);
     assert!(left.is_empty(), "partial target left behind: {left:?}");
     // And the commit itself failing also cleans up: allow all four copies, fail the commit.
-    deep_clone(&src, &failing(&dst, 4), &opts).await.unwrap_err();
+    deep_clone(&src, &failing(&dst, 4), &opts)
+        .await
+        .unwrap_err();
     assert!(walk(&dst_path).is_empty());
     deep_clone(&src, &dst, &opts).await.unwrap();
     assert_eq!(rows(&dst).await, rows(&src).await);
@@ -151,17 +203,25 @@ async fn concurrent_commit_is_detected_as_a_conflict() {
     let dir = tempfile::tempdir().unwrap();
     let src = TableLocation::parse(dir.path().join("src").to_str().unwrap()).unwrap();
     let dst = TableLocation::parse(dir.path().join("dst").to_str().unwrap()).unwrap();
-    sample::create(&src, &sample::orders(0, 10, "emea"), &[]).await.unwrap();
+    sample::create(&src, &sample::orders(0, 10, "emea"), &[])
+        .await
+        .unwrap();
     let opts = CloneOptions::default();
     let (a, b) = tokio::join!(deep_clone(&src, &dst, &opts), deep_clone(&src, &dst, &opts));
     let ok = [&a, &b].iter().filter(|r| r.is_ok()).count();
     assert!(ok >= 1, "{a:?} {b:?}");
     for r in [&a, &b] {
         if let Err(e) = r {
-            assert!(matches!(e, LakeError::CommitConflict { .. }) && e.is_transient(), "{e}");
+            assert!(
+                matches!(e, LakeError::CommitConflict { .. }) && e.is_transient(),
+                "{e}"
+            );
         }
     }
     let again = deep_clone(&src, &dst, &opts).await.unwrap();
-    assert!(!again.committed, "after the race the target already matches");
+    assert!(
+        !again.committed,
+        "after the race the target already matches"
+    );
     assert_eq!(rows(&dst).await, rows(&src).await);
 }

@@ -20,31 +20,49 @@ async fn requests_become_tasks_and_bad_requests_become_dead_letters() {
     let bus: BusRef = Arc::new(memory.clone());
     let store = Store::open("sqlite::memory:").await.unwrap();
     let shutdown = CancellationToken::new();
-    let planner = replicator_planner::spawn(bus.clone(), store.clone(), shutdown.clone()).await.unwrap();
+    let planner = replicator_planner::spawn(bus.clone(), store.clone(), shutdown.clone())
+        .await
+        .unwrap();
 
     let request = |root: &str| ReplicationRequest {
         header: Header::new(uuid::Uuid::now_v7()),
         operation: Operation::All,
         source_root: root.into(),
         target_root: dir.path().join("dst").to_string_lossy().into_owned(),
-        tables: TableFilter { include: vec!["sales.*".into()], exclude: vec![] },
+        tables: TableFilter {
+            include: vec!["sales.*".into()],
+            exclude: vec![],
+        },
         version: None,
         requested_by: Some("test".into()),
     };
-    bus.publish(names::REQUESTS, Bytes::from_static(b"{definitely not json")).await.unwrap();
+    bus.publish(names::REQUESTS, Bytes::from_static(b"{definitely not json"))
+        .await
+        .unwrap();
     let mut future = serde_json::to_value(request("/x")).unwrap();
     future["schema_version"] = serde_json::json!(7);
-    bus.publish(names::REQUESTS, Bytes::from(future.to_string())).await.unwrap();
-    typed::publish(bus.as_ref(), names::REQUESTS, &request("/does/not/exist")).await.unwrap();
+    bus.publish(names::REQUESTS, Bytes::from(future.to_string()))
+        .await
+        .unwrap();
+    typed::publish(bus.as_ref(), names::REQUESTS, &request("/does/not/exist"))
+        .await
+        .unwrap();
     let good = request(dir.path().join("src").to_str().unwrap());
-    typed::publish(bus.as_ref(), names::REQUESTS, &good).await.unwrap();
+    typed::publish(bus.as_ref(), names::REQUESTS, &good)
+        .await
+        .unwrap();
     // The same request again (a redelivery) is not planned twice.
-    typed::publish(bus.as_ref(), names::REQUESTS, &good).await.unwrap();
+    typed::publish(bus.as_ref(), names::REQUESTS, &good)
+        .await
+        .unwrap();
 
     let mut tasks = bus.consume(names::CLONE_TASKS).await.unwrap();
     let mut tables = Vec::new();
     for _ in 0..2 {
-        let d = tokio::time::timeout(std::time::Duration::from_secs(30), tasks.next()).await.unwrap().unwrap();
+        let d = tokio::time::timeout(std::time::Duration::from_secs(30), tasks.next())
+            .await
+            .unwrap()
+            .unwrap();
         let (t, d) = typed::accept::<CloneTask>(d).unwrap();
         assert_eq!(t.header.run_id, good.header.run_id);
         tables.push(t.table);
@@ -52,11 +70,16 @@ async fn requests_become_tasks_and_bad_requests_become_dead_letters() {
     }
     tables.sort();
     assert_eq!(tables, ["sales.customers", "sales.orders"]);
-    assert_eq!(store.run_progress(good.header.run_id).await.unwrap().total, 2);
+    assert_eq!(
+        store.run_progress(good.header.run_id).await.unwrap().total,
+        2
+    );
 
     // Wait until the planner has handled all five requests.
     for _ in 0..100 {
-        if memory.depth(names::REQUESTS) == 0 && bus.dead_letters(names::REQUESTS).await.unwrap().len() == 3 {
+        if memory.depth(names::REQUESTS) == 0
+            && bus.dead_letters(names::REQUESTS).await.unwrap().len() == 3
+        {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -65,9 +88,19 @@ async fn requests_become_tasks_and_bad_requests_become_dead_letters() {
     let reasons: Vec<&str> = dead.iter().map(|d| d.reason.as_str()).collect();
     assert_eq!(dead.len(), 3, "{reasons:?}");
     assert!(reasons[0].starts_with("malformed message"), "{reasons:?}");
-    assert!(reasons[1].contains("unsupported schema_version 7"), "{reasons:?}");
-    assert!(reasons[2].contains("source root does not exist"), "{reasons:?}");
-    assert_eq!(memory.depth(names::CLONE_TASKS), 0, "the repeated request added no tasks");
+    assert!(
+        reasons[1].contains("unsupported schema_version 7"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[2].contains("source root does not exist"),
+        "{reasons:?}"
+    );
+    assert_eq!(
+        memory.depth(names::CLONE_TASKS),
+        0,
+        "the repeated request added no tasks"
+    );
     shutdown.cancel();
     planner.await.unwrap();
 }

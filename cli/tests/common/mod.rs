@@ -22,7 +22,12 @@ pub fn stderr(o: &Output) -> String {
 
 /// `replicator clone SRC DST --json [extra]`, returning the parsed JSON on success.
 pub fn clone_json(src: &Path, dst: &Path, extra: &[&str]) -> Result<serde_json::Value, String> {
-    let mut args = vec!["clone", src.to_str().unwrap(), dst.to_str().unwrap(), "--json"];
+    let mut args = vec![
+        "clone",
+        src.to_str().unwrap(),
+        dst.to_str().unwrap(),
+        "--json",
+    ];
     args.extend_from_slice(extra);
     let out = replicator(&args);
     if out.status.success() {

@@ -156,21 +156,6 @@ pub fn topic_matches(pattern: &str, key: &str) -> bool {
     go(&p, &k)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::topic_matches;
-
-    #[test]
-    fn topic_patterns() {
-        assert!(topic_matches("#", "clone.succeeded"));
-        assert!(topic_matches("clone.*", "clone.failed"));
-        assert!(!topic_matches("clone.*", "reconcile.failed"));
-        assert!(topic_matches("*.failed", "reconcile.failed"));
-        assert!(topic_matches("run.#", "run"));
-        assert!(!topic_matches("clone", "clone.failed"));
-    }
-}
-
 /// Build the configured bus backend (the one registry of backends).
 ///
 /// `memory` lives inside one process, so it cannot connect separate service processes:
@@ -183,5 +168,20 @@ pub fn connect(backend: &str) -> Result<BusRef, BusError> {
                 .into(),
         )),
         other => Err(BusError::Backend(format!("unknown bus backend `{other}`"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::topic_matches;
+
+    #[test]
+    fn topic_patterns() {
+        assert!(topic_matches("#", "clone.succeeded"));
+        assert!(topic_matches("clone.*", "clone.failed"));
+        assert!(!topic_matches("clone.*", "reconcile.failed"));
+        assert!(topic_matches("*.failed", "reconcile.failed"));
+        assert!(topic_matches("run.#", "run"));
+        assert!(!topic_matches("clone", "clone.failed"));
     }
 }

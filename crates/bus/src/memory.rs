@@ -38,7 +38,8 @@ type Subscribers = Mutex<Vec<(String, mpsc::UnboundedSender<(String, Bytes)>)>>;
 fn fan_out(subs: &Subscribers, routing_key: &str, payload: &Bytes) {
     let mut subs = subs.lock().expect("subs lock");
     subs.retain(|(pattern, tx)| {
-        !topic_matches(pattern, routing_key) || tx.send((routing_key.to_owned(), payload.clone())).is_ok()
+        !topic_matches(pattern, routing_key)
+            || tx.send((routing_key.to_owned(), payload.clone())).is_ok()
     });
 }
 
@@ -81,7 +82,11 @@ impl Queue {
         };
         let event = Bytes::from(replicator_proto::encode(&letter));
         self.dead.lock().expect("dead lock").push(letter);
-        fan_out(&self.subscribers, replicator_proto::names::events::DEAD_LETTER, &event);
+        fan_out(
+            &self.subscribers,
+            replicator_proto::names::events::DEAD_LETTER,
+            &event,
+        );
         // The permit drops with `m`: a dead letter no longer takes queue capacity.
     }
 }
@@ -318,6 +323,7 @@ mod tests {
     #[tokio::test]
     async fn dropped_delivery_is_redelivered_then_dead_lettered() {
         let bus = MemoryBus::new(10, 2);
+        let mut events = bus.subscribe("dead_letter").await.unwrap();
         bus.publish(
             "q",
             b("{\"run_id\":\"00000000-0000-0000-0000-000000000001\"}"),

@@ -285,7 +285,8 @@ impl Config {
     pub fn resolve_paths(&mut self, base: &Path) {
         let resolve = |p: &str| -> Option<String> {
             let is_url = p.contains("://") || p.starts_with("file:");
-            (!is_url && Path::new(p).is_relative()).then(|| base.join(p).to_string_lossy().into_owned())
+            (!is_url && Path::new(p).is_relative())
+                .then(|| base.join(p).to_string_lossy().into_owned())
         };
         if let Some(p) = resolve(&self.source.root) {
             self.source.root = p;
@@ -293,10 +294,12 @@ impl Config {
         if let Some(p) = resolve(&self.target.root) {
             self.target.root = p;
         }
-        if let Some(path) = self.state.url.strip_prefix("sqlite://") {
-            if !path.is_empty() && Path::new(path).is_relative() && !path.starts_with(':') {
-                self.state.url = format!("sqlite://{}", base.join(path).display());
-            }
+        if let Some(path) = self.state.url.strip_prefix("sqlite://")
+            && !path.is_empty()
+            && Path::new(path).is_relative()
+            && !path.starts_with(':')
+        {
+            self.state.url = format!("sqlite://{}", base.join(path).display());
         }
     }
 
@@ -411,13 +414,13 @@ impl Config {
                     format!("`{}` is not an http(s) URL", w.url),
                 ));
             }
-            if let Some(s) = &w.bearer_token {
-                if s.env.is_some() == s.file.is_some() {
-                    return Err(key(
-                        &format!("notifications.webhooks[{i}].bearer_token"),
-                        "needs exactly one of `env` or `file`".into(),
-                    ));
-                }
+            if let Some(s) = &w.bearer_token
+                && s.env.is_some() == s.file.is_some()
+            {
+                return Err(key(
+                    &format!("notifications.webhooks[{i}].bearer_token"),
+                    "needs exactly one of `env` or `file`".into(),
+                ));
             }
         }
         if !self.state.url.starts_with("sqlite:") {

@@ -39,7 +39,9 @@ fn batch(start: i64, n: usize) -> RecordBatch {
     let mut rng = Rng::new(start as u64);
     let ids: Vec<i64> = (start..start + n as i64).collect();
     let keys: Vec<i64> = (0..n).map(|_| rng.next() as i64).collect();
-    let values: Vec<f64> = (0..n).map(|_| (rng.next() >> 11) as f64 / (1u64 << 53) as f64 * 1e6).collect();
+    let values: Vec<f64> = (0..n)
+        .map(|_| (rng.next() >> 11) as f64 / (1u64 << 53) as f64 * 1e6)
+        .collect();
     let tags: Vec<String> = (0..n).map(|_| format!("{:016x}", rng.next())).collect();
     let schema = Arc::new(Schema::new(vec![
         Field::new("id", DataType::Int64, false),
@@ -57,7 +59,9 @@ fn batch(start: i64, n: usize) -> RecordBatch {
 }
 
 fn usage() -> ExitCode {
-    eprintln!("usage: gen_bench_table DIR FILES ROWS_PER_FILE\n       gen_bench_table --append DIR ROWS");
+    eprintln!(
+        "usage: gen_bench_table DIR FILES ROWS_PER_FILE\n       gen_bench_table --append DIR ROWS"
+    );
     ExitCode::from(2)
 }
 
@@ -68,7 +72,12 @@ fn num(s: &str) -> Option<usize> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+    let result = match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
         ["--append", dir, rows] => match num(rows) {
             Some(rows) => append(dir, rows).await,
             None => return usage(),
@@ -106,7 +115,11 @@ async fn append(dir: &str, rows: usize) -> Result<(), replicator_lake::LakeError
     // Ids (and so the data) continue after every row the table could already hold: one
     // billion per existing log entry is far above any commit this tool writes.
     let commits = std::fs::read_dir(std::path::Path::new(dir).join("_delta_log"))
-        .map(|d| d.flatten().filter(|e| e.file_name().to_string_lossy().ends_with(".json")).count())
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+                .count()
+        })
         .unwrap_or(0);
     let version = sample::append(&loc, &batch(commits as i64 * 1_000_000_000, rows)).await?;
     println!("appended {rows} rows to {dir}: version {version}");

@@ -206,7 +206,7 @@ pub async fn deep_clone(
                 let snap = t
                     .snapshot()
                     .map_err(|e| LakeError::from_delta(target.url().as_str(), None, e))?;
-                let v = snap.version() as u64;
+                let v = snap.version();
                 let mut active = HashMap::new();
                 for view in snap.log_data().iter() {
                     let remove = view.remove_action(true);
@@ -259,22 +259,21 @@ pub async fn deep_clone(
         ..Default::default()
     };
 
-    if let Some(v) = target_version {
-        if adds.is_empty()
-            && removes.is_empty()
-            && metadata_same
-            && protocol_same
-            && domain_changes.is_empty()
-        {
-            tracing::debug!(%source, %target, source_version, target_version = v, "target already matches source");
-            return Ok(CloneReport {
-                source_version,
-                target_version: v,
-                committed: false,
-                metrics,
-                duration_ms: started.elapsed().as_millis() as u64,
-            });
-        }
+    if let Some(v) = target_version
+        && adds.is_empty()
+        && removes.is_empty()
+        && metadata_same
+        && protocol_same
+        && domain_changes.is_empty()
+    {
+        tracing::debug!(%source, %target, source_version, target_version = v, "target already matches source");
+        return Ok(CloneReport {
+            source_version,
+            target_version: v,
+            committed: false,
+            metrics,
+            duration_ms: started.elapsed().as_millis() as u64,
+        });
     }
 
     // 4. Verify the source has every file to copy, then copy what the target lacks.
@@ -571,24 +570,24 @@ fn resolve(root: &TableLocation, path: &str) -> Result<Resolved, LakeError> {
         url: root.url().to_string(),
         path: path.to_owned(),
     };
-    if let Ok(url) = Url::parse(path) {
-        if url.scheme().len() > 1 {
-            if let Some(rest) = url.as_str().strip_prefix(root.url().as_str()) {
-                let decoded = percent_decode(rest);
-                return check_relative(&decoded)
-                    .map(Resolved::Relative)
-                    .ok_or_else(unsafe_path);
-            }
-            if url
-                .path_segments()
-                .into_iter()
-                .flatten()
-                .any(|s| s == ".." || s == ".")
-            {
-                return Err(unsafe_path());
-            }
-            return Ok(Resolved::External(url));
+    if let Ok(url) = Url::parse(path)
+        && url.scheme().len() > 1
+    {
+        if let Some(rest) = url.as_str().strip_prefix(root.url().as_str()) {
+            let decoded = percent_decode(rest);
+            return check_relative(&decoded)
+                .map(Resolved::Relative)
+                .ok_or_else(unsafe_path);
         }
+        if url
+            .path_segments()
+            .into_iter()
+            .flatten()
+            .any(|s| s == ".." || s == ".")
+        {
+            return Err(unsafe_path());
+        }
+        return Ok(Resolved::External(url));
     }
     check_relative(path)
         .map(Resolved::Relative)
@@ -753,14 +752,14 @@ async fn plan_copies(
                 }
                 Err(e) => return Err(LakeError::store(&item.src_path, e)),
             };
-            if let Some(expected) = item.size {
-                if expected != actual {
-                    return Err(LakeError::SizeMismatch {
-                        path: item.src_path.to_string(),
-                        expected,
-                        actual,
-                    });
-                }
+            if let Some(expected) = item.size
+                && expected != actual
+            {
+                return Err(LakeError::SizeMismatch {
+                    path: item.src_path.to_string(),
+                    expected,
+                    actual,
+                });
             }
             let dst = target.object_path(&item.dst_rel);
             let present = match target.store().head(&dst).await {

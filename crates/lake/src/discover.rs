@@ -95,7 +95,7 @@ pub async fn discover(
             let name = if relative.is_empty() {
                 root.url()
                     .path_segments()
-                    .and_then(|s| s.filter(|s| !s.is_empty()).last())
+                    .and_then(|mut s| s.rfind(|s| !s.is_empty()))
                     .unwrap_or("table")
                     .to_owned()
             } else {

@@ -217,7 +217,9 @@ pub struct LogFacts {
 pub async fn log_facts(loc: &TableLocation, version: Option<u64>) -> Result<LogFacts, LakeError> {
     let table = load(loc, version).await?;
     let url = loc.url().as_str();
-    let snap = table.snapshot().map_err(|e| LakeError::from_delta(url, version, e))?;
+    let snap = table
+        .snapshot()
+        .map_err(|e| LakeError::from_delta(url, version, e))?;
     let metadata = serde_json::to_value(snap.metadata())
         .map_err(|e| LakeError::Invalid(format!("cannot read metadata of {url}: {e}")))?;
     let files = snap
@@ -231,8 +233,13 @@ pub async fn log_facts(loc: &TableLocation, version: Option<u64>) -> Result<LogF
     Ok(LogFacts {
         version: snap.version() as u64,
         files,
-        schema_string: metadata["schemaString"].as_str().unwrap_or_default().to_owned(),
-        partition_columns: serde_json::from_value(metadata["partitionColumns"].clone()).unwrap_or_default(),
-        configuration: serde_json::from_value(metadata["configuration"].clone()).unwrap_or_default(),
+        schema_string: metadata["schemaString"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+        partition_columns: serde_json::from_value(metadata["partitionColumns"].clone())
+            .unwrap_or_default(),
+        configuration: serde_json::from_value(metadata["configuration"].clone())
+            .unwrap_or_default(),
     })
 }

@@ -29,27 +29,42 @@ pub fn orders(start: i64, n: usize, region: &str) -> RecordBatch {
     ]));
     let columns: Vec<ArrayRef> = vec![
         Arc::new(Int64Array::from(ids.clone())),
-        Arc::new(StringArray::from(ids.iter().map(|i| format!("customer-{}", i % 97)).collect::<Vec<_>>())),
+        Arc::new(StringArray::from(
+            ids.iter()
+                .map(|i| format!("customer-{}", i % 97))
+                .collect::<Vec<_>>(),
+        )),
         Arc::new(StringArray::from(vec![region; n])),
-        Arc::new(Float64Array::from(ids.iter().map(|i| (*i as f64) * 1.25).collect::<Vec<_>>())),
+        Arc::new(Float64Array::from(
+            ids.iter().map(|i| (*i as f64) * 1.25).collect::<Vec<_>>(),
+        )),
     ];
     RecordBatch::try_new(schema, columns).expect("columns match the schema")
 }
 
 /// Create a table with the schema of `batch` (partitioned by `partitions`) and write `batch`
 /// as version 1 (version 0 is the empty create).
-pub async fn create(loc: &TableLocation, batch: &RecordBatch, partitions: &[&str]) -> Result<u64, LakeError> {
+pub async fn create(
+    loc: &TableLocation,
+    batch: &RecordBatch,
+    partitions: &[&str],
+) -> Result<u64, LakeError> {
     let schema = batch.schema();
-    let columns: Vec<StructField> = schema.fields().iter().map(|f| {
-        let ty = match f.data_type() {
-            ArrowType::Int64 => DataType::LONG,
-            ArrowType::Float64 => DataType::DOUBLE,
-            _ => DataType::STRING,
-        };
-        StructField::new(f.name().clone(), ty, f.is_nullable())
-    }).collect();
+    let columns: Vec<StructField> = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let ty = match f.data_type() {
+                ArrowType::Int64 => DataType::LONG,
+                ArrowType::Float64 => DataType::DOUBLE,
+                _ => DataType::STRING,
+            };
+            StructField::new(f.name().clone(), ty, f.is_nullable())
+        })
+        .collect();
     if let Some(dir) = loc.local_dir() {
-        std::fs::create_dir_all(dir).map_err(|e| LakeError::Invalid(format!("cannot create {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| LakeError::Invalid(format!("cannot create {}: {e}", dir.display())))?;
     }
     let table = DeltaTable::try_from_url(loc.url().clone())
         .await
@@ -68,16 +83,29 @@ pub async fn append(loc: &TableLocation, batch: &RecordBatch) -> Result<u64, Lak
     append_to(load(loc, None).await?, loc, batch).await
 }
 
-async fn append_to(mut table: DeltaTable, loc: &TableLocation, batch: &RecordBatch) -> Result<u64, LakeError> {
+async fn append_to(
+    mut table: DeltaTable,
+    loc: &TableLocation,
+    batch: &RecordBatch,
+) -> Result<u64, LakeError> {
     let mut writer = RecordBatchWriter::for_table(&table).map_err(|e| delta(loc, e))?;
-    writer.write(batch.clone()).await.map_err(|e| delta(loc, e))?;
-    let v = writer.flush_and_commit(&mut table).await.map_err(|e| delta(loc, e))?;
+    writer
+        .write(batch.clone())
+        .await
+        .map_err(|e| delta(loc, e))?;
+    let v = writer
+        .flush_and_commit(&mut table)
+        .await
+        .map_err(|e| delta(loc, e))?;
     Ok(v as u64)
 }
 
 /// Remove the active files whose path matches `pred` (a file-level delete). Returns the new
 /// version and how many files were removed.
-pub async fn delete_files(loc: &TableLocation, pred: impl Fn(&str) -> bool) -> Result<(u64, usize), LakeError> {
+pub async fn delete_files(
+    loc: &TableLocation,
+    pred: impl Fn(&str) -> bool,
+) -> Result<(u64, usize), LakeError> {
     let table = load(loc, None).await?;
     let snap = table.snapshot().map_err(|e| delta(loc, e))?;
     let removes: Vec<Action> = snap
@@ -89,7 +117,11 @@ pub async fn delete_files(loc: &TableLocation, pred: impl Fn(&str) -> bool) -> R
     let n = removes.len();
     let done = CommitBuilder::default()
         .with_actions(removes)
-        .build(Some(snap), table.log_store(), DeltaOperation::Delete { predicate: None })
+        .build(
+            Some(snap),
+            table.log_store(),
+            DeltaOperation::Delete { predicate: None },
+        )
         .await
         .map_err(|e| delta(loc, e))?;
     Ok((done.version as u64, n))
@@ -99,16 +131,34 @@ pub async fn delete_files(loc: &TableLocation, pred: impl Fn(&str) -> bool) -> R
 pub async fn overwrite(loc: &TableLocation, batch: &RecordBatch) -> Result<u64, LakeError> {
     let table = load(loc, None).await?;
     let snap = table.snapshot().map_err(|e| delta(loc, e))?;
-    let mut actions: Vec<Action> = snap.log_data().iter().map(|f| Action::Remove(f.remove_action(true))).collect();
+    let mut actions: Vec<Action> = snap
+        .log_data()
+        .iter()
+        .map(|f| Action::Remove(f.remove_action(true)))
+        .collect();
     let mut writer = RecordBatchWriter::for_table(&table).map_err(|e| delta(loc, e))?;
-    writer.write(batch.clone()).await.map_err(|e| delta(loc, e))?;
-    actions.extend(writer.flush().await.map_err(|e| delta(loc, e))?.into_iter().map(Action::Add));
+    writer
+        .write(batch.clone())
+        .await
+        .map_err(|e| delta(loc, e))?;
+    actions.extend(
+        writer
+            .flush()
+            .await
+            .map_err(|e| delta(loc, e))?
+            .into_iter()
+            .map(Action::Add),
+    );
     let done = CommitBuilder::default()
         .with_actions(actions)
         .build(
             Some(snap),
             table.log_store(),
-            DeltaOperation::Write { mode: SaveMode::Overwrite, partition_by: None, predicate: None },
+            DeltaOperation::Write {
+                mode: SaveMode::Overwrite,
+                partition_by: None,
+                predicate: None,
+            },
         )
         .await
         .map_err(|e| delta(loc, e))?;
@@ -123,10 +173,25 @@ pub async fn demo_estate(root: &TableLocation) -> Result<Vec<String>, LakeError>
     create(&orders, &self::orders(0, 500, "emea"), &["region"]).await?;
     append(&orders, &self::orders(500, 300, "amer")).await?;
     append(&orders, &self::orders(800, 200, "apac")).await?;
-    create(&root.child("sales/customers")?, &self::orders(0, 97, "all"), &[]).await?;
-    create(&root.child("marketing/campaigns")?, &self::orders(0, 40, "emea"), &[]).await?;
+    create(
+        &root.child("sales/customers")?,
+        &self::orders(0, 97, "all"),
+        &[],
+    )
+    .await?;
+    create(
+        &root.child("marketing/campaigns")?,
+        &self::orders(0, 40, "emea"),
+        &[],
+    )
+    .await?;
     let events = root.child("marketing/events")?;
     create(&events, &self::orders(0, 1000, "emea"), &[]).await?;
     append(&events, &self::orders(1000, 1000, "emea")).await?;
-    Ok(vec!["marketing.campaigns".into(), "marketing.events".into(), "sales.customers".into(), "sales.orders".into()])
+    Ok(vec![
+        "marketing.campaigns".into(),
+        "marketing.events".into(),
+        "sales.customers".into(),
+        "sales.orders".into(),
+    ])
 }

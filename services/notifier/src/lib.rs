@@ -90,13 +90,20 @@ pub async fn spawn(
 /// A task message dead-lettered without a result (a worker crashed on it every time, or it
 /// could not be decoded) fails its task, so the run can still complete and report it.
 async fn fail_dead_lettered_task(payload: &[u8], store: &Store) {
-    let Ok(letter) = replicator_proto::decode::<replicator_proto::DeadLetter>(payload) else { return };
+    let Ok(letter) = replicator_proto::decode::<replicator_proto::DeadLetter>(payload) else {
+        return;
+    };
     let task_id = serde_json::from_str::<serde_json::Value>(&letter.payload)
         .ok()
         .and_then(|v| v.get("task_id")?.as_str()?.parse::<Uuid>().ok());
     if let Some(task_id) = task_id {
-        match store.fail_task(task_id, &format!("dead-lettered: {}", letter.reason)).await {
-            Ok(true) => tracing::warn!(%task_id, reason = %letter.reason, "task failed by dead letter"),
+        match store
+            .fail_task(task_id, &format!("dead-lettered: {}", letter.reason))
+            .await
+        {
+            Ok(true) => {
+                tracing::warn!(%task_id, reason = %letter.reason, "task failed by dead letter")
+            }
             Ok(false) => {}
             Err(e) => tracing::warn!(%task_id, error = %e, "could not record a dead-lettered task"),
         }
