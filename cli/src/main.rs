@@ -40,8 +40,12 @@ enum Command {
         /// Target table (path or file:// URL).
         target: String,
         /// Clone this source version (`VERSION AS OF`).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "timestamp")]
         version: Option<u64>,
+        /// Clone the latest version committed at or before this time (`TIMESTAMP AS OF`):
+        /// RFC 3339 (`2026-11-21T06:00:00Z`), or `YYYY-MM-DD[ HH:MM:SS[.fff]]` in UTC.
+        #[arg(long, value_parser = parse_timestamp)]
+        timestamp: Option<chrono::DateTime<chrono::Utc>>,
         /// Files copied at once.
         #[arg(long, default_value_t = 16)]
         parallelism: usize,
@@ -117,11 +121,12 @@ async fn main() -> ExitCode {
             source,
             target,
             version,
+            timestamp,
             parallelism,
             json,
         } => {
             init_logs("warn");
-            clone(&source, &target, version, parallelism, json).await
+            clone(&source, &target, version, timestamp, parallelism, json).await
         }
         Command::Run {
             config,
@@ -202,10 +207,29 @@ async fn main() -> ExitCode {
     }
 }
 
+/// Parse `--timestamp`: RFC 3339, or a UTC date and optional time.
+fn parse_timestamp(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    use chrono::{NaiveDate, NaiveDateTime, TimeZone, Utc};
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    for fmt in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"] {
+        if let Ok(t) = NaiveDateTime::parse_from_str(s, fmt) {
+            return Ok(Utc.from_utc_datetime(&t));
+        }
+    }
+    NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .map(|d| Utc.from_utc_datetime(&d.and_hms_opt(0, 0, 0).expect("midnight exists")))
+        .map_err(|_| {
+            format!("`{s}` is not a timestamp (RFC 3339, or YYYY-MM-DD[ HH:MM:SS] in UTC)")
+        })
+}
+
 async fn clone(
     source: &str,
     target: &str,
     version: Option<u64>,
+    timestamp: Option<chrono::DateTime<chrono::Utc>>,
     parallelism: usize,
     json: bool,
 ) -> ExitCode {
@@ -221,6 +245,7 @@ async fn clone(
     let pb = bar.clone();
     let options = CloneOptions {
         version,
+        timestamp,
         parallelism,
         progress: Some(Arc::new(move |p: &replicator_lake::CloneProgress| {
             pb.set_length(p.bytes_total);

@@ -189,3 +189,66 @@ async fn refuses_to_clone_into_itself_or_from_nothing() {
     let err = clone_json(&dir.path().join("nothing"), &dir.path().join("t"), &[]).unwrap_err();
     assert!(err.contains("no Delta table"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timestamp_as_of_picks_the_latest_version_at_or_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    sample::create(&loc(&src), &sample::orders(0, 10, "emea"), &[])
+        .await
+        .unwrap();
+    for i in 1..3 {
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        sample::append(&loc(&src), &sample::orders(i * 10, 10, "emea"))
+            .await
+            .unwrap();
+    }
+    let stamps = replicator_lake::inspect::version_timestamps(&loc(&src))
+        .await
+        .unwrap();
+    // Version 0 is the empty create and version 1 its first write, milliseconds apart; the
+    // appends after it are 30 ms apart, so every instant below is unambiguous.
+    assert_eq!(stamps.len(), 4, "{stamps:?}");
+    let rfc = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .unwrap()
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    };
+    for (i, (version, ts)) in stamps.iter().enumerate().skip(1) {
+        // Exactly at a commit's timestamp: that version.
+        let dst = dir.path().join(format!("exact{i}"));
+        let r = clone_json(&src, &dst, &["--timestamp", &rfc(*ts)]).unwrap();
+        assert_eq!(
+            r["source_version"].as_u64(),
+            Some(*version),
+            "at {}",
+            rfc(*ts)
+        );
+        assert_eq!(rows(&dst, None).await, rows(&src, Some(*version)).await);
+        // Between this commit and the next: still this version.
+        let dst = dir.path().join(format!("between{i}"));
+        let r = clone_json(&src, &dst, &["--timestamp", &rfc(ts + 1)]).unwrap();
+        assert_eq!(
+            r["source_version"].as_u64(),
+            Some(*version),
+            "after {}",
+            rfc(*ts)
+        );
+    }
+    // Before the first commit: a clear error and no target.
+    let dst = dir.path().join("before");
+    let err = clone_json(&src, &dst, &["--timestamp", &rfc(stamps[0].1 - 60_000)]).unwrap_err();
+    assert!(
+        err.contains("no version at or before") && err.lines().count() == 1,
+        "{err}"
+    );
+    assert!(!dst.exists());
+    // Both --version and --timestamp: refused by the CLI.
+    let err = clone_json(
+        &src,
+        &dir.path().join("x"),
+        &["--version", "1", "--timestamp", "2026-01-01"],
+    )
+    .unwrap_err();
+    assert!(err.contains("cannot be used with"), "{err}");
+}

@@ -47,6 +47,9 @@ pub type ProgressFn = Arc<dyn Fn(&CloneProgress) + Send + Sync>;
 pub struct CloneOptions {
     /// Source version to clone (`VERSION AS OF`); latest when `None`.
     pub version: Option<u64>,
+    /// Clone the latest source version committed at or before this instant
+    /// (`TIMESTAMP AS OF`). Exclusive with `version`.
+    pub timestamp: Option<chrono::DateTime<chrono::Utc>>,
     /// Files copied at once.
     pub parallelism: usize,
     /// Progress callback.
@@ -59,6 +62,7 @@ impl Default for CloneOptions {
     fn default() -> Self {
         Self {
             version: None,
+            timestamp: None,
             parallelism: 16,
             progress: None,
             dry_run: false,
@@ -177,7 +181,15 @@ pub async fn deep_clone(
     }
 
     // 1. Source snapshot.
-    let src_table = load(source, options.version).await?;
+    if options.version.is_some() && options.timestamp.is_some() {
+        return Err(LakeError::Invalid(
+            "give a version or a timestamp, not both".into(),
+        ));
+    }
+    let src_table = match options.timestamp {
+        Some(ts) => load_as_of(source, ts).await?,
+        None => load(source, options.version).await?,
+    };
     let src_snap = src_table
         .snapshot()
         .map_err(|e| LakeError::from_delta(source.url().as_str(), options.version, e))?;
@@ -423,6 +435,53 @@ pub async fn deep_clone(
 }
 
 /// Load a table (latest or a given version) with delta-rs.
+/// Load the latest version committed at or before `ts` (`TIMESTAMP AS OF`).
+pub(crate) async fn load_as_of(
+    loc: &TableLocation,
+    ts: chrono::DateTime<chrono::Utc>,
+) -> Result<DeltaTable, LakeError> {
+    let url = loc.url().as_str();
+    if !has_delta_log(loc).await? {
+        return Err(LakeError::NotATable {
+            url: url.to_owned(),
+        });
+    }
+    let mut table = deltalake::DeltaTableBuilder::from_url(loc.url().clone())
+        .map_err(|e| LakeError::from_delta(url, None, e))?
+        .build()
+        .map_err(|e| LakeError::from_delta(url, None, e))?;
+    table
+        .load_with_datetime(ts)
+        .await
+        .map_err(|e| LakeError::Log {
+            url: url.to_owned(),
+            detail: format!("no version at or before {}: {e}", ts.to_rfc3339()),
+            transient: false,
+        })?;
+    // delta-rs falls back to the earliest version for an instant before it; `TIMESTAMP AS
+    // OF` must refuse instead.
+    let snap = table
+        .snapshot()
+        .map_err(|e| LakeError::from_delta(url, None, e))?;
+    let version = snap.version();
+    if let Some(committed) = snap.version_timestamp(version)
+        && committed > ts.timestamp_millis()
+    {
+        return Err(LakeError::Log {
+            url: url.to_owned(),
+            detail: format!(
+                "no version at or before {}: the earliest available version ({version}) was committed at {}",
+                ts.to_rfc3339(),
+                chrono::DateTime::from_timestamp_millis(committed)
+                    .map(|t| t.to_rfc3339())
+                    .unwrap_or_default()
+            ),
+            transient: false,
+        });
+    }
+    Ok(table)
+}
+
 pub(crate) async fn load(
     loc: &TableLocation,
     version: Option<u64>,

@@ -243,3 +243,17 @@ pub async fn log_facts(loc: &TableLocation, version: Option<u64>) -> Result<LogF
             .unwrap_or_default(),
     })
 }
+
+/// The commit timestamp (milliseconds since the epoch) of every version still in the log,
+/// as time travel by timestamp sees them (in-commit timestamps when enabled, otherwise the
+/// commit file's modification time).
+pub async fn version_timestamps(loc: &TableLocation) -> Result<Vec<(u64, i64)>, LakeError> {
+    let table = load(loc, None).await?;
+    let url = loc.url().as_str();
+    let snap = table
+        .snapshot()
+        .map_err(|e| LakeError::from_delta(url, None, e))?;
+    Ok((0..=snap.version())
+        .filter_map(|v| snap.version_timestamp(v as _).map(|t| (v, t)))
+        .collect())
+}

@@ -120,6 +120,7 @@ pub async fn handle(
                         as replicator_lake::clone::ProgressFn
                 }),
                 dry_run: false,
+                timestamp: None,
             };
             let job = Arc::new((source, target, options));
             let attempts = Arc::new(AtomicU32::new(0));
