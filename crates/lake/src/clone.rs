@@ -387,7 +387,15 @@ pub async fn deep_clone(
     actions.extend(removes.iter().map(|(r, _)| json!({ "remove": r })));
     actions.extend(adds.iter().map(|f| json!({ "add": f.add })));
     let mut body = String::new();
-    for a in &actions {
+    for a in actions.iter_mut() {
+        // Optional fields are omitted, not null, as Spark and Databricks write them.
+        if let Some(action) = a
+            .as_object_mut()
+            .and_then(|o| o.values_mut().next())
+            .and_then(|v| v.as_object_mut())
+        {
+            action.retain(|_, v| !v.is_null());
+        }
         body.push_str(&serde_json::to_string(a).map_err(json_err)?);
         body.push('\n');
     }

@@ -195,3 +195,31 @@ pub async fn demo_estate(root: &TableLocation) -> Result<Vec<String>, LakeError>
         "sales.orders".into(),
     ])
 }
+
+/// Schema evolution: add a nullable string column.
+pub async fn add_string_column(loc: &TableLocation, name: &str) -> Result<u64, LakeError> {
+    let table = load(loc, None)
+        .await?
+        .add_columns()
+        .with_fields([StructField::new(name.to_owned(), DataType::STRING, true)])
+        .await
+        .map_err(|e| delta(loc, e))?;
+    Ok(table.version().unwrap_or_default() as u64)
+}
+
+/// Set table properties (a protocol upgrade when a property needs a feature, such as
+/// `delta.enableChangeDataFeed`).
+pub async fn set_properties(loc: &TableLocation, props: &[(&str, &str)]) -> Result<u64, LakeError> {
+    let table = load(loc, None)
+        .await?
+        .set_tbl_properties()
+        .with_properties(
+            props
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+        .await
+        .map_err(|e| delta(loc, e))?;
+    Ok(table.version().unwrap_or_default() as u64)
+}

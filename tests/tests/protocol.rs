@@ -1,0 +1,226 @@
+//! Delta protocol corners of the native deep clone: deletion vectors stored by absolute path,
+//! unknown table features, change data files, damaged `_last_checkpoint`, and schema and
+//! protocol changes between clones.
+
+use std::path::{Path, PathBuf};
+
+use replicator_lake::inspect::{log_facts, read_batches, sorted_rows};
+use replicator_lake::{CloneOptions, LakeError, TableLocation, deep_clone, sample};
+
+fn corpus(name: &str) -> PathBuf {
+    std::env::var_os("REPLICATOR_CORPUS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/delta-corpus"))
+        .join(name)
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let dst = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dst);
+        } else {
+            std::fs::copy(e.path(), &dst).unwrap();
+            let mut perms = std::fs::metadata(&dst).unwrap().permissions();
+            #[allow(clippy::permissions_set_readonly_false)]
+            perms.set_readonly(false);
+            std::fs::set_permissions(&dst, perms).unwrap();
+        }
+    }
+}
+
+fn loc(p: &Path) -> TableLocation {
+    TableLocation::parse(p.to_str().unwrap()).unwrap()
+}
+
+async fn rows(p: &Path) -> Vec<String> {
+    sorted_rows(&read_batches(&loc(p), None).await.unwrap()).unwrap()
+}
+
+fn rewrite_log(table: &Path, version: u64, edit: impl Fn(String) -> String) {
+    let path = table.join(format!("_delta_log/{version:020}.json"));
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, edit(text)).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absolute_path_deletion_vector_is_copied_and_repointed_into_the_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    copy_dir(&corpus("table-with-dv-small"), &src);
+    // Move the DV file outside the table and point at it by absolute path ('p').
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let dv_name = "deletion_vector_61d16c75-6994-46b7-a15b-8b538852e50e.bin";
+    std::fs::rename(src.join(dv_name), elsewhere.join(dv_name)).unwrap();
+    let dv_url = url::Url::from_file_path(elsewhere.join(dv_name))
+        .unwrap()
+        .to_string();
+    rewrite_log(&src, 1, |t| {
+        t.replace(
+            r#""storageType":"u","pathOrInlineDv":"vBn[lx{q8@P<9BNH/isA""#,
+            &format!(r#""storageType":"p","pathOrInlineDv":"{dv_url}""#),
+        )
+    });
+    let expected = rows(&src).await;
+    assert_eq!(
+        expected.len(),
+        8,
+        "the source reads through its 'p' deletion vector"
+    );
+
+    let dst = dir.path().join("dst");
+    deep_clone(&loc(&src), &loc(&dst), &CloneOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(rows(&dst).await, expected);
+    let log = std::fs::read_to_string(dst.join("_delta_log/00000000000000000000.json")).unwrap();
+    let dst_url = loc(&dst).url().to_string();
+    let add: serde_json::Value = log
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|v| !v["add"].is_null())
+        .unwrap();
+    let dv = &add["add"]["deletionVector"];
+    assert_eq!(dv["storageType"], "p", "{log}");
+    assert_eq!(
+        dv["pathOrInlineDv"].as_str().unwrap(),
+        format!("{dst_url}{dv_name}"),
+        "{log}"
+    );
+    assert!(
+        !log.contains(&dv_url),
+        "the target must never point into the source"
+    );
+    assert!(dst.join(dv_name).exists());
+    // Moving the source's DV away now does not affect the target.
+    std::fs::remove_file(elsewhere.join(dv_name)).unwrap();
+    assert_eq!(rows(&dst).await, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_features_are_refused_by_name_and_nothing_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    copy_dir(&corpus("table-without-dv-small"), &src);
+    rewrite_log(&src, 0, |t| {
+        let mut out = String::new();
+        for line in t.lines() {
+            if line.starts_with(r#"{"protocol""#) {
+                out.push_str(r#"{"protocol":{"minReaderVersion":3,"minWriterVersion":7,"readerFeatures":[],"writerFeatures":["appendOnly","fancyFutureWriterFeature"]}}"#);
+            } else {
+                out.push_str(line);
+            }
+            out.push('\n');
+        }
+        out
+    });
+    let dst = dir.path().join("dst");
+    let err = deep_clone(&loc(&src), &loc(&dst), &CloneOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, LakeError::UnsupportedFeature { .. }), "{err}");
+    assert!(
+        err.to_string().contains("fancyFutureWriterFeature"),
+        "{err}"
+    );
+    assert!(!dst.exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn change_data_files_are_not_part_of_the_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let dst = dir.path().join("dst");
+    deep_clone(
+        &loc(&corpus("cdf-table")),
+        &loc(&dst),
+        &CloneOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert!(corpus("cdf-table").join("_change_data").exists());
+    assert!(!dst.join("_change_data").exists());
+    assert_eq!(rows(&dst).await, rows(&corpus("cdf-table")).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_or_corrupt_last_checkpoint_still_clones() {
+    for damage in ["missing", "corrupt"] {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        copy_dir(&corpus("simple_table_with_checkpoint"), &src);
+        let hint = src.join("_delta_log/_last_checkpoint");
+        match damage {
+            "missing" => std::fs::remove_file(&hint).unwrap(),
+            _ => std::fs::write(&hint, b"{not json at all").unwrap(),
+        }
+        let dst = dir.path().join("dst");
+        let report = deep_clone(&loc(&src), &loc(&dst), &CloneOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(report.source_version, 10, "{damage}");
+        assert_eq!(
+            rows(&dst).await,
+            rows(&corpus("simple_table_with_checkpoint")).await,
+            "{damage}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn target_follows_schema_evolution_and_protocol_upgrades() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
+    sample::create(&loc(&src), &sample::orders(0, 20, "emea"), &[])
+        .await
+        .unwrap();
+    deep_clone(&loc(&src), &loc(&dst), &CloneOptions::default())
+        .await
+        .unwrap();
+
+    sample::add_string_column(&loc(&src), "note").await.unwrap();
+    sample::set_properties(&loc(&src), &[("delta.enableChangeDataFeed", "true")])
+        .await
+        .unwrap();
+    let report = deep_clone(&loc(&src), &loc(&dst), &CloneOptions::default())
+        .await
+        .unwrap();
+    assert!(report.committed);
+    assert_eq!(
+        report.metrics.num_copied_files, 0,
+        "a metadata-only change copies no data"
+    );
+    let (s, d) = (
+        log_facts(&loc(&src), None).await.unwrap(),
+        log_facts(&loc(&dst), None).await.unwrap(),
+    );
+    assert!(d.schema_string.contains("\"note\""), "{}", d.schema_string);
+    assert_eq!(
+        (s.schema_string, s.configuration),
+        (d.schema_string, d.configuration)
+    );
+    let proto = |p: &Path| -> serde_json::Value {
+        let mut logs: Vec<_> = std::fs::read_dir(p.join("_delta_log"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        logs.sort();
+        let mut last = serde_json::Value::Null;
+        for l in logs
+            .iter()
+            .filter(|l| l.extension().is_some_and(|x| x == "json"))
+        {
+            for line in std::fs::read_to_string(l).unwrap().lines() {
+                let v: serde_json::Value = serde_json::from_str(line).unwrap();
+                if !v["protocol"].is_null() {
+                    last = v["protocol"].clone();
+                }
+            }
+        }
+        last
+    };
+    assert_eq!(proto(&src), proto(&dst));
+    assert_eq!(rows(&src).await, rows(&dst).await);
+}
