@@ -456,6 +456,12 @@ pub(crate) async fn load_as_of(
     }
     let mut table = deltalake::DeltaTableBuilder::from_url(loc.url().clone())
         .map_err(|e| LakeError::from_delta(url, None, e))?
+        .with_storage_options(
+            loc.options()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        )
         .build()
         .map_err(|e| LakeError::from_delta(url, None, e))?;
     table
@@ -502,6 +508,12 @@ pub(crate) async fn load(
     }
     let mut builder = deltalake::DeltaTableBuilder::from_url(loc.url().clone())
         .map_err(|e| LakeError::from_delta(url, version, e))?;
+    builder = builder.with_storage_options(
+        loc.options()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    );
     if let Some(v) = version {
         builder = builder.with_version(v as _);
     }

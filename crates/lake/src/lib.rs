@@ -11,6 +11,7 @@
 //!   comparison.
 
 pub mod clone;
+mod delta_rs;
 pub mod discover;
 pub mod error;
 pub mod inspect;

@@ -21,7 +21,13 @@ pub struct TableLocation {
     prefix: Path,
     /// Set for local filesystem locations: the directory on disk.
     local_dir: Option<PathBuf>,
+    /// Object store options (endpoint, region, …) for cloud locations.
+    options: StorageOptions,
 }
+
+/// Object store configuration keys (`aws_endpoint`, `azure_storage_account_name`, …) on top
+/// of what the standard environment variables say. Shared, cheap to clone.
+pub type StorageOptions = Arc<std::collections::BTreeMap<String, String>>;
 
 impl std::fmt::Debug for TableLocation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -44,9 +50,100 @@ fn local_store() -> Arc<dyn ObjectStore> {
         .clone()
 }
 
+/// Object stores this build can reach besides the local filesystem.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Cloud {
+    S3,
+    Azure,
+}
+
+fn cloud_kind(scheme: &str) -> Option<Cloud> {
+    match scheme {
+        "s3" | "s3a" => Some(Cloud::S3),
+        "az" | "azure" | "abfs" | "abfss" | "adl" => Some(Cloud::Azure),
+        _ => None,
+    }
+}
+
+/// One store per bucket/container (scheme + authority), shared by every location in it, so
+/// that a copy within one bucket is a server-side copy.
+pub(crate) fn cloud_store(
+    url: &Url,
+    options: &StorageOptions,
+) -> Result<Arc<dyn ObjectStore>, object_store::Error> {
+    type Cache = std::collections::HashMap<String, (StorageOptions, Arc<dyn ObjectStore>)>;
+    static STORES: OnceLock<std::sync::Mutex<Cache>> = OnceLock::new();
+    // Keyed by bucket alone: a lookup without options (delta-rs resolving a URL we already
+    // opened) must find the configured store, never build an unconfigured one.
+    let key = format!("{}://{}", url.scheme(), url.authority());
+    let mut stores = STORES
+        .get_or_init(Default::default)
+        .lock()
+        .expect("store cache");
+    if let Some((opts, s)) = stores.get(&key)
+        && (options.is_empty() || opts == options)
+    {
+        return Ok(s.clone());
+    }
+    // Credentials and endpoints come from the standard environment variables (AWS_*,
+    // AZURE_*), never from the config file.
+    let store: Arc<dyn ObjectStore> = match cloud_kind(url.scheme()) {
+        Some(Cloud::S3) => {
+            let mut b = object_store::aws::AmazonS3Builder::from_env().with_url(url.as_str());
+            for (k, v) in options.iter() {
+                b = b.with_config(k.to_ascii_lowercase().parse()?, v);
+            }
+            Arc::new(b.build()?)
+        }
+        _ => {
+            let mut b =
+                object_store::azure::MicrosoftAzureBuilder::from_env().with_url(url.as_str());
+            for (k, v) in options.iter() {
+                b = b.with_config(k.to_ascii_lowercase().parse()?, v);
+            }
+            Arc::new(b.build()?)
+        }
+    };
+    stores.insert(key, (options.clone(), store.clone()));
+    Ok(store)
+}
+
+fn cloud(
+    location: &str,
+    mut url: Url,
+    options: StorageOptions,
+) -> Result<TableLocation, LakeError> {
+    let invalid = |reason: String| LakeError::InvalidLocation {
+        location: location.to_owned(),
+        reason,
+    };
+    if url.path().split('/').any(|s| s == ".." || s == ".") {
+        return Err(invalid("path escapes the bucket".into()));
+    }
+    if !url.path().ends_with('/') {
+        url.set_path(&format!("{}/", url.path()));
+    }
+    let store = cloud_store(&url, &options).map_err(|e| invalid(e.to_string()))?;
+    let prefix = Path::parse(url.path().trim_matches('/')).map_err(|e| invalid(e.to_string()))?;
+    crate::delta_rs::register(url.scheme());
+    Ok(TableLocation {
+        url,
+        store,
+        prefix,
+        local_dir: None,
+        options,
+    })
+}
+
 impl TableLocation {
     /// Parse a local path (relative to the working directory) or a `file://` URL.
     pub fn parse(location: &str) -> Result<Self, LakeError> {
+        Self::parse_with(location, StorageOptions::default())
+    }
+
+    /// Parse a location, configuring a cloud store with `options` (object_store config keys;
+    /// credentials otherwise come from the standard environment variables).
+    pub fn parse_with(location: &str, options: StorageOptions) -> Result<Self, LakeError> {
         let invalid = |reason: String| LakeError::InvalidLocation {
             location: location.to_owned(),
             reason,
@@ -59,9 +156,10 @@ impl TableLocation {
             Ok(url) if url.scheme() == "file" => url
                 .to_file_path()
                 .map_err(|_| invalid("not a valid file:// URL".into()))?,
+            Ok(url) if cloud_kind(url.scheme()).is_some() => return cloud(location, url, options),
             Ok(url) if url.scheme().len() > 1 => {
                 return Err(invalid(format!(
-                    "scheme `{}://` is not supported by this build (local paths and file:// only)",
+                    "scheme `{}://` is not supported (use a local path, file://, s3://, az://, abfss://)",
                     url.scheme()
                 )));
             }
@@ -79,6 +177,7 @@ impl TableLocation {
             store: local_store(),
             prefix,
             local_dir: Some(abs),
+            options: StorageOptions::default(),
         })
     }
 
@@ -93,6 +192,7 @@ impl TableLocation {
             store,
             prefix,
             local_dir: None,
+            options: StorageOptions::default(),
         }
     }
 
@@ -108,6 +208,11 @@ impl TableLocation {
     /// The table root inside the store.
     pub fn prefix(&self) -> &Path {
         &self.prefix
+    }
+
+    /// The object store options this location was parsed with.
+    pub fn options(&self) -> &StorageOptions {
+        &self.options
     }
 
     pub fn local_dir(&self) -> Option<&std::path::Path> {
@@ -155,6 +260,7 @@ impl TableLocation {
             store: self.store.clone(),
             prefix: self.object_path(relative),
             local_dir: self.local_dir.as_ref().map(|d| d.join(relative)),
+            options: self.options.clone(),
         })
     }
 
