@@ -28,6 +28,26 @@ impl Drop for Server {
     }
 }
 
+/// Start `program args…` under a watchdog shell that kills it as soon as this test process
+/// exits (statics are never dropped, so the emulators cannot rely on `Drop`).
+fn spawn_watched(program: &Path, args: &[String]) -> Child {
+    let mut quoted = vec![format!("'{}'", program.display())];
+    quoted.extend(args.iter().map(|a| format!("'{a}'")));
+    let script = format!(
+        "{} & child=$!; trap 'kill $child 2>/dev/null' EXIT; \
+         while kill -0 {} 2>/dev/null && kill -0 $child 2>/dev/null; do sleep 0.5; done",
+        quoted.join(" "),
+        std::process::id()
+    );
+    Command::new("bash")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("emulator starts")
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -71,12 +91,15 @@ fn moto() -> &'static Server {
     S.get_or_init(|| {
         let port = free_port();
         let dir = tempfile::tempdir().unwrap();
-        let child = Command::new(tool("moto_server"))
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("moto_server starts");
+        let child = spawn_watched(
+            &tool("moto_server"),
+            &[
+                "-H".into(),
+                "127.0.0.1".into(),
+                "-p".into(),
+                port.to_string(),
+            ],
+        );
         wait_for(port, "moto_server");
         Server {
             child,
@@ -91,20 +114,18 @@ fn azurite() -> &'static Server {
     S.get_or_init(|| {
         let port = free_port();
         let dir = tempfile::tempdir().unwrap();
-        let child = Command::new(tool("azurite-blob"))
-            .args([
-                "--blobHost",
-                "127.0.0.1",
-                "--blobPort",
-                &port.to_string(),
-                "--location",
-            ])
-            .arg(dir.path())
-            .args(["--silent", "--skipApiVersionCheck", "--loose"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("azurite-blob starts");
+        let args: Vec<String> = vec![
+            "--blobHost".into(),
+            "127.0.0.1".into(),
+            "--blobPort".into(),
+            port.to_string(),
+            "--location".into(),
+            dir.path().display().to_string(),
+            "--silent".into(),
+            "--skipApiVersionCheck".into(),
+            "--loose".into(),
+        ];
+        let child = spawn_watched(&tool("azurite-blob"), &args);
         wait_for(port, "azurite");
         Server {
             child,
