@@ -23,6 +23,7 @@ use bytes::Bytes;
 
 pub mod memory;
 pub mod typed;
+pub mod worker;
 
 pub use memory::MemoryBus;
 

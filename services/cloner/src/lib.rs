@@ -21,9 +21,7 @@ use replicator_common::shutdown::CancellationToken;
 use replicator_lake::{CloneOptions, CloneProgress, LakeError, TableLocation, deep_clone};
 use replicator_proto::{CloneResult, CloneTask, Header, Outcome, ReconcileTask, TaskError, names};
 use replicator_store::{Stage, Store};
-use tokio::sync::Semaphore;
-use tokio::task::{JoinHandle, JoinSet};
-use tracing::Instrument;
+use tokio::task::JoinHandle;
 
 /// Cloner settings.
 #[derive(Clone, Debug)]
@@ -65,36 +63,19 @@ pub async fn spawn(
     progress: Option<ProgressSink>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<JoinHandle<()>> {
-    let mut consumer = bus.consume(names::CLONE_TASKS).await?;
-    Ok(tokio::spawn(async move {
-        let slots = Arc::new(Semaphore::new(config.concurrency.max(1)));
-        let mut running = JoinSet::new();
-        loop {
-            let permit = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                p = slots.clone().acquire_owned() => p.expect("semaphore never closes"),
-            };
-            let delivery = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                d = consumer.next() => match d { Some(d) => d, None => break },
-            };
-            while running.try_join_next().is_some() {}
-            let Some((task, delivery)) = typed::accept::<CloneTask>(delivery) else {
-                continue;
-            };
+    let consumer = bus.consume(names::CLONE_TASKS).await?;
+    let concurrency = config.concurrency;
+    Ok(tokio::spawn(replicator_bus::worker::serve(
+        consumer,
+        concurrency,
+        shutdown,
+        |t: &CloneTask| tracing::info_span!("clone", run_id = %t.header.run_id, task_id = %t.task_id, table = %t.table, attempt = t.attempt),
+        move |task, delivery| {
             let (bus, store, config, progress) =
                 (bus.clone(), store.clone(), config.clone(), progress.clone());
-            let span = tracing::info_span!("clone", run_id = %task.header.run_id, task_id = %task.task_id, table = %task.table, attempt = task.attempt);
-            running.spawn(
-                async move {
-                    handle(task, delivery, &bus, &store, &config, progress).await;
-                    drop(permit);
-                }
-                .instrument(span),
-            );
-        }
-        while running.join_next().await.is_some() {}
-    }))
+            async move { handle(task, delivery, &bus, &store, &config, progress).await }
+        },
+    )))
 }
 
 /// Clone one table with retries, record and publish the result, then settle the delivery.

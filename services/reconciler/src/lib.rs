@@ -9,7 +9,6 @@
 //! when the checks could not run) is recorded and published as `reconcile.*`; the delivery
 //! is acked after that. Transient read errors are retried with the shared policy.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use replicator_bus::{BusRef, Delivery, typed};
@@ -22,9 +21,7 @@ use replicator_proto::{
     Check, Header, ReconcileResult, ReconcileTask, TaskError, Validation, names,
 };
 use replicator_store::{Stage, Store};
-use tokio::sync::Semaphore;
-use tokio::task::{JoinHandle, JoinSet};
-use tracing::Instrument;
+use tokio::task::JoinHandle;
 
 /// Reconciler settings.
 #[derive(Clone, Debug)]
@@ -122,35 +119,18 @@ pub async fn spawn(
     config: ReconcilerConfig,
     shutdown: CancellationToken,
 ) -> anyhow::Result<JoinHandle<()>> {
-    let mut consumer = bus.consume(names::RECONCILE_TASKS).await?;
-    Ok(tokio::spawn(async move {
-        let slots = Arc::new(Semaphore::new(config.concurrency.max(1)));
-        let mut running = JoinSet::new();
-        loop {
-            let permit = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                p = slots.clone().acquire_owned() => p.expect("semaphore never closes"),
-            };
-            let delivery = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                d = consumer.next() => match d { Some(d) => d, None => break },
-            };
-            while running.try_join_next().is_some() {}
-            let Some((task, delivery)) = typed::accept::<ReconcileTask>(delivery) else {
-                continue;
-            };
+    let consumer = bus.consume(names::RECONCILE_TASKS).await?;
+    let concurrency = config.concurrency;
+    Ok(tokio::spawn(replicator_bus::worker::serve(
+        consumer,
+        concurrency,
+        shutdown,
+        |t: &ReconcileTask| tracing::info_span!("reconcile", run_id = %t.header.run_id, task_id = %t.task_id, table = %t.table, attempt = t.attempt),
+        move |task, delivery| {
             let (bus, store, config) = (bus.clone(), store.clone(), config.clone());
-            let span = tracing::info_span!("reconcile", run_id = %task.header.run_id, task_id = %task.task_id, table = %task.table, attempt = task.attempt);
-            running.spawn(
-                async move {
-                    handle(task, delivery, &bus, &store, &config).await;
-                    drop(permit);
-                }
-                .instrument(span),
-            );
-        }
-        while running.join_next().await.is_some() {}
-    }))
+            async move { handle(task, delivery, &bus, &store, &config).await }
+        },
+    )))
 }
 
 /// Validate one table, record and publish the result, then settle the delivery.
