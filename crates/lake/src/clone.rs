@@ -197,7 +197,7 @@ pub async fn deep_clone(
     let protocol = serde_json::to_value(src_snap.protocol()).map_err(json_err)?;
     check_protocol(&protocol)?;
     let src_metadata = serde_json::to_value(src_snap.metadata()).map_err(json_err)?;
-    let src_domains = domain_metadata(&src_table, source_version).await?;
+    let src_domains = domain_metadata(&src_table, source_version, &protocol).await?;
 
     let mut files = Vec::new();
     for view in src_snap.log_data().iter() {
@@ -208,7 +208,7 @@ pub async fn deep_clone(
 
     // 2. Target snapshot, if there is one.
     let tgt_table = if has_delta_log(target).await? {
-        Some(load(target, None).await?)
+        Some(load_existing(target, None).await?)
     } else {
         None
     };
@@ -234,12 +234,14 @@ pub async fn deep_clone(
                         ),
                     );
                 }
+                let tgt_protocol = serde_json::to_value(snap.protocol()).map_err(json_err)?;
+                let domains = domain_metadata(t, v, &tgt_protocol).await?;
                 (
                     Some(v),
                     active,
                     Some(serde_json::to_value(snap.metadata()).map_err(json_err)?),
-                    Some(serde_json::to_value(snap.protocol()).map_err(json_err)?),
-                    domain_metadata(t, v).await?,
+                    Some(tgt_protocol),
+                    domains,
                     snap.version_timestamp(v as _).unwrap_or(0),
                 )
             }
@@ -500,12 +502,17 @@ pub(crate) async fn load(
     loc: &TableLocation,
     version: Option<u64>,
 ) -> Result<DeltaTable, LakeError> {
-    let url = loc.url().as_str();
     if !has_delta_log(loc).await? {
         return Err(LakeError::NotATable {
-            url: url.to_owned(),
+            url: loc.url().to_string(),
         });
     }
+    load_existing(loc, version).await
+}
+
+/// [`load`] for a location already known to hold a `_delta_log`.
+async fn load_existing(loc: &TableLocation, version: Option<u64>) -> Result<DeltaTable, LakeError> {
+    let url = loc.url().as_str();
     let mut builder = deltalake::DeltaTableBuilder::from_url(loc.url().clone())
         .map_err(|e| LakeError::from_delta(url, version, e))?;
     builder = builder.with_storage_options(
@@ -525,6 +532,28 @@ pub(crate) async fn load(
 
 /// Whether `loc` has a non-empty `_delta_log`.
 pub(crate) async fn has_delta_log(loc: &TableLocation) -> Result<bool, LakeError> {
+    if let Some(dir) = loc.local_dir() {
+        // One directory read that stops at the first entry, instead of a recursive listing.
+        let log = dir.join("_delta_log");
+        return match std::fs::read_dir(&log) {
+            Ok(mut entries) => Ok(entries.next().is_some()),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(LakeError::store(
+                log.display(),
+                object_store::Error::Generic {
+                    store: "LocalFileSystem",
+                    source: Box::new(e),
+                },
+            )),
+        };
+    }
     let log = loc.object_path("_delta_log");
     let mut listing = loc.store().list(Some(&log));
     match listing.next().await {
@@ -598,10 +627,20 @@ fn domain_changes(src: &BTreeMap<String, String>, tgt: &BTreeMap<String, String>
 }
 
 /// Every live domain (system `delta.*` domains included) of `table` at `version`.
+///
+/// Domain metadata needs the `domainMetadata` writer feature: without it there is nothing to
+/// read, and we skip the second log replay that reading would cost.
 async fn domain_metadata(
     table: &DeltaTable,
     version: u64,
+    protocol: &Value,
 ) -> Result<BTreeMap<String, String>, LakeError> {
+    let has_domains = protocol["writerFeatures"]
+        .as_array()
+        .is_some_and(|f| f.iter().any(|f| f == "domainMetadata"));
+    if !has_domains {
+        return Ok(BTreeMap::new());
+    }
     let engine = table.log_store().engine(None);
     let url = table.table_url().clone();
     let url_s = url.to_string();
