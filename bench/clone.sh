@@ -1,22 +1,24 @@
 #!/usr/bin/env bash
 # Clone benchmark: `replicator clone` against `cp -r` of the same ~1 GB, 200-file Delta
 # table, then a 1% append + incremental clone, then a re-clone of the unchanged table.
-# See bench/README.md. Usage: bench/clone.sh [--fresh] [--runs N] [--parallelism N]
+# See bench/README.md. Usage: bench/clone.sh [--fresh] [--durable] [--runs N] [--parallelism N]
 set -euo pipefail
 
 FILES=${FILES:-200}                  # data files (= commits) in the generated table
-ROWS_PER_FILE=${ROWS_PER_FILE:-125000} # ~5 MB of parquet per file
+ROWS_PER_FILE=${ROWS_PER_FILE:-114000} # ~5.0 MB of parquet per file: ~1.0 GB
 RUNS=${RUNS:-2}                      # timed runs per measurement; the best is reported
 UNCHANGED_RUNS=${UNCHANGED_RUNS:-5}  # the unchanged re-clone is cheap: run it more often
 BENCH_DIR=${BENCH_DIR:-/tmp/replicator-bench}
 PARALLELISM=${PARALLELISM:-}         # passed as `clone --parallelism` when set
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/work/target-bench}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$(cd "$(dirname "$0")/.." && pwd)/target}
 FRESH=0
+DURABLE=0                            # --durable: each timing also covers a `sync` of what was written
 
 usage() { sed -n '2,4p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 while (($#)); do
     case $1 in
         --fresh) FRESH=1 ;;
+        --durable) DURABLE=1 ;;
         --runs) RUNS=$2; shift ;;
         --parallelism) PARALLELISM=$2; shift ;;
         -h|--help) usage 0 ;;
@@ -68,7 +70,8 @@ DATA_FILES=$(count_parquet "$SRC")
 find "$SRC" -type f -exec cat {} + >/dev/null
 
 # --- timing helpers ----------------------------------------------------------------------
-# timed OUT CMD...: run CMD (stdout to OUT) after a `sync`; sets T (s) and RSS (KiB).
+# timed OUT CMD...: run CMD (stdout to OUT) after an untimed `sync`; with --durable a
+# trailing `sync` is timed too. Sets T (s) and RSS (KiB).
 timed() {
     local out=$1 t0 t1
     shift
@@ -81,6 +84,7 @@ timed() {
         "$@" >"$out"
         RSS=
     fi
+    if ((DURABLE)); then sync; fi
     t1=$(date +%s%N)
     T=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.4f", (b - a) / 1e9 }')
 }
@@ -150,17 +154,22 @@ same_ms_best=$(awk -v t="$same_best" 'BEGIN { printf "%.0f", t * 1000 }')
 
 echo
 echo "Delta table: $DATA_FILES data files, $SRC_BYTES bytes ($(awk -v b="$SRC_BYTES" 'BEGIN { printf "%.2f GB", b / 1e9 }')) in $SRC"
-echo "best of $RUNS runs (unchanged: $UNCHANGED_RUNS); warm page cache, sync before each run, no fsync by either tool"
+if ((DURABLE)); then
+    mode="each time includes a trailing sync (data on disk)"
+else
+    mode="no fsync by either tool (data in the page cache)"
+fi
+echo "best of $RUNS runs (unchanged: $UNCHANGED_RUNS); warm page cache, sync before each run; $mode"
 echo "parallelism: ${PARALLELISM:-default (16)}; machine: $(nproc) cores"
 echo
-printf '%-34s %9s %9s %11s %12s  %s\n' measurement "best s" "MB/s" "peak RSS" "in-proc ms" "all runs (s)"
-printf '%-34s %9s %9s %11s %12s  %s\n' "cp -r" "$cp_best" "$(mbps "$SRC_BYTES" "$cp_best")" \
+printf '%-36s %9s %9s %11s %12s  %s\n' measurement "best s" "MB/s" "peak RSS" "in-proc ms" "all runs (s)"
+printf '%-36s %9s %9s %11s %12s  %s\n' "cp -r" "$cp_best" "$(mbps "$SRC_BYTES" "$cp_best")" \
     "$(rss "${cp_rss[@]}")" - "${cp_t[*]}"
-printf '%-34s %9s %9s %11s %12s  %s\n' "replicator clone (full)" "$full_best" "$(mbps "$CLONE_BYTES" "$full_best")" \
+printf '%-36s %9s %9s %11s %12s  %s\n' "replicator clone (full)" "$full_best" "$(mbps "$CLONE_BYTES" "$full_best")" \
     "$(rss "${full_rss[@]}")" "$(min "${full_ms[@]}")" "${full_t[*]}"
-printf '%-34s %9s %9s %11s %12s  %s\n' "1% append + incremental clone" "$inc_best" \
+printf '%-36s %9s %9s %11s %12s  %s\n' "incremental clone (after 1% append)" "$inc_best" \
     "$(mbps "$(min "${inc_bytes[@]}")" "$inc_best")" "$(rss "${inc_rss[@]}")" "$(min "${inc_ms[@]}")" "${inc_t[*]}"
-printf '%-34s %9s %9s %11s %12s  %s\n' "unchanged re-clone" "$same_best" - \
+printf '%-36s %9s %9s %11s %12s  %s\n' "unchanged re-clone" "$same_best" - \
     "$(rss "${same_rss[@]}")" "$(min "${same_ms[@]}")" "${same_t[*]}"
 echo
 echo "(incremental copied $(min "${inc_bytes[@]}") bytes per run; MB = 10^6 bytes; cp -r MB/s counts the whole"
