@@ -56,6 +56,7 @@ pub fn request_from(config: &Config, operation: Option<Operation>) -> Replicatio
 /// Check what can be checked without changing anything: the config (already validated when
 /// loaded), both roots, and the tables the filters select.
 pub async fn validate(config: &Config) -> anyhow::Result<Vec<String>> {
+    replicator_lake::location::configure(config)?;
     let source = TableLocation::parse(&config.source.root).context("source.root")?;
     tracing::debug!(source = %source, filter = ?config.tables, "validating");
     let target = TableLocation::parse(&config.target.root).context("target.root")?;
@@ -71,6 +72,7 @@ pub async fn validate(config: &Config) -> anyhow::Result<Vec<String>> {
 
 /// Run the config's request end to end in this process.
 pub async fn run(config: &Config, opts: &RunOptions) -> anyhow::Result<RunOutput> {
+    replicator_lake::location::configure(config)?;
     let request = request_from(config, opts.operation);
     if opts.validate_only {
         return Ok(RunOutput::Validated {

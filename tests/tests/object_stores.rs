@@ -299,3 +299,42 @@ async fn s3_to_azure_across_stores() {
         .unwrap();
     assert_eq!(rows(&back).await, expected);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_run_reaches_s3_with_storage_options_from_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = local(&dir.path().join("source"));
+    sample::demo_estate(&root).await.unwrap();
+    let b = bucket("replicator-config-run");
+    let secret_file = dir.path().join("aws-secret");
+    std::fs::write(&secret_file, "testing\n").unwrap();
+    let yaml = format!(
+        "source: {{ root: {src} }}\n\
+         target:\n  root: {b}/dr\n  storage:\n    aws_endpoint: http://127.0.0.1:{port}\n    aws_allow_http: \"true\"\n    \
+         aws_region: us-east-1\n    aws_access_key_id: testing\n    aws_secret_access_key: {{ file: {secret} }}\n\
+         tables: {{ include: [\"sales.*\"] }}\nstate: {{ url: \"sqlite://{state}\" }}\n",
+        src = dir.path().join("source").display(),
+        port = moto().port,
+        secret = secret_file.display(),
+        state = dir.path().join("state.db").display(),
+    );
+    let config = replicator_common::Config::from_yaml(&yaml, Vec::new(), &[]).unwrap();
+    let out = replicator_cli::embedded::run(&config, &Default::default())
+        .await
+        .unwrap();
+    let replicator_cli::embedded::RunOutput::Completed(done) = out else {
+        panic!("run did not complete")
+    };
+    assert_eq!(
+        (done.summary.succeeded, done.summary.total),
+        (2, 2),
+        "{:#?}",
+        done.summary
+    );
+    // The workers found the target's options through the configured root, not the message.
+    let orders = TableLocation::parse(&format!("{b}/dr/sales/orders")).unwrap();
+    assert_eq!(
+        rows(&orders).await,
+        rows(&local(&dir.path().join("source/sales/orders"))).await
+    );
+}

@@ -64,6 +64,53 @@ fn one() -> u32 {
 #[serde(deny_unknown_fields)]
 pub struct Endpoint {
     pub root: String,
+    /// Object store options for an `s3://`, `az://` or `abfss://` root (object_store keys such
+    /// as `aws_region`, `aws_endpoint`, `azure_storage_account_name`). Secrets must be
+    /// references: `aws_secret_access_key: { env: PROD_AWS_SECRET }`. The standard
+    /// environment variables (`AWS_*`, `AZURE_*`) apply underneath.
+    #[serde(default)]
+    pub storage: std::collections::BTreeMap<String, StorageValue>,
+}
+
+/// A storage option: a plain value, or a reference to a secret.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum StorageValue {
+    Plain(String),
+    Secret(SecretRef),
+}
+
+/// Storage option keys whose values are credentials: they must be references.
+fn is_secret_key(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    [
+        "secret",
+        "password",
+        "token",
+        "access_key",
+        "account_key",
+        "sas",
+        "client_secret",
+    ]
+    .iter()
+    .any(|s| k.contains(s))
+        && !k.ends_with("_id")
+        && !k.ends_with("_file")
+}
+
+impl Endpoint {
+    /// The storage options with secrets read from their references.
+    pub fn storage_options(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, String>, ConfigError> {
+        self.storage
+            .iter()
+            .map(|(k, v)| match v {
+                StorageValue::Plain(p) => Ok((k.clone(), p.clone())),
+                StorageValue::Secret(s) => Ok((k.clone(), s.resolve()?)),
+            })
+            .collect()
+    }
 }
 
 /// Include/exclude glob patterns over dotted table names.
@@ -366,6 +413,26 @@ impl Config {
         if self.source.root.trim().is_empty() {
             return Err(key("source.root", "must not be empty".into()));
         }
+        for (name, ep) in [("source", &self.source), ("target", &self.target)] {
+            for (k, v) in &ep.storage {
+                let key_path = format!("{name}.storage.{k}");
+                match v {
+                    StorageValue::Plain(_) if is_secret_key(k) => {
+                        return Err(key(
+                            &key_path,
+                            "is a credential: reference it ({ env: VAR } or { file: PATH }), never inline it".into(),
+                        ));
+                    }
+                    StorageValue::Secret(s) if s.env.is_some() == s.file.is_some() => {
+                        return Err(key(
+                            &key_path,
+                            "needs exactly one of `env` or `file`".into(),
+                        ));
+                    }
+                    _ => {}
+                }
+            }
+        }
         if self.target.root.trim().is_empty() {
             return Err(key("target.root", "must not be empty".into()));
         }
@@ -547,6 +614,29 @@ mod tests {
             err.to_string().contains("notifications.webhooks[0].url"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn storage_credentials_must_be_references() {
+        let inline = MINIMAL.replace(
+            "target: { root: ./lake/target }",
+            "target: { root: \"s3://dr\", storage: { aws_region: eu-west-1, aws_secret_access_key: hunter2 } }",
+        );
+        let err = Config::from_yaml(&inline, none(), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("target.storage.aws_secret_access_key") && !err.contains("hunter2"),
+            "{err}"
+        );
+        let by_ref = inline.replace("hunter2", "{ env: REPLICATOR_TEST_SECRET_UNSET }");
+        let c = Config::from_yaml(&by_ref, none(), &[]).unwrap();
+        assert_eq!(
+            c.target.storage["aws_region"],
+            StorageValue::Plain("eu-west-1".into())
+        );
+        let err = c.target.storage_options().unwrap_err().to_string();
+        assert!(err.contains("REPLICATOR_TEST_SECRET_UNSET"), "{err}");
     }
 
     #[test]

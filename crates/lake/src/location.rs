@@ -113,15 +113,20 @@ fn cloud(
     mut url: Url,
     options: StorageOptions,
 ) -> Result<TableLocation, LakeError> {
+    if !url.path().ends_with('/') {
+        url.set_path(&format!("{}/", url.path()));
+    }
+    let options = if options.is_empty() {
+        options_for(&url)
+    } else {
+        options
+    };
     let invalid = |reason: String| LakeError::InvalidLocation {
         location: location.to_owned(),
         reason,
     };
     if url.path().split('/').any(|s| s == ".." || s == ".") {
         return Err(invalid("path escapes the bucket".into()));
-    }
-    if !url.path().ends_with('/') {
-        url.set_path(&format!("{}/", url.path()));
     }
     let store = cloud_store(&url, &options).map_err(|e| invalid(e.to_string()))?;
     let prefix = Path::parse(url.path().trim_matches('/')).map_err(|e| invalid(e.to_string()))?;
@@ -133,6 +138,52 @@ fn cloud(
         local_dir: None,
         options,
     })
+}
+
+/// Storage options registered for root URLs (`configure_root`), so that every location under
+/// a configured root — including those a worker reads from a task message, which never carries
+/// credentials — gets its root's options.
+fn roots() -> &'static std::sync::RwLock<Vec<(String, StorageOptions)>> {
+    static ROOTS: OnceLock<std::sync::RwLock<Vec<(String, StorageOptions)>>> = OnceLock::new();
+    ROOTS.get_or_init(Default::default)
+}
+
+/// Use `options` for every cloud location at or under `root`.
+pub fn configure_root(
+    root: &str,
+    options: std::collections::BTreeMap<String, String>,
+) -> Result<(), LakeError> {
+    if options.is_empty() {
+        return Ok(());
+    }
+    let options: StorageOptions = Arc::new(options);
+    let loc = TableLocation::parse_with(root, options.clone())?;
+    let mut roots = roots().write().expect("roots lock");
+    roots.retain(|(r, _)| r != loc.url().as_str());
+    roots.push((loc.url().to_string(), options));
+    Ok(())
+}
+
+/// Register the source and target roots' storage options from a config (secrets read from
+/// their references now). Call once at start-up, before any location is parsed.
+pub fn configure(config: &replicator_common::Config) -> Result<(), LakeError> {
+    for (name, ep) in [("source", &config.source), ("target", &config.target)] {
+        let options = ep
+            .storage_options()
+            .map_err(|e| LakeError::Invalid(format!("{name}.storage: {e}")))?;
+        configure_root(&ep.root, options)?;
+    }
+    Ok(())
+}
+
+fn options_for(url: &Url) -> StorageOptions {
+    let roots = roots().read().expect("roots lock");
+    roots
+        .iter()
+        .filter(|(root, _)| url.as_str().starts_with(root.as_str()))
+        .max_by_key(|(root, _)| root.len())
+        .map(|(_, o)| o.clone())
+        .unwrap_or_default()
 }
 
 impl TableLocation {

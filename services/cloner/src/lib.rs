@@ -239,6 +239,7 @@ pub async fn serve(
     config: replicator_common::Config,
     shutdown: CancellationToken,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    replicator_lake::location::configure(&config)?;
     let bus = replicator_bus::connect(&config.bus.backend)?;
     let store = Store::open(&config.state.url).await?;
     spawn(
