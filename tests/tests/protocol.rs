@@ -224,3 +224,59 @@ async fn target_follows_schema_evolution_and_protocol_upgrades() {
     assert_eq!(proto(&src), proto(&dst));
     assert_eq!(rows(&src).await, rows(&dst).await);
 }
+
+/// Z85 (ZeroMQ base85), as Delta encodes inline deletion vectors.
+fn z85(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8] =
+        b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#";
+    assert_eq!(bytes.len() % 4, 0);
+    let mut out = String::new();
+    for chunk in bytes.chunks(4) {
+        let mut v = u32::from_be_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]) as u64;
+        let mut five = [0u8; 5];
+        for slot in five.iter_mut().rev() {
+            *slot = ALPHABET[(v % 85) as usize];
+            v /= 85;
+        }
+        out.push_str(std::str::from_utf8(&five).unwrap());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inline_deletion_vector_clones_without_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    copy_dir(&corpus("table-with-dv-small"), &src);
+    // Turn the stored DV ('u', offset 1: a 4-byte size, the 36-byte bitmap, a checksum) into
+    // an inline one ('i') holding the same bitmap, and delete the DV file.
+    let dv_name = "deletion_vector_61d16c75-6994-46b7-a15b-8b538852e50e.bin";
+    let file = std::fs::read(src.join(dv_name)).unwrap();
+    let size = u32::from_be_bytes(file[1..5].try_into().unwrap()) as usize;
+    assert_eq!(size, 36);
+    let inline = z85(&file[5..5 + size]);
+    std::fs::remove_file(src.join(dv_name)).unwrap();
+    rewrite_log(&src, 1, |t| {
+        t.replace(
+            r#"{"storageType":"u","pathOrInlineDv":"vBn[lx{q8@P<9BNH/isA","offset":1,"#,
+            &format!(r#"{{"storageType":"i","pathOrInlineDv":"{inline}","#),
+        )
+    });
+    let expected = rows(&src).await;
+    assert_eq!(expected.len(), 8, "the inline DV deletes two of ten rows");
+
+    let dst = dir.path().join("dst");
+    let report = deep_clone(&loc(&src), &loc(&dst), &CloneOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        report.metrics.num_copied_files, 1,
+        "only the data file: the DV lives in the log"
+    );
+    assert_eq!(rows(&dst).await, expected);
+    let log = std::fs::read_to_string(dst.join("_delta_log/00000000000000000000.json")).unwrap();
+    assert!(
+        log.contains(&format!(r#""pathOrInlineDv":"{inline}""#)),
+        "{log}"
+    );
+}
