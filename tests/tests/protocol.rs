@@ -3,6 +3,7 @@
 //! protocol changes between clones.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use replicator_lake::inspect::{log_facts, read_batches, sorted_rows};
 use replicator_lake::{CloneOptions, LakeError, TableLocation, deep_clone, sample};
@@ -278,5 +279,45 @@ async fn inline_deletion_vector_clones_without_files() {
     assert!(
         log.contains(&format!(r#""pathOrInlineDv":"{inline}""#)),
         "{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timestamp_without_time_zone_round_trips() {
+    use arrow::array::{Int64Array, RecordBatch, TimestampMicrosecondArray};
+    use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("at", DataType::Timestamp(TimeUnit::Microsecond, None), true),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(Int64Array::from(vec![1, 2, 3])),
+            Arc::new(TimestampMicrosecondArray::from(vec![
+                Some(0),
+                Some(1_795_000_000_000_000),
+                None,
+            ])),
+        ],
+    )
+    .unwrap();
+    sample::create(&loc(&src), &batch, &[]).await.unwrap();
+    let protocol =
+        std::fs::read_to_string(src.join("_delta_log/00000000000000000000.json")).unwrap();
+    assert!(
+        protocol.contains("timestampNtz"),
+        "the source must use the feature: {protocol}"
+    );
+    deep_clone(&loc(&src), &loc(&dst), &CloneOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(rows(&dst).await, rows(&src).await);
+    assert!(
+        rows(&dst).await.iter().any(|r| r.contains("2026-")),
+        "{:?}",
+        rows(&dst).await
     );
 }

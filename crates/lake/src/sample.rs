@@ -57,6 +57,8 @@ pub async fn create(
             let ty = match f.data_type() {
                 ArrowType::Int64 => DataType::LONG,
                 ArrowType::Float64 => DataType::DOUBLE,
+                ArrowType::Timestamp(_, None) => DataType::TIMESTAMP_NTZ,
+                ArrowType::Timestamp(_, Some(_)) => DataType::TIMESTAMP,
                 _ => DataType::STRING,
             };
             StructField::new(f.name().clone(), ty, f.is_nullable())
