@@ -338,3 +338,83 @@ async fn a_config_run_reaches_s3_with_storage_options_from_the_config() {
         rows(&local(&dir.path().join("source/sales/orders"))).await
     );
 }
+
+/// A table whose one data file is larger than the 8 MiB copy chunk, so cross-store copies go
+/// through multipart uploads.
+async fn large_file_table(dir: &Path) -> TableLocation {
+    use arrow::array::{Int64Array, RecordBatch, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+    let n = 200_000;
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let tags: Vec<String> = (0..n)
+        .map(|_| {
+            (0..4)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    format!("{x:016x}")
+                })
+                .collect()
+        })
+        .collect();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("tag", DataType::Utf8, true),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(Int64Array::from((0..n as i64).collect::<Vec<_>>())),
+            Arc::new(StringArray::from(tags)),
+        ],
+    )
+    .unwrap();
+    let src = local(&dir.join("big"));
+    sample::create(&src, &batch, &[]).await.unwrap();
+    src
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_larger_than_a_chunk_stream_through_multipart_uploads() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = large_file_table(dir.path()).await;
+    let facts = replicator_lake::inspect::log_facts(&src, None)
+        .await
+        .unwrap();
+    let biggest = facts.files.values().map(|(size, _)| *size).max().unwrap();
+    assert!(
+        biggest > 8 * 1024 * 1024,
+        "the data file must exceed one chunk: {biggest} bytes"
+    );
+    let b = bucket("replicator-multipart");
+    let c = container("replicator-multipart");
+    let s3 = TableLocation::parse_with(&format!("{b}/big"), s3_options()).unwrap();
+    let az = TableLocation::parse_with(&format!("{c}/big"), azure_options()).unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let progress = {
+        let seen = seen.clone();
+        Arc::new(move |p: &replicator_lake::CloneProgress| seen.lock().unwrap().push(p.clone()))
+    };
+    let opts = CloneOptions {
+        progress: Some(progress),
+        ..Default::default()
+    };
+    let r = deep_clone(&src, &s3, &opts).await.unwrap();
+    assert_eq!(
+        r.metrics.copied_files_size as i64,
+        facts.files.values().map(|(s, _)| s).sum::<i64>()
+    );
+    let last = seen.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(
+        (last.files_done, last.bytes_done),
+        (last.files_total, last.bytes_total),
+        "progress reaches the end"
+    );
+    deep_clone(&s3, &az, &CloneOptions::default())
+        .await
+        .unwrap();
+    let expected = rows(&src).await;
+    assert_eq!(rows(&s3).await, expected);
+    assert_eq!(rows(&az).await, expected);
+}
