@@ -913,6 +913,7 @@ async fn copy_all(
         p(&total);
     }
     let done = Arc::new(std::sync::Mutex::new(HashSet::new()));
+    let budget = Arc::new(tokio::sync::Semaphore::new(BUFFER_BUDGET_MIB as usize));
     let files_done = Arc::new(files_done);
     let bytes_done = Arc::new(bytes_done);
     let mut copies = Vec::with_capacity(items.len());
@@ -923,9 +924,9 @@ async fn copy_all(
             done.clone(),
             total.clone(),
         );
-        let (target, progress) = (target.clone(), progress.cloned());
+        let (target, progress, budget) = (target.clone(), progress.cloned(), budget.clone());
         copies.push(async move {
-            copy_one(&item, size, &target).await?;
+            copy_one(&item, size, &target, &budget).await?;
             done.lock()
                 .expect("copied set")
                 .insert(item.dst_rel.clone());
@@ -955,7 +956,25 @@ async fn copy_all(
 /// Chunk size of streamed copies; also the largest buffer one copy holds.
 const CHUNK: usize = 8 * 1024 * 1024;
 
-async fn copy_one(item: &CopyItem, size: u64, target: &TableLocation) -> Result<(), LakeError> {
+/// Upper bound, in MiB, on the copy buffers one clone holds at once, whatever the
+/// parallelism: a small file holds its size, a multipart stream up to three chunks.
+const BUFFER_BUDGET_MIB: u32 = 96;
+
+/// MiB of the buffer budget a streamed copy of `size` bytes needs.
+fn buffer_mib(size: u64) -> u32 {
+    if size as usize <= CHUNK {
+        (size.div_ceil(1024 * 1024) as u32).max(1)
+    } else {
+        3 * (CHUNK / (1024 * 1024)) as u32
+    }
+}
+
+async fn copy_one(
+    item: &CopyItem,
+    size: u64,
+    target: &TableLocation,
+    budget: &tokio::sync::Semaphore,
+) -> Result<(), LakeError> {
     let to = target.object_path(&item.dst_rel);
     if let (Some(from), Some(dir)) = (&item.src_file, target.local_dir()) {
         // Local to local: the filesystem's own copy (copy_file_range/reflink where available),
@@ -980,6 +999,10 @@ async fn copy_one(item: &CopyItem, size: u64, target: &TableLocation) -> Result<
             .await
             .map_err(|e| LakeError::store(&to, e))?;
     } else if size as usize <= CHUNK {
+        let _buffers = budget
+            .acquire_many(buffer_mib(size))
+            .await
+            .expect("budget never closes");
         let bytes = item
             .src_store
             .get(&item.src_path)
@@ -994,6 +1017,10 @@ async fn copy_one(item: &CopyItem, size: u64, target: &TableLocation) -> Result<
             .await
             .map_err(|e| LakeError::store(&to, e))?;
     } else {
+        let _buffers = budget
+            .acquire_many(buffer_mib(size))
+            .await
+            .expect("budget never closes");
         let upload = target
             .store()
             .put_multipart(&to)
