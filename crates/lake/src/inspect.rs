@@ -40,15 +40,25 @@ impl std::fmt::Display for CountMethod {
     }
 }
 
-/// Version, schema, files and (when available) statistics row count of a table.
-pub async fn table_info(loc: &TableLocation, version: Option<u64>) -> Result<TableInfo, LakeError> {
-    let table = load(loc, version).await?;
-    let url = loc.url().as_str();
+/// A loaded table's snapshot and its metadata action as JSON.
+fn snapshot_and_metadata<'a>(
+    table: &'a deltalake::DeltaTable,
+    url: &str,
+    version: Option<u64>,
+) -> Result<(&'a deltalake::table::state::DeltaTableState, Value), LakeError> {
     let snap = table
         .snapshot()
         .map_err(|e| LakeError::from_delta(url, version, e))?;
     let metadata = serde_json::to_value(snap.metadata())
         .map_err(|e| LakeError::Invalid(format!("cannot read metadata of {url}: {e}")))?;
+    Ok((snap, metadata))
+}
+
+/// Version, schema, files and (when available) statistics row count of a table.
+pub async fn table_info(loc: &TableLocation, version: Option<u64>) -> Result<TableInfo, LakeError> {
+    let table = load(loc, version).await?;
+    let url = loc.url().as_str();
+    let (snap, metadata) = snapshot_and_metadata(&table, url, version)?;
     let schema: Value = metadata["schemaString"]
         .as_str()
         .and_then(|s| serde_json::from_str(s).ok())
@@ -84,7 +94,7 @@ pub async fn table_info(loc: &TableLocation, version: Option<u64>) -> Result<Tab
         };
     }
     Ok(TableInfo {
-        version: snap.version() as u64,
+        version: snap.version(),
         columns,
         partition_columns,
         num_files,
@@ -217,11 +227,7 @@ pub struct LogFacts {
 pub async fn log_facts(loc: &TableLocation, version: Option<u64>) -> Result<LogFacts, LakeError> {
     let table = load(loc, version).await?;
     let url = loc.url().as_str();
-    let snap = table
-        .snapshot()
-        .map_err(|e| LakeError::from_delta(url, version, e))?;
-    let metadata = serde_json::to_value(snap.metadata())
-        .map_err(|e| LakeError::Invalid(format!("cannot read metadata of {url}: {e}")))?;
+    let (snap, metadata) = snapshot_and_metadata(&table, url, version)?;
     let files = snap
         .log_data()
         .iter()
@@ -231,7 +237,7 @@ pub async fn log_facts(loc: &TableLocation, version: Option<u64>) -> Result<LogF
         })
         .collect();
     Ok(LogFacts {
-        version: snap.version() as u64,
+        version: snap.version(),
         files,
         schema_string: metadata["schemaString"]
             .as_str()
