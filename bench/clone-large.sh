@@ -104,30 +104,8 @@ find "$SRC" -type f -exec cat {} + >/dev/null
 log "free space after setup:"; df -h "$BENCH_DIR" >&2
 
 # --- timing helpers ----------------------------------------------------------------------
-# timed OUT CMD...: run CMD (stdout to OUT) after an untimed `sync`; with --durable a
-# trailing `sync` is timed too. Sets T (s) and RSS (KiB).
-timed() {
-    local out=$1 t0 t1
-    shift
-    sync
-    t0=$(date +%s%N)
-    if [[ -n $TIME_BIN ]]; then
-        "$TIME_BIN" -f '%M' -o "$BENCH_DIR/rss" "$@" >"$out"
-        RSS=$(tail -n 1 "$BENCH_DIR/rss")
-    else
-        "$@" >"$out"
-        RSS=
-    fi
-    if ((DURABLE)); then sync; fi
-    t1=$(date +%s%N)
-    T=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.4f", (b - a) / 1e9 }')
-}
-min() { printf '%s\n' "$@" | sort -g | head -n 1; }
-max() { printf '%s\n' "$@" | sort -g | tail -n 1; }
-field() { sed -n "s/.*\"$1\":\([^,}]*\).*/\1/p" "$2"; }
-check() { [[ $1 == "$2" ]] || { echo "unexpected $3: got $1, want $2" >&2; exit 1; }; }
-clone_args=(clone --json)
-[[ -n $PARALLELISM ]] && clone_args+=(--parallelism "$PARALLELISM")
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 clone() { timed "$BENCH_DIR/out.json" "$REPLICATOR" "${clone_args[@]}" "$@"; }
 # shellcheck disable=SC2086 # RCLONE_FLAGS is a list of flags
 rclone_sync() { timed /dev/null rclone sync -q $RCLONE_FLAGS "$@"; }
