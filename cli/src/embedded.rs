@@ -72,13 +72,13 @@ pub async fn validate(config: &Config) -> anyhow::Result<Vec<String>> {
 
 /// Run the config's request end to end in this process.
 pub async fn run(config: &Config, opts: &RunOptions) -> anyhow::Result<RunOutput> {
-    replicator_lake::location::configure(config)?;
     let request = request_from(config, opts.operation);
     if opts.validate_only {
         return Ok(RunOutput::Validated {
             tables: validate(config).await?,
         });
     }
+    replicator_lake::location::configure(config)?;
     if opts.dry_run {
         let plan =
             replicator_planner::plan(&request, true, config.concurrency.cloners.max(4)).await?;

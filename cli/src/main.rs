@@ -136,38 +136,20 @@ async fn main() -> ExitCode {
             json,
             overrides,
         } => {
-            let config = match Config::load(&config, &overrides) {
-                Ok(c) => c,
-                Err(e) => return fail(2, e),
+            let opts = RunOptions {
+                operation,
+                dry_run,
+                validate_only,
+                progress: !json,
             };
-            init_logs(&config.log.level);
-            run(
-                &config,
-                RunOptions {
-                    operation,
-                    dry_run,
-                    validate_only,
-                    progress: !json,
-                },
-                json,
-            )
-            .await
+            run_config(&config, &overrides, opts, json, init_logs).await
         }
         Command::Validate { config, overrides } => {
-            let config = match Config::load(&config, &overrides) {
-                Ok(c) => c,
-                Err(e) => return fail(2, e),
+            let opts = RunOptions {
+                validate_only: true,
+                ..Default::default()
             };
-            init_logs(&config.log.level);
-            run(
-                &config,
-                RunOptions {
-                    validate_only: true,
-                    ..Default::default()
-                },
-                false,
-            )
-            .await
+            run_config(&config, &overrides, opts, false, init_logs).await
         }
         Command::Demo { dir, no_run, json } => {
             init_logs("warn");
@@ -190,19 +172,11 @@ async fn main() -> ExitCode {
             if !json {
                 println!("running: replicator run {}\n", config_path.display());
             }
-            let config = match Config::load(&config_path, &[]) {
-                Ok(c) => c,
-                Err(e) => return fail(2, e),
+            let opts = RunOptions {
+                progress: !json,
+                ..Default::default()
             };
-            run(
-                &config,
-                RunOptions {
-                    progress: !json,
-                    ..Default::default()
-                },
-                json,
-            )
-            .await
+            run_config(&config_path, &[], opts, json, init_logs).await
         }
     }
 }
@@ -291,6 +265,22 @@ async fn clone(
         }
         Err(e) => fail(1, format!("clone failed: {e}")),
     }
+}
+
+/// Load a config (exit 2 with the reason when it is invalid), set up logging from it, and run.
+async fn run_config(
+    path: &std::path::Path,
+    overrides: &[String],
+    opts: RunOptions,
+    json: bool,
+    init_logs: impl Fn(&str),
+) -> ExitCode {
+    let config = match Config::load(path, overrides) {
+        Ok(c) => c,
+        Err(e) => return fail(2, e),
+    };
+    init_logs(&config.log.level);
+    run(&config, opts, json).await
 }
 
 async fn run(config: &Config, opts: RunOptions, json: bool) -> ExitCode {

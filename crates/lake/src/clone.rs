@@ -450,20 +450,9 @@ pub(crate) async fn load_as_of(
     loc: &TableLocation,
     ts: chrono::DateTime<chrono::Utc>,
 ) -> Result<DeltaTable, LakeError> {
+    ensure_table(loc).await?;
     let url = loc.url().as_str();
-    if !has_delta_log(loc).await? {
-        return Err(LakeError::NotATable {
-            url: url.to_owned(),
-        });
-    }
-    let mut table = deltalake::DeltaTableBuilder::from_url(loc.url().clone())
-        .map_err(|e| LakeError::from_delta(url, None, e))?
-        .with_storage_options(
-            loc.options()
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-        )
+    let mut table = builder(loc, None)?
         .build()
         .map_err(|e| LakeError::from_delta(url, None, e))?;
     table
@@ -502,25 +491,39 @@ pub(crate) async fn load(
     loc: &TableLocation,
     version: Option<u64>,
 ) -> Result<DeltaTable, LakeError> {
-    if !has_delta_log(loc).await? {
-        return Err(LakeError::NotATable {
-            url: loc.url().to_string(),
-        });
-    }
+    ensure_table(loc).await?;
     load_existing(loc, version).await
+}
+
+async fn ensure_table(loc: &TableLocation) -> Result<(), LakeError> {
+    if has_delta_log(loc).await? {
+        Ok(())
+    } else {
+        Err(LakeError::NotATable {
+            url: loc.url().to_string(),
+        })
+    }
+}
+
+/// A delta-rs builder for `loc`, carrying its storage options.
+fn builder(
+    loc: &TableLocation,
+    version: Option<u64>,
+) -> Result<deltalake::DeltaTableBuilder, LakeError> {
+    let builder = deltalake::DeltaTableBuilder::from_url(loc.url().clone())
+        .map_err(|e| LakeError::from_delta(loc.url().as_str(), version, e))?;
+    Ok(builder.with_storage_options(
+        loc.options()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    ))
 }
 
 /// [`load`] for a location already known to hold a `_delta_log`.
 async fn load_existing(loc: &TableLocation, version: Option<u64>) -> Result<DeltaTable, LakeError> {
     let url = loc.url().as_str();
-    let mut builder = deltalake::DeltaTableBuilder::from_url(loc.url().clone())
-        .map_err(|e| LakeError::from_delta(url, version, e))?;
-    builder = builder.with_storage_options(
-        loc.options()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
-    );
+    let mut builder = builder(loc, version)?;
     if let Some(v) = version {
         builder = builder.with_version(v as _);
     }

@@ -149,3 +149,9 @@ fn unsupported_feature(detail: &str) -> Option<String> {
         name.to_owned()
     })
 }
+
+impl replicator_common::Retryable for LakeError {
+    fn is_transient(&self) -> bool {
+        LakeError::is_transient(self)
+    }
+}

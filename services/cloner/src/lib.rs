@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
 
 use replicator_bus::{BusRef, Delivery, typed};
-use replicator_common::retry::{RetryPolicy, Retryable};
+use replicator_common::retry::RetryPolicy;
 use replicator_common::shutdown::CancellationToken;
 use replicator_lake::{CloneOptions, CloneProgress, LakeError, TableLocation, deep_clone};
 use replicator_proto::{CloneResult, CloneTask, Header, Outcome, ReconcileTask, TaskError, names};
@@ -40,14 +40,6 @@ impl ClonerConfig {
             copy_parallelism: c.concurrency.copy_parallelism,
             retry: c.retry.clone(),
         }
-    }
-}
-
-struct Lake(LakeError);
-
-impl Retryable for Lake {
-    fn is_transient(&self) -> bool {
-        self.0.is_transient()
     }
 }
 
@@ -125,63 +117,55 @@ pub async fn handle(
                                     tracing::warn!(error = %err, "could not record the attempt");
                                 }
                             }
-                            r.map_err(Lake)
+                            r
                         }
                     },
-                    |e, delay| tracing::warn!(error = %e.0, delay_ms = delay.as_millis() as u64, "clone attempt failed, retrying"),
+                    |e: &LakeError, delay| tracing::warn!(error = %e, delay_ms = delay.as_millis() as u64, "clone attempt failed, retrying"),
                 )
                 .await
         }
     };
     let reconcile_next = task.operation.reconciles();
-    let msg = match &result {
-        Ok(r) => CloneResult {
-            header: Header::new(run_id),
-            task_id: task.task_id,
-            attempt: task.attempt,
-            table: task.table.clone(),
-            source: task.source.clone(),
-            target: task.target.clone(),
-            outcome: Outcome::Succeeded,
-            source_version: Some(r.source_version),
-            target_version: Some(r.target_version),
-            committed: r.committed,
-            metrics: Some(r.metrics.clone()),
-            error: None,
-            retries,
-            duration_ms: started.elapsed().as_millis() as u64,
-        },
-        Err(Lake(e)) => CloneResult {
-            header: Header::new(run_id),
-            task_id: task.task_id,
-            attempt: task.attempt,
-            table: task.table.clone(),
-            source: task.source.clone(),
-            target: task.target.clone(),
-            outcome: Outcome::Failed,
-            source_version: None,
-            target_version: None,
-            committed: false,
-            metrics: None,
-            error: Some(TaskError {
+    let mut msg = CloneResult {
+        header: Header::new(run_id),
+        task_id: task.task_id,
+        attempt: task.attempt,
+        table: task.table.clone(),
+        source: task.source.clone(),
+        target: task.target.clone(),
+        outcome: Outcome::Failed,
+        source_version: None,
+        target_version: None,
+        committed: false,
+        metrics: None,
+        error: None,
+        retries,
+        duration_ms: started.elapsed().as_millis() as u64,
+    };
+    match result {
+        Ok(r) => {
+            tracing::info!(
+                source_version = r.source_version,
+                target_version = r.target_version,
+                committed = r.committed,
+                copied_files = r.metrics.num_copied_files,
+                copied_bytes = r.metrics.copied_files_size,
+                retries,
+                "clone succeeded"
+            );
+            msg.outcome = Outcome::Succeeded;
+            msg.source_version = Some(r.source_version);
+            msg.target_version = Some(r.target_version);
+            msg.committed = r.committed;
+            msg.metrics = Some(r.metrics);
+        }
+        Err(e) => {
+            tracing::error!(error = %e, retries, "clone failed");
+            msg.error = Some(TaskError {
                 kind: e.kind(),
                 message: e.to_string(),
-            }),
-            retries,
-            duration_ms: started.elapsed().as_millis() as u64,
-        },
-    };
-    match &result {
-        Ok(r) => tracing::info!(
-            source_version = r.source_version,
-            target_version = r.target_version,
-            committed = r.committed,
-            copied_files = r.metrics.num_copied_files,
-            copied_bytes = r.metrics.copied_files_size,
-            retries,
-            "clone succeeded"
-        ),
-        Err(Lake(e)) => tracing::error!(error = %e, retries, "clone failed"),
+            });
+        }
     }
     if let Err(e) = publish(&task, &msg, reconcile_next, bus, store).await {
         tracing::warn!(error = %e, "could not record or publish the clone result; the task will be redelivered");
@@ -197,10 +181,10 @@ pub async fn handle(
     }
 }
 
-fn locations(task: &CloneTask) -> Result<(TableLocation, TableLocation), Lake> {
+fn locations(task: &CloneTask) -> Result<(TableLocation, TableLocation), LakeError> {
     Ok((
-        TableLocation::parse(&task.source).map_err(Lake)?,
-        TableLocation::parse(&task.target).map_err(Lake)?,
+        TableLocation::parse(&task.source)?,
+        TableLocation::parse(&task.target)?,
     ))
 }
 

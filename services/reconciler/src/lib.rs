@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use replicator_bus::{BusRef, Delivery, typed};
 use replicator_common::config::Reconciliation;
-use replicator_common::retry::{RetryPolicy, Retryable};
+use replicator_common::retry::RetryPolicy;
 use replicator_common::shutdown::CancellationToken;
 use replicator_lake::inspect::{CountMethod, count_rows, schema_diff, table_info};
 use replicator_lake::{LakeError, TableLocation};
@@ -38,14 +38,6 @@ impl ReconcilerConfig {
             checks: c.reconciliation.clone(),
             retry: c.retry.clone(),
         }
-    }
-}
-
-struct Lake(LakeError);
-
-impl Retryable for Lake {
-    fn is_transient(&self) -> bool {
-        self.0.is_transient()
     }
 }
 
@@ -152,11 +144,11 @@ pub async fn handle(
         .retry
         .retry(
             || async {
-                let source = TableLocation::parse(&task.source).map_err(Lake)?;
-                let target = TableLocation::parse(&task.target).map_err(Lake)?;
-                validate(&source, &target, task.source_version, &config.checks).await.map_err(Lake)
+                let source = TableLocation::parse(&task.source)?;
+                let target = TableLocation::parse(&task.target)?;
+                validate(&source, &target, task.source_version, &config.checks).await
             },
-            |e, delay| tracing::warn!(error = %e.0, delay_ms = delay.as_millis() as u64, "validation failed, retrying"),
+            |e: &LakeError, delay| tracing::warn!(error = %e, delay_ms = delay.as_millis() as u64, "validation failed, retrying"),
         )
         .await;
     let mut msg = ReconcileResult {
@@ -186,7 +178,7 @@ pub async fn handle(
             msg.target_rows = f.target_rows;
             msg.checks = f.checks;
         }
-        Err(Lake(e)) => {
+        Err(e) => {
             msg.error = Some(TaskError {
                 kind: e.kind(),
                 message: e.to_string(),
