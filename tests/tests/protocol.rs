@@ -321,3 +321,159 @@ async fn timestamp_without_time_zone_round_trips() {
         rows(&dst).await
     );
 }
+
+/// Split `version`'s classic checkpoint into `parts` parquet files, as Spark writes a
+/// multi-part checkpoint, and point `_last_checkpoint` at it.
+fn split_checkpoint(table: &Path, version: u64, parts: usize) {
+    use parquet::arrow::ArrowWriter;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let log = table.join("_delta_log");
+    let single = log.join(format!("{version:020}.checkpoint.parquet"));
+    let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&single).unwrap())
+        .unwrap()
+        .build()
+        .unwrap();
+    let batches: Vec<_> = reader.map(|b| b.unwrap()).collect();
+    let all = arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
+    let per = all.num_rows().div_ceil(parts);
+    for part in 0..parts {
+        let start = (part * per).min(all.num_rows());
+        let len = per.min(all.num_rows() - start);
+        let name = format!(
+            "{version:020}.checkpoint.{:010}.{parts:010}.parquet",
+            part + 1
+        );
+        let file = std::fs::File::create(log.join(name)).unwrap();
+        let mut writer = ArrowWriter::try_new(file, all.schema(), None).unwrap();
+        writer.write(&all.slice(start, len)).unwrap();
+        writer.close().unwrap();
+    }
+    std::fs::remove_file(&single).unwrap();
+    std::fs::write(
+        log.join("_last_checkpoint"),
+        format!(
+            r#"{{"version":{version},"size":{},"parts":{parts}}}"#,
+            all.num_rows()
+        ),
+    )
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_part_checkpoint_is_read_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    copy_dir(&corpus("simple_table_with_checkpoint"), &src);
+    split_checkpoint(&src, 10, 3);
+    // Without the commits the checkpoint replaces, only the three parts together describe
+    // the table: a reader that missed one would lose files.
+    for v in 0..10u64 {
+        std::fs::remove_file(src.join(format!("_delta_log/{v:020}.json"))).unwrap();
+    }
+    let dst = dir.path().join("dst");
+    let report = deep_clone(&loc(&src), &loc(&dst), &CloneOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(report.source_version, 10);
+    let expected = rows(&corpus("simple_table_with_checkpoint")).await;
+    assert!(!expected.is_empty());
+    assert_eq!(rows(&src).await, expected);
+    assert_eq!(rows(&dst).await, expected);
+}
+
+/// Write `values` as a one-column parquet file named `name`: `int` column of Int32 when
+/// `narrow`, else Int64.
+fn write_ints(path: &Path, narrow: bool, values: &[i64]) -> u64 {
+    use arrow::array::{ArrayRef, Int32Array, Int64Array};
+    use arrow::datatypes::{DataType, Field, Schema};
+    let (ty, array): (DataType, ArrayRef) = if narrow {
+        let v: Vec<i32> = values.iter().map(|v| *v as i32).collect();
+        (DataType::Int32, Arc::new(Int32Array::from(v)))
+    } else {
+        (DataType::Int64, Arc::new(Int64Array::from(values.to_vec())))
+    };
+    let schema = Arc::new(Schema::new(vec![Field::new("n", ty, true)]));
+    let batch = arrow::record_batch::RecordBatch::try_new(schema.clone(), vec![array]).unwrap();
+    let file = std::fs::File::create(path).unwrap();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(file, schema, None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+    std::fs::metadata(path).unwrap().len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn type_widening_clones_old_narrow_files_with_the_widened_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(src.join("_delta_log")).unwrap();
+    let schema = |ty: &str, changes: &str| {
+        serde_json::json!({"type": "struct", "fields": [{"name": "n", "type": ty, "nullable": true,
+            "metadata": serde_json::from_str::<serde_json::Value>(changes).unwrap()}]})
+        .to_string()
+    };
+    let metadata = |schema: String| {
+        serde_json::json!({"metaData": {"id": "6e3b3c1a-0000-4000-8000-000000000001",
+            "format": {"provider": "parquet", "options": {}}, "schemaString": schema,
+            "partitionColumns": [], "configuration": {"delta.enableTypeWidening": "true"},
+            "createdTime": 1_700_000_000_000i64}})
+    };
+    let add = |name: &str, size: u64, ts: i64| {
+        serde_json::json!({"add": {"path": name, "partitionValues": {}, "size": size,
+            "modificationTime": ts, "dataChange": true}})
+    };
+    let commit = |v: u64, ts: i64, actions: Vec<serde_json::Value>| {
+        let mut lines =
+            vec![serde_json::json!({"commitInfo": {"timestamp": ts, "operation": "WRITE"}})];
+        lines.extend(actions);
+        let body: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        std::fs::write(src.join(format!("_delta_log/{v:020}.json")), body).unwrap();
+    };
+    // Version 0: an `integer` column, written as Int32.
+    let size0 = write_ints(&src.join("part-0.parquet"), true, &[1, 2, 3]);
+    commit(
+        0,
+        1_700_000_000_000,
+        vec![
+            serde_json::json!({"protocol": {"minReaderVersion": 3, "minWriterVersion": 7,
+                "readerFeatures": ["typeWidening"], "writerFeatures": ["typeWidening"]}}),
+            metadata(schema("integer", "{}")),
+            add("part-0.parquet", size0, 1_700_000_000_000),
+        ],
+    );
+    // Version 1: widened to `long`; the old file stays Int32 on disk.
+    let changes = r#"{"delta.typeChanges": [{"fromType": "integer", "toType": "long"}]}"#;
+    let size1 = write_ints(&src.join("part-1.parquet"), false, &[5_000_000_000]);
+    commit(
+        1,
+        1_700_000_001_000,
+        vec![
+            metadata(schema("long", changes)),
+            add("part-1.parquet", size1, 1_700_000_001_000),
+        ],
+    );
+
+    let dst = dir.path().join("dst");
+    let report = deep_clone(&loc(&src), &loc(&dst), &CloneOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(report.source_version, 1);
+    assert_eq!(report.metrics.num_copied_files, 2);
+    let expected = rows(&src).await;
+    assert_eq!(expected.len(), 4, "{expected:?}");
+    assert!(
+        expected.iter().any(|r| r.contains("5000000000")),
+        "{expected:?}"
+    );
+    assert_eq!(rows(&dst).await, expected);
+    let facts = log_facts(&loc(&dst), None).await.unwrap();
+    assert!(
+        facts.schema_string.contains("delta.typeChanges"),
+        "{}",
+        facts.schema_string
+    );
+    let log = std::fs::read_to_string(dst.join("_delta_log/00000000000000000000.json")).unwrap();
+    assert!(
+        log.contains(r#""readerFeatures":["typeWidening"]"#),
+        "{log}"
+    );
+}

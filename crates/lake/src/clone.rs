@@ -186,10 +186,24 @@ pub async fn deep_clone(
             "give a version or a timestamp, not both".into(),
         ));
     }
-    let src_table = match options.timestamp {
-        Some(ts) => load_as_of(source, ts).await?,
-        None => load(source, options.version).await?,
+    // Both logs are read at once: on a small incremental clone, reading them is most of
+    // the work.
+    let src_load = async {
+        match options.timestamp {
+            Some(ts) => load_as_of(source, ts).await,
+            None => load(source, options.version).await,
+        }
     };
+    let tgt_load = async {
+        if has_delta_log(target).await? {
+            load_existing(target, None).await.map(Some)
+        } else {
+            Ok(None)
+        }
+    };
+    let (src_table, tgt_table) = tokio::join!(src_load, tgt_load);
+    let src_table = src_table?;
+    let tgt_table = tgt_table?;
     let src_snap = src_table
         .snapshot()
         .map_err(|e| LakeError::from_delta(source.url().as_str(), options.version, e))?;
@@ -207,11 +221,6 @@ pub async fn deep_clone(
     }
 
     // 2. Target snapshot, if there is one.
-    let tgt_table = if has_delta_log(target).await? {
-        Some(load_existing(target, None).await?)
-    } else {
-        None
-    };
     let (target_version, tgt_files, tgt_metadata, tgt_protocol, tgt_domains, last_ts) =
         match &tgt_table {
             Some(t) => {
@@ -855,15 +864,47 @@ async fn plan_copies(
     wanted: Vec<CopyItem>,
     parallelism: usize,
 ) -> Result<Vec<(CopyItem, u64)>, LakeError> {
+    // On an object store, one listing (1,000 keys per request) answers for many files at
+    // once where a HEAD per file would cost a round trip each. Local disks stat instead.
+    let listed = wanted.len() >= LIST_THRESHOLD;
+    let (src_sizes, tgt_sizes) = if listed {
+        let src = async {
+            if source.local_dir().is_some() {
+                Ok(None)
+            } else {
+                list_sizes(source).await.map(Some)
+            }
+        };
+        let tgt = async {
+            if target.local_dir().is_some() {
+                Ok(None)
+            } else {
+                list_sizes(target).await.map(Some)
+            }
+        };
+        tokio::try_join!(src, tgt)?
+    } else {
+        (None, None)
+    };
+    let (src_sizes, tgt_sizes) = (Arc::new(src_sizes), Arc::new(tgt_sizes));
     // Futures own their inputs (no borrowing closures): keeps the clone future `Send` for
     // every lifetime, which spawning it on a multi-threaded runtime needs.
     let mut checks = Vec::with_capacity(wanted.len());
     for item in wanted {
         let (source, target) = (source.clone(), target.clone());
+        let (src_sizes, tgt_sizes) = (src_sizes.clone(), tgt_sizes.clone());
         checks.push(async move {
-            let head = item.src_store.head(&item.src_path).await;
+            // Files outside the source root (absolute-path deletion vectors) were not listed.
+            let listed_size = (*src_sizes)
+                .as_ref()
+                .filter(|_| Arc::ptr_eq(&item.src_store, source.store()))
+                .and_then(|m| m.get(&item.src_path).copied());
+            let head = match listed_size {
+                Some(size) => Ok(size),
+                None => item.src_store.head(&item.src_path).await.map(|m| m.size),
+            };
             let actual = match head {
-                Ok(meta) => meta.size,
+                Ok(size) => size,
                 Err(object_store::Error::NotFound { .. }) => {
                     return Err(LakeError::MissingFile {
                         url: source.url().to_string(),
@@ -883,10 +924,13 @@ async fn plan_copies(
                 });
             }
             let dst = target.object_path(&item.dst_rel);
-            let present = match target.store().head(&dst).await {
-                Ok(meta) => meta.size == actual,
-                Err(object_store::Error::NotFound { .. }) => false,
-                Err(e) => return Err(LakeError::store(&dst, e)),
+            let present = match &*tgt_sizes {
+                Some(sizes) => sizes.get(&dst) == Some(&actual),
+                None => match target.store().head(&dst).await {
+                    Ok(meta) => meta.size == actual,
+                    Err(object_store::Error::NotFound { .. }) => false,
+                    Err(e) => return Err(LakeError::store(&dst, e)),
+                },
             };
             Ok((!present).then_some((item, actual)))
         });
@@ -896,6 +940,19 @@ async fn plan_copies(
         .try_collect::<Vec<_>>()
         .await?;
     Ok(checks.into_iter().flatten().collect())
+}
+
+/// From this many files to check on, an object store is listed instead of asked per file.
+const LIST_THRESHOLD: usize = 16;
+
+/// The size of every object under a table root, from one (paged) listing.
+async fn list_sizes(loc: &TableLocation) -> Result<HashMap<Path, u64>, LakeError> {
+    loc.store()
+        .list(Some(loc.prefix()))
+        .map_ok(|meta| (meta.location, meta.size))
+        .try_collect()
+        .await
+        .map_err(|e| LakeError::store(loc.prefix(), e))
 }
 
 /// Copy everything; on failure return the error and the files that were copied.
