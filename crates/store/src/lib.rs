@@ -8,21 +8,20 @@
 //! Embedded mode uses a SQLite file (WAL, created on first use); the schema lives in
 //! `migrations/` and is applied on open.
 
-use std::str::FromStr;
-
 use chrono::Utc;
 use replicator_proto::{
     CloneResult, Operation, Outcome, ReconcileResult, ReplicationRequest, RunSummary, TableStatus,
     TableSummary, Validation,
 };
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
-use sqlx::{Row, SqlitePool};
+use sqlx::AnyPool;
+use sqlx::any::AnyPoolOptions;
+use sqlx::{Executor, Row};
 use uuid::Uuid;
 
 /// Errors from the store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("invalid state URL `{0}`: expected sqlite://PATH or sqlite::memory:")]
+    #[error("invalid state URL `{0}`: expected sqlite://PATH, sqlite::memory: or postgres://…")]
     Url(String),
     #[error("cannot create the state directory {path}: {source}")]
     Dir {
@@ -111,10 +110,56 @@ pub struct AttemptRecord {
     pub error: Option<String>,
 }
 
+/// A task as stored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TaskRecord {
+    pub task_id: Uuid,
+    pub table: String,
+    pub source: String,
+    pub target: String,
+    pub status: String,
+    pub error: Option<String>,
+}
+
+/// One attempt with the worker that ran it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AttemptLog {
+    pub task_id: Uuid,
+    pub target: String,
+    pub stage: String,
+    pub worker: Option<String>,
+    pub started_at: chrono::DateTime<Utc>,
+    pub finished_at: Option<chrono::DateTime<Utc>>,
+    pub outcome: Option<String>,
+}
+
 /// Handle to the state database.
 #[derive(Clone, Debug)]
 pub struct Store {
-    pool: SqlitePool,
+    pool: AnyPool,
+    backend: Backend,
+}
+
+/// The database behind a [`Store`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// A SQLite file (embedded mode, one machine).
+    Sqlite,
+    /// PostgreSQL (fleet mode).
+    Postgres,
+}
+
+impl Backend {
+    /// The backend a state URL names.
+    pub fn of(url: &str) -> Result<Self, StoreError> {
+        if url.starts_with("sqlite:") {
+            Ok(Self::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Self::Postgres)
+        } else {
+            Err(StoreError::Url(url.to_owned()))
+        }
+    }
 }
 
 fn now() -> String {
@@ -126,36 +171,56 @@ fn opt_i64(v: Option<u64>) -> Option<i64> {
 }
 
 impl Store {
-    /// Open (creating if needed) the database at `url` and apply migrations.
+    /// Open the database at `url` and apply migrations: `sqlite://PATH` (created on first
+    /// use), `sqlite::memory:`, or `postgres://…` (the database must exist).
     pub async fn open(url: &str) -> Result<Self, StoreError> {
-        let opts = if url == "sqlite::memory:" {
-            SqliteConnectOptions::from_str(url)?
-        } else {
-            let path = url
-                .strip_prefix("sqlite://")
-                .or_else(|| url.strip_prefix("sqlite:"))
-                .filter(|p| !p.is_empty())
-                .ok_or_else(|| StoreError::Url(url.to_owned()))?;
-            let path = std::path::Path::new(path);
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
-                    path: dir.display().to_string(),
-                    source,
-                })?;
+        sqlx::any::install_default_drivers();
+        let backend = Backend::of(url)?;
+        let (url, max) = match backend {
+            Backend::Postgres => (url.to_owned(), 8),
+            Backend::Sqlite if url == "sqlite::memory:" => (url.to_owned(), 1),
+            Backend::Sqlite => {
+                let path = url
+                    .strip_prefix("sqlite://")
+                    .or_else(|| url.strip_prefix("sqlite:"))
+                    .filter(|p| !p.is_empty())
+                    .ok_or_else(|| StoreError::Url(url.to_owned()))?;
+                let path = std::path::Path::new(path);
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
+                        path: dir.display().to_string(),
+                        source,
+                    })?;
+                }
+                (format!("sqlite://{}?mode=rwc", path.display()), 4)
             }
-            SqliteConnectOptions::new()
-                .filename(path)
-                .create_if_missing(true)
-                .journal_mode(SqliteJournalMode::Wal)
-                .busy_timeout(std::time::Duration::from_secs(30))
         };
-        let max = if url == "sqlite::memory:" { 1 } else { 4 };
-        let pool = SqlitePoolOptions::new()
+        let pool = AnyPoolOptions::new()
             .max_connections(max)
-            .connect_with(opts.foreign_keys(true))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // Several processes (CLI, services) may share one SQLite file.
+                        conn.execute(
+                            "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 30000; PRAGMA foreign_keys = ON;",
+                        )
+                        .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&url)
             .await?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Self { pool })
+        match backend {
+            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await?,
+            Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await?,
+        }
+        Ok(Self { pool, backend })
+    }
+
+    /// Which database this store is on.
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
 
     /// Record a new run and its tasks, atomically.
@@ -168,7 +233,7 @@ impl Store {
         let ts = now();
         sqlx::query(
             "INSERT INTO runs (run_id, operation, source_root, target_root, request, status, created_at)
-             VALUES (?, ?, ?, ?, ?, 'running', ?)",
+             VALUES ($1, $2, $3, $4, $5, 'running', $6)",
         )
         .bind(request.header.run_id.to_string())
         .bind(request.operation.to_string())
@@ -181,7 +246,7 @@ impl Store {
         for t in tasks {
             sqlx::query(
                 "INSERT INTO tasks (task_id, run_id, table_name, source, target, status, source_version, created_at, updated_at)
-                 VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?)",
+                 VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, $8)",
             )
             .bind(t.task_id.to_string())
             .bind(request.header.run_id.to_string())
@@ -206,6 +271,7 @@ impl Store {
         task_id: Uuid,
         stage: Stage,
         attempt: u32,
+        worker: &str,
     ) -> Result<i64, StoreError> {
         let ts = now();
         let state = match stage {
@@ -213,7 +279,7 @@ impl Store {
             Stage::Reconcile => status::RECONCILING,
         };
         sqlx::query(
-            "UPDATE tasks SET status = ?, updated_at = ? WHERE task_id = ? AND status NOT IN ('succeeded','failed','mismatched')",
+            "UPDATE tasks SET status = $1, updated_at = $2 WHERE task_id = $3 AND status NOT IN ('succeeded','failed','mismatched')",
         )
         .bind(state)
         .bind(&ts)
@@ -221,13 +287,14 @@ impl Store {
         .execute(&self.pool)
         .await?;
         let row = sqlx::query(
-            "INSERT INTO attempts (task_id, run_id, stage, attempt, started_at) VALUES (?, ?, ?, ?, ?) RETURNING id",
+            "INSERT INTO attempts (task_id, run_id, stage, attempt, started_at, worker) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
         )
         .bind(task_id.to_string())
         .bind(run_id.to_string())
         .bind(stage.as_str())
         .bind(attempt as i64)
         .bind(&ts)
+        .bind(worker)
         .fetch_one(&self.pool)
         .await?;
         Ok(row.get(0))
@@ -240,7 +307,7 @@ impl Store {
         outcome: &str,
         error: Option<&str>,
     ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE attempts SET finished_at = ?, outcome = ?, error = ? WHERE id = ?")
+        sqlx::query("UPDATE attempts SET finished_at = $1, outcome = $2, error = $3 WHERE id = $4")
             .bind(now())
             .bind(outcome)
             .bind(error)
@@ -266,9 +333,9 @@ impl Store {
         };
         let m = r.metrics.clone().unwrap_or_default();
         sqlx::query(
-            "UPDATE tasks SET status = ?, source_version = COALESCE(?, source_version), target_version = ?,
-               copied_files = ?, copied_bytes = ?, removed_files = ?, error = ?, updated_at = ?
-             WHERE task_id = ?",
+            "UPDATE tasks SET status = $1, source_version = COALESCE($2, source_version), target_version = $3,
+               copied_files = $4, copied_bytes = $5, removed_files = $6, error = $7, updated_at = $8
+             WHERE task_id = $9",
         )
         .bind(state)
         .bind(opt_i64(r.source_version))
@@ -295,7 +362,7 @@ impl Store {
         {
             sqlx::query(
                 "INSERT INTO table_versions (source, target, table_name, source_version, target_version, run_id, updated_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
                  ON CONFLICT (source, target) DO UPDATE SET source_version = excluded.source_version,
                    target_version = excluded.target_version, run_id = excluded.run_id, updated_at = excluded.updated_at",
             )
@@ -334,9 +401,9 @@ impl Store {
             _ => None,
         };
         sqlx::query(
-            "UPDATE tasks SET status = ?, source_rows = ?, target_rows = ?, error = COALESCE(?, error), updated_at = ?,
-               source_version = COALESCE(source_version, ?), target_version = COALESCE(target_version, ?)
-             WHERE task_id = ?",
+            "UPDATE tasks SET status = $1, source_rows = $2, target_rows = $3, error = COALESCE($4, error), updated_at = $5,
+               source_version = COALESCE(source_version, $6), target_version = COALESCE(target_version, $7)
+             WHERE task_id = $8",
         )
         .bind(state)
         .bind(opt_i64(r.source_rows))
@@ -365,8 +432,8 @@ impl Store {
     /// result). Returns whether the task changed.
     pub async fn fail_task(&self, task_id: Uuid, reason: &str) -> Result<bool, StoreError> {
         let done = sqlx::query(
-            "UPDATE tasks SET status = 'failed', error = ?, updated_at = ?
-             WHERE task_id = ? AND status NOT IN ('succeeded','failed','mismatched')",
+            "UPDATE tasks SET status = 'failed', error = $1, updated_at = $2
+             WHERE task_id = $3 AND status NOT IN ('succeeded','failed','mismatched')",
         )
         .bind(reason)
         .bind(now())
@@ -379,8 +446,8 @@ impl Store {
     /// Tasks in total and in a terminal state.
     pub async fn run_progress(&self, run_id: Uuid) -> Result<RunProgress, StoreError> {
         let row = sqlx::query(
-            "SELECT COUNT(*), COALESCE(SUM(CASE WHEN status IN ('succeeded','failed','mismatched') THEN 1 ELSE 0 END), 0)
-             FROM tasks WHERE run_id = ?",
+            "SELECT COUNT(*), CAST(COALESCE(SUM(CASE WHEN status IN ('succeeded','failed','mismatched') THEN 1 ELSE 0 END), 0) AS BIGINT)
+             FROM tasks WHERE run_id = $1",
         )
         .bind(run_id.to_string())
         .fetch_one(&self.pool)
@@ -400,7 +467,7 @@ impl Store {
         let rows = sqlx::query(
             "SELECT task_id, table_name, status, source_version, target_version, copied_files, copied_bytes,
                     removed_files, source_rows, target_rows, error
-             FROM tasks WHERE run_id = ? ORDER BY table_name",
+             FROM tasks WHERE run_id = $1 ORDER BY table_name",
         )
         .bind(run_id.to_string())
         .fetch_all(&self.pool)
@@ -458,7 +525,7 @@ impl Store {
             "failed"
         };
         let done = sqlx::query(
-            "UPDATE runs SET status = ?, completed_at = ?, summary = ? WHERE run_id = ? AND completed_at IS NULL",
+            "UPDATE runs SET status = $1, completed_at = $2, summary = $3 WHERE run_id = $4 AND completed_at IS NULL",
         )
         .bind(status)
         .bind(now())
@@ -472,7 +539,7 @@ impl Store {
     /// A run, if it exists.
     pub async fn run(&self, run_id: Uuid) -> Result<Option<RunRecord>, StoreError> {
         let row = sqlx::query(
-            "SELECT run_id, operation, source_root, target_root, status, created_at, completed_at, summary FROM runs WHERE run_id = ?",
+            "SELECT run_id, operation, source_root, target_root, status, created_at, completed_at, summary FROM runs WHERE run_id = $1",
         )
         .bind(run_id.to_string())
         .fetch_optional(&self.pool)
@@ -499,7 +566,7 @@ impl Store {
 
     /// Every attempt of a run, oldest first.
     pub async fn attempts(&self, run_id: Uuid) -> Result<Vec<AttemptRecord>, StoreError> {
-        let rows = sqlx::query("SELECT task_id, stage, attempt, outcome, error FROM attempts WHERE run_id = ? ORDER BY id")
+        let rows = sqlx::query("SELECT task_id, stage, attempt, outcome, error FROM attempts WHERE run_id = $1 ORDER BY id")
             .bind(run_id.to_string())
             .fetch_all(&self.pool)
             .await?;
@@ -515,6 +582,136 @@ impl Store {
             .collect())
     }
 
+    /// Take (or renew) the lease on `target` for `holder` until `ttl` from now. Succeeds
+    /// when the table is free, its lease expired, or `holder` already holds it.
+    pub async fn acquire_lease(
+        &self,
+        target: &str,
+        holder: &str,
+        task_id: Uuid,
+        ttl: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        let now = Utc::now().timestamp_millis();
+        let done = sqlx::query(
+            "INSERT INTO leases (target, holder, task_id, expires_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (target) DO UPDATE SET holder = excluded.holder, task_id = excluded.task_id,
+               expires_at = excluded.expires_at
+             WHERE leases.expires_at < $5 OR leases.holder = excluded.holder",
+        )
+        .bind(target)
+        .bind(holder)
+        .bind(task_id.to_string())
+        .bind(now + ttl.as_millis() as i64)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Give the lease on `target` back (only if `holder` still holds it).
+    pub async fn release_lease(&self, target: &str, holder: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM leases WHERE target = $1 AND holder = $2")
+            .bind(target)
+            .bind(holder)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Who holds the lease on `target`, if it is held.
+    pub async fn lease_holder(&self, target: &str) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT holder FROM leases WHERE target = $1 AND expires_at >= $2")
+            .bind(target)
+            .bind(Utc::now().timestamp_millis())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    /// Runs not completed yet, oldest first.
+    pub async fn open_runs(&self) -> Result<Vec<Uuid>, StoreError> {
+        let rows =
+            sqlx::query("SELECT run_id FROM runs WHERE completed_at IS NULL ORDER BY created_at")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| r.get::<String, _>(0).parse().ok())
+            .collect())
+    }
+
+    /// Every task of a run as stored (for `status`).
+    pub async fn tasks(&self, run_id: Uuid) -> Result<Vec<TaskRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT task_id, table_name, source, target, status, error FROM tasks WHERE run_id = $1 ORDER BY table_name",
+        )
+        .bind(run_id.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| TaskRecord {
+                task_id: r.get::<String, _>(0).parse().unwrap_or_default(),
+                table: r.get(1),
+                source: r.get(2),
+                target: r.get(3),
+                status: r.get(4),
+                error: r.get(5),
+            })
+            .collect())
+    }
+
+    /// Put a failed task back to `queued` (it is being replayed). Returns whether it was
+    /// failed; a replayed run is reopened so it completes again.
+    pub async fn requeue_task(&self, task_id: Uuid) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE tasks SET status = 'queued', error = NULL, updated_at = $1 WHERE task_id = $2 AND status = 'failed'",
+        )
+        .bind(now())
+        .bind(task_id.to_string())
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 1 {
+            sqlx::query(
+                "UPDATE runs SET status = 'running', completed_at = NULL, summary = NULL
+                 WHERE run_id = (SELECT run_id FROM tasks WHERE task_id = $1)",
+            )
+            .bind(task_id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Attempts with their workers and times, for audit (oldest first).
+    pub async fn attempt_log(&self, run_id: Uuid) -> Result<Vec<AttemptLog>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT a.task_id, t.target, a.stage, a.worker, a.started_at, a.finished_at, a.outcome
+             FROM attempts a JOIN tasks t ON t.task_id = a.task_id WHERE a.run_id = $1 ORDER BY a.id",
+        )
+        .bind(run_id.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        let ts = |s: Option<String>| {
+            s.and_then(|s| chrono::DateTime::parse_from_rfc3339(&s).ok())
+                .map(|d| d.with_timezone(&Utc))
+        };
+        Ok(rows
+            .into_iter()
+            .map(|r| AttemptLog {
+                task_id: r.get::<String, _>(0).parse().unwrap_or_default(),
+                target: r.get(1),
+                stage: r.get(2),
+                worker: r.get(3),
+                started_at: ts(Some(r.get(4))).unwrap_or_else(Utc::now),
+                finished_at: ts(r.get(5)),
+                outcome: r.get(6),
+            })
+            .collect())
+    }
+
     /// The last source version cloned from `source` into `target`, if any.
     pub async fn last_source_version(
         &self,
@@ -522,7 +719,7 @@ impl Store {
         target: &str,
     ) -> Result<Option<u64>, StoreError> {
         let row = sqlx::query(
-            "SELECT source_version FROM table_versions WHERE source = ? AND target = ?",
+            "SELECT source_version FROM table_versions WHERE source = $1 AND target = $2",
         )
         .bind(source)
         .bind(target)
@@ -533,14 +730,14 @@ impl Store {
 }
 
 async fn insert_outcome(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     task_id: Uuid,
     run_id: Uuid,
     stage: Stage,
     outcome: &str,
     detail: &str,
 ) -> Result<(), StoreError> {
-    sqlx::query("INSERT INTO outcomes (task_id, run_id, stage, outcome, detail, created_at) VALUES (?, ?, ?, ?, ?, ?)")
+    sqlx::query("INSERT INTO outcomes (task_id, run_id, stage, outcome, detail, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
         .bind(task_id.to_string())
         .bind(run_id.to_string())
         .bind(stage.as_str())
@@ -595,7 +792,7 @@ mod tests {
             }
         );
         let att = store
-            .attempt_started(run_id, tasks[0].task_id, Stage::Clone, 1)
+            .attempt_started(run_id, tasks[0].task_id, Stage::Clone, 1, "w1")
             .await
             .unwrap();
         store
