@@ -2,9 +2,12 @@
 //!
 //! - [`embedded`]: `replicator run` — all four services in one process over the memory bus
 //!   and the SQLite store;
+//! - [`fleet`]: `replicator serve` (one service per process over a broker) and the fleet
+//!   commands `submit`, `watch`, `status`, `replay`;
 //! - [`demo`]: a small sample estate and config, so a fresh machine has something to run;
 //! - [`output`]: summary tables and progress bars.
 
 pub mod demo;
 pub mod embedded;
+pub mod fleet;
 pub mod output;

@@ -78,6 +78,63 @@ enum Command {
         #[arg(long = "set", value_name = "KEY=VALUE")]
         overrides: Vec<String>,
     },
+    /// Run one or more services as a long-lived worker over the configured broker
+    /// (`bus.backend: rabbitmq` or `kafka`), with /healthz, /readyz and /metrics.
+    Serve {
+        /// The services to run in this process.
+        #[arg(required = true, value_enum)]
+        services: Vec<replicator_cli::fleet::Service>,
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Address of the health and metrics endpoints.
+        #[arg(long, default_value = "0.0.0.0:9464", env = "REPLICATOR_LISTEN")]
+        listen: std::net::SocketAddr,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+    },
+    /// Publish the replication request a config describes to the fleet; prints the run ID.
+    Submit {
+        config: PathBuf,
+        #[arg(long)]
+        operation: Option<Operation>,
+        /// Then follow the run like `watch`.
+        #[arg(long)]
+        watch: bool,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+    },
+    /// Follow a run's events with live progress; exits 0 when every table succeeded, 1 when
+    /// any failed or mismatched.
+    Watch {
+        run_id: uuid::Uuid,
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+    },
+    /// Show a run's state and its tasks from the state store.
+    Status {
+        run_id: uuid::Uuid,
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+    },
+    /// Send a run's dead-lettered tasks (or one of them) back to work.
+    Replay {
+        run_id: uuid::Uuid,
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Only this task.
+        #[arg(long)]
+        task: Option<uuid::Uuid>,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+    },
     /// Create a sample Delta estate and config in DIR, then replicate it.
     Demo {
         /// Where to put the estate (`DIR/lake/source`) and config (`DIR/replicator.yaml`).
@@ -150,6 +207,127 @@ async fn main() -> ExitCode {
                 ..Default::default()
             };
             run_config(&config, &overrides, opts, false, init_logs).await
+        }
+        Command::Serve {
+            services,
+            config,
+            listen,
+            overrides,
+        } => {
+            let config = match Config::load(&config, &overrides) {
+                Ok(c) => c,
+                Err(e) => return fail(2, e),
+            };
+            init_logs(&config.log.level);
+            let shutdown = replicator_common::shutdown::on_signal();
+            match replicator_cli::fleet::serve(&config, &services, listen, shutdown).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(1, one_line(&e)),
+            }
+        }
+        Command::Submit {
+            config,
+            operation,
+            watch,
+            overrides,
+        } => {
+            let config = match Config::load(&config, &overrides) {
+                Ok(c) => c,
+                Err(e) => return fail(2, e),
+            };
+            init_logs("warn");
+            let run_id = match replicator_cli::fleet::submit(&config, operation).await {
+                Ok(id) => id,
+                Err(e) => return fail(1, one_line(&e)),
+            };
+            println!("{run_id}");
+            if watch {
+                return watch_run(&config, run_id, false).await;
+            }
+            ExitCode::SUCCESS
+        }
+        Command::Watch {
+            run_id,
+            config,
+            json,
+            overrides,
+        } => {
+            let config = match Config::load(&config, &overrides) {
+                Ok(c) => c,
+                Err(e) => return fail(2, e),
+            };
+            init_logs("warn");
+            watch_run(&config, run_id, json).await
+        }
+        Command::Status {
+            run_id,
+            config,
+            json,
+            overrides,
+        } => {
+            let config = match Config::load(&config, &overrides) {
+                Ok(c) => c,
+                Err(e) => return fail(2, e),
+            };
+            init_logs("warn");
+            match replicator_cli::fleet::status(&config, run_id).await {
+                Err(e) => fail(1, one_line(&e)),
+                Ok((run, tasks)) => {
+                    if json {
+                        let tasks: Vec<_> = tasks
+                            .iter()
+                            .map(|t| {
+                                serde_json::json!({"task_id": t.task_id, "table": t.table,
+                                "status": t.status, "error": t.error})
+                            })
+                            .collect();
+                        println!(
+                            "{}",
+                            serde_json::json!({"run_id": run.run_id, "status": run.status,
+                                "operation": run.operation, "created_at": run.created_at,
+                                "completed_at": run.completed_at, "tasks": tasks})
+                        );
+                    } else {
+                        println!(
+                            "run {} ({}): {}, started {}",
+                            run.run_id, run.operation, run.status, run.created_at
+                        );
+                        for t in &tasks {
+                            println!(
+                                "  {:<36} {:<32} {:<12} {}",
+                                t.task_id,
+                                t.table,
+                                t.status,
+                                t.error.as_deref().unwrap_or("")
+                            );
+                        }
+                    }
+                    ExitCode::SUCCESS
+                }
+            }
+        }
+        Command::Replay {
+            run_id,
+            config,
+            task,
+            overrides,
+        } => {
+            let config = match Config::load(&config, &overrides) {
+                Ok(c) => c,
+                Err(e) => return fail(2, e),
+            };
+            init_logs("warn");
+            match replicator_cli::fleet::replay(&config, run_id, task).await {
+                Ok(0) => fail(
+                    1,
+                    format!("no dead-lettered task of run {run_id} to replay"),
+                ),
+                Ok(n) => {
+                    println!("replayed {n} task(s) of run {run_id}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(1, one_line(&e)),
+            }
         }
         Command::Demo { dir, no_run, json } => {
             init_logs("warn");
@@ -349,6 +527,43 @@ async fn run(config: &Config, opts: RunOptions, json: bool) -> ExitCode {
                 print!("{}", output::summary_table(&done.summary));
             }
             if done.summary.is_success() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+    }
+}
+
+/// `replicator watch`: live progress, then the summary; exit 1 unless every table succeeded.
+async fn watch_run(config: &Config, run_id: uuid::Uuid, json: bool) -> ExitCode {
+    let bar = output::progress_bar(
+        0,
+        "{spinner} [{elapsed_precise}] {pos} tables done  {msg}",
+        !json,
+    );
+    let pb = bar.clone();
+    let result = replicator_cli::fleet::watch(config, run_id, move |key, v| {
+        let table = v.get("table").and_then(|t| t.as_str()).unwrap_or("");
+        if key.starts_with("clone.") || key.starts_with("reconcile.") {
+            pb.inc(u64::from(key != "clone.succeeded"));
+            pb.set_message(format!("{key}: {table}"));
+        } else if key == "run.planned" {
+            pb.set_message("planned".to_string());
+        }
+    })
+    .await;
+    bar.finish_and_clear();
+    match result {
+        Err(e) => fail(1, one_line(&e)),
+        Ok(summary) => {
+            if json {
+                println!("{}", serde_json::to_string(&summary).unwrap_or_default());
+            } else {
+                println!("run {run_id}\n");
+                print!("{}", output::summary_table(&summary));
+            }
+            if summary.is_success() {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)

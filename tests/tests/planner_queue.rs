@@ -56,7 +56,7 @@ async fn requests_become_tasks_and_bad_requests_become_dead_letters() {
         .await
         .unwrap();
 
-    let mut tasks = bus.consume(names::CLONE_TASKS).await.unwrap();
+    let mut tasks = bus.consume(names::CLONE_TASKS, 1).await.unwrap();
     let mut tables = Vec::new();
     for _ in 0..2 {
         let d = tokio::time::timeout(std::time::Duration::from_secs(30), tasks.next())

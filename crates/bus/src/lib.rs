@@ -21,10 +21,12 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 
+pub mod amqp;
 pub mod memory;
 pub mod typed;
 pub mod worker;
 
+pub use amqp::{AmqpBus, AmqpSettings};
 pub use memory::MemoryBus;
 
 /// Errors from a bus backend.
@@ -44,8 +46,9 @@ pub type BusRef = Arc<dyn Bus>;
 pub trait Bus: Send + Sync + 'static {
     /// Put a message on a work queue (waits while the queue is full).
     async fn publish(&self, queue: &str, payload: Bytes) -> Result<(), BusError>;
-    /// Start consuming a work queue.
-    async fn consume(&self, queue: &str) -> Result<Box<dyn Consumer>, BusError>;
+    /// Start consuming a work queue, with up to `prefetch` deliveries unsettled at once
+    /// (the worker's concurrency).
+    async fn consume(&self, queue: &str, prefetch: usize) -> Result<Box<dyn Consumer>, BusError>;
     /// Publish an event on the topic.
     async fn publish_event(&self, routing_key: &str, payload: Bytes) -> Result<(), BusError>;
     /// Subscribe to events whose routing key matches `pattern`.
@@ -62,6 +65,33 @@ pub trait Bus: Send + Sync + 'static {
         queue: &str,
         filter: &(dyn for<'d> Fn(&'d replicator_proto::DeadLetter) -> bool + Send + Sync),
     ) -> Result<usize, BusError>;
+    /// Messages waiting in a work queue, when the backend can tell.
+    async fn depth(&self, _queue: &str) -> Option<u64> {
+        None
+    }
+    /// Settle what is in flight and disconnect; consumers and subscriptions end.
+    async fn close(&self) {}
+}
+
+/// The dead letter of `payload` taken from `queue`; its run ID is read from the payload
+/// when it has one (so the run can account for it), else nil.
+pub fn dead_letter(
+    queue: &str,
+    reason: &str,
+    deliveries: u32,
+    payload: &[u8],
+) -> replicator_proto::DeadLetter {
+    let run_id = serde_json::from_slice::<serde_json::Value>(payload)
+        .ok()
+        .and_then(|v| v.get("run_id")?.as_str()?.parse::<uuid::Uuid>().ok())
+        .unwrap_or(uuid::Uuid::nil());
+    replicator_proto::DeadLetter {
+        header: replicator_proto::Header::new(run_id),
+        queue: queue.to_owned(),
+        reason: reason.to_owned(),
+        deliveries,
+        payload: String::from_utf8_lossy(payload).into_owned(),
+    }
 }
 
 /// A stream of deliveries from one work queue.
@@ -83,6 +113,11 @@ pub trait Acker: Send + Sync {
     fn ack(&self);
     fn nack(&self, reason: &str);
     fn dead_letter(&self, reason: &str);
+    /// Deliver again later without counting this delivery (the message could not be worked
+    /// on yet, through no fault of its own). Backends without delays treat it as a nack.
+    fn defer(&self, reason: &str) {
+        self.nack(reason);
+    }
 }
 
 /// One message taken from a work queue. Dropping it unanswered counts as a nack.
@@ -125,6 +160,13 @@ impl Delivery {
             a.nack(reason);
         }
     }
+    /// Not yet: deliver again after a delay, without counting towards `max_deliveries`
+    /// (a busy table, not a failing one).
+    pub fn defer(mut self, reason: &str) {
+        if let Some(a) = self.acker.take() {
+            a.defer(reason);
+        }
+    }
     /// Give up on this message now, keeping it with `reason` for `replay`.
     pub fn dead_letter(mut self, reason: &str) {
         if let Some(a) = self.acker.take() {
@@ -157,17 +199,42 @@ pub fn topic_matches(pattern: &str, key: &str) -> bool {
     go(&p, &k)
 }
 
-/// Build the configured bus backend (the one registry of backends).
+/// Which broker to connect to and how (built from the `bus` section of the config).
+#[derive(Clone, Debug)]
+pub struct BusSettings {
+    /// `memory`, `rabbitmq` or `kafka`.
+    pub backend: String,
+    /// Broker address: an `amqp://` URL, or Kafka bootstrap servers.
+    pub url: String,
+    /// Prefix of every queue, exchange and topic name.
+    pub prefix: String,
+    /// RabbitMQ: declare quorum queues.
+    pub quorum: bool,
+    /// Delays before redelivering a nacked message; the last repeats.
+    pub retry_delays: Vec<std::time::Duration>,
+    /// Deliveries of one message before it is dead-lettered.
+    pub max_deliveries: u32,
+}
+
+/// Connect to the configured broker (the one registry of backends).
 ///
 /// `memory` lives inside one process, so it cannot connect separate service processes:
 /// asking for it here (the path used by standalone services) is an error that says so.
-pub fn connect(backend: &str) -> Result<BusRef, BusError> {
-    match backend {
+pub async fn connect(settings: &BusSettings) -> Result<BusRef, BusError> {
+    match settings.backend.as_str() {
         "memory" => Err(BusError::Backend(
             "the memory bus lives inside one process: run every service together with \
-             `replicator run CONFIG`, or configure a broker backend for separate processes"
+             `replicator run CONFIG`, or configure a broker backend (`bus.backend: rabbitmq`) \
+             for separate processes"
                 .into(),
         )),
+        "rabbitmq" => {
+            let mut amqp = AmqpSettings::new(settings.url.clone(), settings.prefix.clone());
+            amqp.quorum = settings.quorum;
+            amqp.retry_delays = settings.retry_delays.clone();
+            amqp.max_deliveries = settings.max_deliveries;
+            Ok(Arc::new(AmqpBus::connect(amqp).await?))
+        }
         other => Err(BusError::Backend(format!("unknown bus backend `{other}`"))),
     }
 }

@@ -7,9 +7,8 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use replicator_proto::{DeadLetter, Header};
+use replicator_proto::DeadLetter;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
-use uuid::Uuid;
 
 use crate::{Acker, Bus, BusError, Consumer, Delivery, Subscription, topic_matches};
 
@@ -69,17 +68,7 @@ impl Queue {
 
     fn bury(&self, m: Message, reason: &str) {
         tracing::warn!(queue = %self.name, deliveries = m.deliveries, reason, "message dead-lettered");
-        let run_id = serde_json::from_slice::<serde_json::Value>(&m.payload)
-            .ok()
-            .and_then(|v| v.get("run_id")?.as_str()?.parse::<Uuid>().ok())
-            .unwrap_or(Uuid::nil());
-        let letter = DeadLetter {
-            header: Header::new(run_id),
-            queue: self.name.clone(),
-            reason: reason.to_owned(),
-            deliveries: m.deliveries,
-            payload: String::from_utf8_lossy(&m.payload).into_owned(),
-        };
+        let letter = crate::dead_letter(&self.name, reason, m.deliveries, &m.payload);
         let event = Bytes::from(replicator_proto::encode(&letter));
         self.dead.lock().expect("dead lock").push(letter);
         fan_out(
@@ -165,7 +154,7 @@ impl Bus for MemoryBus {
         Ok(())
     }
 
-    async fn consume(&self, queue: &str) -> Result<Box<dyn Consumer>, BusError> {
+    async fn consume(&self, queue: &str, _prefetch: usize) -> Result<Box<dyn Consumer>, BusError> {
         Ok(Box::new(MemoryConsumer {
             bus: self.clone(),
             queue: self.queue(queue),
@@ -309,7 +298,7 @@ mod tests {
     async fn ack_removes_and_nack_redelivers() {
         let bus = MemoryBus::new(10, 3);
         bus.publish("q", b("one")).await.unwrap();
-        let mut c = bus.consume("q").await.unwrap();
+        let mut c = bus.consume("q", 1).await.unwrap();
         let d = c.next().await.unwrap();
         assert_eq!((d.payload.as_ref(), d.deliveries), (&b"one"[..], 1));
         d.nack("try again");
@@ -330,7 +319,7 @@ mod tests {
         )
         .await
         .unwrap();
-        let mut c = bus.consume("q").await.unwrap();
+        let mut c = bus.consume("q", 1).await.unwrap();
         drop(c.next().await.unwrap());
         drop(c.next().await.unwrap());
         let dead = bus.dead_letters("q").await.unwrap();
@@ -341,7 +330,7 @@ mod tests {
             "{}",
             dead[0].reason
         );
-        assert_eq!(dead[0].header.run_id, Uuid::from_u128(1));
+        assert_eq!(dead[0].header.run_id, uuid::Uuid::from_u128(1));
         assert_eq!(events.next().await.unwrap().0, "dead_letter");
         assert_eq!(bus.replay("q", &|_| true).await.unwrap(), 1);
         let d = c.next().await.unwrap();
@@ -356,7 +345,7 @@ mod tests {
         bus.publish("q", b("2")).await.unwrap();
         let third = tokio::time::timeout(Duration::from_millis(50), bus.publish("q", b("3"))).await;
         assert!(third.is_err(), "publish must wait while the queue is full");
-        let mut c = bus.consume("q").await.unwrap();
+        let mut c = bus.consume("q", 1).await.unwrap();
         c.next().await.unwrap().ack();
         tokio::time::timeout(Duration::from_secs(5), bus.publish("q", b("3")))
             .await
@@ -382,7 +371,7 @@ mod tests {
     #[tokio::test]
     async fn consumers_end_when_closed() {
         let bus = MemoryBus::new(10, 3);
-        let mut c = bus.consume("q").await.unwrap();
+        let mut c = bus.consume("q", 1).await.unwrap();
         let h = tokio::spawn(async move { c.next().await.is_none() });
         tokio::time::sleep(Duration::from_millis(10)).await;
         bus.close();

@@ -44,7 +44,7 @@ mod tests {
         bus.publish("q", Bytes::from_static(b"{\"schema_version\": 42}"))
             .await
             .unwrap();
-        let mut c = bus.consume("q").await.unwrap();
+        let mut c = bus.consume("q", 1).await.unwrap();
         assert!(accept::<CloneTask>(c.next().await.unwrap()).is_none());
         assert!(accept::<CloneTask>(c.next().await.unwrap()).is_none());
         let dead = bus.dead_letters("q").await.unwrap();

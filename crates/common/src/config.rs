@@ -155,6 +155,9 @@ pub struct Concurrency {
     pub reconcilers: usize,
     /// Files copied at once within one clone.
     pub copy_parallelism: usize,
+    /// Lease on a target while a cloner works on it, in milliseconds (renewed every third
+    /// of it; a killed cloner frees its table after at most this long).
+    pub lease_ttl_ms: u64,
 }
 
 impl Default for Concurrency {
@@ -163,6 +166,7 @@ impl Default for Concurrency {
             cloners: 2,
             reconcilers: 2,
             copy_parallelism: 16,
+            lease_ttl_ms: 30_000,
         }
     }
 }
@@ -171,9 +175,20 @@ impl Default for Concurrency {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BusConfig {
-    /// `memory` (embedded, the default). Broker backends arrive with the fleet.
+    /// `memory` (embedded, one process: the default), `rabbitmq` or `kafka` (a fleet of
+    /// processes).
     pub backend: String,
-    /// Messages a queue holds before publishers wait.
+    /// Broker address. RabbitMQ: an `amqp://host:port/vhost` URL (default
+    /// `amqp://127.0.0.1:5672/%2f`); Kafka: bootstrap servers (`host:9092,host2:9092`). A
+    /// URL carrying a password must be a reference: `url: { env: AMQP_URL }`.
+    pub url: Option<StorageValue>,
+    /// Prefix of every queue, exchange and topic name, so several fleets share a broker.
+    pub prefix: String,
+    /// RabbitMQ: declare the work queues as quorum queues.
+    pub quorum: bool,
+    /// Delays before a nacked message is delivered again, in milliseconds; the last repeats.
+    pub retry_delays_ms: Vec<u64>,
+    /// Messages a queue holds before publishers wait (memory bus).
     pub queue_capacity: usize,
     /// Deliveries of one message before it is dead-lettered.
     pub max_deliveries: u32,
@@ -183,10 +198,34 @@ impl Default for BusConfig {
     fn default() -> Self {
         Self {
             backend: "memory".into(),
+            url: None,
+            prefix: "replicator".into(),
+            quorum: false,
+            retry_delays_ms: vec![1_000, 5_000, 30_000],
             queue_capacity: 1024,
             max_deliveries: 5,
         }
     }
+}
+
+impl BusConfig {
+    /// The broker address with any secret read from its reference.
+    pub fn resolved_url(&self) -> Result<String, ConfigError> {
+        match &self.url {
+            Some(StorageValue::Plain(u)) => Ok(u.clone()),
+            Some(StorageValue::Secret(s)) => s.resolve(),
+            None if self.backend == "kafka" => Ok("127.0.0.1:9092".into()),
+            None => Ok("amqp://127.0.0.1:5672/%2f".into()),
+        }
+    }
+}
+
+/// Whether a URL carries a password (`scheme://user:password@host`).
+fn has_inline_password(url: &str) -> bool {
+    url.split_once("://")
+        .map(|(_, rest)| rest.split(['/', '?']).next().unwrap_or(""))
+        .and_then(|authority| authority.rsplit_once('@'))
+        .is_some_and(|(userinfo, _)| userinfo.contains(':'))
 }
 
 /// Which validations the reconciler runs.
@@ -236,7 +275,8 @@ fn default_webhook_timeout() -> u64 {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct State {
-    /// `sqlite://PATH` (created if missing).
+    /// `sqlite://PATH` (created if missing; embedded mode) or `postgres://user@host/db`
+    /// (fleet mode; the password comes from `PGPASSWORD` or `~/.pgpass`).
     pub url: String,
 }
 
@@ -455,13 +495,40 @@ impl Config {
         if self.bus.max_deliveries == 0 {
             return Err(key("bus.max_deliveries", "must be at least 1".into()));
         }
-        if self.bus.backend != "memory" {
+        if !matches!(self.bus.backend.as_str(), "memory" | "rabbitmq" | "kafka") {
             return Err(key(
                 "bus.backend",
                 format!(
-                    "unknown backend `{}` (this build supports `memory`)",
+                    "unknown backend `{}` (expected `memory`, `rabbitmq` or `kafka`)",
                     self.bus.backend
                 ),
+            ));
+        }
+        match &self.bus.url {
+            Some(StorageValue::Plain(u)) if has_inline_password(u) => {
+                return Err(key(
+                    "bus.url",
+                    "carries a password: reference it ({ env: VAR } or { file: PATH }), never inline it".into(),
+                ));
+            }
+            Some(StorageValue::Secret(s)) if s.env.is_some() == s.file.is_some() => {
+                return Err(key(
+                    "bus.url",
+                    "needs exactly one of `env` or `file`".into(),
+                ));
+            }
+            _ => {}
+        }
+        if self.bus.prefix.is_empty()
+            || !self
+                .bus
+                .prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            return Err(key(
+                "bus.prefix",
+                "must be non-empty ASCII letters, digits, `-`, `_` or `.`".into(),
             ));
         }
         for (i, p) in self
@@ -490,10 +557,20 @@ impl Config {
                 ));
             }
         }
-        if !self.state.url.starts_with("sqlite:") {
+        let url = &self.state.url;
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
             return Err(key(
                 "state.url",
-                format!("`{}` is not a sqlite: URL", self.state.url),
+                format!("`{url}` is neither a sqlite: nor a postgres:// URL"),
+            ));
+        }
+        if has_inline_password(url) {
+            return Err(key(
+                "state.url",
+                "carries a password: give it in PGPASSWORD or a .pgpass file, never inline".into(),
             ));
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {

@@ -13,9 +13,10 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use replicator_bus::{BusRef, Delivery, typed};
+use replicator_common::metrics;
 use replicator_common::retry::RetryPolicy;
 use replicator_common::shutdown::CancellationToken;
 use replicator_lake::{CloneOptions, CloneProgress, LakeError, TableLocation, deep_clone};
@@ -31,6 +32,11 @@ pub struct ClonerConfig {
     /// Files copied at once within one clone.
     pub copy_parallelism: usize,
     pub retry: RetryPolicy,
+    /// This worker's identity in leases and attempts.
+    pub worker: String,
+    /// How long a lease on a target lasts unless renewed (renewed every third of it while
+    /// the clone runs; a worker killed mid-clone frees the table after at most this long).
+    pub lease_ttl: Duration,
 }
 
 impl ClonerConfig {
@@ -39,6 +45,55 @@ impl ClonerConfig {
             concurrency: c.concurrency.cloners,
             copy_parallelism: c.concurrency.copy_parallelism,
             retry: c.retry.clone(),
+            worker: replicator_common::worker_id("cloner"),
+            lease_ttl: Duration::from_millis(c.concurrency.lease_ttl_ms),
+        }
+    }
+}
+
+/// Holds the lease on a target and renews it until dropped.
+struct Lease {
+    renew: tokio::task::JoinHandle<()>,
+}
+
+impl Lease {
+    /// Take the lease on `task.target`, or say who holds it.
+    async fn take(task: &CloneTask, store: &Store, config: &ClonerConfig) -> Result<Lease, String> {
+        let (target, worker, ttl) = (task.target.clone(), config.worker.clone(), config.lease_ttl);
+        match store
+            .acquire_lease(&target, &worker, task.task_id, ttl)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                let holder = store.lease_holder(&target).await.ok().flatten();
+                return Err(format!(
+                    "target {target} is being cloned by {}; retrying later",
+                    holder.as_deref().unwrap_or("another worker")
+                ));
+            }
+            Err(e) => return Err(format!("cannot take the lease on {target}: {e}")),
+        }
+        let (store, task_id) = (store.clone(), task.task_id);
+        let renew = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(ttl / 3).await;
+                match store.acquire_lease(&target, &worker, task_id, ttl).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::error!(%target, "lost the lease on the target (expired while cloning); a conflicting commit will be refused")
+                    }
+                    Err(e) => tracing::warn!(%target, error = %e, "could not renew the lease"),
+                }
+            }
+        });
+        Ok(Lease { renew })
+    }
+
+    async fn release(self, target: &str, store: &Store, worker: &str) {
+        self.renew.abort();
+        if let Err(e) = store.release_lease(target, worker).await {
+            tracing::warn!(%target, error = %e, "could not release the lease; it expires by itself");
         }
     }
 }
@@ -55,8 +110,8 @@ pub async fn spawn(
     progress: Option<ProgressSink>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<JoinHandle<()>> {
-    let consumer = bus.consume(names::CLONE_TASKS).await?;
     let concurrency = config.concurrency;
+    let consumer = bus.consume(names::CLONE_TASKS, concurrency).await?;
     Ok(tokio::spawn(replicator_bus::worker::serve(
         consumer,
         concurrency,
@@ -81,6 +136,16 @@ pub async fn handle(
 ) {
     let started = Instant::now();
     let run_id = task.header.run_id;
+    // One clone of a target at a time, across every worker of the fleet.
+    let lease = match Lease::take(&task, store, config).await {
+        Ok(l) => l,
+        Err(reason) => {
+            tracing::info!(%reason, "task deferred");
+            delivery.defer(&reason);
+            return;
+        }
+    };
+    let _in_flight = metrics::in_flight("cloner");
     let (result, retries) = match locations(&task) {
         Err(e) => (Err(e), 0),
         Ok((source, target)) => {
@@ -103,9 +168,10 @@ pub async fn handle(
                 .retry(
                     || {
                         let (job, store, attempts) = (job.clone(), store.clone(), attempts.clone());
+                        let worker = config.worker.clone();
                         async move {
                             let n = attempts.fetch_add(1, Ordering::SeqCst) + 1;
-                            let id = store.attempt_started(run_id, task_id, Stage::Clone, n).await.ok();
+                            let id = store.attempt_started(run_id, task_id, Stage::Clone, n, &worker).await.ok();
                             let r = deep_clone(&job.0, &job.1, &job.2).await;
                             if let Some(id) = id {
                                 let (o, e) = match &r {
@@ -167,7 +233,17 @@ pub async fn handle(
             });
         }
     }
-    if let Err(e) = publish(&task, &msg, reconcile_next, bus, store).await {
+    let published = publish(&task, &msg, reconcile_next, bus, store).await;
+    lease.release(&task.target, store, &config.worker).await;
+    metrics::task_done(
+        "cloner",
+        msg.outcome == Outcome::Succeeded,
+        started.elapsed(),
+    );
+    if let Some(m) = &msg.metrics {
+        metrics::bytes_copied(m.copied_files_size);
+    }
+    if let Err(e) = published {
         tracing::warn!(error = %e, "could not record or publish the clone result; the task will be redelivered");
         delivery.nack(&e.to_string());
         return;
@@ -215,25 +291,5 @@ async fn publish(
         names::events::CLONE_FAILED
     };
     typed::publish_event(bus.as_ref(), key, msg).await?;
-    Ok(())
-}
-
-/// Run the cloner as its own process until `shutdown` fires.
-pub async fn serve(
-    config: replicator_common::Config,
-    shutdown: CancellationToken,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    replicator_lake::location::configure(&config)?;
-    let bus = replicator_bus::connect(&config.bus.backend)?;
-    let store = Store::open(&config.state.url).await?;
-    spawn(
-        bus,
-        store,
-        ClonerConfig::from_config(&config),
-        None,
-        shutdown,
-    )
-    .await?
-    .await?;
     Ok(())
 }

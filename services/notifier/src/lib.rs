@@ -18,10 +18,22 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 /// Notifier settings.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct NotifierConfig {
     pub webhooks: Vec<Webhook>,
     pub retry: RetryPolicy,
+    /// How often open runs are checked from the store (besides on every event).
+    pub sweep_interval: Duration,
+}
+
+impl Default for NotifierConfig {
+    fn default() -> Self {
+        Self {
+            webhooks: Vec::new(),
+            retry: RetryPolicy::default(),
+            sweep_interval: Duration::from_secs(5),
+        }
+    }
 }
 
 impl NotifierConfig {
@@ -29,6 +41,7 @@ impl NotifierConfig {
         Self {
             webhooks: c.notifications.webhooks.clone(),
             retry: c.retry.clone(),
+            ..Default::default()
         }
     }
 }
@@ -65,9 +78,17 @@ pub async fn spawn(
     let mut events = bus.subscribe("#").await?;
     let client = reqwest::Client::builder().build()?;
     Ok(tokio::spawn(async move {
+        // Events can be missed (a broker reconnect, a notifier restart): every
+        // `sweep_interval` the open runs are checked from the store as well.
+        let mut sweep = tokio::time::interval(config.sweep_interval);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let (key, payload) = tokio::select! {
                 _ = shutdown.cancelled() => break,
+                _ = sweep.tick() => {
+                    sweep_open_runs(&bus, &store, &config, &client).await;
+                    continue;
+                }
                 e = events.next() => match e { Some(e) => e, None => break },
             };
             if key == names::events::RUN_COMPLETED {
@@ -85,6 +106,25 @@ pub async fn spawn(
             }
         }
     }))
+}
+
+/// Complete every open run whose tasks are all terminal.
+async fn sweep_open_runs(
+    bus: &BusRef,
+    store: &Store,
+    config: &NotifierConfig,
+    client: &reqwest::Client,
+) {
+    match store.open_runs().await {
+        Ok(runs) => {
+            for run_id in runs {
+                if let Err(e) = check_run(run_id, bus, store, config, client).await {
+                    tracing::warn!(%run_id, error = %e, "could not check run completion");
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "could not list open runs"),
+    }
 }
 
 /// A task message dead-lettered without a result (a worker crashed on it every time, or it
@@ -199,17 +239,4 @@ pub async fn deliver(
         )
         .await;
     result
-}
-
-/// Run the notifier as its own process until `shutdown` fires.
-pub async fn serve(
-    config: replicator_common::Config,
-    shutdown: CancellationToken,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let bus = replicator_bus::connect(&config.bus.backend)?;
-    let store = Store::open(&config.state.url).await?;
-    spawn(bus, store, NotifierConfig::from_config(&config), shutdown)
-        .await?
-        .await?;
-    Ok(())
 }

@@ -200,7 +200,7 @@ pub async fn spawn(
     store: Store,
     shutdown: CancellationToken,
 ) -> anyhow::Result<JoinHandle<()>> {
-    let mut consumer = bus.consume(names::REQUESTS).await?;
+    let mut consumer = bus.consume(names::REQUESTS, 1).await?;
     Ok(tokio::spawn(async move {
         loop {
             let delivery = tokio::select! {
@@ -224,16 +224,4 @@ pub async fn spawn(
             }
         }
     }))
-}
-
-/// Run the planner as its own process until `shutdown` fires.
-pub async fn serve(
-    config: replicator_common::Config,
-    shutdown: CancellationToken,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    replicator_lake::location::configure(&config)?;
-    let bus = replicator_bus::connect(&config.bus.backend)?;
-    let store = Store::open(&config.state.url).await?;
-    spawn(bus, store, shutdown).await?.await?;
-    Ok(())
 }

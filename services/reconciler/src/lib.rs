@@ -29,6 +29,8 @@ pub struct ReconcilerConfig {
     pub concurrency: usize,
     pub checks: Reconciliation,
     pub retry: RetryPolicy,
+    /// This worker's identity in the attempts it records.
+    pub worker: String,
 }
 
 impl ReconcilerConfig {
@@ -37,6 +39,7 @@ impl ReconcilerConfig {
             concurrency: c.concurrency.reconcilers,
             checks: c.reconciliation.clone(),
             retry: c.retry.clone(),
+            worker: replicator_common::worker_id("reconciler"),
         }
     }
 }
@@ -111,8 +114,8 @@ pub async fn spawn(
     config: ReconcilerConfig,
     shutdown: CancellationToken,
 ) -> anyhow::Result<JoinHandle<()>> {
-    let consumer = bus.consume(names::RECONCILE_TASKS).await?;
     let concurrency = config.concurrency;
+    let consumer = bus.consume(names::RECONCILE_TASKS, concurrency).await?;
     Ok(tokio::spawn(replicator_bus::worker::serve(
         consumer,
         concurrency,
@@ -134,10 +137,17 @@ pub async fn handle(
     config: &ReconcilerConfig,
 ) {
     let started = Instant::now();
+    let _in_flight = replicator_common::metrics::in_flight("reconciler");
     let run_id = task.header.run_id;
     let task_id = task.task_id;
     let attempt_id = store
-        .attempt_started(run_id, task_id, Stage::Reconcile, task.attempt)
+        .attempt_started(
+            run_id,
+            task_id,
+            Stage::Reconcile,
+            task.attempt,
+            &config.worker,
+        )
         .await
         .ok();
     let (found, _retries) = config
@@ -186,6 +196,11 @@ pub async fn handle(
         }
     }
     msg.duration_ms = started.elapsed().as_millis() as u64;
+    replicator_common::metrics::task_done(
+        "reconciler",
+        msg.outcome != Validation::Failed,
+        started.elapsed(),
+    );
     match msg.outcome {
         Validation::Matched => tracing::info!(rows = ?msg.target_rows, "target matches source"),
         Validation::Mismatched => {
@@ -221,18 +236,4 @@ pub async fn handle(
             delivery.nack(&e.to_string());
         }
     }
-}
-
-/// Run the reconciler as its own process until `shutdown` fires.
-pub async fn serve(
-    config: replicator_common::Config,
-    shutdown: CancellationToken,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    replicator_lake::location::configure(&config)?;
-    let bus = replicator_bus::connect(&config.bus.backend)?;
-    let store = Store::open(&config.state.url).await?;
-    spawn(bus, store, ReconcilerConfig::from_config(&config), shutdown)
-        .await?
-        .await?;
-    Ok(())
 }
