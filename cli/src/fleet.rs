@@ -144,19 +144,22 @@ pub async fn serve(
     tracing::info!(services = ?services, "serving");
     // A service that stops by itself (its broker gone for longer than the reconnect
     // timeout) takes the process down with an error, for the supervisor to restart it.
-    let mut failed = None;
+    let (mut failed, mut finished) = (None, None);
     tokio::select! {
         _ = shutdown.cancelled() => {}
         (_, i, rest) = futures::future::select_all(handles.iter_mut()) => {
-            let _ = rest;
-            failed = Some(services[i].name());
-            shutdown.cancel();
+            drop(rest);
+            finished = Some(i);
+            if !shutdown.is_cancelled() {
+                failed = Some(services[i].name());
+                shutdown.cancel();
+            }
         }
     }
     ready.set(false);
     tracing::info!("shutting down: finishing in-flight tasks");
     for (i, h) in handles.into_iter().enumerate() {
-        if Some(services[i].name()) != failed {
+        if Some(i) != finished {
             let _ = h.await;
         }
     }

@@ -167,9 +167,11 @@ impl AmqpBus {
     /// Connect (retrying with backoff up to `reconnect_timeout`) and declare the events
     /// exchange and the dead-letter exchange.
     pub async fn connect(settings: AmqpSettings) -> Result<Self, BusError> {
+        // Shown by `rabbitmqctl list_connections client_properties` and the management UI.
         let name = format!(
-            "replicator/{} pid {}",
+            "replicator/{} {} pid {}",
             env!("CARGO_PKG_VERSION"),
+            settings.prefix,
             std::process::id()
         );
         let cfg = deadpool_lapin::Config {

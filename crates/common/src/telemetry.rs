@@ -17,13 +17,18 @@ pub fn init(format: LogFormat, default_filter: &str) {
     // our own errors carry whatever of those matters, so its logs are opt-in via RUST_LOG.
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::new(format!(
-            "{default_filter},deltalake_core=off,buoyant_kernel=off,buoyant_kernel_engine=off"
+            "{default_filter},deltalake_core=off,buoyant_kernel=off,buoyant_kernel_engine=off,sqlx=warn,lapin=warn"
         ))
     });
     let registry = tracing_subscriber::registry().with(filter);
     let _ = match format {
         LogFormat::Text => registry
-            .with(fmt::layer().with_writer(std::io::stderr).with_target(false))
+            .with(
+                fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_target(false)
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+            )
             .try_init(),
         LogFormat::Json => registry
             .with(
