@@ -50,6 +50,8 @@ pub fn bus_settings(config: &Config) -> anyhow::Result<BusSettings> {
             .map(|ms| Duration::from_millis(*ms))
             .collect(),
         max_deliveries: config.bus.max_deliveries,
+        partitions: config.bus.partitions,
+        create_topics: config.bus.create_topics,
     })
 }
 

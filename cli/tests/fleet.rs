@@ -57,6 +57,14 @@ fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
 impl Fleet {
     /// `n` tables of one or more commits each, a config for this test's prefix and database.
     async fn new(n: usize, extra: &str) -> Fleet {
+        Self::with_bus(n, extra, |prefix| {
+            format!("{{ backend: rabbitmq, prefix: {prefix}, retry_delays_ms: [200, 500, 1000] }}")
+        })
+        .await
+    }
+
+    /// Like [`Fleet::new`], with the `bus` section `bus(prefix)`.
+    async fn with_bus(n: usize, extra: &str, bus: impl Fn(&str) -> String) -> Fleet {
         let dir = tempfile::tempdir().unwrap();
         let id = &Uuid::new_v4().simple().to_string()[..12];
         let (prefix, db) = (format!("fleet-{id}"), format!("replicator_fleet_{id}"));
@@ -90,11 +98,12 @@ impl Fleet {
                 "source: {{ root: ./lake/source }}\n\
                  target: {{ root: ./lake/target }}\n\
                  operation: all\n\
-                 bus: {{ backend: rabbitmq, prefix: {prefix}, retry_delays_ms: [200, 500, 1000] }}\n\
+                 bus: {bus}\n\
                  state: {{ url: \"postgres://postgres@127.0.0.1:5432/{db}\" }}\n\
                  concurrency: {{ cloners: 3, reconcilers: 3, lease_ttl_ms: 3000 }}\n\
                  retry: {{ max_attempts: 2, base_delay_ms: 50, max_delay_ms: 200 }}\n\
-                 log: {{ level: info }}\n{extra}"
+                 log: {{ level: info }}\n{extra}",
+                bus = bus(&prefix),
             ),
         )
         .unwrap();
@@ -280,6 +289,17 @@ impl Fleet {
         self.procs.clear();
     }
 
+    async fn drop_database(&self) {
+        let mut admin = sqlx::PgConnection::connect(PG_ADMIN).await.unwrap();
+        sqlx::query(&format!(
+            "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+            self.db
+        ))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    }
+
     /// Drop the test's queues, exchanges and database.
     async fn cleanup(mut self) {
         self.stop_all();
@@ -292,14 +312,7 @@ impl Fleet {
         }
         bus.delete_topology().await.unwrap();
         replicator_bus::Bus::close(&bus).await;
-        let mut admin = sqlx::PgConnection::connect(PG_ADMIN).await.unwrap();
-        sqlx::query(&format!(
-            "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
-            self.db
-        ))
-        .execute(&mut admin)
-        .await
-        .unwrap();
+        self.drop_database().await;
     }
 }
 
@@ -522,4 +535,40 @@ async fn bad_messages_are_dead_lettered_and_replay_retries_a_fixed_task() {
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
     bus.close().await;
     fleet.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_pipeline_on_kafka() {
+    // librdkafka's mock cluster speaks the Kafka protocol on real TCP ports, so the service
+    // processes reach it like a broker. Its admin API cannot create topics: they are
+    // provisioned here, as a platform team would, and the fleet runs with create_topics off.
+    let cluster = rdkafka::mocking::MockCluster::new(3).expect("mock cluster");
+    let brokers = cluster.bootstrap_servers();
+    let mut fleet = Fleet::with_bus(20, "", |prefix| {
+        for t in replicator_bus::KafkaBus::topic_names(
+            prefix,
+            &["requests", "tasks.clone", "tasks.reconcile"],
+        ) {
+            cluster.create_topic(&t, 4, 1).expect("topic");
+        }
+        format!(
+            "{{ backend: kafka, url: \"{brokers}\", prefix: {prefix}, create_topics: false, \
+             retry_delays_ms: [200, 500, 1000] }}"
+        )
+    })
+    .await;
+    fleet.start_all();
+    let run = fleet.submit();
+    let (code, summary) = fleet.watch(run);
+    assert_eq!(code, 0, "{summary}\n{}", fleet.logs());
+    assert_eq!(summary["succeeded"], 20, "{summary}");
+    fleet.verify_targets().await;
+    fleet.assert_no_overlapping_clones(run).await;
+    // A second run is incremental: nothing to copy.
+    let again = fleet.submit();
+    let (code, summary) = fleet.watch(again);
+    assert_eq!(code, 0, "{summary}\n{}", fleet.logs());
+    assert_eq!(summary["files_copied"], 0, "{summary}");
+    fleet.stop_all();
+    fleet.drop_database().await;
 }

@@ -177,7 +177,6 @@ impl AmqpBus {
         let cfg = deadpool_lapin::Config {
             url: Some(settings.url.clone()),
             pool: Some(PoolConfig::new(settings.connections.max(1))),
-            ..Default::default()
         };
         let pool = cfg
             .create_pool(

@@ -13,8 +13,8 @@
 //! [`typed`] adds the message contracts on top: a payload that fails to decode is
 //! dead-lettered with the parse error and the worker carries on.
 //!
-//! Backends: [`memory::MemoryBus`] (the embedded default). Broker backends implement the same
-//! trait.
+//! Backends: [`memory::MemoryBus`] (the embedded default, one process), [`amqp::AmqpBus`]
+//! (RabbitMQ) and [`kafka::KafkaBus`] (Kafka), the last two for a fleet of processes.
 
 use std::sync::Arc;
 
@@ -22,11 +22,13 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 pub mod amqp;
+pub mod kafka;
 pub mod memory;
 pub mod typed;
 pub mod worker;
 
 pub use amqp::{AmqpBus, AmqpSettings};
+pub use kafka::{KafkaBus, KafkaSettings};
 pub use memory::MemoryBus;
 
 /// Errors from a bus backend.
@@ -214,6 +216,10 @@ pub struct BusSettings {
     pub retry_delays: Vec<std::time::Duration>,
     /// Deliveries of one message before it is dead-lettered.
     pub max_deliveries: u32,
+    /// Kafka: partitions of the topics it creates.
+    pub partitions: i32,
+    /// Kafka: create missing topics (else they must exist).
+    pub create_topics: bool,
 }
 
 /// Connect to the configured broker (the one registry of backends).
@@ -234,6 +240,14 @@ pub async fn connect(settings: &BusSettings) -> Result<BusRef, BusError> {
             amqp.retry_delays = settings.retry_delays.clone();
             amqp.max_deliveries = settings.max_deliveries;
             Ok(Arc::new(AmqpBus::connect(amqp).await?))
+        }
+        "kafka" => {
+            let mut kafka = KafkaSettings::new(settings.url.clone(), settings.prefix.clone());
+            kafka.retry_delays = settings.retry_delays.clone();
+            kafka.max_deliveries = settings.max_deliveries;
+            kafka.partitions = settings.partitions;
+            kafka.create_topics = settings.create_topics;
+            Ok(Arc::new(KafkaBus::connect(kafka).await?))
         }
         other => Err(BusError::Backend(format!("unknown bus backend `{other}`"))),
     }

@@ -192,6 +192,12 @@ pub struct BusConfig {
     pub queue_capacity: usize,
     /// Deliveries of one message before it is dead-lettered.
     pub max_deliveries: u32,
+    /// Kafka: partitions of the topics replicator creates (the most workers one queue can
+    /// use at once).
+    pub partitions: i32,
+    /// Kafka: create missing topics through the admin API; `false` where topics are
+    /// provisioned separately (a missing topic is then an error naming it).
+    pub create_topics: bool,
 }
 
 impl Default for BusConfig {
@@ -204,6 +210,8 @@ impl Default for BusConfig {
             retry_delays_ms: vec![1_000, 5_000, 30_000],
             queue_capacity: 1024,
             max_deliveries: 5,
+            partitions: 6,
+            create_topics: true,
         }
     }
 }

@@ -207,7 +207,7 @@ pub async fn deep_clone(
     let src_snap = src_table
         .snapshot()
         .map_err(|e| LakeError::from_delta(source.url().as_str(), options.version, e))?;
-    let source_version = src_snap.version() as u64;
+    let source_version = src_snap.version();
     let protocol = serde_json::to_value(src_snap.protocol()).map_err(json_err)?;
     check_protocol(&protocol)?;
     let src_metadata = serde_json::to_value(src_snap.metadata()).map_err(json_err)?;
