@@ -572,3 +572,29 @@ async fn the_same_pipeline_on_kafka() {
     fleet.stop_all();
     fleet.drop_database().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_published_from_python_runs_like_submit() {
+    let mut fleet = Fleet::new(4, "").await;
+    fleet.start("planner");
+    fleet.start("cloner");
+    fleet.start("reconciler");
+    fleet.start("notifier");
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/examples/submit_request.py");
+    let out = Command::new("python3")
+        .arg(&script)
+        .args(["--prefix", &fleet.prefix])
+        .arg(fleet.path("lake/source"))
+        .arg(fleet.path("lake/target"))
+        .env("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")
+        .output()
+        .expect("python3 (scripts/test-tools.sh installs pika)");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let run: Uuid = stdout(&out).trim().parse().unwrap();
+    let (code, summary) = fleet.watch(run);
+    assert_eq!(code, 0, "{summary}\n{}", fleet.logs());
+    assert_eq!(summary["succeeded"], 4, "{summary}");
+    fleet.verify_targets().await;
+    fleet.cleanup().await;
+}

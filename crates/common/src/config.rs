@@ -638,6 +638,57 @@ mod tests {
     }
 
     #[test]
+    fn broker_and_database_passwords_are_never_inline() {
+        let ok = Config::from_yaml(
+            &format!("{MINIMAL}bus: {{ backend: rabbitmq, url: \"amqp://10.0.0.1:5672/%2f\" }}\nstate: {{ url: \"postgres://replicator@db/replicator\" }}\n"),
+            none(),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(ok.bus.resolved_url().unwrap(), "amqp://10.0.0.1:5672/%2f");
+        let err = Config::from_yaml(
+            &format!("{MINIMAL}bus: {{ backend: rabbitmq, url: \"amqp://u:hunter2@h/%2f\" }}\n"),
+            none(),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("bus.url") && !err.contains("hunter2"), "{err}");
+        let err = Config::from_yaml(
+            &format!("{MINIMAL}state: {{ url: \"postgres://u:hunter2@db/x\" }}\n"),
+            none(),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("state.url") && err.contains("PGPASSWORD"),
+            "{err}"
+        );
+        // A reference is read at connect time.
+        let c = Config::from_yaml(
+            &format!(
+                "{MINIMAL}bus: {{ backend: kafka, url: {{ env: REPLICATOR_TEST_UNSET_VAR }} }}\n"
+            ),
+            none(),
+            &[],
+        )
+        .unwrap();
+        let err = c.bus.resolved_url().unwrap_err().to_string();
+        assert!(err.contains("REPLICATOR_TEST_UNSET_VAR"), "{err}");
+        for (bad, key) in [
+            ("bus: { backend: nats }", "bus.backend"),
+            ("bus: { prefix: \"a b\" }", "bus.prefix"),
+            ("state: { url: \"mysql://db\" }", "state.url"),
+        ] {
+            let err = Config::from_yaml(&format!("{MINIMAL}{bad}\n"), none(), &[])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{bad}: {err}");
+        }
+    }
+
+    #[test]
     fn unknown_keys_are_named() {
         let err = Config::from_yaml(
             &format!("{MINIMAL}concurrency: {{ colners: 3 }}\n"),

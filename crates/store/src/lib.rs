@@ -766,10 +766,97 @@ mod tests {
         }
     }
 
+    /// A fresh PostgreSQL database on the machine's server (127.0.0.1:5432, trust auth):
+    /// its URL and name (for `drop_db`).
+    async fn postgres() -> (String, String) {
+        use sqlx::Connection;
+        let name = format!("replicator_store_{}", Uuid::new_v4().simple());
+        let admin = "postgres://postgres@127.0.0.1:5432/postgres";
+        let mut c = sqlx::PgConnection::connect(admin)
+            .await
+            .expect("PostgreSQL on 127.0.0.1:5432");
+        sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+            .execute(&mut c)
+            .await
+            .unwrap();
+        (format!("postgres://postgres@127.0.0.1:5432/{name}"), name)
+    }
+
+    async fn drop_db(name: &str) {
+        use sqlx::Connection;
+        let mut c = sqlx::PgConnection::connect("postgres://postgres@127.0.0.1:5432/postgres")
+            .await
+            .unwrap();
+        sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+            .execute(&mut c)
+            .await
+            .unwrap();
+    }
+
     #[tokio::test]
     async fn run_lifecycle_on_a_sqlite_file() {
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}/nested/state.db", dir.path().display());
+        lifecycle(&format!(
+            "sqlite://{}/nested/state.db",
+            dir.path().display()
+        ))
+        .await;
+    }
+
+    #[tokio::test]
+    async fn run_lifecycle_on_postgres() {
+        let (url, name) = postgres().await;
+        lifecycle(&url).await;
+        leases(&url).await;
+        drop_db(&name).await;
+    }
+
+    #[tokio::test]
+    async fn leases_on_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        leases(&format!("sqlite://{}/state.db", dir.path().display())).await;
+    }
+
+    /// One holder at a time; renewal by the holder; expiry frees the table; release.
+    async fn leases(url: &str) {
+        let store = Store::open(url).await.unwrap();
+        let (t, ttl) = (
+            "s3://dr/sales/orders",
+            std::time::Duration::from_millis(300),
+        );
+        let task = Uuid::now_v7();
+        assert!(store.acquire_lease(t, "w1", task, ttl).await.unwrap());
+        assert!(
+            !store.acquire_lease(t, "w2", task, ttl).await.unwrap(),
+            "held by w1"
+        );
+        assert!(
+            store.acquire_lease(t, "w1", task, ttl).await.unwrap(),
+            "w1 renews"
+        );
+        assert_eq!(store.lease_holder(t).await.unwrap().as_deref(), Some("w1"));
+        assert!(
+            store.acquire_lease("other", "w2", task, ttl).await.unwrap(),
+            "per table"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+        assert_eq!(store.lease_holder(t).await.unwrap(), None, "expired");
+        assert!(
+            store.acquire_lease(t, "w2", task, ttl).await.unwrap(),
+            "taken over"
+        );
+        store.release_lease(t, "w1").await.unwrap();
+        assert_eq!(
+            store.lease_holder(t).await.unwrap().as_deref(),
+            Some("w2"),
+            "w1 cannot release w2's lease"
+        );
+        store.release_lease(t, "w2").await.unwrap();
+        assert!(store.acquire_lease(t, "w3", task, ttl).await.unwrap());
+    }
+
+    async fn lifecycle(url: &str) {
+        let url = url.to_owned();
         let store = Store::open(&url).await.unwrap();
         let req = request();
         let run_id = req.header.run_id;
@@ -856,6 +943,27 @@ mod tests {
         assert_eq!(run.status, "failed");
         assert_eq!(run.summary.unwrap(), summary);
         assert_eq!(store.attempts(run_id).await.unwrap().len(), 1);
+        let log = store.attempt_log(run_id).await.unwrap();
+        assert_eq!(log[0].worker.as_deref(), Some("w1"));
+        assert_eq!(log[0].target, "/t/a.x");
+        assert!(log[0].finished_at.is_some());
+        // Replaying the failed task reopens the run; it completes again.
+        assert!(store.open_runs().await.unwrap().is_empty());
+        assert!(store.requeue_task(tasks[1].task_id).await.unwrap());
+        assert!(
+            !store.requeue_task(tasks[0].task_id).await.unwrap(),
+            "only failed tasks"
+        );
+        assert_eq!(store.open_runs().await.unwrap(), vec![run_id]);
+        assert!(!store.run_progress(run_id).await.unwrap().is_complete());
+        let statuses: Vec<String> = store
+            .tasks(run_id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|t| t.status)
+            .collect();
+        assert_eq!(statuses, ["succeeded", "queued"]);
         // Reopening applies no migration twice.
         drop(store);
         Store::open(&url).await.unwrap();
