@@ -243,21 +243,42 @@ impl Store {
         .bind(&ts)
         .execute(&mut *tx)
         .await?;
-        for t in tasks {
-            sqlx::query(
-                "INSERT INTO tasks (task_id, run_id, table_name, source, target, status, source_version, created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, $8)",
-            )
-            .bind(t.task_id.to_string())
-            .bind(request.header.run_id.to_string())
-            .bind(&t.table)
-            .bind(&t.source)
-            .bind(&t.target)
-            .bind(opt_i64(t.source_version))
-            .bind(&ts)
-            .bind(&ts)
-            .execute(&mut *tx)
-            .await?;
+        // Many rows per statement: a run of thousands of tables is one round trip per
+        // chunk, not per table (chunks stay under every database's parameter limit).
+        for chunk in tasks.chunks(500) {
+            let mut sql = String::from(
+                "INSERT INTO tasks (task_id, run_id, table_name, source, target, status, source_version, created_at, updated_at) VALUES ",
+            );
+            for i in 0..chunk.len() {
+                let b = i * 8;
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str(&format!(
+                    "(${}, ${}, ${}, ${}, ${}, 'queued', ${}, ${}, ${})",
+                    b + 1,
+                    b + 2,
+                    b + 3,
+                    b + 4,
+                    b + 5,
+                    b + 6,
+                    b + 7,
+                    b + 8
+                ));
+            }
+            let mut q = sqlx::query(&sql);
+            for t in chunk {
+                q = q
+                    .bind(t.task_id.to_string())
+                    .bind(request.header.run_id.to_string())
+                    .bind(&t.table)
+                    .bind(&t.source)
+                    .bind(&t.target)
+                    .bind(opt_i64(t.source_version))
+                    .bind(&ts)
+                    .bind(&ts);
+            }
+            q.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())

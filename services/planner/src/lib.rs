@@ -163,35 +163,56 @@ pub async fn submit(
             .collect(),
     };
     typed::publish_event(bus.as_ref(), names::events::RUN_PLANNED, &planned).await?;
-    for item in &plan.items {
-        if request.operation.clones() {
-            let task = CloneTask {
-                header: Header::new(run_id),
-                task_id: item.task_id,
-                attempt: 1,
-                table: item.table.clone(),
-                source: item.source.clone(),
-                target: item.target.clone(),
-                version: request.version,
-                operation: request.operation,
-            };
-            typed::publish(bus.as_ref(), names::CLONE_TASKS, &task).await?;
-        } else {
-            let task = ReconcileTask {
-                header: Header::new(run_id),
-                task_id: item.task_id,
-                attempt: 1,
-                table: item.table.clone(),
-                source: item.source.clone(),
-                target: item.target.clone(),
-                source_version: request.version,
-            };
-            typed::publish(bus.as_ref(), names::RECONCILE_TASKS, &task).await?;
-        }
+    // Publishes wait for the broker's confirm; a few at once keep a large plan fast. The
+    // futures own their messages (a spawned planner needs them `'static`).
+    let messages: Vec<(&'static str, bytes::Bytes)> = plan
+        .items
+        .iter()
+        .map(|item| {
+            if request.operation.clones() {
+                let task = CloneTask {
+                    header: Header::new(run_id),
+                    task_id: item.task_id,
+                    attempt: 1,
+                    table: item.table.clone(),
+                    source: item.source.clone(),
+                    target: item.target.clone(),
+                    version: request.version,
+                    operation: request.operation,
+                };
+                (names::CLONE_TASKS, replicator_proto::encode(&task).into())
+            } else {
+                let task = ReconcileTask {
+                    header: Header::new(run_id),
+                    task_id: item.task_id,
+                    attempt: 1,
+                    table: item.table.clone(),
+                    source: item.source.clone(),
+                    target: item.target.clone(),
+                    source_version: request.version,
+                };
+                (
+                    names::RECONCILE_TASKS,
+                    replicator_proto::encode(&task).into(),
+                )
+            }
+        })
+        .collect();
+    let mut publishes = Vec::with_capacity(messages.len());
+    for (queue, payload) in messages {
+        let bus = bus.clone();
+        publishes.push(async move { bus.publish(queue, payload).await });
     }
+    stream::iter(publishes)
+        .buffer_unordered(PUBLISH_CONCURRENCY)
+        .try_collect::<Vec<()>>()
+        .await?;
     tracing::info!(%run_id, tables = plan.items.len(), operation = %request.operation, "run planned");
     Ok(plan)
 }
+
+/// Task publishes in flight at once while planning.
+const PUBLISH_CONCURRENCY: usize = 32;
 
 /// Serve the `requests` queue until `shutdown` fires. The consumer is attached before this
 /// returns.
