@@ -198,3 +198,39 @@ async fn unsettled_deliveries_return_when_a_consumer_dies() {
     bus.delete_topology().await.unwrap();
     bus.close().await;
 }
+
+#[tokio::test]
+async fn quorum_queues_work_the_same() {
+    let prefix = format!("test-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let mut s = AmqpSettings::new(url(), prefix);
+    s.quorum = true;
+    s.retry_delays = vec![Duration::from_millis(100)];
+    s.max_deliveries = 2;
+    let bus = AmqpBus::connect(s).await.unwrap();
+    let mut c = bus.consume("q", 2).await.unwrap();
+    bus.publish("q", Bytes::from_static(b"{\"q\":1}"))
+        .await
+        .unwrap();
+    let d = next(&mut c).await;
+    assert_eq!(d.deliveries, 1);
+    d.nack("try again");
+    let d = next(&mut c).await;
+    assert_eq!(d.deliveries, 2);
+    d.nack("still failing");
+    let mut dead = Vec::new();
+    for _ in 0..50 {
+        dead = bus.dead_letters("q").await.unwrap();
+        if !dead.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert!(
+        dead[0].reason.contains("still failing"),
+        "{}",
+        dead[0].reason
+    );
+    bus.delete_topology().await.unwrap();
+    bus.close().await;
+}
