@@ -436,6 +436,50 @@ async fn a_cloner_killed_mid_run_loses_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cloner_stopped_with_sigterm_mid_run_finishes_or_hands_back_its_work() {
+    let mut fleet = Fleet::new(50, "").await;
+    fleet.start_all();
+    let store = fleet.store().await;
+    let run = fleet.submit();
+    let progress = wait_terminal(&store, run, 3).await;
+    let i = fleet
+        .procs
+        .iter()
+        .position(|p| p.service == "cloner")
+        .unwrap();
+    let mut stopped = fleet.procs.remove(i);
+    Command::new("kill")
+        .args(["-TERM", &stopped.child.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = stopped.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the cloner ignored SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "SIGTERM exit: {status}");
+    assert!(
+        progress.terminal < 50,
+        "the run finished before the stop; the test proves nothing"
+    );
+    let log = std::fs::read_to_string(&stopped.log).unwrap();
+    assert!(
+        log.contains("finishing in-flight tasks") && log.contains("stopped"),
+        "{log}"
+    );
+    // Nothing it held was lost: the other cloner completes the run, every table once.
+    let (code, summary) = fleet.watch(run);
+    assert_eq!(code, 0, "{summary}\n{}", fleet.logs());
+    assert_eq!(summary["succeeded"], 50, "{summary}");
+    fleet.verify_targets().await;
+    fleet.assert_no_overlapping_clones(run).await;
+    fleet.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_reconnect_when_the_broker_drops_their_connections() {
     let mut fleet = Fleet::new(30, "").await;
     fleet.start_all();

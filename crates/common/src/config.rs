@@ -255,24 +255,125 @@ impl Default for Reconciliation {
     }
 }
 
-/// Where run summaries go.
+/// Where run summaries go: one digest per run, never one message per table.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Notifications {
     pub webhooks: Vec<Webhook>,
+    /// Email over SMTP.
+    pub email: Option<Email>,
+    /// Owners of groups of tables: they get the failure digest of a run in which one of
+    /// their tables failed or did not match (as the DR sync job's sync groups do).
+    pub groups: Vec<Group>,
 }
 
-/// A webhook that receives the run summary as JSON (`POST`).
+/// Which run outcomes a recipient hears about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum When {
+    /// Every table succeeded.
+    Success,
+    /// A table failed or did not match.
+    Failure,
+}
+
+fn both_outcomes() -> Vec<When> {
+    vec![When::Success, When::Failure]
+}
+
+/// The body a webhook receives.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookFormat {
+    /// The `RunCompleted` message as JSON.
+    #[default]
+    Json,
+    /// A Slack incoming-webhook message (`text` plus blocks).
+    Slack,
+    /// A Microsoft Teams incoming-webhook message (an Adaptive Card).
+    Teams,
+}
+
+/// A webhook that receives the run digest (`POST`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Webhook {
     pub url: String,
+    #[serde(default)]
+    pub format: WebhookFormat,
+    /// Which outcomes to send.
+    #[serde(default = "both_outcomes")]
+    pub on: Vec<When>,
     /// Sent as `Authorization: Bearer <token>`.
     #[serde(default)]
     pub bearer_token: Option<SecretRef>,
+    /// Signs each request: `X-Replicator-Signature: v1=HEX(HMAC-SHA256(secret,
+    /// "{timestamp}.{body}"))` with `X-Replicator-Timestamp: {unix seconds}`.
+    #[serde(default)]
+    pub signing_secret: Option<SecretRef>,
     /// Per-request timeout in milliseconds.
     #[serde(default = "default_webhook_timeout")]
     pub timeout_ms: u64,
+}
+
+/// Email digests over SMTP.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Email {
+    pub smtp: Smtp,
+    /// The sender (`Replicator <replicator@example.com>`).
+    pub from: String,
+    /// Recipients of the digest of a run in which every table succeeded.
+    #[serde(default)]
+    pub success_to: Vec<String>,
+    /// Recipients of the digest of a run in which a table failed or did not match.
+    #[serde(default)]
+    pub failure_to: Vec<String>,
+}
+
+/// How to reach the SMTP server.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Smtp {
+    pub host: String,
+    /// Default: 587 for `starttls`, 465 for `tls`, 25 for `none`.
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub security: SmtpSecurity,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<SecretRef>,
+    /// A PEM file of extra CA certificates to trust (a private CA).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    #[serde(default = "default_webhook_timeout")]
+    pub timeout_ms: u64,
+}
+
+/// Transport security of the SMTP connection.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpSecurity {
+    /// Plain connection upgraded with STARTTLS (required).
+    #[default]
+    Starttls,
+    /// TLS from the first byte (SMTPS).
+    Tls,
+    /// No encryption (a local relay only).
+    None,
+}
+
+/// A group of tables and who owns them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Group {
+    pub name: String,
+    /// Glob patterns over table names.
+    pub tables: Vec<String>,
+    /// Email addresses of the owners.
+    pub owners: Vec<String>,
 }
 
 fn default_webhook_timeout() -> u64 {
@@ -556,12 +657,73 @@ impl Config {
                     format!("`{}` is not an http(s) URL", w.url),
                 ));
             }
-            if let Some(s) = &w.bearer_token
+            for (name, secret) in [
+                ("bearer_token", &w.bearer_token),
+                ("signing_secret", &w.signing_secret),
+            ] {
+                if let Some(s) = secret
+                    && s.env.is_some() == s.file.is_some()
+                {
+                    return Err(key(
+                        &format!("notifications.webhooks[{i}].{name}"),
+                        "needs exactly one of `env` or `file`".into(),
+                    ));
+                }
+            }
+        }
+        if let Some(e) = &self.notifications.email {
+            if e.smtp.host.trim().is_empty() {
+                return Err(key(
+                    "notifications.email.smtp.host",
+                    "must not be empty".into(),
+                ));
+            }
+            if let Some(s) = &e.smtp.password
                 && s.env.is_some() == s.file.is_some()
             {
                 return Err(key(
-                    &format!("notifications.webhooks[{i}].bearer_token"),
+                    "notifications.email.smtp.password",
                     "needs exactly one of `env` or `file`".into(),
+                ));
+            }
+            if e.smtp.password.is_some() != e.smtp.username.is_some() {
+                return Err(key(
+                    "notifications.email.smtp",
+                    "give both `username` and `password`, or neither".into(),
+                ));
+            }
+            for (name, list) in [
+                ("from", std::slice::from_ref(&e.from)),
+                ("success_to", &e.success_to[..]),
+                ("failure_to", &e.failure_to[..]),
+            ] {
+                if let Some(bad) = list.iter().find(|a| !a.contains('@')) {
+                    return Err(key(
+                        &format!("notifications.email.{name}"),
+                        format!("`{bad}` is not an email address"),
+                    ));
+                }
+            }
+        }
+        for (i, g) in self.notifications.groups.iter().enumerate() {
+            for p in &g.tables {
+                globset::Glob::new(p).map_err(|e| {
+                    key(
+                        &format!("notifications.groups[{i}].tables"),
+                        format!("bad glob `{p}`: {e}"),
+                    )
+                })?;
+            }
+            if let Some(bad) = g.owners.iter().find(|a| !a.contains('@')) {
+                return Err(key(
+                    &format!("notifications.groups[{i}].owners"),
+                    format!("`{bad}` is not an email address"),
+                ));
+            }
+            if !g.owners.is_empty() && self.notifications.email.is_none() {
+                return Err(key(
+                    &format!("notifications.groups[{i}].owners"),
+                    "owners are emailed: configure notifications.email".into(),
                 ));
             }
         }

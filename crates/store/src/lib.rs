@@ -133,6 +133,19 @@ pub struct AttemptLog {
     pub outcome: Option<String>,
 }
 
+/// How one notification of a run ended.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NotificationRecord {
+    pub run_id: Uuid,
+    /// `webhook` or `email`.
+    pub channel: String,
+    /// The URL (query string dropped) or the recipients.
+    pub target: String,
+    pub delivered: bool,
+    pub attempts: u32,
+    pub error: Option<String>,
+}
+
 /// Handle to the state database.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -729,6 +742,45 @@ impl Store {
                 started_at: ts(Some(r.get(4))).unwrap_or_else(Utc::now),
                 finished_at: ts(r.get(5)),
                 outcome: r.get(6),
+            })
+            .collect())
+    }
+
+    /// Record how a notification of a run ended.
+    pub async fn record_notification(&self, n: &NotificationRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO notifications (run_id, channel, target, delivered, attempts, error, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(n.run_id.to_string())
+        .bind(&n.channel)
+        .bind(&n.target)
+        .bind(i64::from(n.delivered))
+        .bind(i64::from(n.attempts))
+        .bind(&n.error)
+        .bind(now())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The notifications of a run, oldest first.
+    pub async fn notifications(&self, run_id: Uuid) -> Result<Vec<NotificationRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT channel, target, delivered, attempts, error FROM notifications WHERE run_id = $1 ORDER BY created_at",
+        )
+        .bind(run_id.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| NotificationRecord {
+                run_id,
+                channel: r.get(0),
+                target: r.get(1),
+                delivered: r.get::<i64, _>(2) != 0,
+                attempts: r.get::<i64, _>(3) as u32,
+                error: r.get(4),
             })
             .collect())
     }

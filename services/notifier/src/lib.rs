@@ -9,11 +9,17 @@
 use std::time::Duration;
 
 use replicator_bus::{BusRef, typed};
-use replicator_common::config::Webhook;
+use replicator_common::config::{Webhook, WebhookFormat, When};
 use replicator_common::retry::{RetryPolicy, Retryable};
 use replicator_common::shutdown::CancellationToken;
 use replicator_proto::{Header, Operation, RunCompleted, RunSummary, names};
-use replicator_store::Store;
+use replicator_store::{NotificationRecord, Store};
+use tokio_util::task::TaskTracker;
+
+pub mod digest;
+pub mod email;
+
+use digest::Digest;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
@@ -21,6 +27,8 @@ use uuid::Uuid;
 #[derive(Clone, Debug)]
 pub struct NotifierConfig {
     pub webhooks: Vec<Webhook>,
+    pub email: Option<replicator_common::config::Email>,
+    pub groups: Vec<replicator_common::config::Group>,
     pub retry: RetryPolicy,
     /// How often open runs are checked from the store (besides on every event).
     pub sweep_interval: Duration,
@@ -30,6 +38,8 @@ impl Default for NotifierConfig {
     fn default() -> Self {
         Self {
             webhooks: Vec::new(),
+            email: None,
+            groups: Vec::new(),
             retry: RetryPolicy::default(),
             sweep_interval: Duration::from_secs(5),
         }
@@ -40,6 +50,8 @@ impl NotifierConfig {
     pub fn from_config(c: &replicator_common::Config) -> Self {
         Self {
             webhooks: c.notifications.webhooks.clone(),
+            email: c.notifications.email.clone(),
+            groups: c.notifications.groups.clone(),
             retry: c.retry.clone(),
             ..Default::default()
         }
@@ -77,6 +89,7 @@ pub async fn spawn(
 ) -> anyhow::Result<JoinHandle<()>> {
     let mut events = bus.subscribe("#").await?;
     let client = reqwest::Client::builder().build()?;
+    let tracker = TaskTracker::new();
     Ok(tokio::spawn(async move {
         // Events can be missed (a broker reconnect, a notifier restart): every
         // `sweep_interval` the open runs are checked from the store as well.
@@ -86,7 +99,7 @@ pub async fn spawn(
             let (key, payload) = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = sweep.tick() => {
-                    sweep_open_runs(&bus, &store, &config, &client).await;
+                    sweep_open_runs(&bus, &store, &config, &client, &tracker).await;
                     continue;
                 }
                 e = events.next() => match e { Some(e) => e, None => break },
@@ -101,10 +114,13 @@ pub async fn spawn(
                 tracing::warn!(%key, "event without a run_id ignored");
                 continue;
             };
-            if let Err(e) = check_run(run_id, &bus, &store, &config, &client).await {
+            if let Err(e) = check_run(run_id, &bus, &store, &config, &client, &tracker).await {
                 tracing::warn!(%run_id, error = %e, "could not check run completion");
             }
         }
+        // Notifications under way are finished before the notifier stops.
+        tracker.close();
+        tracker.wait().await;
     }))
 }
 
@@ -114,11 +130,12 @@ async fn sweep_open_runs(
     store: &Store,
     config: &NotifierConfig,
     client: &reqwest::Client,
+    tracker: &TaskTracker,
 ) {
     match store.open_runs().await {
         Ok(runs) => {
             for run_id in runs {
-                if let Err(e) = check_run(run_id, bus, store, config, client).await {
+                if let Err(e) = check_run(run_id, bus, store, config, client, tracker).await {
                     tracing::warn!(%run_id, error = %e, "could not check run completion");
                 }
             }
@@ -166,6 +183,7 @@ pub async fn check_run(
     store: &Store,
     config: &NotifierConfig,
     client: &reqwest::Client,
+    tracker: &TaskTracker,
 ) -> anyhow::Result<bool> {
     let Some(run) = store.run(run_id).await? else {
         return Ok(false);
@@ -184,12 +202,136 @@ pub async fn check_run(
     };
     log_summary(run_id, run.operation, &msg.summary);
     typed::publish_event(bus.as_ref(), names::events::RUN_COMPLETED, &msg).await?;
-    for hook in &config.webhooks {
-        if let Err(e) = deliver(client, hook, &config.retry, &msg).await {
-            tracing::error!(%run_id, url = %hook.url, error = %e, "webhook notification failed");
+    // Notifications go out on their own task: a slow or failing channel never holds up the
+    // notifier's event loop, and the run is complete whatever they do.
+    let (store, config, client) = (store.clone(), config.clone(), client.clone());
+    tracker.spawn(async move { notify(&msg, &config, &client, &store).await });
+    Ok(true)
+}
+
+/// Send the run's digest to every channel configured for its outcome, and record how each
+/// delivery ended in the store. Never fails: a notification that finally fails is logged and
+/// recorded.
+pub async fn notify(
+    msg: &RunCompleted,
+    config: &NotifierConfig,
+    client: &reqwest::Client,
+    store: &Store,
+) {
+    let run_id = msg.header.run_id;
+    let full = Digest::of(msg);
+    let when = if full.succeeded() {
+        When::Success
+    } else {
+        When::Failure
+    };
+    let mut records = Vec::new();
+    for hook in config.webhooks.iter().filter(|h| h.on.contains(&when)) {
+        let (result, attempts) = deliver(client, hook, &config.retry, msg).await;
+        if let Err(e) = &result {
+            tracing::error!(%run_id, url = %redact(&hook.url), error = %e, "webhook notification failed");
+        }
+        records.push((
+            "webhook",
+            redact(&hook.url),
+            attempts,
+            result.err().map(|e| e.to_string()),
+        ));
+    }
+    if let Some(email) = &config.email {
+        let mut sends: Vec<(Vec<String>, Digest)> = Vec::new();
+        let to = if full.succeeded() {
+            &email.success_to
+        } else {
+            &email.failure_to
+        };
+        if !to.is_empty() {
+            sends.push((to.clone(), full.clone()));
+        }
+        for g in &config.groups {
+            let Ok(set) = group_matcher(&g.tables) else {
+                continue;
+            };
+            let tables: Vec<_> = msg
+                .summary
+                .tables
+                .iter()
+                .filter(|t| set.is_match(&t.table))
+                .collect();
+            let digest = Digest::of_group(msg, &g.name, tables);
+            if !digest.failures().is_empty() && !g.owners.is_empty() {
+                sends.push((g.owners.clone(), digest));
+            }
+        }
+        for (to, digest) in sends {
+            let (result, attempts) = send_email(email, &to, &digest, &config.retry).await;
+            if let Err(e) = &result {
+                tracing::error!(%run_id, to = ?to, error = %e, "email notification failed");
+            }
+            records.push((
+                "email",
+                to.join(", "),
+                attempts,
+                result.err().map(|e| e.to_string()),
+            ));
         }
     }
-    Ok(true)
+    for (channel, target, attempts, error) in records {
+        let record = NotificationRecord {
+            run_id,
+            channel: channel.into(),
+            target,
+            delivered: error.is_none(),
+            attempts,
+            error,
+        };
+        if let Err(e) = store.record_notification(&record).await {
+            tracing::warn!(%run_id, error = %e, "could not record a notification");
+        }
+    }
+}
+
+fn group_matcher(patterns: &[String]) -> Result<globset::GlobSet, globset::Error> {
+    let mut b = globset::GlobSetBuilder::new();
+    for p in patterns {
+        b.add(globset::Glob::new(p)?);
+    }
+    b.build()
+}
+
+/// A URL as it may be logged and recorded: no user info, no query string (webhook URLs
+/// often carry their token there).
+fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.set_query(None);
+            u.to_string()
+        }
+        Err(_) => "(unparsable URL)".into(),
+    }
+}
+
+async fn send_email(
+    email: &replicator_common::config::Email,
+    to: &[String],
+    digest: &Digest<'_>,
+    retry: &RetryPolicy,
+) -> (Result<(), email::EmailError>, u32) {
+    let transport = match email::transport(&email.smtp) {
+        Ok(t) => t,
+        Err(e) => return (Err(e), 0),
+    };
+    let (subject, body) = (digest.subject(), digest.text());
+    let run_id = digest.run.header.run_id;
+    let (result, retries) = retry
+        .retry(
+            || email::send(&transport, &email.smtp.host, &email.from, to, &subject, &body, run_id),
+            |e, delay| tracing::warn!(error = %e, delay_ms = delay.as_millis() as u64, "email delivery failed, retrying"),
+        )
+        .await;
+    (result, retries + 1)
 }
 
 fn log_summary(run_id: Uuid, operation: Operation, s: &RunSummary) {
@@ -203,40 +345,75 @@ fn log_summary(run_id: Uuid, operation: Operation, s: &RunSummary) {
     }
 }
 
-/// POST the summary to one webhook, retrying transient failures.
+/// The header carrying the request's signature.
+pub const SIGNATURE_HEADER: &str = "X-Replicator-Signature";
+/// The header carrying the signing time (unix seconds).
+pub const TIMESTAMP_HEADER: &str = "X-Replicator-Timestamp";
+
+/// `v1=` + hex HMAC-SHA256 of `"{timestamp}.{body}"` under `secret`.
+pub fn signature(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
+    use hmac::Mac;
+    let mut mac =
+        hmac::Hmac::<sha2::Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    format!("v1={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// POST the run's digest to one webhook in its format, signed when configured, retrying
+/// transient failures. Returns the result and the attempts made.
 pub async fn deliver(
     client: &reqwest::Client,
     hook: &Webhook,
     retry: &RetryPolicy,
     msg: &RunCompleted,
-) -> Result<(), DeliveryError> {
-    let token = match &hook.bearer_token {
-        Some(s) => Some(
-            s.resolve()
-                .map_err(|e| DeliveryError::Secret(e.to_string()))?,
-        ),
-        None => None,
+) -> (Result<(), DeliveryError>, u32) {
+    let secret = |s: &Option<replicator_common::config::SecretRef>| match s {
+        Some(s) => s
+            .resolve()
+            .map(Some)
+            .map_err(|e| DeliveryError::Secret(e.to_string())),
+        None => Ok(None),
     };
-    let (result, _) = retry
+    let (token, signing) = match (secret(&hook.bearer_token), secret(&hook.signing_secret)) {
+        (Ok(t), Ok(s)) => (t, s),
+        (Err(e), _) | (_, Err(e)) => return (Err(e), 0),
+    };
+    let body = match hook.format {
+        WebhookFormat::Json => serde_json::to_vec(msg),
+        WebhookFormat::Slack => serde_json::to_vec(&Digest::of(msg).slack()),
+        WebhookFormat::Teams => serde_json::to_vec(&Digest::of(msg).teams()),
+    }
+    .unwrap_or_default();
+    let (result, retries) = retry
         .retry(
             || async {
                 let mut req = client
                     .post(&hook.url)
                     .timeout(Duration::from_millis(hook.timeout_ms))
                     .header("X-Replicator-Run-Id", msg.header.run_id.to_string())
-                    .json(msg);
+                    .header(reqwest::header::CONTENT_TYPE, "application/json");
                 if let Some(t) = &token {
                     req = req.bearer_auth(t);
                 }
-                let resp = req.send().await.map_err(|source| DeliveryError::Http { url: hook.url.clone(), source })?;
+                if let Some(secret) = &signing {
+                    // Signed at each attempt, so a retry carries a fresh timestamp.
+                    let ts = chrono::Utc::now().timestamp();
+                    req = req
+                        .header(TIMESTAMP_HEADER, ts.to_string())
+                        .header(SIGNATURE_HEADER, signature(secret.as_bytes(), ts, &body));
+                }
+                let url = redact(&hook.url);
+                let resp = req.body(body.clone()).send().await.map_err(|source| DeliveryError::Http { url: url.clone(), source })?;
                 if resp.status().is_success() {
                     Ok(())
                 } else {
-                    Err(DeliveryError::Status { url: hook.url.clone(), status: resp.status().as_u16() })
+                    Err(DeliveryError::Status { url, status: resp.status().as_u16() })
                 }
             },
             |e, delay| tracing::warn!(error = %e, delay_ms = delay.as_millis() as u64, "webhook delivery failed, retrying"),
         )
         .await;
-    result
+    (result, retries + 1)
 }
