@@ -55,6 +55,12 @@ cleanup() {
     for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
     psql "$PG/postgres" -qc "DROP DATABASE IF EXISTS \"$DB\" WITH (FORCE)" >/dev/null 2>&1 || true
+    # The run's queues (rabbitmqctl needs the broker's host and rights; skipped otherwise).
+    if command -v rabbitmqctl >/dev/null; then
+        for q in $(rabbitmqctl list_queues -q name 2>/dev/null | grep "^$PREFIX\." || true); do
+            rabbitmqctl delete_queue "$q" >/dev/null 2>&1 || true
+        done
+    fi
     rm -rf "$WORK"
 }
 trap cleanup EXIT
