@@ -214,9 +214,8 @@ async fn main() -> ExitCode {
             listen,
             overrides,
         } => {
-            let config = match Config::load(&config, &overrides) {
-                Ok(c) => c,
-                Err(e) => return fail(2, e),
+            let Some(config) = load_config(&config, &overrides) else {
+                return ExitCode::from(2);
             };
             init_logs(&config.log.level);
             let shutdown = replicator_common::shutdown::on_signal();
@@ -231,9 +230,8 @@ async fn main() -> ExitCode {
             watch,
             overrides,
         } => {
-            let config = match Config::load(&config, &overrides) {
-                Ok(c) => c,
-                Err(e) => return fail(2, e),
+            let Some(config) = load_config(&config, &overrides) else {
+                return ExitCode::from(2);
             };
             init_logs("warn");
             let run_id = match replicator_cli::fleet::submit(&config, operation).await {
@@ -252,9 +250,8 @@ async fn main() -> ExitCode {
             json,
             overrides,
         } => {
-            let config = match Config::load(&config, &overrides) {
-                Ok(c) => c,
-                Err(e) => return fail(2, e),
+            let Some(config) = load_config(&config, &overrides) else {
+                return ExitCode::from(2);
             };
             init_logs("warn");
             watch_run(&config, run_id, json).await
@@ -265,9 +262,8 @@ async fn main() -> ExitCode {
             json,
             overrides,
         } => {
-            let config = match Config::load(&config, &overrides) {
-                Ok(c) => c,
-                Err(e) => return fail(2, e),
+            let Some(config) = load_config(&config, &overrides) else {
+                return ExitCode::from(2);
             };
             init_logs("warn");
             match replicator_cli::fleet::status(&config, run_id).await {
@@ -312,9 +308,8 @@ async fn main() -> ExitCode {
             task,
             overrides,
         } => {
-            let config = match Config::load(&config, &overrides) {
-                Ok(c) => c,
-                Err(e) => return fail(2, e),
+            let Some(config) = load_config(&config, &overrides) else {
+                return ExitCode::from(2);
             };
             init_logs("warn");
             match replicator_cli::fleet::replay(&config, run_id, task).await {
@@ -445,6 +440,17 @@ async fn clone(
     }
 }
 
+/// Load and validate a config; when it is invalid, print the reason (the caller exits 2).
+fn load_config(path: &std::path::Path, overrides: &[String]) -> Option<Config> {
+    match Config::load(path, overrides) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            fail(2, e);
+            None
+        }
+    }
+}
+
 /// Load a config (exit 2 with the reason when it is invalid), set up logging from it, and run.
 async fn run_config(
     path: &std::path::Path,
@@ -453,9 +459,8 @@ async fn run_config(
     json: bool,
     init_logs: impl Fn(&str),
 ) -> ExitCode {
-    let config = match Config::load(path, overrides) {
-        Ok(c) => c,
-        Err(e) => return fail(2, e),
+    let Some(config) = load_config(path, overrides) else {
+        return ExitCode::from(2);
     };
     init_logs(&config.log.level);
     run(&config, opts, json).await

@@ -200,6 +200,16 @@ impl AmqpBus {
         Ok(bus)
     }
 
+    /// Remember a consumer's channel, to close it in `close` after in-flight deliveries
+    /// are settled on it.
+    fn keep_open(&self, ch: Channel) {
+        self.inner
+            .consumer_channels
+            .lock()
+            .expect("channels")
+            .push(ch);
+    }
+
     /// The full broker name of a bus name.
     pub fn name(&self, name: &str) -> String {
         format!("{}.{name}", self.inner.settings.prefix)
@@ -617,12 +627,7 @@ impl AmqpConsumer {
             )
             .await
             .map_err(backend("cannot consume"))?;
-        self.bus
-            .inner
-            .consumer_channels
-            .lock()
-            .expect("channels")
-            .push(ch);
+        self.bus.keep_open(ch);
         self.stream = Some(consumer);
         Ok(())
     }
@@ -830,12 +835,7 @@ impl AmqpSubscription {
             )
             .await
             .map_err(backend("cannot subscribe"))?;
-        self.bus
-            .inner
-            .consumer_channels
-            .lock()
-            .expect("channels")
-            .push(ch);
+        self.bus.keep_open(ch);
         self.stream = Some(consumer);
         Ok(())
     }

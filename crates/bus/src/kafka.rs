@@ -176,6 +176,17 @@ impl KafkaBus {
         Ok(bus)
     }
 
+    /// Remember a consumer, to commit and leave its group in `close`.
+    fn keep_open(&self, consumer: StreamConsumer) -> Arc<StreamConsumer> {
+        let consumer = Arc::new(consumer);
+        self.inner
+            .consumers
+            .lock()
+            .expect("consumers")
+            .push(consumer.clone());
+        consumer
+    }
+
     /// The full topic name of a bus name.
     pub fn name(&self, name: &str) -> String {
         format!("{}.{name}", self.inner.settings.prefix)
@@ -458,12 +469,7 @@ impl Bus for KafkaBus {
         consumer
             .subscribe(&[&main, &retry])
             .map_err(backend("cannot subscribe"))?;
-        let consumer = Arc::new(consumer);
-        self.inner
-            .consumers
-            .lock()
-            .expect("consumers")
-            .push(consumer.clone());
+        let consumer = self.keep_open(consumer);
         Ok(Box::new(KafkaConsumer {
             bus: self.clone(),
             queue: queue.to_owned(),
@@ -474,9 +480,8 @@ impl Bus for KafkaBus {
 
     async fn publish_event(&self, routing_key: &str, payload: Bytes) -> Result<(), BusError> {
         // Keyed by run, so one run's events stay in order; the routing key rides in a header.
-        let run = serde_json::from_slice::<serde_json::Value>(&payload)
-            .ok()
-            .and_then(|v| v.get("run_id")?.as_str().map(str::to_owned))
+        let run = crate::run_id_of(&payload)
+            .map(|r| r.to_string())
             .unwrap_or_default();
         let h = headers(&[(ROUTING_KEY_HEADER, routing_key.to_owned())]);
         self.produce(&self.events_topic(), &run, &payload, h).await
@@ -510,12 +515,7 @@ impl Bus for KafkaBus {
             Ok::<_, BusError>(tpl)
         })?;
         consumer.assign(&assign).map_err(backend("cannot assign"))?;
-        let consumer = Arc::new(consumer);
-        self.inner
-            .consumers
-            .lock()
-            .expect("consumers")
-            .push(consumer.clone());
+        let consumer = self.keep_open(consumer);
         Ok(Box::new(KafkaSubscription {
             bus: self.clone(),
             pattern: pattern.to_owned(),

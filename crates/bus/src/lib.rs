@@ -75,6 +75,17 @@ pub trait Bus: Send + Sync + 'static {
     async fn close(&self) {}
 }
 
+/// The `run_id` of a message, read without decoding its type (undecodable messages, events
+/// of any kind).
+pub fn run_id_of(payload: &[u8]) -> Option<uuid::Uuid> {
+    serde_json::from_slice::<serde_json::Value>(payload)
+        .ok()?
+        .get("run_id")?
+        .as_str()?
+        .parse()
+        .ok()
+}
+
 /// The dead letter of `payload` taken from `queue`; its run ID is read from the payload
 /// when it has one (so the run can account for it), else nil.
 pub fn dead_letter(
@@ -83,12 +94,8 @@ pub fn dead_letter(
     deliveries: u32,
     payload: &[u8],
 ) -> replicator_proto::DeadLetter {
-    let run_id = serde_json::from_slice::<serde_json::Value>(payload)
-        .ok()
-        .and_then(|v| v.get("run_id")?.as_str()?.parse::<uuid::Uuid>().ok())
-        .unwrap_or(uuid::Uuid::nil());
     replicator_proto::DeadLetter {
-        header: replicator_proto::Header::new(run_id),
+        header: replicator_proto::Header::new(run_id_of(payload).unwrap_or(uuid::Uuid::nil())),
         queue: queue.to_owned(),
         reason: reason.to_owned(),
         deliveries,

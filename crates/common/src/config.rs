@@ -553,6 +553,14 @@ impl Config {
             key: key.into(),
             message,
         };
+        // A secret reference names exactly one place to read the secret from.
+        let check_ref = |path: &str, s: &SecretRef| {
+            if s.env.is_some() == s.file.is_some() {
+                Err(key(path, "needs exactly one of `env` or `file`".into()))
+            } else {
+                Ok(())
+            }
+        };
         if self.version != 1 {
             return Err(key(
                 "version",
@@ -572,13 +580,8 @@ impl Config {
                             "is a credential: reference it ({ env: VAR } or { file: PATH }), never inline it".into(),
                         ));
                     }
-                    StorageValue::Secret(s) if s.env.is_some() == s.file.is_some() => {
-                        return Err(key(
-                            &key_path,
-                            "needs exactly one of `env` or `file`".into(),
-                        ));
-                    }
-                    _ => {}
+                    StorageValue::Secret(s) => check_ref(&key_path, s)?,
+                    StorageValue::Plain(_) => {}
                 }
             }
         }
@@ -620,12 +623,7 @@ impl Config {
                     "carries a password: reference it ({ env: VAR } or { file: PATH }), never inline it".into(),
                 ));
             }
-            Some(StorageValue::Secret(s)) if s.env.is_some() == s.file.is_some() => {
-                return Err(key(
-                    "bus.url",
-                    "needs exactly one of `env` or `file`".into(),
-                ));
-            }
+            Some(StorageValue::Secret(s)) => check_ref("bus.url", s)?,
             _ => {}
         }
         if self.bus.prefix.is_empty()
@@ -661,13 +659,8 @@ impl Config {
                 ("bearer_token", &w.bearer_token),
                 ("signing_secret", &w.signing_secret),
             ] {
-                if let Some(s) = secret
-                    && s.env.is_some() == s.file.is_some()
-                {
-                    return Err(key(
-                        &format!("notifications.webhooks[{i}].{name}"),
-                        "needs exactly one of `env` or `file`".into(),
-                    ));
+                if let Some(s) = secret {
+                    check_ref(&format!("notifications.webhooks[{i}].{name}"), s)?;
                 }
             }
         }
@@ -678,13 +671,8 @@ impl Config {
                     "must not be empty".into(),
                 ));
             }
-            if let Some(s) = &e.smtp.password
-                && s.env.is_some() == s.file.is_some()
-            {
-                return Err(key(
-                    "notifications.email.smtp.password",
-                    "needs exactly one of `env` or `file`".into(),
-                ));
+            if let Some(s) = &e.smtp.password {
+                check_ref("notifications.email.smtp.password", s)?;
             }
             if e.smtp.password.is_some() != e.smtp.username.is_some() {
                 return Err(key(

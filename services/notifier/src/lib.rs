@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use replicator_bus::{BusRef, typed};
+use replicator_bus::{BusRef, run_id_of, typed};
 use replicator_common::config::{Webhook, WebhookFormat, When};
 use replicator_common::retry::{RetryPolicy, Retryable};
 use replicator_common::shutdown::CancellationToken;
@@ -165,15 +165,6 @@ async fn fail_dead_lettered_task(payload: &[u8], store: &Store) {
             Err(e) => tracing::warn!(%task_id, error = %e, "could not record a dead-lettered task"),
         }
     }
-}
-
-fn run_id_of(payload: &[u8]) -> Option<Uuid> {
-    serde_json::from_slice::<serde_json::Value>(payload)
-        .ok()?
-        .get("run_id")?
-        .as_str()?
-        .parse()
-        .ok()
 }
 
 /// Complete `run_id` if every task is terminal: publish `run.completed`, log, and notify.
