@@ -413,6 +413,7 @@ async fn clone(
                     "target_version": r.target_version,
                     "committed": r.committed,
                     "duration_ms": r.duration_ms,
+                    "log_tail": r.log_tail,
                     "metrics": r.metrics,
                 });
                 println!("{v}");

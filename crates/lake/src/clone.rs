@@ -39,6 +39,8 @@ use url::Url;
 
 use crate::{LakeError, TableLocation};
 
+mod tail;
+
 /// Called as files finish copying.
 pub type ProgressFn = Arc<dyn Fn(&CloneProgress) + Send + Sync>;
 
@@ -99,6 +101,9 @@ pub struct CloneReport {
     pub committed: bool,
     pub metrics: CloneMetrics,
     pub duration_ms: u64,
+    /// True when only the source's commits after the target's last clone were read (the
+    /// log-tail fast path), false when both snapshots were diffed.
+    pub log_tail: bool,
 }
 
 /// Reader features the native engine can clone faithfully.
@@ -185,6 +190,10 @@ pub async fn deep_clone(
         return Err(LakeError::Invalid(
             "give a version or a timestamp, not both".into(),
         ));
+    }
+    // A target last cloned from this source needs only the source's newer commits.
+    if let Some(report) = tail::clone_tail(source, target, options, started).await? {
+        return Ok(report);
     }
     // Both logs are read at once: on a small incremental clone, reading them is most of
     // the work.
@@ -296,6 +305,7 @@ pub async fn deep_clone(
             committed: false,
             metrics,
             duration_ms: started.elapsed().as_millis() as u64,
+            log_tail: false,
         });
     }
 
@@ -318,6 +328,7 @@ pub async fn deep_clone(
             committed: false,
             metrics,
             duration_ms: started.elapsed().as_millis() as u64,
+            log_tail: false,
         });
     }
     let copied = copy_all(target, &to_copy, parallelism, options.progress.as_ref()).await;
@@ -343,7 +354,6 @@ pub async fn deep_clone(
         .sum();
 
     // 5. Commit.
-    let next_version = target_version.map_or(0, |v| v + 1);
     let mut metadata = src_metadata.clone();
     match &tgt_metadata {
         Some(t) => {
@@ -355,35 +365,8 @@ pub async fn deep_clone(
             metadata["createdTime"] = json!(chrono::Utc::now().timestamp_millis());
         }
     }
-    let now = chrono::Utc::now().timestamp_millis();
-    let mut commit_info = json!({
-        "timestamp": now,
-        "operation": "CLONE",
-        "operationParameters": {
-            "source": source.url().as_str(),
-            "sourceVersion": source_version.to_string(),
-            "isShallow": "false",
-        },
-        "operationMetrics": {
-            "sourceTableSize": metrics.source_table_size.to_string(),
-            "sourceNumOfFiles": metrics.source_num_of_files.to_string(),
-            "numRemovedFiles": metrics.num_removed_files.to_string(),
-            "numCopiedFiles": metrics.num_copied_files.to_string(),
-            "removedFilesSize": metrics.removed_files_size.to_string(),
-            "copiedFilesSize": metrics.copied_files_size.to_string(),
-        },
-        "isBlindAppend": false,
-        "engineInfo": concat!("replicator/", env!("CARGO_PKG_VERSION")),
-        "txnId": uuid::Uuid::new_v4().to_string(),
-    });
-    if let Some(v) = target_version {
-        commit_info["readVersion"] = json!(v);
-    }
-    if metadata["configuration"]["delta.enableInCommitTimestamps"] == json!("true") {
-        commit_info["inCommitTimestamp"] = json!(now.max(last_ts + 1));
-    }
-    // commitInfo goes first: in-commit timestamps require it.
-    let mut actions = vec![json!({ "commitInfo": commit_info })];
+    let ict = metadata["configuration"]["delta.enableInCommitTimestamps"] == json!("true");
+    let mut actions = Vec::new();
     if !protocol_same {
         actions.push(json!({ "protocol": protocol }));
     }
@@ -397,48 +380,22 @@ pub async fn deep_clone(
     );
     actions.extend(removes.iter().map(|(r, _)| json!({ "remove": r })));
     actions.extend(adds.iter().map(|f| json!({ "add": f.add })));
-    let mut body = String::new();
-    for a in actions.iter_mut() {
-        // Optional fields are omitted, not null, as Spark and Databricks write them.
-        if let Some(action) = a
-            .as_object_mut()
-            .and_then(|o| o.values_mut().next())
-            .and_then(|v| v.as_object_mut())
-        {
-            action.retain(|_, v| !v.is_null());
-        }
-        body.push_str(&serde_json::to_string(a).map_err(json_err)?);
-        body.push('\n');
-    }
-    let log_path = target.object_path(&format!("_delta_log/{next_version:020}.json"));
-    let put = target
-        .store()
-        .put_opts(
-            &log_path,
-            PutPayload::from(body),
-            PutOptions {
-                mode: PutMode::Create,
-                ..Default::default()
-            },
-        )
-        .await;
-    match put {
-        Ok(_) => {}
-        Err(object_store::Error::AlreadyExists { .. }) => {
-            // Someone else committed this version. Our copied files are harmless orphans
-            // (or will be adopted by a retry, which re-reads the target and converges).
-            return Err(LakeError::CommitConflict {
-                url: target.url().to_string(),
-                version: next_version,
-            });
-        }
+    let commit = CloneCommit {
+        source,
+        source_version,
+        metrics: &metrics,
+        read_version: target_version,
+        in_commit_after: ict.then_some(last_ts),
+    };
+    let next_version = match commit.write(target, actions).await {
+        Ok(v) => v,
         Err(e) => {
-            if fresh_target {
+            if fresh_target && !matches!(e, LakeError::CommitConflict { .. }) {
                 cleanup(target, &copied).await;
             }
-            return Err(LakeError::store(&log_path, e));
+            return Err(e);
         }
-    }
+    };
     tracing::info!(
         %source, %target, source_version, target_version = next_version,
         copied_files = metrics.num_copied_files, copied_bytes = metrics.copied_files_size,
@@ -450,8 +407,97 @@ pub async fn deep_clone(
         committed: true,
         metrics,
         duration_ms: started.elapsed().as_millis() as u64,
+        log_tail: false,
     })
 }
+
+/// The commit a clone writes: `commitInfo` (operation `CLONE`, source, source version and
+/// the six metrics) followed by the clone's actions.
+struct CloneCommit<'a> {
+    source: &'a TableLocation,
+    source_version: u64,
+    metrics: &'a CloneMetrics,
+    /// The target version the clone read (none for a first clone).
+    read_version: Option<u64>,
+    /// With in-commit timestamps on: the previous commit's timestamp, which the new one
+    /// must exceed.
+    in_commit_after: Option<i64>,
+}
+
+impl CloneCommit<'_> {
+    /// Write the next target version (`read_version + 1`, or 0) with put-if-absent, so the
+    /// commit is atomic and a concurrent writer is detected as a conflict. Our copied
+    /// files stay behind on a conflict: harmless orphans, or adopted by a retry that
+    /// re-reads the target and converges.
+    async fn write(&self, target: &TableLocation, actions: Vec<Value>) -> Result<u64, LakeError> {
+        let next_version = self.read_version.map_or(0, |v| v + 1);
+        let m = self.metrics;
+        let now = chrono::Utc::now().timestamp_millis();
+        let mut commit_info = json!({
+            "timestamp": now,
+            "operation": "CLONE",
+            "operationParameters": {
+                "source": self.source.url().as_str(),
+                "sourceVersion": self.source_version.to_string(),
+                "isShallow": "false",
+            },
+            "operationMetrics": {
+                "sourceTableSize": m.source_table_size.to_string(),
+                "sourceNumOfFiles": m.source_num_of_files.to_string(),
+                "numRemovedFiles": m.num_removed_files.to_string(),
+                "numCopiedFiles": m.num_copied_files.to_string(),
+                "removedFilesSize": m.removed_files_size.to_string(),
+                "copiedFilesSize": m.copied_files_size.to_string(),
+            },
+            "isBlindAppend": false,
+            "engineInfo": ENGINE_INFO,
+            "txnId": uuid::Uuid::new_v4().to_string(),
+        });
+        if let Some(v) = self.read_version {
+            commit_info["readVersion"] = json!(v);
+        }
+        if let Some(last) = self.in_commit_after {
+            commit_info["inCommitTimestamp"] = json!(now.max(last + 1));
+        }
+        // commitInfo goes first: in-commit timestamps require it.
+        let mut body = String::new();
+        for mut a in std::iter::once(json!({ "commitInfo": commit_info })).chain(actions) {
+            // Optional fields are omitted, not null, as Spark and Databricks write them.
+            if let Some(action) = a
+                .as_object_mut()
+                .and_then(|o| o.values_mut().next())
+                .and_then(|v| v.as_object_mut())
+            {
+                action.retain(|_, v| !v.is_null());
+            }
+            body.push_str(&serde_json::to_string(&a).map_err(json_err)?);
+            body.push('\n');
+        }
+        let log_path = target.object_path(&format!("_delta_log/{next_version:020}.json"));
+        let put = target
+            .store()
+            .put_opts(
+                &log_path,
+                PutPayload::from(body),
+                PutOptions {
+                    mode: PutMode::Create,
+                    ..Default::default()
+                },
+            )
+            .await;
+        match put {
+            Ok(_) => Ok(next_version),
+            Err(object_store::Error::AlreadyExists { .. }) => Err(LakeError::CommitConflict {
+                url: target.url().to_string(),
+                version: next_version,
+            }),
+            Err(e) => Err(LakeError::store(&log_path, e)),
+        }
+    }
+}
+
+/// `engineInfo` of the commits a clone writes.
+const ENGINE_INFO: &str = concat!("replicator/", env!("CARGO_PKG_VERSION"));
 
 /// Load a table (latest or a given version) with delta-rs.
 /// Load the latest version committed at or before `ts` (`TIMESTAMP AS OF`).

@@ -225,3 +225,11 @@ pub async fn set_properties(loc: &TableLocation, props: &[(&str, &str)]) -> Resu
         .map_err(|e| delta(loc, e))?;
     Ok(table.version().unwrap_or_default() as u64)
 }
+
+/// Write a checkpoint of the table at `version` (after which older commits may be deleted).
+pub async fn checkpoint(loc: &TableLocation, version: u64) -> Result<(), LakeError> {
+    let table = load(loc, Some(version)).await?;
+    deltalake::checkpoints::create_checkpoint(&table, None)
+        .await
+        .map_err(|e| delta(loc, e))
+}
