@@ -268,11 +268,60 @@ pub struct ReconcileTask {
 /// One validation check.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Check {
-    /// `row_count` or `schema`.
+    /// `row_count`, `schema`, `keys` or `partition_checksums`.
     pub name: String,
     pub passed: bool,
     /// Human-readable detail (the counts, or the schema differences).
     pub detail: String,
+}
+
+/// Key-level differences between a source and its replica (by primary key; "changed"
+/// means the same key with a different hash over the other columns).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct KeyDiff {
+    pub primary_key: Vec<String>,
+    /// Keys in the source and not in the target.
+    pub missing: u64,
+    /// Keys in the target and not in the source.
+    pub extra: u64,
+    /// Keys in both whose other columns differ.
+    pub changed: u64,
+    /// Rows whose key repeats an earlier row's, per side (not compared).
+    #[serde(default)]
+    pub duplicate_source: u64,
+    #[serde(default)]
+    pub duplicate_target: u64,
+    /// The smallest keys of each category, rendered `col=value, …`.
+    #[serde(default)]
+    pub missing_sample: Vec<String>,
+    #[serde(default)]
+    pub extra_sample: Vec<String>,
+    #[serde(default)]
+    pub changed_sample: Vec<String>,
+}
+
+impl KeyDiff {
+    /// No missing, extra or changed key, and no duplicates.
+    pub fn is_clean(&self) -> bool {
+        self.missing == 0
+            && self.extra == 0
+            && self.changed == 0
+            && self.duplicate_source == 0
+            && self.duplicate_target == 0
+    }
+}
+
+/// A table partition (or the whole table, `(table)`) whose rows differ between the sides.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct PartitionDiff {
+    /// `col=value, …`.
+    pub partition: String,
+    pub source_rows: u64,
+    pub target_rows: u64,
+    /// Order-independent checksum of the partition's rows (hex); absent when the side
+    /// has no such partition.
+    pub source_checksum: Option<String>,
+    pub target_checksum: Option<String>,
 }
 
 /// Outcome of a validation.
@@ -306,6 +355,13 @@ pub struct ReconcileResult {
     pub target_rows: Option<u64>,
     #[serde(default)]
     pub checks: Vec<Check>,
+    /// Key-level differences, when the table has a primary key configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<KeyDiff>,
+    /// Partitions whose row count or checksum differ (at most 100), when per-partition
+    /// checksums are on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partitions: Vec<PartitionDiff>,
     #[serde(default)]
     pub error: Option<TaskError>,
     pub duration_ms: u64,

@@ -236,7 +236,8 @@ fn has_inline_password(url: &str) -> bool {
         .is_some_and(|(userinfo, _)| userinfo.contains(':'))
 }
 
-/// Which validations the reconciler runs.
+/// Which validations the reconciler runs. The top-level switches apply to every table;
+/// `tables` rules (first match wins) refine them per table and give primary keys.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Reconciliation {
@@ -244,6 +245,16 @@ pub struct Reconciliation {
     pub row_counts: bool,
     /// Compare schemas and partition columns.
     pub schema: bool,
+    /// Row count and checksum per table partition (the whole table when unpartitioned).
+    pub partition_checksums: bool,
+    /// Keys kept per category (missing, extra, changed) in a key comparison's result.
+    pub sample_size: usize,
+    /// Memory one key comparison may use for hash tables and buffers, in MiB; larger
+    /// tables spill to temporary files.
+    pub memory_mb: u64,
+    /// Per-table rules: `tables` globs over dotted table names, `primary_key` turns on the
+    /// key comparison, and any of the switches above may be overridden.
+    pub tables: Vec<TableReconciliation>,
 }
 
 impl Default for Reconciliation {
@@ -251,6 +262,62 @@ impl Default for Reconciliation {
         Self {
             row_counts: true,
             schema: true,
+            partition_checksums: false,
+            sample_size: 10,
+            memory_mb: 512,
+            tables: Vec::new(),
+        }
+    }
+}
+
+/// Reconciliation settings for the tables matching `tables`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableReconciliation {
+    /// Glob patterns over dotted table names (`sales.*`, `*.orders`).
+    pub tables: Vec<String>,
+    /// Primary-key columns: compare row by row (missing, extra and changed keys).
+    #[serde(default)]
+    pub primary_key: Vec<String>,
+    #[serde(default)]
+    pub row_counts: Option<bool>,
+    #[serde(default)]
+    pub schema: Option<bool>,
+    #[serde(default)]
+    pub partition_checksums: Option<bool>,
+}
+
+/// The checks one table gets (see [`Reconciliation::for_table`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TableChecks {
+    pub row_counts: bool,
+    pub schema: bool,
+    pub partition_checksums: bool,
+    /// Empty: no key comparison.
+    pub primary_key: Vec<String>,
+    pub sample_size: usize,
+    pub memory_mb: u64,
+}
+
+impl Reconciliation {
+    /// The checks for `table`: the first rule whose globs match, over the defaults.
+    pub fn for_table(&self, table: &str) -> TableChecks {
+        let rule = self.tables.iter().find(|r| {
+            r.tables.iter().any(|g| {
+                globset::Glob::new(g)
+                    .map(|g| g.compile_matcher().is_match(table))
+                    .unwrap_or(false)
+            })
+        });
+        TableChecks {
+            row_counts: rule.and_then(|r| r.row_counts).unwrap_or(self.row_counts),
+            schema: rule.and_then(|r| r.schema).unwrap_or(self.schema),
+            partition_checksums: rule
+                .and_then(|r| r.partition_checksums)
+                .unwrap_or(self.partition_checksums),
+            primary_key: rule.map(|r| r.primary_key.clone()).unwrap_or_default(),
+            sample_size: self.sample_size,
+            memory_mb: self.memory_mb,
         }
     }
 }
@@ -603,6 +670,31 @@ impl Config {
         }
         if self.retry.max_attempts == 0 {
             return Err(key("retry.max_attempts", "must be at least 1".into()));
+        }
+        if self.reconciliation.memory_mb < 16 {
+            return Err(key(
+                "reconciliation.memory_mb",
+                "must be at least 16".into(),
+            ));
+        }
+        for (i, rule) in self.reconciliation.tables.iter().enumerate() {
+            let path = format!("reconciliation.tables[{i}]");
+            if rule.tables.is_empty() {
+                return Err(key(
+                    &path,
+                    "needs `tables`: glob patterns over table names".into(),
+                ));
+            }
+            for g in &rule.tables {
+                globset::Glob::new(g)
+                    .map_err(|e| key(&format!("{path}.tables"), format!("bad glob `{g}`: {e}")))?;
+            }
+            if rule.primary_key.iter().any(|c| c.trim().is_empty()) {
+                return Err(key(
+                    &format!("{path}.primary_key"),
+                    "column names must not be empty".into(),
+                ));
+            }
         }
         if self.bus.max_deliveries == 0 {
             return Err(key("bus.max_deliveries", "must be at least 1".into()));

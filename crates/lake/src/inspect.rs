@@ -180,29 +180,11 @@ pub fn sorted_rows(batches: &[RecordBatch]) -> Result<Vec<String>, LakeError> {
 }
 
 /// The differences between two tables' schemas and partitioning, one line each; empty when
-/// they match.
+/// they match. Struct columns are compared field by field (`address.city`), so a change
+/// deep in a nested column is named precisely.
 pub fn schema_diff(source: &TableInfo, target: &TableInfo) -> Vec<String> {
     let mut out = Vec::new();
-    for (name, ty, nullable) in &source.columns {
-        match target.columns.iter().find(|(n, _, _)| n == name) {
-            None => out.push(format!("column `{name}` is missing in the target")),
-            Some((_, t, n)) => {
-                if t != ty {
-                    out.push(format!(
-                        "column `{name}` has type {t} in the target, {ty} in the source"
-                    ));
-                }
-                if n != nullable {
-                    out.push(format!("column `{name}` is nullable={n} in the target, nullable={nullable} in the source"));
-                }
-            }
-        }
-    }
-    for (name, _, _) in &target.columns {
-        if !source.columns.iter().any(|(n, _, _)| n == name) {
-            out.push(format!("column `{name}` exists only in the target"));
-        }
-    }
+    diff_fields("", &source.columns, &target.columns, &mut out);
     if source.partition_columns != target.partition_columns {
         out.push(format!(
             "partition columns differ: source {:?}, target {:?}",
@@ -210,6 +192,80 @@ pub fn schema_diff(source: &TableInfo, target: &TableInfo) -> Vec<String> {
         ));
     }
     out
+}
+
+/// (name, type, nullable) of a struct type's fields, when `ty` is a struct.
+fn struct_fields(ty: &Value) -> Option<Vec<(String, Value, bool)>> {
+    (ty["type"] == "struct").then(|| {
+        ty["fields"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|f| {
+                (
+                    f["name"].as_str().unwrap_or_default().to_owned(),
+                    f["type"].clone(),
+                    f["nullable"].as_bool().unwrap_or(true),
+                )
+            })
+            .collect()
+    })
+}
+
+/// A type as people write it: `long`, `struct<…>`, `array<string>`.
+fn type_name(ty: &Value) -> String {
+    match ty {
+        Value::String(s) => s.clone(),
+        Value::Object(o) => match o.get("type").and_then(Value::as_str) {
+            Some("struct") => "struct<…>".into(),
+            Some("array") => format!("array<{}>", type_name(&ty["elementType"])),
+            Some("map") => format!(
+                "map<{}, {}>",
+                type_name(&ty["keyType"]),
+                type_name(&ty["valueType"])
+            ),
+            Some(other) => other.to_owned(),
+            None => ty.to_string(),
+        },
+        other => other.to_string(),
+    }
+}
+
+fn diff_fields(
+    prefix: &str,
+    source: &[(String, Value, bool)],
+    target: &[(String, Value, bool)],
+    out: &mut Vec<String>,
+) {
+    for (name, ty, nullable) in source {
+        let path = format!("{prefix}{name}");
+        match target.iter().find(|(n, _, _)| n == name) {
+            None => out.push(format!("column `{path}` is missing in the target")),
+            Some((_, t, n)) => {
+                match (struct_fields(ty), struct_fields(t)) {
+                    (Some(sf), Some(tf)) => diff_fields(&format!("{path}."), &sf, &tf, out),
+                    _ if t != ty => out.push(format!(
+                        "column `{path}` has type {} in the target, {} in the source",
+                        type_name(t),
+                        type_name(ty)
+                    )),
+                    _ => {}
+                }
+                if n != nullable {
+                    out.push(format!(
+                        "column `{path}` is {} in the target, {} in the source",
+                        if *n { "nullable" } else { "NOT NULL" },
+                        if *nullable { "nullable" } else { "NOT NULL" },
+                    ));
+                }
+            }
+        }
+    }
+    for (name, _, _) in target {
+        if !source.iter().any(|(n, _, _)| n == name) {
+            out.push(format!("column `{prefix}{name}` exists only in the target"));
+        }
+    }
 }
 
 /// What a snapshot's log says, for comparing a clone with its source: active files (decoded

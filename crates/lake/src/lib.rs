@@ -8,9 +8,12 @@
 //!   `CREATE OR REPLACE TABLE t DEEP CLONE s [VERSION AS OF n]`: copy first, commit last;
 //! - [`discover`]: find Delta tables at any depth under a root, name them, filter them;
 //! - [`inspect`]: row counts (from log statistics or by scanning), schemas, and rows for
-//!   comparison.
+//!   comparison;
+//! - [`compare`]: key-level reconciliation (missing, extra and changed keys) and
+//!   per-partition checksums, streamed with bounded memory.
 
 pub mod clone;
+pub mod compare;
 mod delta_rs;
 pub mod discover;
 pub mod error;
