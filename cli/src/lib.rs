@@ -1,5 +1,6 @@
 //! The `replicator` command, as a library so tests drive exactly what users run.
 //!
+//! - [`audit`]: `replicator audit export` — the store's history as Delta tables;
 //! - [`embedded`]: `replicator run` — all four services in one process over the memory bus
 //!   and the SQLite store;
 //! - [`fleet`]: `replicator serve` (one service per process over a broker) and the fleet
@@ -7,6 +8,7 @@
 //! - [`demo`]: a small sample estate and config, so a fresh machine has something to run;
 //! - [`output`]: summary tables and progress bars.
 
+pub mod audit;
 pub mod demo;
 pub mod embedded;
 pub mod fleet;

@@ -32,6 +32,27 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+enum AuditCommand {
+    /// Export runs, tasks, attempts, results and notifications to Delta tables under
+    /// TARGET (`TARGET/runs`, `TARGET/tasks`, …), partitioned by `run_id`:
+    /// `audit export RUN_ID TARGET` or `audit export --all TARGET`.
+    Export {
+        /// `RUN_ID TARGET`, or `TARGET` with `--all`.
+        #[arg(num_args = 1..=2, required = true, value_name = "RUN_ID|TARGET")]
+        args: Vec<String>,
+        /// Export every run (replaces the tables' contents).
+        #[arg(long)]
+        all: bool,
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Deep clone one Delta table (incremental: only new files are copied).
     Clone {
@@ -52,6 +73,37 @@ enum Command {
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Compare a replica with its source: row counts, schema and, with `--key`, the keys
+    /// missing, extra and changed in the target. Exits 0 when they match, 1 when they differ.
+    Reconcile {
+        /// Source table (path or URL).
+        source: String,
+        /// Target table (path or URL).
+        target: String,
+        /// Compare the source at this version (default: latest).
+        #[arg(long)]
+        source_version: Option<u64>,
+        /// Primary-key column (repeat, or separate with commas, for a composite key).
+        #[arg(long = "key", value_delimiter = ',')]
+        key: Vec<String>,
+        /// Row count and checksum per table partition.
+        #[arg(long)]
+        partition_checksums: bool,
+        /// Keys listed per category.
+        #[arg(long, default_value_t = 10)]
+        sample: usize,
+        /// Memory budget for the key comparison, in MiB (larger tables spill to disk).
+        #[arg(long, default_value_t = 512)]
+        memory_mb: u64,
+        /// Print the findings as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The audit trail in the state store.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
     },
     /// Replicate (and validate) every table a config selects, all services in this process.
     Run {
@@ -184,6 +236,74 @@ async fn main() -> ExitCode {
         } => {
             init_logs("warn");
             clone(&source, &target, version, timestamp, parallelism, json).await
+        }
+        Command::Audit {
+            command:
+                AuditCommand::Export {
+                    args,
+                    all,
+                    config,
+                    json,
+                    overrides,
+                },
+        } => {
+            let (run_id, target) = match (all, args.as_slice()) {
+                (true, [target]) => (None, target.clone()),
+                (false, [run, target]) => match run.parse::<uuid::Uuid>() {
+                    Ok(id) => (Some(id), target.clone()),
+                    Err(_) => return fail(2, format!("`{run}` is not a run ID")),
+                },
+                (true, _) => return fail(2, "with --all, give only TARGET"),
+                (false, _) => return fail(2, "give RUN_ID TARGET, or --all TARGET"),
+            };
+            let Some(config) = load_config(&config, &overrides) else {
+                return ExitCode::from(2);
+            };
+            init_logs("warn");
+            if let Err(e) = replicator_lake::location::configure(&config) {
+                return fail(2, e);
+            }
+            match replicator_cli::audit::export(&config, run_id, &target).await {
+                Err(e) => fail(1, one_line(&e)),
+                Ok(done) => {
+                    for t in &done {
+                        if json {
+                            println!(
+                                "{}",
+                                serde_json::json!({"table": t.table, "location": t.location,
+                                    "rows": t.rows, "version": t.version})
+                            );
+                        } else {
+                            println!(
+                                "{:<14} {:>6} rows  -> {} (version {})",
+                                t.table, t.rows, t.location, t.version
+                            );
+                        }
+                    }
+                    ExitCode::SUCCESS
+                }
+            }
+        }
+        Command::Reconcile {
+            source,
+            target,
+            source_version,
+            key,
+            partition_checksums,
+            sample,
+            memory_mb,
+            json,
+        } => {
+            init_logs("warn");
+            let checks = replicator_common::config::TableChecks {
+                row_counts: true,
+                schema: true,
+                partition_checksums,
+                primary_key: key,
+                sample_size: sample,
+                memory_mb,
+            };
+            reconcile(&source, &target, source_version, &checks, json).await
         }
         Command::Run {
             config,
@@ -370,6 +490,62 @@ fn parse_timestamp(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
         .map_err(|_| {
             format!("`{s}` is not a timestamp (RFC 3339, or YYYY-MM-DD[ HH:MM:SS] in UTC)")
         })
+}
+
+async fn reconcile(
+    source: &str,
+    target: &str,
+    source_version: Option<u64>,
+    checks: &replicator_common::config::TableChecks,
+    json: bool,
+) -> ExitCode {
+    let (src, dst) = match (TableLocation::parse(source), TableLocation::parse(target)) {
+        (Ok(s), Ok(d)) => (s, d),
+        (Err(e), _) | (_, Err(e)) => return fail(2, e),
+    };
+    let started = std::time::Instant::now();
+    let found = match replicator_reconciler::validate(&src, &dst, source_version, checks).await {
+        Ok(f) => f,
+        Err(e) => return fail(2, e),
+    };
+    let matched = found.checks.iter().all(|c| c.passed);
+    if json {
+        let v = serde_json::json!({
+            "source": src.url().as_str(),
+            "target": dst.url().as_str(),
+            "matched": matched,
+            "source_version": found.source_version,
+            "target_version": found.target_version,
+            "source_rows": found.source_rows,
+            "target_rows": found.target_rows,
+            "checks": found.checks,
+            "keys": found.keys,
+            "partitions": found.partitions,
+            "duration_ms": started.elapsed().as_millis() as u64,
+        });
+        println!("{v}");
+    } else {
+        println!(
+            "{} (source v{} against target v{}, {:.2} s)",
+            if matched { "MATCH" } else { "DIFFERENT" },
+            found.source_version,
+            found.target_version,
+            started.elapsed().as_secs_f64()
+        );
+        for c in &found.checks {
+            println!(
+                "  {} {}: {}",
+                if c.passed { "ok  " } else { "FAIL" },
+                c.name,
+                c.detail
+            );
+        }
+    }
+    if matched {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
 }
 
 async fn clone(

@@ -10,13 +10,15 @@
 //! - [`inspect`]: row counts (from log statistics or by scanning), schemas, and rows for
 //!   comparison;
 //! - [`compare`]: key-level reconciliation (missing, extra and changed keys) and
-//!   per-partition checksums, streamed with bounded memory.
+//!   per-partition checksums, streamed with bounded memory;
+//! - [`export`]: replace a partition of a Delta table in one commit (audit export).
 
 pub mod clone;
 pub mod compare;
 mod delta_rs;
 pub mod discover;
 pub mod error;
+pub mod export;
 pub mod inspect;
 pub mod location;
 pub mod sample;
