@@ -1041,18 +1041,34 @@ mod tests {
         drop(store);
         let store = Store::open(&url).await.unwrap();
         // The audit trail reads back on both databases, every column typed.
-        let runs = store.audit_rows(&AUDIT_TABLES[0], Some(run_id)).await.unwrap();
+        let runs = store
+            .audit_rows(&AUDIT_TABLES[0], Some(run_id))
+            .await
+            .unwrap();
         assert_eq!(runs.len(), 1);
         assert_eq!(runs[0][0], AuditValue::Text(Some(run_id.to_string())));
         let tasks = store.audit_rows(&AUDIT_TABLES[1], None).await.unwrap();
         assert_eq!(tasks.len(), 2);
         assert_eq!(tasks[0][2], AuditValue::Text(Some("a.x".into())));
         assert_eq!(tasks[0][6], AuditValue::Int(Some(3)), "source_version");
-        let attempts = store.audit_rows(&AUDIT_TABLES[2], Some(run_id)).await.unwrap();
-        assert_eq!(attempts[0][5], AuditValue::Text(Some("w1".into())), "worker");
-        let results = store.audit_rows(&AUDIT_TABLES[3], Some(run_id)).await.unwrap();
+        let attempts = store
+            .audit_rows(&AUDIT_TABLES[2], Some(run_id))
+            .await
+            .unwrap();
+        assert_eq!(
+            attempts[0][5],
+            AuditValue::Text(Some("w1".into())),
+            "worker"
+        );
+        let results = store
+            .audit_rows(&AUDIT_TABLES[3], Some(run_id))
+            .await
+            .unwrap();
         assert!(results.len() >= 2, "{results:?}");
-        let other = store.audit_rows(&AUDIT_TABLES[1], Some(Uuid::now_v7())).await.unwrap();
+        let other = store
+            .audit_rows(&AUDIT_TABLES[1], Some(Uuid::now_v7()))
+            .await
+            .unwrap();
         assert!(other.is_empty());
     }
 }
