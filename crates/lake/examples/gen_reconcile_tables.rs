@@ -87,7 +87,7 @@ async fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         };
-        let per_file = rows.div_ceil(files.max(1));
+        let per_file = (rows + files.max(1) - 1) / files.max(1);
         let mut start = 0;
         while start < rows {
             let end = (start + per_file).min(rows);
