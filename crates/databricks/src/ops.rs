@@ -419,6 +419,11 @@ impl Engine {
         }
         let parallel = self.config.client.concurrency;
         if operation.backs_up() {
+            // Bring-your-own sharing is checked before anything is written.
+            if self.config.sharing.mode == SharingMode::Byo {
+                let all: Vec<&SourceTable> = usable.iter().collect();
+                self.setup_source_sharing(&all).await?;
+            }
             let streaming: Vec<&SourceTable> = usable.iter().filter(|t| t.is_streaming()).collect();
             let reports: Vec<TableReport> = stream::iter(streaming)
                 .map(|t| self.report_step("backup", t, self.backup_table(t)))
@@ -753,13 +758,17 @@ impl Engine {
         };
         let source = name.in_catalog(&Ident::new(&shared)?);
         let target = name.in_catalog(&Ident::new(&m.target())?);
-        let target_info = self
-            .target
-            .get_table(&target.full_name())
-            .await?
-            .ok_or_else(|| {
-                DatabricksError::Refused(format!("target table {target} does not exist"))
-            })?;
+        let target_info = match self.target.get_table(&target.full_name()).await? {
+            Some(info) => info,
+            // A dry run did not create it; the replication would have, with the source's
+            // columns.
+            None if self.target.is_dry_run() => t.info.clone(),
+            None => {
+                return Err(DatabricksError::Refused(format!(
+                    "target table {target} does not exist"
+                )));
+            }
+        };
         let mut out = Reconciled::default();
         let count = |n: &TableName| format!("SELECT COUNT(*) AS n FROM {}", n.quoted());
         let s = self.run_sql(&self.target, &count(&source), ids).await?;
@@ -878,6 +887,7 @@ impl Engine {
         }
         for (share, schemas) in wanted {
             let share = Ident::new(&share)?;
+            let mut created = false;
             let existing = match self.source.get_share(share.as_str()).await? {
                 Some(s) => s,
                 None if byo => {
@@ -888,6 +898,7 @@ impl Engine {
                 None => {
                     self.source.create_share(share.as_str()).await?;
                     actions.push(format!("created share {share}"));
+                    created = true;
                     crate::client::ShareInfo {
                         name: share.to_string(),
                         objects: Vec::new(),
@@ -914,12 +925,16 @@ impl Engine {
                     .await?;
                 actions.push(format!("added {} to share {share}", missing.join(", ")));
             }
-            let granted = self
-                .source
-                .share_permissions(share.as_str())
-                .await?
-                .into_iter()
-                .any(|(p, privs)| p == recipient.as_str() && privs.iter().any(|x| x == "SELECT"));
+            // A share just created has no grants (and in a dry run does not exist yet).
+            let granted = !created
+                && self
+                    .source
+                    .share_permissions(share.as_str())
+                    .await?
+                    .into_iter()
+                    .any(|(p, privs)| {
+                        p == recipient.as_str() && privs.iter().any(|x| x == "SELECT")
+                    });
             if !granted {
                 if byo {
                     return Err(DatabricksError::Refused(format!(
