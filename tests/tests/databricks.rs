@@ -560,3 +560,61 @@ async fn schema_enforcement_refuses_a_streaming_table_with_another_schema() {
     assert!(ev.statement_ids.is_empty());
     assert_eq!(rows(&tgt_events).await, before);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_command_runs_each_operation_in_turn() {
+    use replicator_cli::databricks::{Options, run};
+    let env = Env::new().await;
+    let mut config = Config::from_yaml(&env.yaml(""), std::iter::empty(), &[]).unwrap();
+    let opts = |operation, dry_run, validate_only| Options {
+        operation,
+        dry_run,
+        validate_only,
+        json: true,
+    };
+    assert_eq!(run(&config, opts(DbOperation::All, false, true)).await, 0);
+    // Validation only reads (and runs `SELECT 1` on each warehouse).
+    assert!(env.src.changes().is_empty() && env.tgt.changes().is_empty());
+    env.src.clear_log();
+    env.tgt.clear_log();
+    assert_eq!(run(&config, opts(DbOperation::All, true, false)).await, 0);
+    assert!(env.src.statements().is_empty() && env.tgt.statements().is_empty());
+    assert_eq!(
+        run(&config, opts(DbOperation::Backup, false, false)).await,
+        0
+    );
+    assert!(
+        env.tgt.statements().is_empty(),
+        "backup runs on the source only"
+    );
+    assert_eq!(
+        run(&config, opts(DbOperation::Replication, false, false)).await,
+        0
+    );
+    // Synchronous submits: the warehouse answers within the server-side wait (5 s), so no
+    // statement needs a poll.
+    config.databricks.as_mut().unwrap().client.wait_timeout_s = 5;
+    env.tgt.clear_log();
+    assert_eq!(
+        run(&config, opts(DbOperation::Reconciliation, false, false)).await,
+        0
+    );
+    assert!(!env.tgt.statements().is_empty());
+    assert!(
+        env.tgt
+            .calls()
+            .iter()
+            .all(|c| !(c.method == "GET" && c.path.starts_with("/api/2.0/sql/statements/"))),
+        "{:?}",
+        env.tgt.calls()
+    );
+    env.assert_replicas_equal().await;
+    // A config without the section is a usage error.
+    let native = Config::from_yaml(
+        "source: { root: /a }\ntarget: { root: /b }\n",
+        std::iter::empty(),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(run(&native, opts(DbOperation::All, false, false)).await, 2);
+}
