@@ -618,3 +618,71 @@ async fn the_cli_command_runs_each_operation_in_turn() {
     .unwrap();
     assert_eq!(run(&native, opts(DbOperation::All, false, false)).await, 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fleet_runs_databricks_tasks_through_planner_cloners_and_reconcilers() {
+    use replicator_cli::embedded::{RunOptions, RunOutput, run};
+    let env = Env::new().await;
+    let state = env.dir.path().join("state.db");
+    let yaml = format!(
+        "{}state: {{ url: \"sqlite://{}\" }}\n",
+        env.yaml(""),
+        state.display()
+    );
+    let config = Config::from_yaml(&yaml, std::iter::empty(), &[]).unwrap();
+    let opts = RunOptions {
+        operation: None,
+        dry_run: false,
+        validate_only: false,
+        progress: false,
+    };
+    let RunOutput::Completed(done) = run(&config, &opts).await.unwrap() else {
+        panic!("expected a completed run");
+    };
+    assert!(done.summary.is_success(), "{:#?}", done.summary);
+    // The materialized view is not planned.
+    let mut tables: Vec<&str> = done
+        .summary
+        .tables
+        .iter()
+        .map(|t| t.table.as_str())
+        .collect();
+    tables.sort();
+    assert_eq!(
+        tables,
+        [
+            "prod.sales.customers",
+            "prod.sales.events",
+            "prod.sales.orders"
+        ]
+    );
+    env.assert_replicas_equal().await;
+    // Audit: every recorded result names the statements that produced it, and they ran.
+    let store = replicator_store::Store::open(&format!("sqlite://{}", state.display()))
+        .await
+        .unwrap();
+    let outcomes = store.outcomes(done.header.run_id).await.unwrap();
+    assert_eq!(outcomes.len(), 6, "{outcomes:#?}");
+    for (stage, _, detail) in &outcomes {
+        let ids = detail["statement_ids"].as_array().unwrap();
+        assert!(!ids.is_empty(), "{stage}: {detail}");
+        for id in ids {
+            let id = id.as_str().unwrap();
+            let state = env
+                .tgt
+                .statement_state(id)
+                .or_else(|| env.src.statement_state(id));
+            assert_eq!(state.as_deref(), Some("SUCCEEDED"), "{id}");
+        }
+    }
+
+    // A second fleet run is incremental and leaves sharing alone.
+    env.src.clear_log();
+    env.tgt.clear_log();
+    let RunOutput::Completed(again) = run(&config, &opts).await.unwrap() else {
+        panic!("expected a completed run");
+    };
+    assert!(again.summary.is_success(), "{:#?}", again.summary);
+    assert_eq!(again.summary.files_copied, 0);
+    assert!(env.src.changes().is_empty() && env.tgt.changes().is_empty());
+}

@@ -120,13 +120,14 @@ impl SourceTable {
             &self.info.name,
         )
     }
-    fn supported(&self) -> bool {
+    /// Whether the engine replicates this table type.
+    pub fn supported(&self) -> bool {
         matches!(
             self.info.kind(),
             TableType::Managed | TableType::External | TableType::StreamingTable
         )
     }
-    fn is_streaming(&self) -> bool {
+    pub fn is_streaming(&self) -> bool {
         self.info.kind() == TableType::StreamingTable
     }
 }
@@ -1020,6 +1021,30 @@ impl Engine {
                 }
             }
         }
+        Ok(actions)
+    }
+
+    /// Everything the tables' clones need before they can run independently (the fleet
+    /// path): backup schemas for streaming tables, then source- and target-side sharing.
+    /// Returns what was created.
+    pub async fn prepare(&self, tables: &[SourceTable]) -> Result<Vec<String>, DatabricksError> {
+        let mut actions = Vec::new();
+        let mut done = BTreeSet::new();
+        for t in tables.iter().filter(|t| t.is_streaming()) {
+            let backup = Ident::new(&self.mapping(t).backup())?;
+            let schema = Ident::new(&t.info.schema_name)?;
+            if done.insert((backup.clone(), schema.clone())) {
+                let mut ids = Vec::new();
+                self.ensure_schema(&self.source, &backup, &schema, &mut ids)
+                    .await?;
+                if !ids.is_empty() {
+                    actions.push(format!("created backup schema {backup}.{schema}"));
+                }
+            }
+        }
+        let refs: Vec<&SourceTable> = tables.iter().collect();
+        actions.extend(self.setup_source_sharing(&refs).await?);
+        actions.extend(self.setup_target_sharing(tables).await?);
         Ok(actions)
     }
 
