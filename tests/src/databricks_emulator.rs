@@ -438,7 +438,7 @@ async fn handle(
             return r;
         }
     }
-    if let Err(r) = authorize(&st, &headers) {
+    if let Some(r) = refusal(&st, &headers) {
         return r;
     }
     let segments: Vec<String> = path
@@ -524,29 +524,30 @@ fn token(st: &Inner, headers: &HeaderMap, body: &[u8]) -> Response {
     }))
 }
 
-fn authorize(st: &Inner, headers: &HeaderMap) -> Result<(), Response> {
+/// The refusal for a request without valid credentials, if any.
+fn refusal(st: &Inner, headers: &HeaderMap) -> Option<Response> {
     let bearer = headers
         .get("authorization")
         .and_then(|h| h.to_str().ok())
         .and_then(|h| h.strip_prefix("Bearer "));
     let Some(t) = bearer else {
-        return Err(error(
+        return Some(error(
             StatusCode::UNAUTHORIZED,
             "UNAUTHENTICATED",
             "no credentials",
         ));
     };
     if st.auth.pat.as_deref() == Some(t) {
-        return Ok(());
+        return None;
     }
     match st.tokens.lock().unwrap().get(t) {
-        Some(true) => Ok(()),
-        Some(false) => Err(error(
+        Some(true) => None,
+        Some(false) => Some(error(
             StatusCode::UNAUTHORIZED,
             "UNAUTHENTICATED",
             "Token expired",
         )),
-        None => Err(error(
+        None => Some(error(
             StatusCode::UNAUTHORIZED,
             "UNAUTHENTICATED",
             "Invalid access token",

@@ -686,3 +686,84 @@ async fn the_fleet_runs_databricks_tasks_through_planner_cloners_and_reconcilers
     assert_eq!(again.summary.files_copied, 0);
     assert!(env.src.changes().is_empty() && env.tgt.changes().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backing_tables_are_found_where_databricks_keeps_them() {
+    let env = Env::new().await;
+    let st = |pipeline: &str| Table {
+        table_type: "STREAMING_TABLE".into(),
+        location: PathBuf::new(),
+        properties: [("pipelines.pipelineId".to_owned(), pipeline.to_owned())].into(),
+    };
+    let managed = |location: &Path| Table {
+        table_type: "MANAGED".into(),
+        location: location.to_owned(),
+        properties: Default::default(),
+    };
+    // Source: the backing table under its `__materialization_mat_<pipeline>_<table>_1` name.
+    let src = env.dir.path().join("src/clicks");
+    sample::create(&loc(&src), &sample::orders(0, 12, "eu"), &[])
+        .await
+        .unwrap();
+    let (s_ms, t_ms) = (&env.src.metastore, &env.tgt.metastore);
+    env.world.add_table(
+        s_ms,
+        "prod",
+        "sales",
+        "clicks",
+        Table {
+            location: src.clone(),
+            ..st("p-3333")
+        },
+    );
+    env.world.add_table(
+        s_ms,
+        "__databricks_internal",
+        "__dlt_materialization_schema_p_3333",
+        "__materialization_mat_p_3333_clicks_1",
+        managed(&src),
+    );
+    // Target: the backing table next to the streaming table, in its own schema.
+    let tgt = env.dir.path().join("tgt/clicks");
+    sample::create(&loc(&tgt), &sample::orders(7000, 1, "pipeline"), &[])
+        .await
+        .unwrap();
+    env.world.add_table(
+        t_ms,
+        "prod",
+        "sales",
+        "clicks",
+        Table {
+            location: tgt.clone(),
+            ..st("p-4444")
+        },
+    );
+    env.world.add_table(
+        t_ms,
+        "prod",
+        "sales",
+        "__materialization_mat_p_4444_clicks_1",
+        managed(&tgt),
+    );
+
+    let r = env.run(DbOperation::All, "").await;
+    assert!(r.is_success(), "{r:#?}");
+    assert_eq!(rows(&tgt).await, rows(&src).await);
+    let stmts: Vec<String> = env.tgt.statements().into_iter().map(|(_, s)| s).collect();
+    assert!(stmts.contains(&"CREATE OR REPLACE TABLE `prod`.`sales`.`__materialization_mat_p_4444_clicks_1` DEEP CLONE `prod_backup_shared`.`sales`.`clicks`".to_owned()), "{stmts:#?}");
+
+    // A streaming table whose backing table cannot be found fails alone, naming where it looked.
+    env.world
+        .add_table(s_ms, "prod", "sales", "lost", st("p-5555"));
+    let r = env.run(DbOperation::Backup, "").await;
+    let lost = find(&r, "backup", "prod.sales.lost");
+    let msg = &lost.error.as_ref().unwrap().message;
+    assert!(
+        msg.contains("no backing table") && msg.contains("__dlt_materialization_schema_p_5555"),
+        "{msg}"
+    );
+    assert_eq!(
+        find(&r, "backup", "prod.sales.clicks").status,
+        TableStatus::Succeeded
+    );
+}

@@ -87,13 +87,61 @@ pub fn materialization_schema(pipeline_id: &str) -> String {
     )
 }
 
-/// The backing table of a streaming table maintained by `pipeline_id`.
-pub fn backing_table(pipeline_id: &str, table: &Ident) -> Result<TableName, DatabricksError> {
-    Ok(TableName {
-        catalog: Ident::new(INTERNAL_CATALOG)?,
-        schema: Ident::new(&materialization_schema(pipeline_id))?,
-        table: table.clone(),
-    })
+/// Where Databricks may keep the backing table of streaming table `st`, most usual first
+/// (the places the Databricks data-replicator probes).
+pub fn backing_table_candidates(
+    pipeline_id: &str,
+    st: &TableName,
+) -> Result<Vec<TableName>, DatabricksError> {
+    let pid = pipeline_id.replace('-', "_");
+    let internal = Ident::new(INTERNAL_CATALOG)?;
+    let schema = Ident::new(&materialization_schema(pipeline_id))?;
+    let t = st.table.as_str();
+    let mat = Ident::new(&format!("__materialization_mat_{pid}_{t}_1"))?;
+    Ok(vec![
+        TableName {
+            catalog: internal.clone(),
+            schema: schema.clone(),
+            table: st.table.clone(),
+        },
+        TableName {
+            catalog: internal.clone(),
+            schema: schema.clone(),
+            table: mat.clone(),
+        },
+        TableName {
+            catalog: st.catalog.clone(),
+            schema: st.schema.clone(),
+            table: mat,
+        },
+        TableName {
+            catalog: internal,
+            schema,
+            table: Ident::new(&format!("__materialization_mat_{t}_1"))?,
+        },
+    ])
+}
+
+/// The backing table of streaming table `st` as Unity Catalog of `client` knows it.
+async fn find_backing_table(
+    client: &WorkspaceClient,
+    pipeline_id: &str,
+    st: &TableName,
+) -> Result<TableName, DatabricksError> {
+    let candidates = backing_table_candidates(pipeline_id, st)?;
+    for c in &candidates {
+        if client.get_table(&c.full_name()).await?.is_some() {
+            return Ok(c.clone());
+        }
+    }
+    Err(DatabricksError::Refused(format!(
+        "no backing table of streaming table {st} (pipeline {pipeline_id}) found at {}",
+        candidates
+            .iter()
+            .map(TableName::full_name)
+            .collect::<Vec<_>>()
+            .join(", ")
+    )))
 }
 
 /// A source table found in Unity Catalog.
@@ -626,7 +674,7 @@ impl Engine {
                 "streaming table {name} has no `pipelines.pipelineId` property"
             ))
         })?;
-        let backing = backing_table(pipeline, &name.table)?;
+        let backing = find_backing_table(&self.source, pipeline, &name).await?;
         let backup = Ident::new(&self.mapping(t).backup())?;
         self.ensure_schema(&self.source, &backup, &name.schema, ids)
             .await?;
@@ -683,7 +731,7 @@ impl Engine {
             self.enforce_schema(t, st, true)?;
             (
                 name.in_catalog(&Ident::new(&m.shared_backup())?),
-                backing_table(pipeline, &name.table)?,
+                find_backing_table(&self.target, pipeline, &target).await?,
             )
         } else {
             if let Some(existing) = &existing {
@@ -1148,10 +1196,17 @@ mod tests {
 
     #[test]
     fn backing_table_names() {
-        let t = backing_table("1a2b-3c", &Ident::new("ev`ents").unwrap()).unwrap();
+        let st = TableName::new("c", "s", "ev`ents").unwrap();
+        let c = backing_table_candidates("1a2b-3c", &st).unwrap();
+        let quoted: Vec<String> = c.iter().map(TableName::quoted).collect();
         assert_eq!(
-            t.quoted(),
-            "`__databricks_internal`.`__dlt_materialization_schema_1a2b_3c`.`ev``ents`"
+            quoted,
+            [
+                "`__databricks_internal`.`__dlt_materialization_schema_1a2b_3c`.`ev``ents`",
+                "`__databricks_internal`.`__dlt_materialization_schema_1a2b_3c`.`__materialization_mat_1a2b_3c_ev``ents_1`",
+                "`c`.`s`.`__materialization_mat_1a2b_3c_ev``ents_1`",
+                "`__databricks_internal`.`__dlt_materialization_schema_1a2b_3c`.`__materialization_mat_ev``ents_1`",
+            ]
         );
     }
 
