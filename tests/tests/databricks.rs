@@ -636,6 +636,13 @@ async fn the_fleet_runs_databricks_tasks_through_planner_cloners_and_reconcilers
         validate_only: false,
         progress: false,
     };
+    // `replicator validate` checks the workspaces and changes nothing.
+    let checks = replicator_cli::embedded::validate(&config).await.unwrap();
+    assert!(
+        checks.iter().any(|c| c.contains("SQL warehouse")),
+        "{checks:?}"
+    );
+    assert!(env.src.changes().is_empty() && env.tgt.changes().is_empty());
     let RunOutput::Completed(done) = run(&config, &opts).await.unwrap() else {
         panic!("expected a completed run");
     };

@@ -237,3 +237,63 @@ impl DatabricksConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::Config;
+
+    const BASE: &str = "databricks:\n  source: { host: https://a.example.com, warehouse_id: w1, auth: { token: { env: SRC_TOKEN } } }\n  target: { host: https://b.example.com, warehouse_id: w2, auth: { client_id: sp, client_secret: { file: /s } } }\n  catalogs: [ { source: prod } ]\n";
+
+    fn load(text: &str) -> Result<Config, crate::ConfigError> {
+        Config::from_yaml(text, Vec::new(), &[])
+    }
+
+    #[test]
+    fn a_databricks_only_config_needs_no_roots_and_derives_names() {
+        let c = load(BASE).unwrap();
+        let d = c.databricks.unwrap();
+        let m = &d.catalogs[0];
+        assert_eq!(
+            (
+                m.target(),
+                m.backup(),
+                m.share(),
+                m.shared(),
+                m.shared_backup()
+            ),
+            (
+                "prod".to_owned(),
+                "prod_backup".to_owned(),
+                "replicator_prod".to_owned(),
+                "prod_shared".to_owned(),
+                "prod_backup_shared".to_owned()
+            )
+        );
+        assert!(d.enforce_schema);
+        // Without the section, the roots are still required.
+        assert!(load("log: { level: info }\n").is_err());
+    }
+
+    #[test]
+    fn secrets_must_be_references_and_auth_unambiguous() {
+        let inline = BASE.replace("{ token: { env: SRC_TOKEN } }", "{ token: dapi123 }");
+        let err = load(&inline).unwrap_err().to_string();
+        assert!(err.contains("databricks.source.auth.token"), "{err}");
+        let both = BASE.replace(
+            "{ token: { env: SRC_TOKEN } }",
+            "{ token: { env: T }, client_id: x, client_secret: { env: S } }",
+        );
+        let err = load(&both).unwrap_err().to_string();
+        assert!(err.contains("databricks.source.auth"), "{err}");
+        let unknown = BASE.replace("warehouse_id: w1", "warehouse: w1");
+        let err = load(&unknown).unwrap_err().to_string();
+        assert!(err.contains("warehouse"), "{err}");
+        let no_catalogs = BASE.replace("catalogs: [ { source: prod } ]", "catalogs: []");
+        assert!(
+            load(&no_catalogs)
+                .unwrap_err()
+                .to_string()
+                .contains("databricks.catalogs")
+        );
+    }
+}
