@@ -387,12 +387,14 @@ impl WorkspaceClient {
         query: &[(&str, String)],
         body: Option<Value>,
     ) -> Result<Value, DatabricksError> {
-        if let Some(journal) = &self.journal
-            && method != Method::GET
-        {
-            let body = body.map(|b| format!(" {b}")).unwrap_or_default();
-            journal.push(format!("API {method} {url}{body}"));
-            return Ok(Value::Null);
+        if let Some(journal) = &self.journal {
+            if method != Method::GET {
+                let body = body.map(|b| format!(" {b}")).unwrap_or_default();
+                journal.push(format!("API {method} {url}{body}"));
+                return Ok(Value::Null);
+            }
+            let query: Vec<String> = query.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            journal.push(format!("API GET {url} {} (read: sent)", query.join("&")));
         }
         let policy = &self.options.retry;
         let backoff = ExponentialBuilder::default()

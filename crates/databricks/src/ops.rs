@@ -711,6 +711,7 @@ impl Engine {
         let target_catalog = Ident::new(&m.target())?;
         let target = name.in_catalog(&target_catalog);
         let existing = self.target.get_table(&target.full_name()).await?;
+        let source_info = self.with_columns(t).await?;
         let (from, into) = if t.is_streaming() {
             let st = existing.as_ref().ok_or_else(|| {
                 DatabricksError::Refused(format!(
@@ -728,7 +729,7 @@ impl Engine {
                     "target streaming table {target} has no `pipelines.pipelineId` property"
                 ))
             })?;
-            self.enforce_schema(t, st, true)?;
+            self.enforce_schema(&source_info, st, true)?;
             (
                 name.in_catalog(&Ident::new(&m.shared_backup())?),
                 find_backing_table(&self.target, pipeline, &target).await?,
@@ -741,7 +742,7 @@ impl Engine {
                         existing.table_type
                     )));
                 }
-                self.enforce_schema(t, existing, self.config.enforce_schema)?;
+                self.enforce_schema(&source_info, existing, self.config.enforce_schema)?;
             } else {
                 self.ensure_schema(&self.target, &target_catalog, &name.schema, ids)
                     .await?;
@@ -763,12 +764,12 @@ impl Engine {
     /// Refuse to replace `target` when its columns differ from the source's.
     fn enforce_schema(
         &self,
-        source: &SourceTable,
+        source: &TableInfo,
         target: &TableInfo,
         enforce: bool,
     ) -> Result<(), DatabricksError> {
-        let diff = column_diff(&source.info, target);
-        if enforce && !diff.is_empty() && !source.info.columns.is_empty() {
+        let diff = column_diff(source, target);
+        if enforce && !diff.is_empty() && !source.columns.is_empty() {
             return Err(DatabricksError::Refused(format!(
                 "schema enforcement: {}.{}.{} differs from its source: {}",
                 target.catalog_name,
@@ -778,7 +779,7 @@ impl Engine {
             )));
         }
         if !diff.is_empty() {
-            tracing::warn!(table = %source.full_name(), differences = %diff.join("; "), "target schema will be replaced by the source's");
+            tracing::warn!(table = %format!("{}.{}.{}", source.catalog_name, source.schema_name, source.name), differences = %diff.join("; "), "target schema will be replaced by the source's");
         }
         Ok(())
     }
@@ -811,13 +812,14 @@ impl Engine {
             Some(info) => info,
             // A dry run did not create it; the replication would have, with the source's
             // columns.
-            None if self.target.is_dry_run() => t.info.clone(),
+            None if self.target.is_dry_run() => self.with_columns(t).await?,
             None => {
                 return Err(DatabricksError::Refused(format!(
                     "target table {target} does not exist"
                 )));
             }
         };
+        let source_info = self.with_columns(t).await?;
         let mut out = Reconciled::default();
         let count = |n: &TableName| format!("SELECT COUNT(*) AS n FROM {}", n.quoted());
         let s = self.run_sql(&self.target, &count(&source), ids).await?;
@@ -832,19 +834,19 @@ impl Engine {
                 detail: format!("source {sn} rows, target {tn} rows"),
             });
         }
-        let diff = column_diff(&t.info, &target_info);
+        let diff = column_diff(&source_info, &target_info);
         out.checks.push(Check {
             name: "schema".into(),
             passed: diff.is_empty(),
             detail: if diff.is_empty() {
-                format!("{} columns match", t.info.columns.len())
+                format!("{} columns match", source_info.columns.len())
             } else {
                 diff.join("; ")
             },
         });
         let keys: Vec<String> = match self.config.reconciliation_keys.get(&t.full_name()) {
             Some(k) => k.clone(),
-            None => t.info.columns.iter().map(|c| c.name.clone()).collect(),
+            None => source_info.columns.iter().map(|c| c.name.clone()).collect(),
         };
         let missing_in_target: Vec<&String> = keys
             .iter()
@@ -1156,7 +1158,84 @@ impl Engine {
                 );
             }
         }
+        // Read access the operations need: every table listed, the streaming tables'
+        // backing tables visible, the sharing objects readable on both sides.
+        let byo = self.config.sharing.mode == SharingMode::Byo;
+        let exists = |r: Result<bool, DatabricksError>, creates: &str| match r {
+            Ok(true) => Ok("exists".to_owned()),
+            Ok(false) if byo => Err(DatabricksError::Refused(
+                "does not exist (sharing mode byo)".into(),
+            )),
+            Ok(false) => Ok(format!("missing; {creates} creates it")),
+            Err(e) => Err(e),
+        };
+        match self.discover().await {
+            Err(e) => probe("source: list tables".into(), Err(e)),
+            Ok(tables) => {
+                probe(
+                    "source: list tables".into(),
+                    Ok(format!("{} tables readable", tables.len())),
+                );
+                for t in tables.iter().filter(|t| t.is_streaming()) {
+                    let r = match self.with_columns(t).await {
+                        Err(e) => Err(e),
+                        Ok(info) => match (t.name(), info.pipeline()) {
+                            (Err(e), _) => Err(e),
+                            (_, None) => Err(DatabricksError::Refused(
+                                "no `pipelines.pipelineId` property".into(),
+                            )),
+                            (Ok(n), Some(p)) => find_backing_table(&self.source, p, &n)
+                                .await
+                                .map(|b| format!("backing table {b} readable")),
+                        },
+                    };
+                    probe(format!("source: streaming table {}", t.full_name()), r);
+                }
+            }
+        }
+        let recipient = &self.config.sharing.recipient;
+        probe(
+            format!("source: recipient {recipient}"),
+            exists(
+                self.source
+                    .get_recipient(recipient)
+                    .await
+                    .map(|r| r.is_some()),
+                "backup",
+            ),
+        );
+        for m in &self.config.catalogs {
+            for share in [m.share(), m.backup_share()] {
+                probe(
+                    format!("source: share {share}"),
+                    exists(
+                        self.source.get_share(&share).await.map(|s| s.is_some()),
+                        "backup",
+                    ),
+                );
+            }
+        }
+        probe(
+            "target: Delta Sharing providers".into(),
+            self.target
+                .list_providers()
+                .await
+                .map(|p| format!("{} providers visible", p.len())),
+        );
         out
+    }
+
+    /// The table's Unity Catalog description with its columns and properties (a listing
+    /// may leave them out).
+    async fn with_columns(&self, t: &SourceTable) -> Result<TableInfo, DatabricksError> {
+        if !t.info.columns.is_empty() {
+            return Ok(t.info.clone());
+        }
+        Ok(self
+            .source
+            .get_table(&t.full_name())
+            .await?
+            .unwrap_or_else(|| t.info.clone()))
     }
 }
 
