@@ -143,7 +143,7 @@ enum Command {
         /// backup, replication, reconciliation or all.
         #[arg(long, default_value = "all")]
         operation: replicator_databricks::DbOperation,
-        /// Print every SQL statement and API call that would change something; change nothing.
+        /// Print every SQL statement and API call (reads are sent; nothing is changed).
         #[arg(long)]
         dry_run: bool,
         /// Check the config, connectivity and access; change nothing.
