@@ -774,3 +774,42 @@ async fn backing_tables_are_found_where_databricks_keeps_them() {
         TableStatus::Succeeded
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oauth_tokens_are_refreshed_before_they_expire() {
+    let env = Env::new().await;
+    // A workspace whose tokens live one second: the client refreshes at half-life, before
+    // the server would refuse the token.
+    let short = Workspace::start(
+        &env.world,
+        &env.tgt.metastore,
+        "wh-tgt",
+        WorkspaceAuth {
+            pat: None,
+            oauth: Some((CLIENT_ID.into(), CLIENT_SECRET.into())),
+            token_lifetime_s: 1,
+        },
+    )
+    .await;
+    let yaml = env.yaml("").replace(&env.tgt.url, &short.url);
+    let config = Config::from_yaml(&yaml, std::iter::empty(), &[])
+        .unwrap()
+        .databricks
+        .unwrap();
+    let engine = Engine::from_config(&config, false).unwrap();
+    engine.target.metastore_global_id().await.unwrap();
+    engine.target.metastore_global_id().await.unwrap();
+    assert_eq!(short.token_requests(), 1, "cached");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    engine.target.metastore_global_id().await.unwrap();
+    assert_eq!(short.token_requests(), 2, "refreshed at half-life");
+    // No request was refused on the way.
+    assert!(
+        short
+            .calls()
+            .iter()
+            .filter(|c| c.path != "/oidc/v1/token")
+            .count()
+            == 3
+    );
+}
