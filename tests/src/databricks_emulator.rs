@@ -200,6 +200,9 @@ pub struct Faults {
     pub empty_pages: bool,
     /// Page size of listings, whatever `max_results` asks (0: as asked).
     pub page_size: usize,
+    /// Rows per result chunk (0: one chunk); further chunks are fetched through
+    /// `next_chunk_internal_link`.
+    pub chunk_rows: usize,
 }
 
 /// How clients may log in.
@@ -470,6 +473,9 @@ async fn handle(
         ("POST", ["api", "2.0", "sql", "statements"]) => submit(&st, &body).await,
         ("GET", ["api", "2.0", "sql", "statements", id]) => poll(&st, id),
         ("POST", ["api", "2.0", "sql", "statements", id, "cancel"]) => cancel(&st, id),
+        ("GET", ["api", "2.0", "sql", "statements", id, "result", "chunks", n]) => {
+            result_chunk(&st, id, n)
+        }
         ("GET", ["api", "2.1", "unity-catalog", rest @ ..]) => uc_get(&st, rest, &q).await,
         ("POST" | "PATCH", ["api", "2.1", "unity-catalog", rest @ ..]) => {
             uc_change(&st, method.as_str(), rest, &body)
@@ -557,7 +563,32 @@ fn refusal(st: &Inner, headers: &HeaderMap) -> Option<Response> {
 
 // ---- statements -----------------------------------------------------------------------------
 
-fn statement_json(id: &str, state: &StmtState) -> Value {
+/// Chunk `index` of a result split into chunks of `chunk_rows` (0: one chunk).
+fn chunk(id: &str, rows: &[Vec<Option<String>>], chunk_rows: usize, index: usize) -> Value {
+    let size = if chunk_rows == 0 {
+        rows.len().max(1)
+    } else {
+        chunk_rows
+    };
+    let start = (index * size).min(rows.len());
+    let end = (start + size).min(rows.len());
+    let mut v = json!({
+        "chunk_index": index,
+        "row_offset": start,
+        "row_count": end - start,
+        "data_array": rows[start..end],
+    });
+    if end < rows.len() {
+        v["next_chunk_index"] = json!(index + 1);
+        v["next_chunk_internal_link"] = json!(format!(
+            "/api/2.0/sql/statements/{id}/result/chunks/{}",
+            index + 1
+        ));
+    }
+    v
+}
+
+fn statement_json(id: &str, state: &StmtState, chunk_rows: usize) -> Value {
     match state {
         StmtState::Succeeded(cols, rows) => json!({
             "statement_id": id,
@@ -571,17 +602,11 @@ fn statement_json(id: &str, state: &StmtState) -> Value {
                         "type_text": "BIGINT", "position": i,
                     })).collect::<Vec<_>>(),
                 },
-                "total_chunk_count": 1,
-                "chunks": [{"chunk_index": 0, "row_offset": 0, "row_count": rows.len()}],
+                "total_chunk_count": if chunk_rows == 0 { 1 } else { rows.len().div_ceil(chunk_rows).max(1) },
                 "total_row_count": rows.len(),
                 "truncated": false,
             },
-            "result": {
-                "chunk_index": 0,
-                "row_offset": 0,
-                "row_count": rows.len(),
-                "data_array": rows,
-            },
+            "result": chunk(id, rows, chunk_rows, 0),
         }),
         StmtState::Failed(code, message) => json!({
             "statement_id": id,
@@ -709,6 +734,7 @@ async fn submit(st: &Arc<Inner>, body: &Value) -> Response {
         }
     }
     let state = st.statements.lock().unwrap()[&id].state.clone();
+    let chunk_rows = st.faults.lock().unwrap().chunk_rows;
     // A statement that did not finish within the wait answers with its current state.
     ok(statement_json(
         &id,
@@ -717,11 +743,15 @@ async fn submit(st: &Arc<Inner>, body: &Value) -> Response {
         } else {
             &state
         },
+        chunk_rows,
     ))
 }
 
 fn poll(st: &Inner, id: &str) -> Response {
-    let min_polls = st.faults.lock().unwrap().min_polls;
+    let (min_polls, chunk_rows) = {
+        let f = st.faults.lock().unwrap();
+        (f.min_polls, f.chunk_rows)
+    };
     let mut stmts = st.statements.lock().unwrap();
     let Some(s) = stmts.get_mut(id) else {
         return error(
@@ -732,9 +762,22 @@ fn poll(st: &Inner, id: &str) -> Response {
     };
     s.polls += 1;
     if s.state.terminal() && s.polls <= min_polls {
-        return ok(statement_json(id, &StmtState::Running));
+        return ok(statement_json(id, &StmtState::Running, chunk_rows));
     }
-    ok(statement_json(id, &s.state))
+    ok(statement_json(id, &s.state, chunk_rows))
+}
+
+fn result_chunk(st: &Inner, id: &str, index: &str) -> Response {
+    let chunk_rows = st.faults.lock().unwrap().chunk_rows;
+    let stmts = st.statements.lock().unwrap();
+    match (stmts.get(id).map(|s| &s.state), index.parse::<usize>()) {
+        (Some(StmtState::Succeeded(_, rows)), Ok(i)) => ok(chunk(id, rows, chunk_rows, i)),
+        _ => error(
+            StatusCode::NOT_FOUND,
+            "RESOURCE_DOES_NOT_EXIST",
+            format!("no result chunk {index} of statement {id}"),
+        ),
+    }
 }
 
 fn cancel(st: &Inner, id: &str) -> Response {
@@ -893,6 +936,22 @@ impl Parser {
             Err(syntax(&self.near()))
         }
     }
+    /// `( SELECT cols FROM a EXCEPT SELECT cols FROM b )`
+    #[allow(clippy::type_complexity)]
+    fn except(&mut self) -> Result<(Vec<String>, [String; 3], Vec<String>, [String; 3]), SqlError> {
+        self.sym('(')?;
+        self.kw("SELECT")?;
+        let a = self.columns()?;
+        self.kw("FROM")?;
+        let from = self.name3()?;
+        self.kw("EXCEPT")?;
+        self.kw("SELECT")?;
+        let b = self.columns()?;
+        self.kw("FROM")?;
+        let other = self.name3()?;
+        self.sym(')')?;
+        Ok((a, from, b, other))
+    }
     /// `COUNT ( * ) AS n FROM`
     fn count_prefix(&mut self) -> Result<(), SqlError> {
         self.kw("COUNT")?;
@@ -911,6 +970,8 @@ enum Stmt2 {
     DeepClone([String; 3], [String; 3]),
     Count([String; 3]),
     Except(Vec<String>, [String; 3], Vec<String>, [String; 3]),
+    /// `SELECT cols FROM (SELECT cols FROM a EXCEPT SELECT cols FROM b) LIMIT n`
+    ExceptRows(Vec<String>, [String; 3], Vec<String>, [String; 3], usize),
     SelectOne,
 }
 
@@ -961,24 +1022,28 @@ fn parse(sql: &str) -> Result<Stmt2, SqlError> {
             p.kw("AS")?;
             p.kw("ok")?;
             Stmt2::SelectOne
-        } else {
+        } else if p.is_kw("COUNT") {
             p.count_prefix()?;
             if p.toks.get(p.pos) == Some(&Tok::Sym('(')) {
-                p.sym('(')?;
-                p.kw("SELECT")?;
-                let a = p.columns()?;
-                p.kw("FROM")?;
-                let from = p.name3()?;
-                p.kw("EXCEPT")?;
-                p.kw("SELECT")?;
-                let b = p.columns()?;
-                p.kw("FROM")?;
-                let other = p.name3()?;
-                p.sym(')')?;
+                let (a, from, b, other) = p.except()?;
                 Stmt2::Except(a, from, b, other)
             } else {
                 Stmt2::Count(p.name3()?)
             }
+        } else {
+            let outer = p.columns()?;
+            p.kw("FROM")?;
+            let (a, from, b, other) = p.except()?;
+            if outer != a {
+                return Err(syntax("SELECT"));
+            }
+            p.kw("LIMIT")?;
+            let limit = match p.toks.get(p.pos) {
+                Some(Tok::Num(n)) => n.parse().map_err(|_| syntax(n))?,
+                _ => return Err(syntax(&p.near())),
+            };
+            p.pos += 1;
+            Stmt2::ExceptRows(a, from, b, other, limit)
         }
     };
     p.end()?;
@@ -1175,30 +1240,21 @@ async fn execute(st: &Inner, sql: &str) -> Result<Rows, SqlError> {
             Ok((vec!["n".into()], vec![vec![Some(rows.to_string())]]))
         }
         Stmt2::Except(a, from, b, other) => {
-            if a.len() != b.len() {
-                return Err((
-                    "BAD_REQUEST".into(),
-                    "[NUM_COLUMNS_MISMATCH] EXCEPT sides differ".into(),
-                ));
-            }
-            let (ta, tb) = {
-                let ms = world.lock().unwrap();
-                (resolve(&ms, &me, &from)?, resolve(&ms, &me, &other)?)
-            };
-            let left = project(
-                &inspect::read_batches(&location(&ta)?, None)
-                    .await
-                    .map_err(lake)?,
-                &a,
-            )?;
-            let right = project(
-                &inspect::read_batches(&location(&tb)?, None)
-                    .await
-                    .map_err(lake)?,
-                &b,
-            )?;
-            let n = left.difference(&right).count();
+            let n = except(world, &me, &a, &from, &b, &other).await?.len();
             Ok((vec!["n".into()], vec![vec![Some(n.to_string())]]))
+        }
+        Stmt2::ExceptRows(a, from, b, other, limit) => {
+            let rows = except(world, &me, &a, &from, &b, &other)
+                .await?
+                .into_iter()
+                .take(limit)
+                .map(|r| {
+                    r.split('\u{1}')
+                        .map(|v| (v != "NULL").then(|| v.to_owned()))
+                        .collect()
+                })
+                .collect();
+            Ok((a, rows))
         }
         Stmt2::DeepClone(target, source) => {
             let (src, dest, existing) = {
@@ -1295,6 +1351,41 @@ async fn execute(st: &Inner, sql: &str) -> Result<Rows, SqlError> {
             ))
         }
     }
+}
+
+/// Distinct rows of `a` over `from` that are not rows of `b` over `other`, rendered and
+/// sorted.
+async fn except(
+    world: &Mutex<BTreeMap<String, Metastore>>,
+    me: &str,
+    a: &[String],
+    from: &[String; 3],
+    b: &[String],
+    other: &[String; 3],
+) -> Result<Vec<String>, SqlError> {
+    if a.len() != b.len() {
+        return Err((
+            "BAD_REQUEST".into(),
+            "[NUM_COLUMNS_MISMATCH] EXCEPT sides differ".into(),
+        ));
+    }
+    let (ta, tb) = {
+        let ms = world.lock().unwrap();
+        (resolve(&ms, me, from)?, resolve(&ms, me, other)?)
+    };
+    let left = project(
+        &inspect::read_batches(&location(&ta)?, None)
+            .await
+            .map_err(lake)?,
+        a,
+    )?;
+    let right = project(
+        &inspect::read_batches(&location(&tb)?, None)
+            .await
+            .map_err(lake)?,
+        b,
+    )?;
+    Ok(left.difference(&right).cloned().collect())
 }
 
 // ---- Unity Catalog and Delta Sharing ----------------------------------------------------------

@@ -813,3 +813,47 @@ async fn oauth_tokens_are_refreshed_before_they_expire() {
             == 3
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciliation_reports_missing_rows_with_examples_read_across_result_chunks() {
+    let env = Env::new().await;
+    assert!(env.run(DbOperation::All, "").await.is_success());
+    // New source rows that were not replicated yet.
+    sample::append(
+        &loc(&env.source_path("orders")),
+        &sample::orders(50, 5, "us"),
+    )
+    .await
+    .unwrap();
+    env.tgt.faults(|f| f.chunk_rows = 2);
+    let keys = "  reconciliation_keys: { prod.sales.orders: [id, region] }\n";
+    let r = env.run(DbOperation::Reconciliation, keys).await;
+    let orders = find(&r, "reconciliation", "prod.sales.orders");
+    assert_eq!(orders.status, TableStatus::Mismatched);
+    assert_eq!(
+        (orders.source_rows, orders.target_rows),
+        (Some(55), Some(50))
+    );
+    let missing = orders
+        .checks
+        .iter()
+        .find(|c| c.name == "missing_rows")
+        .unwrap();
+    assert!(!missing.passed);
+    assert_eq!(
+        missing.detail,
+        "5 source rows missing in the target (by id, region), for example (50, us) (51, us) (52, us) (53, us) (54, us)"
+    );
+    // The five rows came in three chunks.
+    let chunks = env
+        .tgt
+        .calls()
+        .iter()
+        .filter(|c| c.path.contains("/result/chunks/"))
+        .count();
+    assert_eq!(chunks, 2);
+    assert_eq!(
+        find(&r, "reconciliation", "prod.sales.customers").status,
+        TableStatus::Matched
+    );
+}

@@ -37,6 +37,9 @@ use uuid::Uuid;
 use crate::client::{ClientOptions, Journal, TableInfo, TableType, WorkspaceClient};
 use crate::{Credentials, DatabricksError, Ident, TableName};
 
+/// Missing rows shown by a reconciliation that finds some.
+const MISSING_SAMPLE: usize = 10;
+
 /// Catalog of streaming tables' backing tables.
 pub const INTERNAL_CATALOG: &str = "__databricks_internal";
 
@@ -876,13 +879,33 @@ impl Engine {
             let r = self.run_sql(&self.target, &sql, ids).await?;
             if !self.target.is_dry_run() {
                 let n = r.single_u64()?;
+                let mut detail = format!(
+                    "{n} source rows missing in the target (by {})",
+                    keys.join(", ")
+                );
+                if n > 0 {
+                    // Show a few, so the operator knows where to look.
+                    let sample = format!(
+                        "SELECT {cols} FROM (SELECT {cols} FROM {} EXCEPT SELECT {cols} FROM {}) LIMIT {MISSING_SAMPLE}",
+                        source.quoted(),
+                        target.quoted()
+                    );
+                    let rows = self.run_sql(&self.target, &sample, ids).await?;
+                    let shown: Vec<String> = rows
+                        .rows
+                        .iter()
+                        .map(|r| {
+                            let vals: Vec<&str> =
+                                r.iter().map(|v| v.as_deref().unwrap_or("NULL")).collect();
+                            format!("({})", vals.join(", "))
+                        })
+                        .collect();
+                    detail.push_str(&format!(", for example {}", shown.join(" ")));
+                }
                 out.checks.push(Check {
                     name: "missing_rows".into(),
                     passed: n == 0,
-                    detail: format!(
-                        "{n} source rows missing in the target (by {})",
-                        keys.join(", ")
-                    ),
+                    detail,
                 });
             }
         }
