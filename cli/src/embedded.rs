@@ -42,20 +42,49 @@ pub enum RunOutput {
 
 /// The request a config describes.
 pub fn request_from(config: &Config, operation: Option<Operation>) -> ReplicationRequest {
+    // A config with only a `databricks` section replicates between Unity Catalog metastores.
+    let (engine, source_root, target_root) = match &config.databricks {
+        Some(d) if config.source.root.is_empty() => {
+            let (s, t) = replicator_databricks::fleet::roots(d);
+            (replicator_proto::Engine::Databricks, s, t)
+        }
+        _ => (
+            replicator_proto::Engine::Native,
+            config.source.root.clone(),
+            config.target.root.clone(),
+        ),
+    };
     ReplicationRequest {
         header: Header::new(uuid::Uuid::now_v7()),
         operation: operation.unwrap_or(config.operation),
-        source_root: config.source.root.clone(),
-        target_root: config.target.root.clone(),
+        source_root,
+        target_root,
         tables: (&config.tables).into(),
         version: None,
         requested_by: Some(format!("replicator-cli/{}", env!("CARGO_PKG_VERSION"))),
+        engine,
     }
 }
 
 /// Check what can be checked without changing anything: the config (already validated when
 /// loaded), both roots, and the tables the filters select.
 pub async fn validate(config: &Config) -> anyhow::Result<Vec<String>> {
+    if let Some(d) = config
+        .databricks
+        .as_ref()
+        .filter(|_| config.source.root.is_empty())
+    {
+        let probes = replicator_databricks::Engine::from_config(d, false)?
+            .validate()
+            .await;
+        let failed: Vec<String> = probes
+            .iter()
+            .filter(|p| !p.ok)
+            .map(|p| format!("{}: {}", p.check, p.detail))
+            .collect();
+        anyhow::ensure!(failed.is_empty(), "{}", failed.join("; "));
+        return Ok(probes.into_iter().map(|p| p.check).collect());
+    }
     replicator_lake::location::configure(config)?;
     let source = TableLocation::parse(&config.source.root).context("source.root")?;
     tracing::debug!(source = %source, filter = ?config.tables, "validating");
@@ -79,6 +108,7 @@ pub async fn run(config: &Config, opts: &RunOptions) -> anyhow::Result<RunOutput
         });
     }
     replicator_lake::location::configure(config)?;
+    replicator_databricks::fleet::configure(config)?;
     if opts.dry_run {
         let plan =
             replicator_planner::plan(&request, true, config.concurrency.cloners.max(4)).await?;

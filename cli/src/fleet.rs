@@ -84,6 +84,7 @@ pub async fn serve(
         .with_context(|| format!("cannot listen on {listen}"))?;
     tracing::info!(%bound, services = ?services, "health and metrics endpoints up");
     replicator_lake::location::configure(config)?;
+    replicator_databricks::fleet::configure(config)?;
     let bus = connect_bus(config).await?;
     let store = open_store(config).await?;
     let mut handles = Vec::new();

@@ -5,10 +5,12 @@
 //!   and the SQLite store;
 //! - [`fleet`]: `replicator serve` (one service per process over a broker) and the fleet
 //!   commands `submit`, `watch`, `status`, `replay`;
+//! - [`databricks`]: `replicator databricks` — the Databricks engine's operations, directly;
 //! - [`demo`]: a small sample estate and config, so a fresh machine has something to run;
 //! - [`output`]: summary tables and progress bars.
 
 pub mod audit;
+pub mod databricks;
 pub mod demo;
 pub mod embedded;
 pub mod fleet;

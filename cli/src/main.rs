@@ -187,6 +187,25 @@ enum Command {
         #[arg(long = "set", value_name = "KEY=VALUE")]
         overrides: Vec<String>,
     },
+    /// Run the Databricks engine's operations (the config's `databricks` section) directly:
+    /// backup on the source workspace, replication and reconciliation on the target.
+    Databricks {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// backup, replication, reconciliation or all.
+        #[arg(long, default_value = "all")]
+        operation: replicator_databricks::DbOperation,
+        /// Print every SQL statement and API call (reads are sent; nothing is changed).
+        #[arg(long)]
+        dry_run: bool,
+        /// Check the config, connectivity and access; change nothing.
+        #[arg(long)]
+        validate_only: bool,
+        #[arg(long)]
+        json: bool,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+    },
     /// Create a sample Delta estate and config in DIR, then replicate it.
     Demo {
         /// Where to put the estate (`DIR/lake/source`) and config (`DIR/replicator.yaml`).
@@ -443,6 +462,26 @@ async fn main() -> ExitCode {
                 }
                 Err(e) => fail(1, one_line(&e)),
             }
+        }
+        Command::Databricks {
+            config,
+            operation,
+            dry_run,
+            validate_only,
+            json,
+            overrides,
+        } => {
+            let Some(config) = load_config(&config, &overrides) else {
+                return ExitCode::from(2);
+            };
+            init_logs(&config.log.level);
+            let opts = replicator_cli::databricks::Options {
+                operation,
+                dry_run,
+                validate_only,
+                json,
+            };
+            ExitCode::from(replicator_cli::databricks::run(&config, opts).await)
         }
         Command::Demo { dir, no_run, json } => {
             init_logs("warn");

@@ -94,6 +94,18 @@ impl std::str::FromStr for Operation {
     }
 }
 
+/// Which table engine runs a task.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Engine {
+    /// Native Delta deep clone over object stores (`replicator-lake`).
+    #[default]
+    Native,
+    /// Databricks: DEEP CLONE on SQL warehouses between Unity Catalog metastores
+    /// (`replicator-databricks`); locations are `databricks:<workspace URL>/<catalog.schema.table>`.
+    Databricks,
+}
+
 /// Table name filters: glob patterns over dotted table names (`sales.orders`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct TableFilter {
@@ -141,6 +153,9 @@ pub struct ReplicationRequest {
     /// Who or what asked for the run (free text, for audit).
     #[serde(default)]
     pub requested_by: Option<String>,
+    /// The engine that expands the source and runs the tasks.
+    #[serde(default)]
+    pub engine: Engine,
 }
 
 /// One table in a planned run.
@@ -183,6 +198,9 @@ pub struct CloneTask {
     /// The run's operation: with `all`, a successful clone is followed by a reconcile task.
     #[serde(default)]
     pub operation: Operation,
+    /// The engine that clones this table.
+    #[serde(default)]
+    pub engine: Engine,
 }
 
 /// The six deep-clone metrics, named as Databricks reports them.
@@ -248,6 +266,9 @@ pub struct CloneResult {
     /// In-process retries used.
     pub retries: u32,
     pub duration_ms: u64,
+    /// Databricks engine: the SQL statements run for this clone, failed ones included.
+    #[serde(default)]
+    pub statement_ids: Vec<String>,
 }
 
 /// Work item: validate one target against its source.
@@ -263,6 +284,9 @@ pub struct ReconcileTask {
     /// Source version to compare (the one just cloned); latest when absent.
     #[serde(default)]
     pub source_version: Option<u64>,
+    /// The engine that validates this table.
+    #[serde(default)]
+    pub engine: Engine,
 }
 
 /// One validation check.
@@ -365,6 +389,9 @@ pub struct ReconcileResult {
     #[serde(default)]
     pub error: Option<TaskError>,
     pub duration_ms: u64,
+    /// Databricks engine: the SQL statements run for this validation, failed ones included.
+    #[serde(default)]
+    pub statement_ids: Vec<String>,
 }
 
 /// Final state of one table in a run.
@@ -523,6 +550,7 @@ mod tests {
             target: "file:///b".into(),
             version: None,
             operation: Operation::All,
+            engine: Engine::Native,
         }
     }
 

@@ -1,1 +1,3 @@
-//! End-to-end tests live in `tests/tests/`.
+//! End-to-end tests live in `tests/tests/`; shared test servers live here.
+
+pub mod databricks_emulator;

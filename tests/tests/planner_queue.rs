@@ -35,6 +35,7 @@ async fn requests_become_tasks_and_bad_requests_become_dead_letters() {
         },
         version: None,
         requested_by: Some("test".into()),
+        engine: Default::default(),
     };
     bus.publish(names::REQUESTS, Bytes::from_static(b"{definitely not json"))
         .await

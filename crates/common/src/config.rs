@@ -28,9 +28,11 @@ pub struct Config {
     /// Config format version (only 1 exists).
     #[serde(default = "one")]
     pub version: u32,
-    /// Where the source tables live.
+    /// Where the source tables live (not needed with a `databricks` section only).
+    #[serde(default)]
     pub source: Endpoint,
-    /// Where the replicas are written.
+    /// Where the replicas are written (not needed with a `databricks` section only).
+    #[serde(default)]
     pub target: Endpoint,
     /// Which tables to replicate.
     #[serde(default)]
@@ -53,6 +55,9 @@ pub struct Config {
     pub state: State,
     #[serde(default)]
     pub log: Log,
+    /// Replication between Unity Catalog metastores by the Databricks engine.
+    #[serde(default)]
+    pub databricks: Option<crate::databricks::DatabricksConfig>,
 }
 
 fn one() -> u32 {
@@ -60,7 +65,7 @@ fn one() -> u32 {
 }
 
 /// A root holding Delta tables: a local path or a `file://` URL.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Endpoint {
     pub root: String,
@@ -548,7 +553,7 @@ impl Config {
     pub fn resolve_paths(&mut self, base: &Path) {
         let resolve = |p: &str| -> Option<String> {
             let is_url = p.contains("://") || p.starts_with("file:");
-            (!is_url && Path::new(p).is_relative())
+            (!is_url && !p.is_empty() && Path::new(p).is_relative())
                 .then(|| base.join(p).to_string_lossy().into_owned())
         };
         if let Some(p) = resolve(&self.source.root) {
@@ -634,7 +639,11 @@ impl Config {
                 format!("unsupported config version {}", self.version),
             ));
         }
-        if self.source.root.trim().is_empty() {
+        if let Some(d) = &self.databricks {
+            d.validate()?;
+        }
+        let native = self.databricks.is_none() || !self.source.root.trim().is_empty();
+        if native && self.source.root.trim().is_empty() {
             return Err(key("source.root", "must not be empty".into()));
         }
         for (name, ep) in [("source", &self.source), ("target", &self.target)] {
@@ -652,7 +661,7 @@ impl Config {
                 }
             }
         }
-        if self.target.root.trim().is_empty() {
+        if native && self.target.root.trim().is_empty() {
             return Err(key("target.root", "must not be empty".into()));
         }
         for (name, value) in [

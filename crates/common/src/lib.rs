@@ -8,6 +8,7 @@
 //! - [`shutdown`]: a cancellation token wired to SIGINT/SIGTERM.
 
 pub mod config;
+pub mod databricks;
 pub mod health;
 pub mod metrics;
 pub mod retry;

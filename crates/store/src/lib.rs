@@ -616,6 +616,31 @@ impl Store {
             .collect())
     }
 
+    /// The result messages of a run's stages as recorded (audit): (stage, outcome, the
+    /// `CloneResult` / `ReconcileResult` JSON), oldest first.
+    pub async fn outcomes(
+        &self,
+        run_id: Uuid,
+    ) -> Result<Vec<(String, String, serde_json::Value)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT stage, outcome, detail FROM outcomes WHERE run_id = $1 ORDER BY id",
+        )
+        .bind(run_id.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let detail: String = r.get(2);
+                (
+                    r.get(0),
+                    r.get(1),
+                    serde_json::from_str(&detail).unwrap_or(serde_json::Value::String(detail)),
+                )
+            })
+            .collect())
+    }
+
     /// Take (or renew) the lease on `target` for `holder` until `ttl` from now. Succeeds
     /// when the table is free, its lease expired, or `holder` already holds it.
     pub async fn acquire_lease(
@@ -836,6 +861,7 @@ mod tests {
             tables: TableFilter::default(),
             version: None,
             requested_by: None,
+            engine: Default::default(),
         }
     }
 
@@ -978,6 +1004,7 @@ mod tests {
             error: None,
             retries: 0,
             duration_ms: 5,
+            statement_ids: Vec::new(),
         };
         store.record_clone(&result, false).await.unwrap();
         assert_eq!(

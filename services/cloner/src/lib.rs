@@ -24,6 +24,8 @@ use replicator_proto::{CloneResult, CloneTask, Header, Outcome, ReconcileTask, T
 use replicator_store::{Stage, Store};
 use tokio::task::JoinHandle;
 
+mod databricks;
+
 /// Cloner settings.
 #[derive(Clone, Debug)]
 pub struct ClonerConfig {
@@ -146,6 +148,9 @@ pub async fn handle(
         }
     };
     let _in_flight = metrics::in_flight("cloner");
+    if task.engine == replicator_proto::Engine::Databricks {
+        return databricks::handle(task, delivery, bus, store, config, lease, started).await;
+    }
     let (result, retries) = match locations(&task) {
         Err(e) => (Err(e), 0),
         Ok((source, target)) => {
@@ -207,6 +212,7 @@ pub async fn handle(
         error: None,
         retries,
         duration_ms: started.elapsed().as_millis() as u64,
+        statement_ids: Vec::new(),
     };
     match result {
         Ok(r) => {
@@ -282,6 +288,7 @@ async fn publish(
             source: task.source.clone(),
             target: task.target.clone(),
             source_version: msg.source_version,
+            engine: task.engine,
         };
         typed::publish(bus.as_ref(), names::RECONCILE_TASKS, &next).await?;
     }

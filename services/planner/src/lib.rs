@@ -21,6 +21,8 @@ use replicator_store::{NewTask, Store};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
+mod databricks;
+
 /// Why a request could not be planned.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
@@ -32,6 +34,8 @@ pub enum PlanError {
     Bus(#[from] replicator_bus::BusError),
     #[error("a pinned version needs exactly one table, but {0} matched")]
     PinnedVersion(usize),
+    #[error("databricks: {0}")]
+    Databricks(#[from] replicator_databricks::DatabricksError),
 }
 
 /// One table of a plan.
@@ -63,6 +67,9 @@ pub async fn plan(
     dry_run: bool,
     parallelism: usize,
 ) -> Result<Plan, PlanError> {
+    if request.engine == replicator_proto::Engine::Databricks {
+        return databricks::plan(request, dry_run).await;
+    }
     let source_root = TableLocation::parse(&request.source_root)?;
     let target_root = TableLocation::parse(&request.target_root)?;
     if source_root.overlaps(&target_root) {
@@ -179,6 +186,7 @@ pub async fn submit(
                     target: item.target.clone(),
                     version: request.version,
                     operation: request.operation,
+                    engine: request.engine,
                 };
                 (names::CLONE_TASKS, replicator_proto::encode(&task).into())
             } else {
@@ -190,6 +198,7 @@ pub async fn submit(
                     source: item.source.clone(),
                     target: item.target.clone(),
                     source_version: request.version,
+                    engine: request.engine,
                 };
                 (
                     names::RECONCILE_TASKS,

@@ -30,6 +30,8 @@ use replicator_proto::{
 use replicator_store::{Stage, Store};
 use tokio::task::JoinHandle;
 
+mod databricks;
+
 /// Reconciler settings.
 #[derive(Clone, Debug)]
 pub struct ReconcilerConfig {
@@ -270,6 +272,9 @@ pub async fn handle(
     store: &Store,
     config: &ReconcilerConfig,
 ) {
+    if task.engine == replicator_proto::Engine::Databricks {
+        return databricks::handle(task, delivery, bus, store, config).await;
+    }
     let started = Instant::now();
     let _in_flight = replicator_common::metrics::in_flight("reconciler");
     let run_id = task.header.run_id;
@@ -310,6 +315,7 @@ pub async fn handle(
         partitions: Vec::new(),
         error: None,
         duration_ms: 0,
+        statement_ids: Vec::new(),
     };
     match found {
         Ok(f) => {

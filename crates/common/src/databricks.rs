@@ -1,0 +1,299 @@
+//! The `databricks:` config section: replication between two Unity Catalog metastores by the
+//! Databricks engine (`replicator-databricks`). Secrets are references, as everywhere.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{ConfigError, SecretRef};
+use crate::retry::RetryPolicy;
+
+/// Source and target workspaces, what to replicate, and how the two are linked.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabricksConfig {
+    /// The workspace whose tables are replicated (backup runs here).
+    pub source: Workspace,
+    /// The workspace that receives the replicas (replication and reconciliation run here).
+    pub target: Workspace,
+    /// Catalogs to replicate.
+    pub catalogs: Vec<CatalogMapping>,
+    #[serde(default)]
+    pub sharing: Sharing,
+    /// Refuse to replace a target table whose schema differs from its source (the
+    /// differences are reported). Streaming tables are always checked: their backing table
+    /// must keep the schema their pipeline expects.
+    #[serde(default = "yes")]
+    pub enforce_schema: bool,
+    /// Key columns for the missing-rows check, by source table (`catalog.schema.table`);
+    /// tables not listed compare every column.
+    #[serde(default)]
+    pub reconciliation_keys: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    pub client: ClientTuning,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// One workspace.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Workspace {
+    /// `https://<workspace>.cloud.databricks.com` or `https://adb-….azuredatabricks.net`.
+    pub host: String,
+    /// SQL warehouse that runs the statements.
+    pub warehouse_id: String,
+    pub auth: WorkspaceAuth,
+}
+
+/// A personal access token, or an OAuth service principal (client credentials).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkspaceAuth {
+    #[serde(default)]
+    pub token: Option<SecretRef>,
+    #[serde(default)]
+    pub client_id: Option<String>,
+    #[serde(default)]
+    pub client_secret: Option<SecretRef>,
+}
+
+/// One source catalog and the names of everything derived from it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogMapping {
+    /// Catalog in the source metastore.
+    pub source: String,
+    /// Catalog in the target metastore (default: the source's name).
+    #[serde(default)]
+    pub target: Option<String>,
+    /// Source-side catalog holding streaming-table backups (default `{source}_backup`).
+    #[serde(default)]
+    pub backup: Option<String>,
+    /// Share of the source catalog's schemas (default `replicator_{source}`).
+    #[serde(default)]
+    pub share: Option<String>,
+    /// Share of the backup catalog's schemas (default `replicator_{source}_backup`).
+    #[serde(default)]
+    pub backup_share: Option<String>,
+    /// Target-side catalog created from `share` (default `{source}_shared`).
+    #[serde(default)]
+    pub shared: Option<String>,
+    /// Target-side catalog created from `backup_share` (default `{source}_backup_shared`).
+    #[serde(default)]
+    pub shared_backup: Option<String>,
+    /// Schemas to replicate; empty means all (`information_schema` is never replicated).
+    #[serde(default)]
+    pub schemas: Vec<String>,
+}
+
+impl CatalogMapping {
+    pub fn target(&self) -> String {
+        self.target.clone().unwrap_or_else(|| self.source.clone())
+    }
+    pub fn backup(&self) -> String {
+        self.backup
+            .clone()
+            .unwrap_or_else(|| format!("{}_backup", self.source))
+    }
+    pub fn share(&self) -> String {
+        self.share
+            .clone()
+            .unwrap_or_else(|| format!("replicator_{}", self.source))
+    }
+    pub fn backup_share(&self) -> String {
+        self.backup_share
+            .clone()
+            .unwrap_or_else(|| format!("replicator_{}_backup", self.source))
+    }
+    pub fn shared(&self) -> String {
+        self.shared
+            .clone()
+            .unwrap_or_else(|| format!("{}_shared", self.source))
+    }
+    pub fn shared_backup(&self) -> String {
+        self.shared_backup
+            .clone()
+            .unwrap_or_else(|| format!("{}_backup_shared", self.source))
+    }
+}
+
+/// Whether replicator creates the Delta Sharing objects or uses existing ones.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SharingMode {
+    /// Create what is missing: recipient, shares, schemas in shares, grants, shared catalogs.
+    #[default]
+    Auto,
+    /// Bring your own: everything must exist; replicator only checks it.
+    Byo,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Sharing {
+    pub mode: SharingMode,
+    /// Recipient (in the source metastore) for the target metastore.
+    pub recipient: String,
+    /// Provider name of the source metastore as the target sees it; found by the source's
+    /// global metastore ID when absent.
+    pub provider: Option<String>,
+}
+
+impl Default for Sharing {
+    fn default() -> Self {
+        Self {
+            mode: SharingMode::Auto,
+            recipient: "replicator".into(),
+            provider: None,
+        }
+    }
+}
+
+/// Client timing; the defaults suit real workspaces.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientTuning {
+    /// Interval between polls of a running statement.
+    pub poll_interval_ms: u64,
+    /// A statement running longer is cancelled and its table fails.
+    pub statement_timeout_ms: u64,
+    /// Server-side wait on submit: 0 or 5 to 50 seconds.
+    pub wait_timeout_s: u64,
+    /// Longest wait a `Retry-After` header is honoured for.
+    pub max_retry_after_ms: u64,
+    pub request_timeout_ms: u64,
+    /// Unity Catalog listing page size.
+    pub page_size: u32,
+    /// Retries of throttled (429/503) and failed (5xx) requests.
+    pub retry: RetryPolicy,
+    /// Tables processed at once by the `replicator databricks` command.
+    pub concurrency: usize,
+}
+
+impl Default for ClientTuning {
+    fn default() -> Self {
+        Self {
+            poll_interval_ms: 1_000,
+            statement_timeout_ms: 2 * 3600 * 1000,
+            wait_timeout_s: 10,
+            max_retry_after_ms: 120_000,
+            request_timeout_ms: 60_000,
+            page_size: 100,
+            retry: RetryPolicy {
+                max_attempts: 8,
+                base_delay_ms: 500,
+                max_delay_ms: 30_000,
+            },
+            concurrency: 4,
+        }
+    }
+}
+
+impl DatabricksConfig {
+    /// Checks beyond types: secrets are references, each workspace has one way to log in.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let key = |k: &str, m: &str| ConfigError::Key {
+            key: format!("databricks.{k}"),
+            message: m.to_owned(),
+        };
+        for (side, ws) in [("source", &self.source), ("target", &self.target)] {
+            if !ws.host.starts_with("https://") && !ws.host.starts_with("http://") {
+                return Err(key(&format!("{side}.host"), "must be an https:// URL"));
+            }
+            if ws.warehouse_id.trim().is_empty() {
+                return Err(key(&format!("{side}.warehouse_id"), "must not be empty"));
+            }
+            let a = &ws.auth;
+            match (&a.token, &a.client_id, &a.client_secret) {
+                (Some(_), None, None) | (None, Some(_), Some(_)) => {}
+                _ => {
+                    return Err(key(
+                        &format!("{side}.auth"),
+                        "give either `token` or both `client_id` and `client_secret`",
+                    ));
+                }
+            }
+            for s in a.token.iter().chain(&a.client_secret) {
+                if s.env.is_some() == s.file.is_some() {
+                    return Err(key(
+                        &format!("{side}.auth"),
+                        "a secret reference needs exactly one of `env` or `file`",
+                    ));
+                }
+            }
+        }
+        if self.catalogs.is_empty() {
+            return Err(key("catalogs", "list at least one catalog"));
+        }
+        if self.client.concurrency == 0 {
+            return Err(key("client.concurrency", "must be at least 1"));
+        }
+        if self.sharing.recipient.trim().is_empty() {
+            return Err(key("sharing.recipient", "must not be empty"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::Config;
+
+    const BASE: &str = "databricks:\n  source: { host: https://a.example.com, warehouse_id: w1, auth: { token: { env: SRC_TOKEN } } }\n  target: { host: https://b.example.com, warehouse_id: w2, auth: { client_id: sp, client_secret: { file: /s } } }\n  catalogs: [ { source: prod } ]\n";
+
+    fn load(text: &str) -> Result<Config, crate::ConfigError> {
+        Config::from_yaml(text, Vec::new(), &[])
+    }
+
+    #[test]
+    fn a_databricks_only_config_needs_no_roots_and_derives_names() {
+        let c = load(BASE).unwrap();
+        let d = c.databricks.unwrap();
+        let m = &d.catalogs[0];
+        assert_eq!(
+            (
+                m.target(),
+                m.backup(),
+                m.share(),
+                m.shared(),
+                m.shared_backup()
+            ),
+            (
+                "prod".to_owned(),
+                "prod_backup".to_owned(),
+                "replicator_prod".to_owned(),
+                "prod_shared".to_owned(),
+                "prod_backup_shared".to_owned()
+            )
+        );
+        assert!(d.enforce_schema);
+        // Without the section, the roots are still required.
+        assert!(load("log: { level: info }\n").is_err());
+    }
+
+    #[test]
+    fn secrets_must_be_references_and_auth_unambiguous() {
+        let inline = BASE.replace("{ token: { env: SRC_TOKEN } }", "{ token: dapi123 }");
+        let err = load(&inline).unwrap_err().to_string();
+        assert!(err.contains("databricks.source.auth.token"), "{err}");
+        let both = BASE.replace(
+            "{ token: { env: SRC_TOKEN } }",
+            "{ token: { env: T }, client_id: x, client_secret: { env: S } }",
+        );
+        let err = load(&both).unwrap_err().to_string();
+        assert!(err.contains("databricks.source.auth"), "{err}");
+        let unknown = BASE.replace("warehouse_id: w1", "warehouse: w1");
+        let err = load(&unknown).unwrap_err().to_string();
+        assert!(err.contains("warehouse"), "{err}");
+        let no_catalogs = BASE.replace("catalogs: [ { source: prod } ]", "catalogs: []");
+        assert!(
+            load(&no_catalogs)
+                .unwrap_err()
+                .to_string()
+                .contains("databricks.catalogs")
+        );
+    }
+}

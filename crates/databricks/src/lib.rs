@@ -1,0 +1,25 @@
+//! The **Databricks engine**: replication between Unity Catalog metastores done by
+//! Databricks itself, driven over REST.
+//!
+//! - [`client`]: one workspace — SQL Statement Execution (`/api/2.0/sql/statements`), Unity
+//!   Catalog listings, Delta Sharing objects; PAT or OAuth M2M auth; retries honouring
+//!   `Retry-After`; statements cancelled on timeout;
+//! - [`ident`]: every name that reaches SQL is validated and backtick-quoted;
+//! - [`fleet`]: how planner, cloners and reconcilers find the engine of a task;
+//! - [`ops`]: the operations — backup (source side), replication (target side),
+//!   reconciliation — and the Delta Sharing setup that links the two metastores.
+//!
+//! This crate moves no bytes itself: `DEEP CLONE` runs on the warehouses.
+
+pub mod auth;
+pub mod client;
+pub mod error;
+pub mod fleet;
+pub mod ident;
+pub mod ops;
+
+pub use auth::Credentials;
+pub use client::{ClientOptions, Journal, StatementResult, TableInfo, TableType, WorkspaceClient};
+pub use error::DatabricksError;
+pub use ident::{Ident, TableName};
+pub use ops::{DbOperation, Engine, Report};

@@ -1,0 +1,99 @@
+//! Clone tasks of the Databricks engine: the DEEP CLONE runs on the warehouses
+//! (`replicator_databricks::fleet::clone`: backup of a streaming table on the source, then
+//! replication on the target). Statement-level retries happen inside the engine; the result
+//! carries every statement ID, and is recorded and published like a native clone's.
+
+use std::time::Instant;
+
+use replicator_bus::{BusRef, Delivery};
+use replicator_common::metrics;
+use replicator_proto::{CloneResult, CloneTask, Header, Outcome, TaskError};
+use replicator_store::{Stage, Store};
+
+use crate::{ClonerConfig, Lease};
+
+pub(crate) async fn handle(
+    task: CloneTask,
+    delivery: Delivery,
+    bus: &BusRef,
+    store: &Store,
+    config: &ClonerConfig,
+    lease: Lease,
+    started: Instant,
+) {
+    let run_id = task.header.run_id;
+    let attempt = store
+        .attempt_started(
+            run_id,
+            task.task_id,
+            Stage::Clone,
+            task.attempt,
+            &config.worker,
+        )
+        .await
+        .ok();
+    let result = replicator_databricks::fleet::clone(&task.source).await;
+    let mut msg = CloneResult {
+        header: Header::new(run_id),
+        task_id: task.task_id,
+        attempt: task.attempt,
+        table: task.table.clone(),
+        source: task.source.clone(),
+        target: task.target.clone(),
+        outcome: Outcome::Failed,
+        source_version: None,
+        target_version: None,
+        committed: false,
+        metrics: None,
+        error: None,
+        retries: 0,
+        duration_ms: 0,
+        statement_ids: Vec::new(),
+    };
+    match result {
+        Ok(step) => {
+            tracing::info!(statements = ?step.statement_ids, "databricks clone succeeded");
+            msg.outcome = Outcome::Succeeded;
+            msg.committed = step
+                .metrics
+                .as_ref()
+                .is_some_and(|m| m.num_copied_files > 0 || m.num_removed_files > 0);
+            msg.metrics = step.metrics;
+            msg.statement_ids = step.statement_ids;
+        }
+        Err((ids, e)) => {
+            tracing::error!(error = %e, statements = ?ids, "databricks clone failed");
+            msg.error = Some(TaskError {
+                kind: e.kind(),
+                message: e.to_string(),
+            });
+            msg.statement_ids = ids;
+        }
+    }
+    msg.duration_ms = started.elapsed().as_millis() as u64;
+    if let Some(id) = attempt {
+        let (outcome, error) = match &msg.error {
+            None => ("succeeded", None),
+            Some(e) => ("failed", Some(e.message.as_str())),
+        };
+        if let Err(e) = store.attempt_finished(id, outcome, error).await {
+            tracing::warn!(error = %e, "could not record the attempt");
+        }
+    }
+    let published = crate::publish(&task, &msg, task.operation.reconciles(), bus, store).await;
+    lease.release(&task.target, store, &config.worker).await;
+    metrics::task_done(
+        "cloner",
+        msg.outcome == Outcome::Succeeded,
+        started.elapsed(),
+    );
+    if let Err(e) = published {
+        tracing::warn!(error = %e, "could not record or publish the clone result; the task will be redelivered");
+        delivery.nack(&e.to_string());
+        return;
+    }
+    match msg.error {
+        None => delivery.ack(),
+        Some(err) => delivery.dead_letter(&format!("databricks clone failed: {}", err.message)),
+    }
+}
