@@ -200,3 +200,59 @@ async fn fast_path_steps_aside_when_it_cannot_be_sure() {
 async fn deltalake_checkpoint(table: &Path, version: u64) {
     sample::checkpoint(&loc(table), version).await.unwrap();
 }
+
+/// Partition values that need escaping in paths (space, `%`, `&`, `=`, `:`): the fast path
+/// keys files exactly as the snapshot does, so adds copy the right files and removes remove
+/// them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn escaped_partition_paths_replay_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
+    let (s, d) = (loc(&src), loc(&dst));
+    sample::create(&s, &sample::orders(0, 10, "a b%20c&d=e:f"), &["region"])
+        .await
+        .unwrap();
+    deep_clone(&s, &d, &CloneOptions::default()).await.unwrap();
+    sample::append(&s, &sample::orders(10, 10, "x%y & z"))
+        .await
+        .unwrap();
+    let inc = deep_clone(&s, &d, &CloneOptions::default()).await.unwrap();
+    assert!(inc.log_tail && inc.committed);
+    assert_eq!(inc.metrics.num_copied_files, 1);
+    assert_same(&src, inc.source_version, &dst, "after an escaped append").await;
+    let (_, removed) = sample::delete_files(&s, |p| !p.contains('x'))
+        .await
+        .unwrap();
+    assert_eq!(removed, 1);
+    let del = deep_clone(&s, &d, &CloneOptions::default()).await.unwrap();
+    assert!(del.log_tail && del.committed);
+    assert_eq!(del.metrics.num_removed_files, 1);
+    assert_same(&src, del.source_version, &dst, "after an escaped delete").await;
+}
+
+/// A source that is gone, or was recreated with fewer versions, is not "unchanged".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vanished_source_is_not_reported_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
+    let (s, d) = (loc(&src), loc(&dst));
+    sample::create(&s, &sample::orders(0, 10, "emea"), &[])
+        .await
+        .unwrap();
+    deep_clone(&s, &d, &CloneOptions::default()).await.unwrap();
+    std::fs::remove_dir_all(&src).unwrap();
+    assert!(deep_clone(&s, &d, &CloneOptions::default()).await.is_err());
+    // Recreated: version 0 only, where the target was cloned from version 1.
+    sample::create(&s, &sample::orders(100, 5, "amer"), &[])
+        .await
+        .unwrap();
+    let again = deep_clone(&s, &d, &CloneOptions::default()).await.unwrap();
+    assert!(!again.log_tail && again.committed);
+    assert_same(
+        &src,
+        again.source_version,
+        &dst,
+        "after the source was recreated",
+    )
+    .await;
+}

@@ -228,22 +228,26 @@ async fn composite_keys_duplicates_and_missing_key_columns() {
     deep_clone(&src, &dst, &CloneOptions::default())
         .await
         .unwrap();
-    // The target gets row 7 twice.
-    sample::append(&dst, &rows(&[(7, "amer")], &[]))
-        .await
-        .unwrap();
+    // The target gets row 7 twice, and row 9000 (which the source lacks) twice.
+    sample::append(
+        &dst,
+        &rows(&[(7, "amer"), (9000, "amer"), (9000, "amer")], &[]),
+    )
+    .await
+    .unwrap();
     let rules = checks(&["region", "id"], false).for_table("sales.orders");
     let found = validate(&src, &dst, None, &rules).await.unwrap();
     let k = found.keys.unwrap();
     assert_eq!(
         (k.missing, k.extra, k.changed, k.duplicate_target),
-        (0, 0, 0, 1)
+        (0, 1, 0, 2)
     );
+    assert_eq!(k.extra_sample, ["region=amer, id=9000"]);
     let keys = found.checks.iter().find(|c| c.name == "keys").unwrap();
     assert!(!keys.passed);
     assert!(
         keys.detail
-            .contains("duplicate keys: 0 in the source, 1 in the target"),
+            .contains("duplicate keys: 0 in the source, 2 in the target"),
         "{}",
         keys.detail
     );

@@ -383,6 +383,7 @@ pub async fn deep_clone(
     let commit = CloneCommit {
         source,
         source_version,
+        source_commit: commit_fingerprint(source, source_version).await,
         metrics: &metrics,
         read_version: target_version,
         in_commit_after: ict.then_some(last_ts),
@@ -416,6 +417,9 @@ pub async fn deep_clone(
 struct CloneCommit<'a> {
     source: &'a TableLocation,
     source_version: u64,
+    /// Fingerprint of the source's commit file at `source_version` (see
+    /// [`commit_fingerprint`]), when it exists.
+    source_commit: Option<String>,
     metrics: &'a CloneMetrics,
     /// The target version the clone read (none for a first clone).
     read_version: Option<u64>,
@@ -456,6 +460,9 @@ impl CloneCommit<'_> {
         if let Some(v) = self.read_version {
             commit_info["readVersion"] = json!(v);
         }
+        if let Some(f) = &self.source_commit {
+            commit_info["operationParameters"][SOURCE_COMMIT_PARAM] = json!(f);
+        }
         if let Some(last) = self.in_commit_after {
             commit_info["inCommitTimestamp"] = json!(now.max(last + 1));
         }
@@ -494,6 +501,24 @@ impl CloneCommit<'_> {
             Err(e) => Err(LakeError::store(&log_path, e)),
         }
     }
+}
+
+/// The operation parameter holding the fingerprint of the source commit a clone copied: a
+/// later incremental clone checks it to be sure the source is still the same table (not
+/// deleted and recreated at the same location).
+const SOURCE_COMMIT_PARAM: &str = "sourceCommitFingerprint";
+
+/// xxh3 of a commit file's bytes, as hex.
+fn fingerprint(bytes: &[u8]) -> String {
+    format!("{:016x}", twox_hash::XxHash3_64::oneshot(bytes))
+}
+
+/// The fingerprint of `loc`'s commit file at `version`; `None` when it cannot be read (a
+/// version kept only in a checkpoint).
+async fn commit_fingerprint(loc: &TableLocation, version: u64) -> Option<String> {
+    let path = loc.object_path(&format!("_delta_log/{version:020}.json"));
+    let bytes = loc.store().get(&path).await.ok()?.bytes().await.ok()?;
+    Some(fingerprint(&bytes))
 }
 
 /// `engineInfo` of the commits a clone writes.

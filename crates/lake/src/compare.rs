@@ -86,6 +86,16 @@ pub struct Comparison {
 /// Differing partitions reported at most.
 pub const MAX_PARTITIONS: usize = 100;
 
+/// Hash partitions at most (each holds a spill file per side open until it is joined).
+const MAX_HASH_PARTITIONS: usize = 256;
+
+/// Partitions joined at once: one per core, at most 4.
+fn join_workers() -> usize {
+    std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(1, 4)
+}
+
 /// Compare `target` (at `target_version`, latest when `None`) with `source` (likewise).
 pub async fn compare(
     source: &TableLocation,
@@ -99,15 +109,17 @@ pub async fn compare(
         Side::open(target, target_version)
     )?;
     let plan = Arc::new(Plan::new(&src, &tgt, options)?);
-    // Partitions: as many as keep two joins within the budget (≈ 64 bytes per row held),
-    // and at least 4 on larger tables so both cores join.
+    // Partitions: as many as keep the joins that run at once within the budget (≈ 96
+    // bytes per row held, key included), at least one per join worker on larger tables,
+    // and at most 256 (two spill files each stay open until joined).
+    let workers = join_workers();
     let estimate = src.estimated_rows.max(tgt.estimated_rows);
-    let per_partition = (options.memory_budget / 2 / 64).max(1024);
+    let per_partition = (options.memory_budget / workers as u64 / 96).max(1024);
     let mut partitions = estimate.div_ceil(per_partition).max(1) as usize;
     if estimate > 200_000 {
-        partitions = partitions.max(4);
+        partitions = partitions.max(2 * workers);
     }
-    let partitions = partitions.min(1024);
+    let partitions = partitions.min(MAX_HASH_PARTITIONS);
     let chunk = ((options.memory_budget / 8) as usize / (2 * partitions)).clamp(16 << 10, 1 << 20);
     let (src_version, tgt_version) = (src.version, tgt.version);
     let scan = |side: Side| {
@@ -215,6 +227,7 @@ impl Side {
         };
         let enc = plan.encoders()?;
         let mut last_part: Option<(Vec<u8>, u64, u64)> = None;
+        let mut hashes: Vec<u64> = Vec::new();
         for data in scan.execute(self.engine.clone()).map_err(scan_err)? {
             let data =
                 ArrowEngineData::try_from_engine_data(data.map_err(scan_err)?).map_err(scan_err)?;
@@ -222,17 +235,17 @@ impl Side {
             let n = batch.num_rows();
             out.rows += n as u64;
             let keys = enc.rows(&enc.keys, &plan.keys, batch)?;
-            let values = enc.rows(&enc.values, &plan.values, batch)?;
+            let values = enc.columns(&plan.values, batch)?;
+            hashes.clear();
+            hashes.resize(n, 0);
+            hash_columns(&values, &mut hashes)?;
             let parts = if plan.checksums {
                 enc.rows(&enc.parts, &plan.parts, batch)?
             } else {
                 None
             };
-            for i in 0..n {
+            for (i, &vh) in hashes.iter().enumerate() {
                 let key: &[u8] = keys.as_ref().map_or(&[], |k| k.row(i).data());
-                let vh = values.as_ref().map_or(0, |v| {
-                    XxHash3_64::oneshot_with_seed(VALUE_SEED, v.row(i).data())
-                });
                 if keys.is_some() {
                     out.spill.push(key, vh)?;
                 }
@@ -261,7 +274,95 @@ impl Side {
     }
 }
 
-const VALUE_SEED: u64 = 0x05ee_d0f7_ab1e;
+/// The hash of a NULL value.
+const NULL_HASH: u64 = 0x6e75_6c6c_6e75_6c6c;
+
+/// splitmix64's finalizer: a fast, well-mixed hash of one 64-bit word.
+fn mix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Fold one column's value hash into a row's hash (order matters: a value moved to another
+/// column changes the row's hash).
+fn combine(row: u64, value: u64) -> u64 {
+    (row.rotate_left(23) ^ value).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+/// Hash every row of `columns` into `hashes`, column by column: fixed-width values by their
+/// bytes, strings and binaries by xxh3, booleans by value, anything else (nested, dictionary)
+/// through Arrow's row format. Works on the columns' memory directly: no per-row encoding.
+fn hash_columns(columns: &[ArrayRef], hashes: &mut [u64]) -> Result<(), LakeError> {
+    use arrow::array::{Array, AsArray};
+    for col in columns {
+        let nulls = col.logical_nulls();
+        let is_null = |i: usize| nulls.as_ref().is_some_and(|b| b.is_null(i));
+        let mut fold = |f: &dyn Fn(usize) -> u64| {
+            for (i, h) in hashes.iter_mut().enumerate() {
+                *h = combine(*h, if is_null(i) { NULL_HASH } else { f(i) });
+            }
+        };
+        let dt = col.data_type();
+        if let Some(width) = dt
+            .primitive_width()
+            .filter(|w| matches!(w, 1 | 2 | 4 | 8 | 16 | 32))
+        {
+            let data = col.to_data();
+            let start = data.offset() * width;
+            let bytes = &data.buffers()[0].as_slice()[start..start + col.len() * width];
+            fold(&|i| {
+                bytes[i * width..(i + 1) * width]
+                    .chunks(8)
+                    .fold(0u64, |acc, c| {
+                        let mut word = [0u8; 8];
+                        word[..c.len()].copy_from_slice(c);
+                        mix64(acc ^ u64::from_le_bytes(word))
+                    })
+            });
+            continue;
+        }
+        match dt {
+            DataType::Boolean => {
+                let a = col.as_boolean();
+                fold(&|i| mix64(a.value(i) as u64 + 1));
+            }
+            DataType::Utf8 => {
+                let a = col.as_string::<i32>();
+                fold(&|i| XxHash3_64::oneshot(a.value(i).as_bytes()));
+            }
+            DataType::LargeUtf8 => {
+                let a = col.as_string::<i64>();
+                fold(&|i| XxHash3_64::oneshot(a.value(i).as_bytes()));
+            }
+            DataType::Utf8View => {
+                let a = col.as_string_view();
+                fold(&|i| XxHash3_64::oneshot(a.value(i).as_bytes()));
+            }
+            DataType::Binary => {
+                let a = col.as_binary::<i32>();
+                fold(&|i| XxHash3_64::oneshot(a.value(i)));
+            }
+            DataType::LargeBinary => {
+                let a = col.as_binary::<i64>();
+                fold(&|i| XxHash3_64::oneshot(a.value(i)));
+            }
+            DataType::BinaryView => {
+                let a = col.as_binary_view();
+                fold(&|i| XxHash3_64::oneshot(a.value(i)));
+            }
+            _ => {
+                let conv = converter(&[Field::new("v", dt.clone(), true)])?.expect("one field");
+                let rows = conv
+                    .convert_columns(std::slice::from_ref(col))
+                    .map_err(arrow_err("cannot encode rows"))?;
+                fold(&|i| XxHash3_64::oneshot(rows.row(i).data()));
+            }
+        }
+    }
+    Ok(())
+}
 
 /// What a scan left behind.
 struct Scanned {
@@ -292,7 +393,6 @@ struct Plan {
 /// converters are cheap, and identical types give identical bytes on both sides).
 struct Encoders {
     keys: Option<RowConverter>,
-    values: Option<RowConverter>,
     parts: Option<RowConverter>,
 }
 
@@ -304,7 +404,15 @@ impl Encoders {
         batch: &RecordBatch,
     ) -> Result<Option<Rows>, LakeError> {
         let Some(conv) = conv else { return Ok(None) };
-        let columns = fields
+        let columns = self.columns(fields, batch)?;
+        conv.convert_columns(&columns)
+            .map(Some)
+            .map_err(arrow_err("cannot encode rows"))
+    }
+
+    /// `fields` of `batch`, each read as the plan's type.
+    fn columns(&self, fields: &[Field], batch: &RecordBatch) -> Result<Vec<ArrayRef>, LakeError> {
+        fields
             .iter()
             .map(|f| {
                 let c = batch.column_by_name(f.name()).ok_or_else(|| {
@@ -316,17 +424,21 @@ impl Encoders {
                 if c.data_type() == f.data_type() {
                     Ok(c.clone())
                 } else {
-                    arrow::compute::cast(c, f.data_type()).map_err(arrow_err(&format!(
-                        "cannot read column `{}` as {}",
-                        f.name(),
-                        f.data_type()
-                    )))
+                    // Unsafe casts fail instead of turning what does not fit into NULL.
+                    let options = arrow::compute::CastOptions {
+                        safe: false,
+                        ..Default::default()
+                    };
+                    arrow::compute::cast_with_options(c, f.data_type(), &options).map_err(
+                        arrow_err(&format!(
+                            "cannot read column `{}` as {}",
+                            f.name(),
+                            f.data_type()
+                        )),
+                    )
                 }
             })
-            .collect::<Result<Vec<ArrayRef>, LakeError>>()?;
-        conv.convert_columns(&columns)
-            .map(Some)
-            .map_err(arrow_err("cannot encode rows"))
+            .collect::<Result<Vec<ArrayRef>, LakeError>>()
     }
 }
 
@@ -410,7 +522,6 @@ impl Plan {
     fn encoders(&self) -> Result<Encoders, LakeError> {
         Ok(Encoders {
             keys: converter(&self.keys)?,
-            values: converter(&self.values)?,
             parts: converter(&self.parts)?,
         })
     }
@@ -630,6 +741,12 @@ fn join_partition(
     }
     // Probe: stream the target's records.
     let mut matched = vec![false; spans.len()];
+    let mut extras: HashTable<u32> = HashTable::new();
+    let (mut extra_arena, mut extra_spans, mut extra_hashes) = (
+        Vec::<u8>::new(),
+        Vec::<(usize, u16)>::new(),
+        Vec::<u64>::new(),
+    );
     while let Some(vh) = next_record(&mut tgt, &mut key)? {
         let kh = XxHash3_64::oneshot(&key);
         let found = table.find(kh, |&i| {
@@ -638,6 +755,21 @@ fn join_partition(
         });
         match found {
             None => {
+                // A key only the target has counts once as extra; its repeats are
+                // duplicates, as for keys both sides have.
+                let seen = extras.find(kh, |&i| {
+                    let (o, l) = extra_spans[i as usize];
+                    extra_arena[o..o + l as usize] == key[..]
+                });
+                if seen.is_some() {
+                    out.duplicate_target += 1;
+                    continue;
+                }
+                extra_spans.push((extra_arena.len(), key.len() as u16));
+                extra_arena.extend_from_slice(&key);
+                extra_hashes.push(kh);
+                let idx = (extra_spans.len() - 1) as u32;
+                extras.insert_unique(kh, idx, |&i| extra_hashes[i as usize]);
                 out.extra += 1;
                 keep_smallest(&mut out.extra_sample, &key, sample);
             }

@@ -8,9 +8,11 @@
 //! cost of a small incremental clone.
 //!
 //! The path declines (and the full snapshot diff runs instead) whenever it cannot be sure:
-//! the target was last written by something else, a commit in the range is gone, the range
-//! changes metadata, protocol or domain metadata (schema changes, upgrades, row tracking,
-//! clustering), an action is unknown, or a path is re-added after its removal.
+//! the target was last written by something else, commit S or a commit after it is gone,
+//! the range changes metadata, protocol or domain metadata (schema changes, upgrades, row
+//! tracking, clustering), an action is unknown, a file is re-added without a data change
+//! (it may already be live) or after its removal, or a remove lacks its size or partition
+//! values.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
@@ -22,8 +24,8 @@ use replicator_proto::CloneMetrics;
 use serde_json::{Value, json};
 
 use super::{
-    CloneCommit, CloneOptions, CloneReport, ENGINE_INFO, SourceFile, copy_all, percent_decode,
-    plan_copies, source_file,
+    CloneCommit, CloneOptions, CloneReport, ENGINE_INFO, SOURCE_COMMIT_PARAM, SourceFile, copy_all,
+    fingerprint, plan_copies, source_file,
 };
 use crate::{LakeError, TableLocation};
 
@@ -37,6 +39,8 @@ struct LastClone {
     source_table_size: u64,
     source_num_of_files: u64,
     in_commit_timestamp: Option<i64>,
+    /// Fingerprint of the source commit file at `source_version` when it was cloned.
+    source_commit: String,
 }
 
 /// Try the fast path. `Ok(None)` means "not applicable: run the full diff".
@@ -53,12 +57,13 @@ pub(super) async fn clone_tail(
         return Ok(None);
     };
     let s = last.source_version;
-    let later = commit_versions(source, s).await?;
-    // The commits after S must all be there, with no gap.
-    if later.iter().zip(s + 1..).any(|(v, want)| *v != want) {
+    let from_s = commit_versions(source, s.checked_sub(1)).await?;
+    // Commit S itself (so this is still the table that was cloned, not an empty or
+    // recreated one) and every commit after it must be there, with no gap.
+    if from_s.first() != Some(&s) || from_s.iter().zip(s..).any(|(v, want)| *v != want) {
         return Ok(None);
     }
-    let latest = later.last().copied().unwrap_or(s);
+    let latest = from_s.last().copied().unwrap_or(s);
     let v = options.version.unwrap_or(latest);
     if v < s || v > latest {
         return Ok(None);
@@ -76,24 +81,36 @@ pub(super) async fn clone_tail(
         duration_ms: started.elapsed().as_millis() as u64,
         log_tail: true,
     };
-    if v == s {
-        return Ok(Some(unchanged(metrics)));
-    }
 
-    // Read S+1..=V at once, then net their actions out in order.
-    let bodies = futures::future::try_join_all((s + 1..=v).map(|version| async move {
+    // Read S..=V at once, then net the actions of S+1..=V out in order. Commit S is read for
+    // its fingerprint: it proves the source is still the table that was cloned.
+    let bodies = futures::future::try_join_all((s..=v).map(|version| async move {
         let path = source.object_path(&format!("_delta_log/{version:020}.json"));
         let got = source.store().get(&path).await;
         match got {
-            Ok(r) => r.bytes().await.map_err(|e| LakeError::store(&path, e)),
+            Ok(r) => r
+                .bytes()
+                .await
+                .map(Some)
+                .map_err(|e| LakeError::store(&path, e)),
+            // Cleaned up since the listing: the full diff copes.
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(LakeError::store(&path, e)),
         }
     }))
     .await?;
-    let Some((added, removed)) = net_actions(source, target, &bodies)? else {
+    let Some(bodies) = bodies.into_iter().collect::<Option<Vec<_>>>() else {
         return Ok(None);
     };
-    if added.is_empty() && removed.is_empty() {
+    if fingerprint(&bodies[0]) != last.source_commit {
+        return Ok(None);
+    }
+    let source_commit = fingerprint(&bodies[bodies.len() - 1]);
+    let bodies = &bodies[1..];
+    let Some((added, removed)) = net_actions(source, target, bodies)? else {
+        return Ok(None);
+    };
+    if v == s || (added.is_empty() && removed.is_empty()) {
         // Only commits that change no file (commitInfo-only, `txn`, change data).
         return Ok(Some(CloneReport {
             source_version: v,
@@ -145,6 +162,7 @@ pub(super) async fn clone_tail(
     let commit = CloneCommit {
         source,
         source_version: v,
+        source_commit: Some(source_commit),
         metrics: &metrics,
         read_version: Some(last.target_version),
         in_commit_after: last.in_commit_timestamp,
@@ -200,6 +218,9 @@ async fn last_clone(
     let source_version = params["sourceVersion"]
         .as_str()
         .and_then(|s| s.parse::<u64>().ok());
+    let Some(source_commit) = params[SOURCE_COMMIT_PARAM].as_str().map(str::to_owned) else {
+        return Ok(None);
+    };
     Ok(
         match (
             ours,
@@ -213,6 +234,7 @@ async fn last_clone(
                 source_table_size: size,
                 source_num_of_files: files,
                 in_commit_timestamp: info["inCommitTimestamp"].as_i64(),
+                source_commit,
             }),
             _ => None,
         },
@@ -293,10 +315,15 @@ fn net_actions(
             };
             match kind.as_str() {
                 "add" => {
-                    let Ok(mut add) = serde_json::from_value::<Add>(body) else {
+                    // (`Add` decodes the path as it deserializes, like the snapshot's view.)
+                    let Ok(add) = serde_json::from_value::<Add>(body) else {
                         return Ok(None);
                     };
-                    add.path = percent_decode(&add.path);
+                    // A file re-added without a data change (statistics recomputed, or a
+                    // rewrite) may already be live in the target: only a snapshot can say.
+                    if !add.data_change {
+                        return Ok(None);
+                    }
                     let file = source_file(source, target, add)?;
                     if removed.contains_key(&file.key) {
                         return Ok(None);
@@ -307,15 +334,19 @@ fn net_actions(
                     let Ok(remove) = serde_json::from_value::<Remove>(body) else {
                         return Ok(None);
                     };
-                    let Some(size) = remove.size.filter(|s| *s >= 0) else {
+                    // Size and partition values go into the target's remove; without them
+                    // only the target's snapshot has them.
+                    let (Some(size), Some(partition_values)) =
+                        (remove.size.filter(|s| *s >= 0), remove.partition_values)
+                    else {
                         return Ok(None);
                     };
                     // Key it as the target knows it: the same transformation as an add.
                     let as_add = Add {
-                        path: percent_decode(&remove.path),
+                        path: remove.path,
                         size,
                         deletion_vector: remove.deletion_vector,
-                        partition_values: remove.partition_values.unwrap_or_default(),
+                        partition_values,
                         ..Default::default()
                     };
                     let Ok(file) = source_file(source, target, as_add) else {
