@@ -126,11 +126,20 @@ pub async fn compare(
         let plan = plan.clone();
         tokio::task::spawn_blocking(move || side.scan(&plan, partitions, chunk))
     };
+    let started = std::time::Instant::now();
     let (s, t) = tokio::join!(scan(src), scan(tgt));
     let joined = |r: Result<Result<Scanned, LakeError>, tokio::task::JoinError>| {
         r.map_err(|e| LakeError::Invalid(format!("scan task failed: {e}")))?
     };
     let (s, t) = (joined(s)?, joined(t)?);
+    tracing::debug!(
+        source_rows = s.rows,
+        target_rows = t.rows,
+        partitions,
+        ms = started.elapsed().as_millis() as u64,
+        "both tables scanned"
+    );
+    let started = std::time::Instant::now();
     let (source_rows, target_rows) = (s.rows, t.rows);
     let (partition_counts, partition_diffs) = if options.partition_checksums {
         let (n, d) = plan.partition_diffs(&s.checksums, &t.checksums)?;
@@ -149,6 +158,7 @@ pub async fn compare(
                 .map_err(|e| LakeError::Invalid(format!("join task failed: {e}")))??,
         )
     };
+    tracing::debug!(ms = started.elapsed().as_millis() as u64, "keys joined");
     Ok(Comparison {
         source_version: src_version,
         target_version: tgt_version,
@@ -220,6 +230,8 @@ impl Side {
             .build(self.engine.as_ref())
             .map_err(scan_err)?;
         let scan = snap.scan_builder().build().map_err(scan_err)?;
+        let started = std::time::Instant::now();
+        let mut read = std::time::Duration::ZERO;
         let mut out = Scanned {
             rows: 0,
             spill: Spill::new(partitions, chunk),
@@ -228,9 +240,11 @@ impl Side {
         let enc = plan.encoders()?;
         let mut last_part: Option<(Vec<u8>, u64, u64)> = None;
         let mut hashes: Vec<u64> = Vec::new();
+        let mut t = std::time::Instant::now();
         for data in scan.execute(self.engine.clone()).map_err(scan_err)? {
             let data =
                 ArrowEngineData::try_from_engine_data(data.map_err(scan_err)?).map_err(scan_err)?;
+            read += t.elapsed();
             let batch = data.record_batch();
             let n = batch.num_rows();
             out.rows += n as u64;
@@ -266,10 +280,18 @@ impl Side {
                     }
                 }
             }
+            t = std::time::Instant::now();
         }
         if let Some((p, count, sum)) = last_part {
             out.add_checksum(p, count, sum);
         }
+        tracing::debug!(
+            table = %self.url,
+            rows = out.rows,
+            read_ms = read.as_millis() as u64,
+            total_ms = started.elapsed().as_millis() as u64,
+            "scanned"
+        );
         Ok(out)
     }
 }
@@ -670,19 +692,50 @@ fn spill_err(e: std::io::Error) -> LakeError {
     LakeError::Invalid(format!("cannot use a temporary spill file: {e}"))
 }
 
-/// Read one record into `key`; `None` at the end.
-fn next_record(r: &mut impl Read, key: &mut Vec<u8>) -> Result<Option<u64>, LakeError> {
-    let mut len = [0u8; 2];
-    match r.read_exact(&mut len) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(spill_err(e)),
+/// The records of a spilled partition, read whole, parsed in place.
+struct Records {
+    data: Vec<u8>,
+}
+
+impl Records {
+    fn read(mut r: impl Read) -> Result<Self, LakeError> {
+        let mut data = Vec::new();
+        r.read_to_end(&mut data).map_err(spill_err)?;
+        Ok(Self { data })
     }
-    key.resize(u16::from_le_bytes(len) as usize, 0);
-    r.read_exact(key).map_err(spill_err)?;
-    let mut h = [0u8; 8];
-    r.read_exact(&mut h).map_err(spill_err)?;
-    Ok(Some(u64::from_le_bytes(h)))
+
+    /// `(offset, key, row hash)` of each record, in order.
+    fn iter(&self) -> impl Iterator<Item = (usize, &[u8], u64)> + '_ {
+        let d = &self.data;
+        let mut o = 0;
+        std::iter::from_fn(move || {
+            if o + 2 > d.len() {
+                return None;
+            }
+            let at = o;
+            let len = u16::from_le_bytes([d[o], d[o + 1]]) as usize;
+            let key = &d[o + 2..o + 2 + len];
+            let h = u64::from_le_bytes(d[o + 2 + len..o + 10 + len].try_into().expect("8 bytes"));
+            o += 10 + len;
+            Some((at, key, h))
+        })
+    }
+
+    fn key_at(&self, offset: u32) -> &[u8] {
+        let o = offset as usize;
+        let len = u16::from_le_bytes([self.data[o], self.data[o + 1]]) as usize;
+        &self.data[o + 2..o + 2 + len]
+    }
+
+    fn hash_at(&self, offset: u32) -> u64 {
+        let o = offset as usize;
+        let len = u16::from_le_bytes([self.data[o], self.data[o + 1]]) as usize;
+        u64::from_le_bytes(
+            self.data[o + 2 + len..o + 10 + len]
+                .try_into()
+                .expect("8 bytes"),
+        )
+    }
 }
 
 /// What one partition's join found.
@@ -708,70 +761,55 @@ fn keep_smallest(heap: &mut BinaryHeap<Vec<u8>>, key: &[u8], cap: usize) {
     }
 }
 
-fn join_partition(
-    mut src: impl Read,
-    mut tgt: impl Read,
-    sample: usize,
-) -> Result<Joined, LakeError> {
+fn join_partition(src: impl Read, tgt: impl Read, sample: usize) -> Result<Joined, LakeError> {
     let mut out = Joined::default();
-    // Build: the source's records, keys in one arena.
-    let mut arena: Vec<u8> = Vec::new();
-    let mut spans: Vec<(usize, u16)> = Vec::new();
-    let mut row_hashes: Vec<u64> = Vec::new();
-    let mut key_hashes: Vec<u64> = Vec::new();
-    let mut table: HashTable<u32> = HashTable::new();
-    let mut key = Vec::new();
-    while let Some(vh) = next_record(&mut src, &mut key)? {
-        let kh = XxHash3_64::oneshot(&key);
-        let found = table.find(kh, |&i| {
-            let (o, l) = spans[i as usize];
-            arena[o..o + l as usize] == key[..]
-        });
-        if found.is_some() {
+    // Build: index the source's records where they lie (offsets into the read buffer), in a
+    // table sized up front so it never grows.
+    let src = Records::read(src)?;
+    if src.data.len() > u32::MAX as usize {
+        return Err(LakeError::Invalid(
+            "a hash partition outgrew 4 GiB: raise reconciliation.memory_mb".into(),
+        ));
+    }
+    let count = src.iter().count();
+    let mut offsets: Vec<u32> = Vec::with_capacity(count);
+    let mut table: HashTable<u32> = HashTable::with_capacity(count);
+    for (at, key, _) in src.iter() {
+        let kh = XxHash3_64::oneshot(key);
+        if table
+            .find(kh, |&i| src.key_at(offsets[i as usize]) == key)
+            .is_some()
+        {
             out.duplicate_source += 1;
             continue;
         }
-        let idx = u32::try_from(spans.len())
-            .map_err(|_| LakeError::Invalid("more than 4 billion keys in one partition".into()))?;
-        spans.push((arena.len(), key.len() as u16));
-        arena.extend_from_slice(&key);
-        row_hashes.push(vh);
-        key_hashes.push(kh);
-        table.insert_unique(kh, idx, |&i| key_hashes[i as usize]);
-    }
-    // Probe: stream the target's records.
-    let mut matched = vec![false; spans.len()];
-    let mut extras: HashTable<u32> = HashTable::new();
-    let (mut extra_arena, mut extra_spans, mut extra_hashes) = (
-        Vec::<u8>::new(),
-        Vec::<(usize, u16)>::new(),
-        Vec::<u64>::new(),
-    );
-    while let Some(vh) = next_record(&mut tgt, &mut key)? {
-        let kh = XxHash3_64::oneshot(&key);
-        let found = table.find(kh, |&i| {
-            let (o, l) = spans[i as usize];
-            arena[o..o + l as usize] == key[..]
+        let idx = offsets.len() as u32;
+        offsets.push(at as u32);
+        table.insert_unique(kh, idx, |&i| {
+            XxHash3_64::oneshot(src.key_at(offsets[i as usize]))
         });
-        match found {
+    }
+    // Probe: the target's records in order.
+    let tgt = Records::read(tgt)?;
+    if tgt.data.len() > u32::MAX as usize {
+        return Err(LakeError::Invalid(
+            "a hash partition outgrew 4 GiB: raise reconciliation.memory_mb".into(),
+        ));
+    }
+    let mut matched = vec![false; offsets.len()];
+    // Keys only the target has: counted once as extra, their repeats as duplicates.
+    let mut extras: HashTable<u32> = HashTable::new();
+    for (at, key, vh) in tgt.iter() {
+        let kh = XxHash3_64::oneshot(key);
+        match table.find(kh, |&i| src.key_at(offsets[i as usize]) == key) {
             None => {
-                // A key only the target has counts once as extra; its repeats are
-                // duplicates, as for keys both sides have.
-                let seen = extras.find(kh, |&i| {
-                    let (o, l) = extra_spans[i as usize];
-                    extra_arena[o..o + l as usize] == key[..]
-                });
-                if seen.is_some() {
+                if extras.find(kh, |&o| tgt.key_at(o) == key).is_some() {
                     out.duplicate_target += 1;
                     continue;
                 }
-                extra_spans.push((extra_arena.len(), key.len() as u16));
-                extra_arena.extend_from_slice(&key);
-                extra_hashes.push(kh);
-                let idx = (extra_spans.len() - 1) as u32;
-                extras.insert_unique(kh, idx, |&i| extra_hashes[i as usize]);
+                extras.insert_unique(kh, at as u32, |&o| XxHash3_64::oneshot(tgt.key_at(o)));
                 out.extra += 1;
-                keep_smallest(&mut out.extra_sample, &key, sample);
+                keep_smallest(&mut out.extra_sample, key, sample);
             }
             Some(&i) => {
                 let i = i as usize;
@@ -780,9 +818,9 @@ fn join_partition(
                     continue;
                 }
                 matched[i] = true;
-                if row_hashes[i] != vh {
+                if src.hash_at(offsets[i]) != vh {
                     out.changed += 1;
-                    keep_smallest(&mut out.changed_sample, &key, sample);
+                    keep_smallest(&mut out.changed_sample, key, sample);
                 }
             }
         }
@@ -790,8 +828,7 @@ fn join_partition(
     for (i, m) in matched.iter().enumerate() {
         if !m {
             out.missing += 1;
-            let (o, l) = spans[i];
-            keep_smallest(&mut out.missing_sample, &arena[o..o + l as usize], sample);
+            keep_smallest(&mut out.missing_sample, src.key_at(offsets[i]), sample);
         }
     }
     Ok(out)
