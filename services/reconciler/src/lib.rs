@@ -21,7 +21,7 @@ use replicator_common::config::{Reconciliation, TableChecks};
 use replicator_common::retry::RetryPolicy;
 use replicator_common::shutdown::CancellationToken;
 use replicator_lake::compare::{CompareOptions, Comparison, compare};
-use replicator_lake::inspect::{CountMethod, count_rows, schema_diff, table_info};
+use replicator_lake::inspect::{CountMethod, TableInfo, count_rows, schema_diff, table_info};
 use replicator_lake::{LakeError, TableLocation};
 use replicator_proto::{
     Check, Header, KeyDiff, PartitionDiff, ReconcileResult, ReconcileTask, TaskError, Validation,
@@ -81,28 +81,18 @@ pub async fn validate(
         keys: None,
         partitions: Vec::new(),
     };
-    let (src_info, tgt_info) = if checks.row_counts {
-        let (s, sm, si) = count_rows(source, source_version).await?;
-        let (t, tm, ti) = count_rows(target, None).await?;
-        out.source_rows = Some(s);
-        out.target_rows = Some(t);
-        let how = |m: CountMethod| m.to_string();
-        out.checks.push(Check {
-            name: "row_count".into(),
-            passed: s == t,
-            detail: format!(
-                "source {s} rows ({}), target {t} rows ({})",
-                how(sm),
-                how(tm)
-            ),
-        });
-        (si, ti)
-    } else {
-        (
-            table_info(source, source_version).await?,
-            table_info(target, None).await?,
-        )
-    };
+    let (src_info, tgt_info) =
+        tokio::try_join!(table_info(source, source_version), table_info(target, None))?;
+    // A key comparison reads every row anyway: a side without complete log statistics is
+    // counted by it rather than by a scan of its own.
+    let compare_on = !checks.primary_key.is_empty() || checks.partition_checksums;
+    let stats = (src_info.stats_rows, tgt_info.stats_rows);
+    let defer_counts = checks.row_counts && compare_on && (stats.0.is_none() || stats.1.is_none());
+    if checks.row_counts && !defer_counts {
+        let (s, sm) = counted(source, &src_info).await?;
+        let (t, tm) = counted(target, &tgt_info).await?;
+        out.push_counts((s, sm), (t, tm));
+    }
     out.source_version = src_info.version;
     out.target_version = tgt_info.version;
     if checks.schema {
@@ -139,6 +129,11 @@ pub async fn validate(
         // The tables cannot be compared as configured (a key column is missing, say):
         // that is a finding about this pair, not a reason to retry.
         Err(LakeError::Invalid(reason)) => {
+            if defer_counts {
+                let (s, sm) = counted(source, &src_info).await?;
+                let (t, tm) = counted(target, &tgt_info).await?;
+                out.push_counts((s, sm), (t, tm));
+            }
             out.checks.push(Check {
                 name: if checks.primary_key.is_empty() {
                     "partition_checksums".into()
@@ -152,6 +147,16 @@ pub async fn validate(
         }
         Err(e) => return Err(e),
     };
+    if defer_counts {
+        let side = |stats: Option<u64>, scanned: u64| match stats {
+            Some(n) => (n, CountMethod::Stats),
+            None => (scanned, CountMethod::Scan),
+        };
+        out.push_counts(
+            side(stats.0, cmp.source_rows),
+            side(stats.1, cmp.target_rows),
+        );
+    }
     out.source_rows.get_or_insert(cmp.source_rows);
     out.target_rows.get_or_insert(cmp.target_rows);
     if let Some(k) = &cmp.keys {
@@ -171,6 +176,32 @@ pub async fn validate(
     out.keys = cmp.keys;
     out.partitions = cmp.partitions;
     Ok(out)
+}
+
+/// A table's row count: from its log statistics when complete, else by scanning.
+async fn counted(loc: &TableLocation, info: &TableInfo) -> Result<(u64, CountMethod), LakeError> {
+    match info.stats_rows {
+        Some(n) => Ok((n, CountMethod::Stats)),
+        None => count_rows(loc, Some(info.version))
+            .await
+            .map(|(n, m, _)| (n, m)),
+    }
+}
+
+impl Findings {
+    /// Record the row counts and their check, first among the checks.
+    fn push_counts(&mut self, (s, sm): (u64, CountMethod), (t, tm): (u64, CountMethod)) {
+        self.source_rows = Some(s);
+        self.target_rows = Some(t);
+        self.checks.insert(
+            0,
+            Check {
+                name: "row_count".into(),
+                passed: s == t,
+                detail: format!("source {s} rows ({sm}), target {t} rows ({tm})"),
+            },
+        );
+    }
 }
 
 /// `by [id]: 3 missing (id=5, …), 1 extra (…), 2 changed (…); 4 columns compared`.
