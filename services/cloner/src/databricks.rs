@@ -6,8 +6,7 @@
 use std::time::Instant;
 
 use replicator_bus::{BusRef, Delivery};
-use replicator_common::metrics;
-use replicator_proto::{CloneResult, CloneTask, Header, Outcome, TaskError};
+use replicator_proto::{CloneTask, Outcome, TaskError};
 use replicator_store::{Stage, Store};
 
 use crate::{ClonerConfig, Lease};
@@ -33,23 +32,7 @@ pub(crate) async fn handle(
         .await
         .ok();
     let result = replicator_databricks::fleet::clone(&task.source).await;
-    let mut msg = CloneResult {
-        header: Header::new(run_id),
-        task_id: task.task_id,
-        attempt: task.attempt,
-        table: task.table.clone(),
-        source: task.source.clone(),
-        target: task.target.clone(),
-        outcome: Outcome::Failed,
-        source_version: None,
-        target_version: None,
-        committed: false,
-        metrics: None,
-        error: None,
-        retries: 0,
-        duration_ms: 0,
-        statement_ids: Vec::new(),
-    };
+    let mut msg = crate::pending_result(&task);
     match result {
         Ok(step) => {
             tracing::info!(statements = ?step.statement_ids, "databricks clone succeeded");
@@ -80,20 +63,16 @@ pub(crate) async fn handle(
             tracing::warn!(error = %e, "could not record the attempt");
         }
     }
-    let published = crate::publish(&task, &msg, task.operation.reconciles(), bus, store).await;
-    lease.release(&task.target, store, &config.worker).await;
-    metrics::task_done(
-        "cloner",
-        msg.outcome == Outcome::Succeeded,
-        started.elapsed(),
-    );
-    if let Err(e) = published {
-        tracing::warn!(error = %e, "could not record or publish the clone result; the task will be redelivered");
-        delivery.nack(&e.to_string());
-        return;
-    }
-    match msg.error {
-        None => delivery.ack(),
-        Some(err) => delivery.dead_letter(&format!("databricks clone failed: {}", err.message)),
-    }
+    crate::settle(
+        &task,
+        msg,
+        delivery,
+        bus,
+        store,
+        config,
+        lease,
+        started,
+        |err| format!("databricks clone failed: {err}"),
+    )
+    .await;
 }

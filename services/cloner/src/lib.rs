@@ -196,24 +196,9 @@ pub async fn handle(
                 .await
         }
     };
-    let reconcile_next = task.operation.reconciles();
-    let mut msg = CloneResult {
-        header: Header::new(run_id),
-        task_id: task.task_id,
-        attempt: task.attempt,
-        table: task.table.clone(),
-        source: task.source.clone(),
-        target: task.target.clone(),
-        outcome: Outcome::Failed,
-        source_version: None,
-        target_version: None,
-        committed: false,
-        metrics: None,
-        error: None,
-        retries,
-        duration_ms: started.elapsed().as_millis() as u64,
-        statement_ids: Vec::new(),
-    };
+    let mut msg = pending_result(&task);
+    msg.retries = retries;
+    msg.duration_ms = started.elapsed().as_millis() as u64;
     match result {
         Ok(r) => {
             tracing::info!(
@@ -239,16 +224,66 @@ pub async fn handle(
             });
         }
     }
-    let published = publish(&task, &msg, reconcile_next, bus, store).await;
+    if let Some(m) = &msg.metrics {
+        metrics::bytes_copied(m.copied_files_size);
+    }
+    settle(
+        &task,
+        msg,
+        delivery,
+        bus,
+        store,
+        config,
+        lease,
+        started,
+        |err| format!("clone failed after {retries} retries: {err}"),
+    )
+    .await;
+}
+
+/// The result of `task` before it ran: failed, nothing copied.
+fn pending_result(task: &CloneTask) -> CloneResult {
+    CloneResult {
+        header: Header::new(task.header.run_id),
+        task_id: task.task_id,
+        attempt: task.attempt,
+        table: task.table.clone(),
+        source: task.source.clone(),
+        target: task.target.clone(),
+        outcome: Outcome::Failed,
+        source_version: None,
+        target_version: None,
+        committed: false,
+        metrics: None,
+        error: None,
+        retries: 0,
+        duration_ms: 0,
+        statement_ids: Vec::new(),
+    }
+}
+
+/// Record and publish `msg` (and the reconcile task that follows a success), release the
+/// lease, count the task, then settle the delivery: ack a success, dead-letter a failure
+/// with `failure(message)`, nack when recording or publishing failed (redelivered).
+#[allow(clippy::too_many_arguments)]
+async fn settle(
+    task: &CloneTask,
+    msg: CloneResult,
+    delivery: Delivery,
+    bus: &BusRef,
+    store: &Store,
+    config: &ClonerConfig,
+    lease: Lease,
+    started: Instant,
+    failure: impl FnOnce(&str) -> String,
+) {
+    let published = publish(task, &msg, task.operation.reconciles(), bus, store).await;
     lease.release(&task.target, store, &config.worker).await;
     metrics::task_done(
         "cloner",
         msg.outcome == Outcome::Succeeded,
         started.elapsed(),
     );
-    if let Some(m) = &msg.metrics {
-        metrics::bytes_copied(m.copied_files_size);
-    }
     if let Err(e) = published {
         tracing::warn!(error = %e, "could not record or publish the clone result; the task will be redelivered");
         delivery.nack(&e.to_string());
@@ -256,10 +291,7 @@ pub async fn handle(
     }
     match msg.error {
         None => delivery.ack(),
-        Some(err) => delivery.dead_letter(&format!(
-            "clone failed after {} retries: {}",
-            retries, err.message
-        )),
+        Some(err) => delivery.dead_letter(&failure(&err.message)),
     }
 }
 

@@ -303,37 +303,32 @@ pub async fn handle(
     store: &Store,
     config: &ReconcilerConfig,
 ) {
-    if task.engine == replicator_proto::Engine::Databricks {
-        return databricks::handle(task, delivery, bus, store, config).await;
-    }
     let started = Instant::now();
     let _in_flight = replicator_common::metrics::in_flight("reconciler");
-    let run_id = task.header.run_id;
-    let task_id = task.task_id;
     let attempt_id = store
         .attempt_started(
-            run_id,
-            task_id,
+            task.header.run_id,
+            task.task_id,
             Stage::Reconcile,
             task.attempt,
             &config.worker,
         )
         .await
         .ok();
-    let (found, _retries) = config
-        .retry
-        .retry(
-            || async {
-                let source = TableLocation::parse(&task.source)?;
-                let target = TableLocation::parse(&task.target)?;
-                validate(&source, &target, task.source_version, &config.checks.for_table(&task.table)).await
-            },
-            |e: &LakeError, delay| tracing::warn!(error = %e, delay_ms = delay.as_millis() as u64, "validation failed, retrying"),
-        )
-        .await;
-    let mut msg = ReconcileResult {
-        header: Header::new(run_id),
-        task_id,
+    let mut msg = if task.engine == replicator_proto::Engine::Databricks {
+        databricks::reconcile(&task).await
+    } else {
+        reconcile_native(&task, config).await
+    };
+    msg.duration_ms = started.elapsed().as_millis() as u64;
+    settle(msg, started, attempt_id, delivery, bus, store).await;
+}
+
+/// The result of `task` before its checks ran: failed, nothing found.
+fn pending_result(task: &ReconcileTask) -> ReconcileResult {
+    ReconcileResult {
+        header: Header::new(task.header.run_id),
+        task_id: task.task_id,
         attempt: task.attempt,
         table: task.table.clone(),
         outcome: Validation::Failed,
@@ -347,7 +342,23 @@ pub async fn handle(
         error: None,
         duration_ms: 0,
         statement_ids: Vec::new(),
-    };
+    }
+}
+
+/// Run the native engine's checks on `task`, with the shared retry policy.
+async fn reconcile_native(task: &ReconcileTask, config: &ReconcilerConfig) -> ReconcileResult {
+    let (found, _retries) = config
+        .retry
+        .retry(
+            || async {
+                let source = TableLocation::parse(&task.source)?;
+                let target = TableLocation::parse(&task.target)?;
+                validate(&source, &target, task.source_version, &config.checks.for_table(&task.table)).await
+            },
+            |e: &LakeError, delay| tracing::warn!(error = %e, delay_ms = delay.as_millis() as u64, "validation failed, retrying"),
+        )
+        .await;
+    let mut msg = pending_result(task);
     match found {
         Ok(f) => {
             msg.outcome = if f.checks.iter().all(|c| c.passed) {
@@ -370,18 +381,35 @@ pub async fn handle(
             })
         }
     }
-    msg.duration_ms = started.elapsed().as_millis() as u64;
+    msg
+}
+
+/// Count and log the validation, finish its attempt, record and publish the result, then
+/// ack the delivery (nack it when recording or publishing failed, so it is redelivered).
+async fn settle(
+    msg: ReconcileResult,
+    started: Instant,
+    attempt_id: Option<i64>,
+    delivery: Delivery,
+    bus: &BusRef,
+    store: &Store,
+) {
     replicator_common::metrics::task_done(
         "reconciler",
         msg.outcome != Validation::Failed,
         started.elapsed(),
     );
+    let statements = &msg.statement_ids;
     match msg.outcome {
-        Validation::Matched => tracing::info!(rows = ?msg.target_rows, "target matches source"),
-        Validation::Mismatched => {
-            tracing::warn!(checks = ?msg.checks, "target differs from source")
+        Validation::Matched => {
+            tracing::info!(rows = ?msg.target_rows, ?statements, "target matches source")
         }
-        Validation::Failed => tracing::error!(error = ?msg.error, "validation could not run"),
+        Validation::Mismatched => {
+            tracing::warn!(checks = ?msg.checks, ?statements, "target differs from source")
+        }
+        Validation::Failed => {
+            tracing::error!(error = ?msg.error, ?statements, "validation could not run")
+        }
     }
     if let Some(id) = attempt_id {
         let outcome = if msg.outcome == Validation::Failed {
