@@ -12,11 +12,8 @@ use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 
 use crate::clone::load;
+use crate::export::{create_table, delta, replace_files};
 use crate::{LakeError, TableLocation};
-
-fn delta(loc: &TableLocation, e: deltalake::DeltaTableError) -> LakeError {
-    LakeError::from_delta(loc.url().as_str(), None, e)
-}
 
 /// Rows of the sample `orders` shape: `id`, `customer`, `region`, `amount`.
 pub fn orders(start: i64, n: usize, region: &str) -> RecordBatch {
@@ -49,34 +46,7 @@ pub async fn create(
     batch: &RecordBatch,
     partitions: &[&str],
 ) -> Result<u64, LakeError> {
-    let schema = batch.schema();
-    let columns: Vec<StructField> = schema
-        .fields()
-        .iter()
-        .map(|f| {
-            let ty = match f.data_type() {
-                ArrowType::Int64 => DataType::LONG,
-                ArrowType::Float64 => DataType::DOUBLE,
-                ArrowType::Timestamp(_, None) => DataType::TIMESTAMP_NTZ,
-                ArrowType::Timestamp(_, Some(_)) => DataType::TIMESTAMP,
-                _ => DataType::STRING,
-            };
-            StructField::new(f.name().clone(), ty, f.is_nullable())
-        })
-        .collect();
-    if let Some(dir) = loc.local_dir() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| LakeError::Invalid(format!("cannot create {}: {e}", dir.display())))?;
-    }
-    let table = DeltaTable::try_from_url(loc.url().clone())
-        .await
-        .map_err(|e| delta(loc, e))?
-        .create()
-        .with_columns(columns)
-        .with_partition_columns(partitions.iter().map(|p| p.to_string()))
-        .with_save_mode(SaveMode::ErrorIfExists)
-        .await
-        .map_err(|e| delta(loc, e))?;
+    let table = create_table(loc, &batch.schema(), partitions).await?;
     append_to(table, loc, batch).await
 }
 
@@ -131,40 +101,17 @@ pub async fn delete_files(
 
 /// Replace every row with `batch` in one commit (removes plus adds).
 pub async fn overwrite(loc: &TableLocation, batch: &RecordBatch) -> Result<u64, LakeError> {
-    let table = load(loc, None).await?;
-    let snap = table.snapshot().map_err(|e| delta(loc, e))?;
-    let mut actions: Vec<Action> = snap
-        .log_data()
-        .iter()
-        .map(|f| Action::Remove(f.remove_action(true)))
-        .collect();
-    let mut writer = RecordBatchWriter::for_table(&table).map_err(|e| delta(loc, e))?;
-    writer
-        .write(batch.clone())
-        .await
-        .map_err(|e| delta(loc, e))?;
-    actions.extend(
-        writer
-            .flush()
-            .await
-            .map_err(|e| delta(loc, e))?
-            .into_iter()
-            .map(Action::Add),
-    );
-    let done = CommitBuilder::default()
-        .with_actions(actions)
-        .build(
-            Some(snap),
-            table.log_store(),
-            DeltaOperation::Write {
-                mode: SaveMode::Overwrite,
-                partition_by: None,
-                predicate: None,
-            },
-        )
-        .await
-        .map_err(|e| delta(loc, e))?;
-    Ok(done.version as u64)
+    replace_files(
+        loc,
+        batch,
+        |_| true,
+        DeltaOperation::Write {
+            mode: SaveMode::Overwrite,
+            partition_by: None,
+            predicate: None,
+        },
+    )
+    .await
 }
 
 /// The demo estate: four tables in two schemas under `root`
