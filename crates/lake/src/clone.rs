@@ -310,30 +310,28 @@ pub async fn deep_clone(
     }
 
     // 4. Verify the source has every file to copy, then copy what the target lacks.
-    let mut seen = HashSet::new();
-    let wanted: Vec<CopyItem> = adds
-        .iter()
-        .flat_map(|f| f.copies.iter().cloned())
-        .filter(|c| seen.insert(c.dst_rel.clone()))
-        .collect();
-    let parallelism = options.parallelism.max(1);
-    let to_copy = plan_copies(source, target, source_version, wanted, parallelism).await?;
     let fresh_target = target_version.is_none();
-    if options.dry_run {
-        metrics.num_copied_files = to_copy.len() as u64;
-        metrics.copied_files_size = to_copy.iter().map(|(_, size)| size).sum();
-        return Ok(CloneReport {
-            source_version,
-            target_version: target_version.unwrap_or(0),
-            committed: false,
-            metrics,
-            duration_ms: started.elapsed().as_millis() as u64,
-            log_tail: false,
-        });
-    }
-    let copied = copy_all(target, &to_copy, parallelism, options.progress.as_ref()).await;
-    let copied = match copied {
-        Ok(c) => c,
+    let copied = match copy_files(
+        source,
+        target,
+        source_version,
+        adds.iter().copied(),
+        options,
+        &mut metrics,
+    )
+    .await
+    {
+        Ok(Copied::DryRun) => {
+            return Ok(CloneReport {
+                source_version,
+                target_version: target_version.unwrap_or(0),
+                committed: false,
+                metrics,
+                duration_ms: started.elapsed().as_millis() as u64,
+                log_tail: false,
+            });
+        }
+        Ok(Copied::Done(c)) => c,
         Err((e, done)) => {
             if fresh_target {
                 cleanup(target, &done).await;
@@ -341,17 +339,6 @@ pub async fn deep_clone(
             return Err(e);
         }
     };
-    metrics.num_copied_files = copied.len() as u64;
-    metrics.copied_files_size = to_copy
-        .iter()
-        .map(|(c, size)| {
-            if copied.contains(&c.dst_rel) {
-                *size
-            } else {
-                0
-            }
-        })
-        .sum();
 
     // 5. Commit.
     let mut metadata = src_metadata.clone();
@@ -410,6 +397,50 @@ pub async fn deep_clone(
         duration_ms: started.elapsed().as_millis() as u64,
         log_tail: false,
     })
+}
+
+/// What [`copy_files`] did.
+enum Copied {
+    /// A dry run: the copies were planned and counted, nothing was written.
+    DryRun,
+    /// These target-relative files were copied.
+    Done(HashSet<String>),
+}
+
+/// Check that the source holds every file `adds` need (each once) with its logged size,
+/// then copy those the target lacks, filling the copy metrics; a dry run only counts them.
+/// On a copy failure: the error and the files copied so far.
+async fn copy_files<'a>(
+    source: &TableLocation,
+    target: &TableLocation,
+    source_version: u64,
+    adds: impl IntoIterator<Item = &'a SourceFile>,
+    options: &CloneOptions,
+    metrics: &mut CloneMetrics,
+) -> Result<Copied, (LakeError, HashSet<String>)> {
+    let mut seen = HashSet::new();
+    let wanted: Vec<CopyItem> = adds
+        .into_iter()
+        .flat_map(|f| f.copies.iter().cloned())
+        .filter(|c| seen.insert(c.dst_rel.clone()))
+        .collect();
+    let parallelism = options.parallelism.max(1);
+    let to_copy = plan_copies(source, target, source_version, wanted, parallelism)
+        .await
+        .map_err(|e| (e, HashSet::new()))?;
+    if options.dry_run {
+        metrics.num_copied_files = to_copy.len() as u64;
+        metrics.copied_files_size = to_copy.iter().map(|(_, size)| size).sum();
+        return Ok(Copied::DryRun);
+    }
+    let copied = copy_all(target, &to_copy, parallelism, options.progress.as_ref()).await?;
+    metrics.num_copied_files = copied.len() as u64;
+    metrics.copied_files_size = to_copy
+        .iter()
+        .filter(|(c, _)| copied.contains(&c.dst_rel))
+        .map(|(_, size)| size)
+        .sum();
+    Ok(Copied::Done(copied))
 }
 
 /// The commit a clone writes: `commitInfo` (operation `CLONE`, source, source version and

@@ -63,18 +63,7 @@ pub async fn table_info(loc: &TableLocation, version: Option<u64>) -> Result<Tab
         .as_str()
         .and_then(|s| serde_json::from_str(s).ok())
         .ok_or_else(|| LakeError::Invalid(format!("{url} has no readable schemaString")))?;
-    let columns = schema["fields"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|f| {
-            (
-                f["name"].as_str().unwrap_or_default().to_owned(),
-                f["type"].clone(),
-                f["nullable"].as_bool().unwrap_or(true),
-            )
-        })
-        .collect();
+    let columns = fields_of(&schema);
     let partition_columns = metadata["partitionColumns"]
         .as_array()
         .into_iter()
@@ -196,20 +185,23 @@ pub fn schema_diff(source: &TableInfo, target: &TableInfo) -> Vec<String> {
 
 /// (name, type, nullable) of a struct type's fields, when `ty` is a struct.
 fn struct_fields(ty: &Value) -> Option<Vec<(String, Value, bool)>> {
-    (ty["type"] == "struct").then(|| {
-        ty["fields"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|f| {
-                (
-                    f["name"].as_str().unwrap_or_default().to_owned(),
-                    f["type"].clone(),
-                    f["nullable"].as_bool().unwrap_or(true),
-                )
-            })
-            .collect()
-    })
+    (ty["type"] == "struct").then(|| fields_of(ty))
+}
+
+/// (name, type, nullable) of the `fields` of a schema or struct type, as JSON.
+fn fields_of(ty: &Value) -> Vec<(String, Value, bool)> {
+    ty["fields"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|f| {
+            (
+                f["name"].as_str().unwrap_or_default().to_owned(),
+                f["type"].clone(),
+                f["nullable"].as_bool().unwrap_or(true),
+            )
+        })
+        .collect()
 }
 
 /// A type as people write it: `long`, `struct<…>`, `array<string>`.

@@ -14,7 +14,7 @@
 //! (it may already be live) or after its removal, or a remove lacks its size or partition
 //! values.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::Instant;
 
 use deltalake::kernel::{Add, Remove};
@@ -24,8 +24,8 @@ use replicator_proto::CloneMetrics;
 use serde_json::{Value, json};
 
 use super::{
-    CloneCommit, CloneOptions, CloneReport, ENGINE_INFO, SOURCE_COMMIT_PARAM, SourceFile, copy_all,
-    fingerprint, plan_copies, source_file,
+    CloneCommit, CloneOptions, CloneReport, Copied, ENGINE_INFO, SOURCE_COMMIT_PARAM, SourceFile,
+    copy_files, fingerprint, source_file,
 };
 use crate::{LakeError, TableLocation};
 
@@ -127,32 +127,17 @@ pub(super) async fn clone_tail(
     metrics.num_removed_files = removed.len() as u64;
     metrics.removed_files_size = removed_size;
 
-    let mut seen = HashSet::new();
-    let wanted = added
-        .values()
-        .flat_map(|f| f.copies.iter().cloned())
-        .filter(|c| seen.insert(c.dst_rel.clone()))
-        .collect();
-    let parallelism = options.parallelism.max(1);
-    let to_copy = plan_copies(source, target, v, wanted, parallelism).await?;
-    if options.dry_run {
-        metrics.num_copied_files = to_copy.len() as u64;
-        metrics.copied_files_size = to_copy.iter().map(|(_, size)| size).sum();
-        return Ok(Some(CloneReport {
-            source_version: v,
-            ..unchanged(metrics)
-        }));
-    }
     // The target existed before: files copied by a failed attempt are left for the retry.
-    let copied = copy_all(target, &to_copy, parallelism, options.progress.as_ref())
-        .await
-        .map_err(|(e, _)| e)?;
-    metrics.num_copied_files = copied.len() as u64;
-    metrics.copied_files_size = to_copy
-        .iter()
-        .filter(|(c, _)| copied.contains(&c.dst_rel))
-        .map(|(_, size)| size)
-        .sum();
+    match copy_files(source, target, v, added.values(), options, &mut metrics).await {
+        Ok(Copied::DryRun) => {
+            return Ok(Some(CloneReport {
+                source_version: v,
+                ..unchanged(metrics)
+            }));
+        }
+        Ok(Copied::Done(_)) => {}
+        Err((e, _)) => return Err(e),
+    }
 
     let mut actions: Vec<Value> = removed
         .into_values()
