@@ -20,8 +20,9 @@ fn loc(p: &Path) -> TableLocation {
     TableLocation::parse(p.to_str().unwrap()).unwrap()
 }
 
-/// 3,000 orders over three regions (1,000 each, ids 0..3000), partitioned by region.
-async fn source(dir: &Path) -> TableLocation {
+/// A source of 3,000 orders over three regions (1,000 each, ids 0..3000), partitioned by
+/// region, and its deep-cloned replica.
+async fn source_and_replica(dir: &Path) -> (TableLocation, TableLocation) {
     let s = loc(&dir.join("src"));
     sample::create(&s, &sample::orders(0, 1000, "amer"), &["region"])
         .await
@@ -32,7 +33,9 @@ async fn source(dir: &Path) -> TableLocation {
     sample::append(&s, &sample::orders(2000, 1000, "apac"))
         .await
         .unwrap();
-    s
+    let d = loc(&dir.join("dst"));
+    deep_clone(&s, &d, &CloneOptions::default()).await.unwrap();
+    (s, d)
 }
 
 /// Every row of the sample shape for `ids` (as `sample::orders` makes them), with
@@ -98,11 +101,7 @@ fn checks(primary_key: &[&str], partition_checksums: bool) -> Reconciliation {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tampered_replica_is_reported_by_category_and_an_untouched_one_is_clean() {
     let dir = tempfile::tempdir().unwrap();
-    let src = source(dir.path()).await;
-    let dst = loc(&dir.path().join("dst"));
-    deep_clone(&src, &dst, &CloneOptions::default())
-        .await
-        .unwrap();
+    let (src, dst) = source_and_replica(dir.path()).await;
     let config = checks(&["id"], true);
     let rules = config.for_table("sales.orders");
     assert_eq!(rules.primary_key, vec!["id".to_string()]);
@@ -183,11 +182,7 @@ async fn tampered_replica_is_reported_by_category_and_an_untouched_one_is_clean(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn small_memory_budget_spills_and_gives_the_same_answer() {
     let dir = tempfile::tempdir().unwrap();
-    let src = source(dir.path()).await;
-    let dst = loc(&dir.path().join("dst"));
-    deep_clone(&src, &dst, &CloneOptions::default())
-        .await
-        .unwrap();
+    let (src, dst) = source_and_replica(dir.path()).await;
     tamper(&dst).await;
     let run = |budget: u64| {
         let (src, dst) = (src.clone(), dst.clone());
@@ -223,11 +218,7 @@ async fn small_memory_budget_spills_and_gives_the_same_answer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn composite_keys_duplicates_and_missing_key_columns() {
     let dir = tempfile::tempdir().unwrap();
-    let src = source(dir.path()).await;
-    let dst = loc(&dir.path().join("dst"));
-    deep_clone(&src, &dst, &CloneOptions::default())
-        .await
-        .unwrap();
+    let (src, dst) = source_and_replica(dir.path()).await;
     // The target gets row 7 twice, and row 9000 (which the source lacks) twice.
     sample::append(
         &dst,
