@@ -29,12 +29,12 @@ use arrow::datatypes::{DataType, Field, Schema};
 use arrow::row::{RowConverter, Rows, SortField};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use delta_kernel::engine::arrow_conversion::TryIntoArrow;
-use delta_kernel::engine::arrow_data::ArrowEngineData;
 use hashbrown::HashTable;
 use replicator_proto::{KeyDiff, PartitionDiff};
 use twox_hash::XxHash3_64;
 
 use crate::clone::load;
+use crate::inspect::scan_each;
 use crate::{LakeError, TableLocation};
 
 /// What to compare.
@@ -220,18 +220,8 @@ impl Side {
     /// Scan every row (deletion vectors and column mapping applied) into spilled records
     /// and per-partition checksums.
     fn scan(self, plan: &Plan, partitions: usize, chunk: usize) -> Result<Scanned, LakeError> {
-        let scan_err = |e: delta_kernel::Error| LakeError::Log {
-            url: self.url.clone(),
-            detail: format!("scan failed: {e}"),
-            transient: false,
-        };
-        let snap = delta_kernel::Snapshot::builder_for(self.url.as_str())
-            .at_version(self.version)
-            .build(self.engine.as_ref())
-            .map_err(scan_err)?;
-        let scan = snap.scan_builder().build().map_err(scan_err)?;
         let started = std::time::Instant::now();
-        let mut read = std::time::Duration::ZERO;
+        let mut encode = std::time::Duration::ZERO;
         let mut out = Scanned {
             rows: 0,
             spill: Spill::new(partitions, chunk),
@@ -240,12 +230,8 @@ impl Side {
         let enc = plan.encoders()?;
         let mut last_part: Option<(Vec<u8>, u64, u64)> = None;
         let mut hashes: Vec<u64> = Vec::new();
-        let mut t = std::time::Instant::now();
-        for data in scan.execute(self.engine.clone()).map_err(scan_err)? {
-            let data =
-                ArrowEngineData::try_from_engine_data(data.map_err(scan_err)?).map_err(scan_err)?;
-            read += t.elapsed();
-            let batch = data.record_batch();
+        scan_each(&self.url, self.version, &self.engine, |batch| {
+            let t = std::time::Instant::now();
             let n = batch.num_rows();
             out.rows += n as u64;
             let keys = enc.rows(&enc.keys, &plan.keys, batch)?;
@@ -280,15 +266,16 @@ impl Side {
                     }
                 }
             }
-            t = std::time::Instant::now();
-        }
+            encode += t.elapsed();
+            Ok(())
+        })?;
         if let Some((p, count, sum)) = last_part {
             out.add_checksum(p, count, sum);
         }
         tracing::debug!(
             table = %self.url,
             rows = out.rows,
-            read_ms = read.as_millis() as u64,
+            read_ms = started.elapsed().saturating_sub(encode).as_millis() as u64,
             total_ms = started.elapsed().as_millis() as u64,
             "scanned"
         );
@@ -704,37 +691,33 @@ impl Records {
         Ok(Self { data })
     }
 
+    /// The key and row hash of the record at byte `o`.
+    fn record_at(&self, o: usize) -> (&[u8], u64) {
+        let d = &self.data;
+        let len = u16::from_le_bytes([d[o], d[o + 1]]) as usize;
+        let hash = u64::from_le_bytes(d[o + 2 + len..o + 10 + len].try_into().expect("8 bytes"));
+        (&d[o + 2..o + 2 + len], hash)
+    }
+
     /// `(offset, key, row hash)` of each record, in order.
     fn iter(&self) -> impl Iterator<Item = (usize, &[u8], u64)> + '_ {
-        let d = &self.data;
         let mut o = 0;
         std::iter::from_fn(move || {
-            if o + 2 > d.len() {
+            if o + 2 > self.data.len() {
                 return None;
             }
-            let at = o;
-            let len = u16::from_le_bytes([d[o], d[o + 1]]) as usize;
-            let key = &d[o + 2..o + 2 + len];
-            let h = u64::from_le_bytes(d[o + 2 + len..o + 10 + len].try_into().expect("8 bytes"));
-            o += 10 + len;
-            Some((at, key, h))
+            let (at, (key, hash)) = (o, self.record_at(o));
+            o += 10 + key.len();
+            Some((at, key, hash))
         })
     }
 
     fn key_at(&self, offset: u32) -> &[u8] {
-        let o = offset as usize;
-        let len = u16::from_le_bytes([self.data[o], self.data[o + 1]]) as usize;
-        &self.data[o + 2..o + 2 + len]
+        self.record_at(offset as usize).0
     }
 
     fn hash_at(&self, offset: u32) -> u64 {
-        let o = offset as usize;
-        let len = u16::from_le_bytes([self.data[o], self.data[o + 1]]) as usize;
-        u64::from_le_bytes(
-            self.data[o + 2 + len..o + 10 + len]
-                .try_into()
-                .expect("8 bytes"),
-        )
+        self.record_at(offset as usize).1
     }
 }
 

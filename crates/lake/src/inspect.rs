@@ -1,6 +1,8 @@
 //! Reading what a table holds: version, schema, row counts (from log statistics when every
 //! file has them, otherwise by scanning), and the rows themselves for comparisons.
 
+use std::sync::Arc;
+
 use arrow::array::RecordBatch;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use delta_kernel::engine::arrow_data::ArrowEngineData;
@@ -120,26 +122,43 @@ pub async fn read_batches(
         .map_err(|e| LakeError::from_delta(&url_s, version, e))?
         .version() as u64;
     let engine = table.log_store().engine(None);
-    let url = table.table_url().clone();
-    tokio::task::spawn_blocking(move || -> Result<Vec<RecordBatch>, delta_kernel::Error> {
-        let snap = delta_kernel::Snapshot::builder_for(url.as_str())
-            .at_version(snap_version)
-            .build(engine.as_ref())?;
-        let scan = snap.scan_builder().build()?;
+    let url = table.table_url().to_string();
+    tokio::task::spawn_blocking(move || {
         let mut out = Vec::new();
-        for data in scan.execute(engine.clone())? {
-            let data = ArrowEngineData::try_from_engine_data(data?)?;
-            out.push(data.record_batch().clone());
-        }
+        scan_each(&url, snap_version, &engine, |batch| {
+            out.push(batch.clone());
+            Ok(())
+        })?;
         Ok(out)
     })
     .await
     .map_err(|e| LakeError::Invalid(format!("scan task failed: {e}")))?
-    .map_err(|e| LakeError::Log {
-        url: url_s,
+}
+
+/// Stream every row of the snapshot of `url` at `version` (deletion vectors and column
+/// mapping applied) through `each`, batch by batch. Blocking: run it on a blocking thread.
+pub(crate) fn scan_each(
+    url: &str,
+    version: u64,
+    engine: &Arc<dyn delta_kernel::Engine>,
+    mut each: impl FnMut(&RecordBatch) -> Result<(), LakeError>,
+) -> Result<(), LakeError> {
+    let scan_err = |e: delta_kernel::Error| LakeError::Log {
+        url: url.to_owned(),
         detail: format!("scan failed: {e}"),
         transient: false,
-    })
+    };
+    let snap = delta_kernel::Snapshot::builder_for(url)
+        .at_version(version)
+        .build(engine.as_ref())
+        .map_err(scan_err)?;
+    let scan = snap.scan_builder().build().map_err(scan_err)?;
+    for data in scan.execute(engine.clone()).map_err(scan_err)? {
+        let data =
+            ArrowEngineData::try_from_engine_data(data.map_err(scan_err)?).map_err(scan_err)?;
+        each(data.record_batch())?;
+    }
+    Ok(())
 }
 
 /// Rows rendered as text (`col=value|…`), sorted: two tables hold the same rows exactly when
