@@ -73,7 +73,8 @@ pub(super) async fn clone_tail(
         source_num_of_files: last.source_num_of_files,
         ..Default::default()
     };
-    let unchanged = |metrics: CloneMetrics| CloneReport {
+    // A report at source version V without a new target version.
+    let uncommitted = |metrics: CloneMetrics| CloneReport {
         source_version: v,
         target_version: last.target_version,
         committed: false,
@@ -112,10 +113,7 @@ pub(super) async fn clone_tail(
     };
     if v == s || (added.is_empty() && removed.is_empty()) {
         // Only commits that change no file (commitInfo-only, `txn`, change data).
-        return Ok(Some(CloneReport {
-            source_version: v,
-            ..unchanged(metrics)
-        }));
+        return Ok(Some(uncommitted(metrics)));
     }
 
     let added_size: u64 = added.values().map(|f| f.size).sum();
@@ -130,10 +128,7 @@ pub(super) async fn clone_tail(
     // The target existed before: files copied by a failed attempt are left for the retry.
     match copy_files(source, target, v, added.values(), options, &mut metrics).await {
         Ok(Copied::DryRun) => {
-            return Ok(Some(CloneReport {
-                source_version: v,
-                ..unchanged(metrics)
-            }));
+            return Ok(Some(uncommitted(metrics)));
         }
         Ok(Copied::Done(_)) => {}
         Err((e, _)) => return Err(e),
