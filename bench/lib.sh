@@ -7,17 +7,18 @@ timed() {
     local out=$1 t0 t1
     shift
     sync
-    t0=$(date +%s%N)
+    # bash's own clock: `$(date)` would fork a process inside the timed window.
+    t0=${EPOCHREALTIME/,/.}
     if [[ -n $TIME_BIN ]]; then
         "$TIME_BIN" -f '%M' -o "$BENCH_DIR/rss" "$@" >"$out"
-        RSS=$(tail -n 1 "$BENCH_DIR/rss")
     else
         "$@" >"$out"
-        RSS=
     fi
     if ((DURABLE)); then sync; fi
-    t1=$(date +%s%N)
-    T=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.4f", (b - a) / 1e9 }')
+    t1=${EPOCHREALTIME/,/.}
+    RSS=
+    if [[ -n $TIME_BIN ]]; then RSS=$(tail -n 1 "$BENCH_DIR/rss"); fi
+    T=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.4f", b - a }')
 }
 min() { printf '%s\n' "$@" | sort -g | head -n 1; }
 max() { printf '%s\n' "$@" | sort -g | tail -n 1; }

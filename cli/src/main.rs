@@ -233,8 +233,37 @@ fn one_line(e: &anyhow::Error) -> String {
         .replace('\n', " ")
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    limit_allocator_retention();
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(cli_main()),
+        Err(e) => fail(1, format!("cannot start the async runtime: {e}")),
+    }
+}
+
+/// Keep freed large buffers from staying resident. glibc's malloc raises its mmap threshold
+/// each time a large block is freed; after that, large buffers (a clone's per-file upload
+/// buffers, decoded column chunks) come from the per-thread arenas and stay in the process
+/// once freed. Measured here: a local → S3 clone of 100 × 5 MB files at `--parallelism` 16
+/// peaked at 150–167 MiB, and at 108 MiB with the threshold fixed at 1 MiB, in the same time;
+/// the 2 × 10M-row key reconciliation went from 450 to 370 MiB, also in the same time.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn limit_allocator_retention() {
+    // SAFETY: mallopt only sets a malloc tuning parameter, and runs before any other thread
+    // exists. A refusal (return value 0) leaves glibc's default, which is only less frugal.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn limit_allocator_retention() {}
+
+async fn cli_main() -> ExitCode {
     let cli = Cli::parse();
     let format = if cli.log_json {
         LogFormat::Json
