@@ -182,6 +182,59 @@ async fn failed_first_clone_leaves_nothing_behind() {
     assert_eq!(rows(&dst).await, rows(&src).await);
 }
 
+/// A cloner killed (SIGKILL) during its first commit leaves copied files and a `_delta_log`
+/// holding only the commit's staged file (object_store writes `NNN.json#1`, then links it).
+/// The retry must clone into that target, not refuse it as "no Delta table".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_clone_killed_mid_commit_is_finished_by_the_retry() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = TableLocation::parse(dir.path().join("src").to_str().unwrap()).unwrap();
+    let dst_path = dir.path().join("dst");
+    let dst = TableLocation::parse(dst_path.to_str().unwrap()).unwrap();
+    sample::create(&src, &sample::orders(0, 10, "emea"), &[])
+        .await
+        .unwrap();
+    sample::append(&src, &sample::orders(10, 10, "emea"))
+        .await
+        .unwrap();
+    // What the killed process left: its copies (one of them still staged) and the staged
+    // commit, with an empty `_delta_log` beside it in a second target.
+    let full = dir.path().join("full");
+    deep_clone(
+        &src,
+        &TableLocation::parse(full.to_str().unwrap()).unwrap(),
+        &Default::default(),
+    )
+    .await
+    .unwrap();
+    std::fs::create_dir_all(dst_path.join("_delta_log")).unwrap();
+    for f in walk(&full) {
+        let rel = f.strip_prefix(&full).unwrap();
+        if rel.starts_with("_delta_log") {
+            continue;
+        }
+        std::fs::create_dir_all(dst_path.join(rel).parent().unwrap()).unwrap();
+        std::fs::copy(&f, dst_path.join(rel)).unwrap();
+    }
+    std::fs::copy(
+        full.join("_delta_log/00000000000000000000.json"),
+        dst_path.join("_delta_log/00000000000000000000.json#1"),
+    )
+    .unwrap();
+    let empty_log = dir.path().join("empty-log");
+    std::fs::create_dir_all(empty_log.join("_delta_log")).unwrap();
+
+    for target in [&dst_path, &empty_log] {
+        let target = TableLocation::parse(target.to_str().unwrap()).unwrap();
+        let done = deep_clone(&src, &target, &Default::default())
+            .await
+            .unwrap();
+        assert!(done.committed);
+        assert_eq!(done.target_version, 0);
+        assert_eq!(rows(&target).await, rows(&src).await);
+    }
+}
+
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     if let Ok(rd) = std::fs::read_dir(dir) {

@@ -644,13 +644,18 @@ async fn load_existing(loc: &TableLocation, version: Option<u64>) -> Result<Delt
         .map_err(|e| LakeError::from_delta(url, version, e))
 }
 
-/// Whether `loc` has a non-empty `_delta_log`.
+/// Whether `loc` has a `_delta_log` holding a commit, a checkpoint or `_last_checkpoint`.
+/// Anything else there is not a table: a writer killed mid-commit leaves an empty
+/// `_delta_log` or only its staged `NNN.json#1`, and such a target must be cloned into, not
+/// refused as a broken table.
 pub(crate) async fn has_delta_log(loc: &TableLocation) -> Result<bool, LakeError> {
     if let Some(dir) = loc.local_dir() {
-        // One directory read that stops at the first entry, instead of a recursive listing.
+        // One directory read that stops at the first log entry, instead of a recursive listing.
         let log = dir.join("_delta_log");
         return match std::fs::read_dir(&log) {
-            Ok(mut entries) => Ok(entries.next().is_some()),
+            Ok(entries) => Ok(entries
+                .filter_map(|e| e.ok())
+                .any(|e| e.file_name().to_str().is_some_and(is_log_entry))),
             Err(e)
                 if matches!(
                     e.kind(),
@@ -670,12 +675,31 @@ pub(crate) async fn has_delta_log(loc: &TableLocation) -> Result<bool, LakeError
     }
     let log = loc.object_path("_delta_log");
     let mut listing = loc.store().list(Some(&log));
-    match listing.next().await {
-        None => Ok(false),
-        Some(Ok(_)) => Ok(true),
-        Some(Err(object_store::Error::NotFound { .. })) => Ok(false),
-        Some(Err(e)) => Err(LakeError::store(&log, e)),
+    while let Some(entry) = listing.next().await {
+        match entry {
+            Ok(meta) if meta.location.filename().is_some_and(is_log_entry) => return Ok(true),
+            Ok(_) => {}
+            Err(object_store::Error::NotFound { .. }) => return Ok(false),
+            Err(e) => return Err(LakeError::store(&log, e)),
+        }
     }
+    Ok(false)
+}
+
+/// A Delta log file name: `_last_checkpoint`, or a version (20 digits) followed by a commit,
+/// checkpoint, checksum or compaction suffix ending in `.json`, `.parquet` or `.crc`.
+fn is_log_entry(name: &str) -> bool {
+    if name == "_last_checkpoint" {
+        return true;
+    }
+    let (Some(version), Some(rest)) = (name.get(..20), name.get(20..)) else {
+        return false;
+    };
+    version.bytes().all(|b| b.is_ascii_digit())
+        && rest.starts_with('.')
+        && [".json", ".parquet", ".crc"]
+            .iter()
+            .any(|ext| rest.ends_with(ext))
 }
 
 fn json_err(e: serde_json::Error) -> LakeError {
@@ -1322,6 +1346,32 @@ mod tests {
             std::fs::read_dir(dir.path().join("sub")).unwrap().count(),
             1
         );
+    }
+
+    #[test]
+    fn only_log_files_make_a_table() {
+        for name in [
+            "_last_checkpoint",
+            "00000000000000000000.json",
+            "00000000000000000010.checkpoint.parquet",
+            "00000000000000000010.checkpoint.0000000001.0000000002.parquet",
+            "00000000000000000010.checkpoint.80a083e8-7026-4e79-81be-64bd76c43a11.json",
+            "00000000000000000003.00000000000000000005.compacted.json",
+            "00000000000000000003.crc",
+        ] {
+            assert!(is_log_entry(name), "{name}");
+        }
+        for name in [
+            "00000000000000000000.json#1",
+            ".00000000000000000000.json.crc",
+            "0000000000000000000.json",
+            "00000000000000000000json",
+            "_commits",
+            "notes.txt",
+            "",
+        ] {
+            assert!(!is_log_entry(name), "{name}");
+        }
     }
 
     #[test]
