@@ -190,7 +190,6 @@ async fn a_first_clone_killed_mid_commit_is_finished_by_the_retry() {
     let dir = tempfile::tempdir().unwrap();
     let src = TableLocation::parse(dir.path().join("src").to_str().unwrap()).unwrap();
     let dst_path = dir.path().join("dst");
-    let dst = TableLocation::parse(dst_path.to_str().unwrap()).unwrap();
     sample::create(&src, &sample::orders(0, 10, "emea"), &[])
         .await
         .unwrap();
