@@ -689,17 +689,20 @@ pub(crate) async fn has_delta_log(loc: &TableLocation) -> Result<bool, LakeError
 /// A Delta log file name: `_last_checkpoint`, or a version (20 digits) followed by a commit,
 /// checkpoint, checksum or compaction suffix ending in `.json`, `.parquet` or `.crc`.
 fn is_log_entry(name: &str) -> bool {
-    if name == "_last_checkpoint" {
-        return true;
-    }
-    let (Some(version), Some(rest)) = (name.get(..20), name.get(20..)) else {
-        return false;
-    };
-    version.bytes().all(|b| b.is_ascii_digit())
-        && rest.starts_with('.')
-        && [".json", ".parquet", ".crc"]
-            .iter()
-            .any(|ext| rest.ends_with(ext))
+    name == "_last_checkpoint"
+        || split_log_name(name).is_some_and(|(_, rest)| {
+            [".json", ".parquet", ".crc"]
+                .iter()
+                .any(|ext| rest.ends_with(ext))
+        })
+}
+
+/// A versioned log file name split into its 20-digit version and the rest, which starts
+/// with `.` (`.json`, `.checkpoint.parquet`, `.crc`, …).
+fn split_log_name(name: &str) -> Option<(&str, &str)> {
+    let (version, rest) = (name.get(..20)?, name.get(20..)?);
+    (version.bytes().all(|b| b.is_ascii_digit()) && rest.starts_with('.'))
+        .then_some((version, rest))
 }
 
 fn json_err(e: serde_json::Error) -> LakeError {

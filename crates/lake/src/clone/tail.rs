@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 
 use super::{
     CloneCommit, CloneOptions, CloneReport, Copied, ENGINE_INFO, SOURCE_COMMIT_PARAM, SourceFile,
-    copy_files, fingerprint, source_file,
+    copy_files, fingerprint, source_file, split_log_name,
 };
 use crate::{LakeError, TableLocation};
 
@@ -229,9 +229,9 @@ async fn commit_versions(
 ) -> Result<Vec<u64>, LakeError> {
     let after = after.into();
     let version_of = |name: &str| {
-        name.strip_suffix(".json")
-            .filter(|stem| stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit()))
-            .and_then(|stem| stem.parse::<u64>().ok())
+        split_log_name(name)
+            .filter(|(_, rest)| *rest == ".json")
+            .and_then(|(version, _)| version.parse::<u64>().ok())
     };
     let mut versions: Vec<u64> = if let Some(dir) = loc.local_dir() {
         // One directory read, no stat per entry.
