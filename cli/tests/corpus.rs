@@ -143,3 +143,45 @@ fn unsupported_locations_fail_with_one_line() {
         stderr(&o)
     );
 }
+
+/// A damaged log gives one line in words, even with `RUST_BACKTRACE=1` (the kernel's errors
+/// carry a backtrace) and for a missing commit (the kernel reports two struct dumps).
+#[test]
+fn damaged_logs_fail_with_one_line_in_words_even_with_backtraces_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let truncated = dir.path().join("truncated");
+    copy_dir(&corpus().join("simple_table"), &truncated);
+    let last = truncated.join("_delta_log/00000000000000000004.json");
+    let text = std::fs::read(&last).unwrap();
+    std::fs::write(&last, &text[..100]).unwrap();
+    let gap = dir.path().join("gap");
+    copy_dir(&corpus().join("simple_table"), &gap);
+    std::fs::remove_file(gap.join("_delta_log/00000000000000000002.json")).unwrap();
+
+    for (src, expected) in [
+        (&truncated, "Truncated record"),
+        (
+            &gap,
+            "the log is not contiguous: commit 2 is missing (commit 1 is followed by commit 3)",
+        ),
+    ] {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_replicator"))
+            .args([
+                "clone",
+                src.to_str().unwrap(),
+                dir.path().join("out").to_str().unwrap(),
+            ])
+            .env("RUST_BACKTRACE", "1")
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap();
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert_eq!(err.lines().count(), 1, "one line: {err}");
+        assert!(err.contains(expected), "{err}");
+        assert!(err.len() < 400, "{err}");
+        for noise in ["backtrace", "Backtrace", "ParsedLogPath", "FileMeta", " { "] {
+            assert!(!err.contains(noise), "`{noise}` in: {err}");
+        }
+    }
+}

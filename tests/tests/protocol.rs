@@ -129,6 +129,71 @@ async fn unknown_features_are_refused_by_name_and_nothing_is_written() {
     assert!(!dst.exists());
 }
 
+/// Delta's golden tables `collations` and `collations-preview`: a string column with a
+/// collation, the writer feature and domain metadata. A verbatim clone honours them (the
+/// protocol's requirements concern statistics and metadata the clone copies unchanged).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collated_tables_are_cloned_with_their_feature_and_metadata() {
+    for feature in ["collations", "collations-preview"] {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        copy_dir(&corpus("delta-0.8.0-partitioned"), &src);
+        rewrite_log(&src, 0, |t| {
+            let mut out = String::new();
+            for line in t.lines() {
+                if line.starts_with(r#"{"protocol""#) {
+                    out.push_str(&format!(
+                        r#"{{"protocol":{{"minReaderVersion":1,"minWriterVersion":7,"writerFeatures":["{feature}","domainMetadata"]}}}}"#
+                    ));
+                } else {
+                    out.push_str(&line.replacen(
+                        r#"{\"name\":\"value\",\"type\":\"string\",\"nullable\":true,\"metadata\":{}}"#,
+                        r#"{\"name\":\"value\",\"type\":\"string\",\"nullable\":true,\"metadata\":{\"__COLLATIONS\":{\"value\":\"ICU.de_DE\"}}}"#,
+                        1,
+                    ));
+                }
+                out.push('\n');
+            }
+            out.push_str(r#"{"domainMetadata":{"domain":"delta.collations","configuration":"{\"ICU\":\"74.0.0.0\"}","removed":false}}"#);
+            out.push('\n');
+            out
+        });
+        let expected = rows(&src).await;
+        let dst = dir.path().join("dst");
+        deep_clone(&loc(&src), &loc(&dst), &CloneOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("{feature}: {e}"));
+        assert_eq!(rows(&dst).await, expected, "{feature}");
+        let log =
+            std::fs::read_to_string(dst.join("_delta_log/00000000000000000000.json")).unwrap();
+        assert!(log.contains(&format!(r#""writerFeatures":["{feature}","domainMetadata"]"#)) || log.contains(feature), "{log}");
+        assert!(log.contains("ICU.de_DE"), "the collation travels in the schema: {log}");
+        assert!(log.contains(r#""domain":"delta.collations""#), "{log}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catalog_managed_tables_are_refused_by_name_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    copy_dir(&corpus("table-without-dv-small"), &src);
+    rewrite_log(&src, 0, |t| {
+        t.replace(
+            r#"{"protocol":{"minReaderVersion":1,"minWriterVersion":2}}"#,
+            r#"{"protocol":{"minReaderVersion":3,"minWriterVersion":7,"readerFeatures":["catalogManaged"],"writerFeatures":["catalogManaged","inCommitTimestamp"]}}"#,
+        )
+    });
+    let dst = dir.path().join("dst");
+    let err = deep_clone(&loc(&src), &loc(&dst), &CloneOptions::default())
+        .await
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, LakeError::UnsupportedFeature { .. }), "{msg}");
+    assert!(msg.contains("`catalogManaged`") && msg.contains("catalog"), "{msg}");
+    assert!(!msg.contains('\n'), "{msg}");
+    assert!(!dst.exists());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn change_data_files_are_not_part_of_the_snapshot() {
     let dir = tempfile::tempdir().unwrap();

@@ -4,7 +4,7 @@
 //! target root. Discovery does not descend into tables, nor into directories whose name
 //! starts with `_` or `.`.
 
-use futures::stream::{FuturesUnordered, StreamExt};
+use futures::stream::{self, StreamExt};
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use object_store::path::Path;
 use replicator_proto::TableFilter;
@@ -50,6 +50,9 @@ impl TableMatcher {
     }
 }
 
+/// Directory listings in flight at once during discovery.
+const LISTINGS_AT_ONCE: usize = 32;
+
 /// Find every Delta table under `root` whose name passes `filter`, sorted by name.
 pub async fn discover(
     root: &TableLocation,
@@ -65,7 +68,6 @@ pub async fn discover(
     let store = root.store().clone();
     let base = root.prefix().clone();
     let mut found = Vec::new();
-    let mut pending = FuturesUnordered::new();
     let list = |dir: Path| {
         let store = store.clone();
         async move {
@@ -73,48 +75,91 @@ pub async fn discover(
             (dir, res)
         }
     };
-    pending.push(list(base.clone()));
-    while let Some((dir, res)) = pending.next().await {
-        let listing = match res {
-            Ok(l) => l,
-            Err(object_store::Error::NotFound { .. }) if dir == base => {
-                return Err(LakeError::InvalidLocation {
-                    location: root.url().to_string(),
-                    reason: "source root does not exist".into(),
-                });
+    // Local directories already walked, by canonical path: a symlink back up the tree (or
+    // two links to one directory) is walked once, not followed until the path is too long.
+    // The walk goes level by level, each level's listings run concurrently and are handled
+    // in name order, so which of two paths to one directory is kept never depends on timing.
+    let mut visited = std::collections::HashSet::new();
+    let mut level = vec![base.clone()];
+    while !level.is_empty() {
+        level.sort_by(|a, b| a.as_ref().cmp(b.as_ref()));
+        let listings: Vec<_> = stream::iter(std::mem::take(&mut level).into_iter().map(list))
+            .buffered(LISTINGS_AT_ONCE)
+            .collect()
+            .await;
+        for (dir, res) in listings {
+            if let Some(local) = root.local_dir() {
+                let path = local.join(relative_to(&base, &dir));
+                match std::fs::canonicalize(&path) {
+                    Ok(real) if !visited.insert(real.clone()) => {
+                        tracing::warn!(
+                            root = %root.url(),
+                            path = %path.display(),
+                            real = %real.display(),
+                            "skipping a directory already discovered through another path (a symlink loop or a second link)"
+                        );
+                        continue;
+                    }
+                    Ok(_) => {}
+                    Err(e) if dir != base => {
+                        tracing::warn!(root = %root.url(), path = %path.display(), error = %e, "skipping a directory that cannot be resolved");
+                        continue;
+                    }
+                    Err(_) => {}
+                }
             }
-            Err(object_store::Error::NotFound { .. }) => continue,
-            Err(e) => return Err(LakeError::store(&dir, e)),
-        };
-        let is_table = listing
-            .common_prefixes
-            .iter()
-            .any(|p| p.filename() == Some("_delta_log"));
-        if is_table {
-            let relative = relative_to(&base, &dir);
-            let name = if relative.is_empty() {
-                root.url()
-                    .path_segments()
-                    .and_then(|mut s| s.rfind(|s| !s.is_empty()))
-                    .unwrap_or("table")
-                    .to_owned()
-            } else {
-                relative.replace('/', ".")
+            let listing = match res {
+                Ok(l) => l,
+                Err(object_store::Error::NotFound { .. }) if dir == base => {
+                    return Err(LakeError::InvalidLocation {
+                        location: root.url().to_string(),
+                        reason: "source root does not exist".into(),
+                    });
+                }
+                Err(object_store::Error::NotFound { .. }) => continue,
+                Err(e) if dir == base => return Err(LakeError::store(root.url(), e)),
+                // One unreadable directory never hides the rest of the estate.
+                Err(e) => {
+                    tracing::warn!(
+                        root = %root.url(),
+                        dir = %relative_to(&base, &dir),
+                        error = %crate::error::one_line(&e.to_string()),
+                        "skipping a directory that cannot be listed"
+                    );
+                    continue;
+                }
             };
-            if matcher.matches(&name) {
-                found.push(DiscoveredTable { name, relative });
+            let is_table = listing
+                .common_prefixes
+                .iter()
+                .any(|p| p.filename() == Some("_delta_log"));
+            if is_table {
+                let relative = relative_to(&base, &dir);
+                let name = if relative.is_empty() {
+                    root.url()
+                        .path_segments()
+                        .and_then(|mut s| s.rfind(|s| !s.is_empty()))
+                        .unwrap_or("table")
+                        .to_owned()
+                } else {
+                    relative.replace('/', ".")
+                };
+                if matcher.matches(&name) {
+                    found.push(DiscoveredTable { name, relative });
+                }
+                continue;
             }
-            continue;
-        }
-        for sub in listing.common_prefixes {
-            let skip = sub
-                .filename()
-                .is_none_or(|n| n.starts_with('_') || n.starts_with('.'));
-            if !skip {
-                pending.push(list(sub));
+            for sub in listing.common_prefixes {
+                let skip = sub
+                    .filename()
+                    .is_none_or(|n| n.starts_with('_') || n.starts_with('.'));
+                if !skip {
+                    level.push(sub);
+                }
             }
         }
     }
+
     found.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(found)
 }
@@ -128,4 +173,35 @@ fn relative_to(base: &Path, dir: &Path) -> String {
                 .join("/")
         })
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(dir: &std::path::Path) {
+        std::fs::create_dir_all(dir.join("_delta_log")).unwrap();
+        std::fs::write(dir.join("_delta_log/00000000000000000000.json"), "{}\n").unwrap();
+    }
+
+    #[tokio::test]
+    async fn symlink_loops_are_skipped_and_every_table_is_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        table(&root.join("sales/orders"));
+        table(&root.join("hr/people"));
+        // A loop back up the tree, a second link to a directory, and a dangling link.
+        std::os::unix::fs::symlink(&root, root.join("sales/loop")).unwrap();
+        std::os::unix::fs::symlink(root.join("hr"), root.join("hr_again")).unwrap();
+        std::os::unix::fs::symlink(root.join("gone"), root.join("dangling")).unwrap();
+        let found = discover(
+            &TableLocation::parse(root.to_str().unwrap()).unwrap(),
+            &TableFilter::default(),
+        )
+        .await
+        .unwrap();
+        let names: Vec<_> = found.iter().map(|t| t.name.as_str()).collect();
+        // `hr` and `hr_again` are one directory: the first in name order names it.
+        assert_eq!(names, ["hr.people", "sales.orders"]);
+    }
 }

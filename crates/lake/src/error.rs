@@ -8,13 +8,13 @@ pub enum LakeError {
     InvalidLocation { location: String, reason: String },
     #[error("no Delta table at {url} (no _delta_log)")]
     NotATable { url: String },
-    #[error("cannot read the Delta log of {url}: {detail}")]
+    #[error("cannot read the Delta log of {url}: {}", one_line(.detail))]
     Log {
         url: String,
         detail: String,
         transient: bool,
     },
-    #[error("version {version} of {url} is not available: {detail}")]
+    #[error("version {version} of {url} is not available: {}", one_line(.detail))]
     VersionUnavailable {
         url: String,
         version: u64,
@@ -32,20 +32,20 @@ pub enum LakeError {
         expected: u64,
         actual: u64,
     },
-    #[error("unsupported table feature `{feature}`: the native engine cannot honour it yet")]
-    UnsupportedFeature { feature: String },
+    #[error("table feature `{feature}` cannot be cloned: {reason}")]
+    UnsupportedFeature { feature: String, reason: String },
     #[error("path `{path}` in the Delta log of {url} escapes the table root")]
     UnsafePath { url: String, path: String },
     #[error(
         "commit conflict: version {version} of {url} was committed by another writer while this clone ran"
     )]
     CommitConflict { url: String, version: u64 },
-    #[error("storage error on {path}: {source}")]
+    #[error("storage error on {path}: {}", one_line(&.source.to_string()))]
     Store {
         path: String,
         source: object_store::Error,
     },
-    #[error("{0}")]
+    #[error("{}", one_line(.0))]
     Invalid(String),
     #[error("injected failure: {0}")]
     Injected(String),
@@ -96,8 +96,22 @@ impl LakeError {
     ) -> Self {
         use deltalake::DeltaTableError as D;
         let detail = e.to_string();
+        // The kernel refuses a catalog-managed table before its protocol can be read.
+        if detail.contains("catalog-managed") {
+            let reason = match crate::clone::features::verdict("catalogManaged") {
+                Some(crate::clone::features::Verdict::Refuse(why)) => why,
+                _ => "the Delta kernel cannot read it without its catalog",
+            };
+            return Self::UnsupportedFeature {
+                feature: "catalogManaged".into(),
+                reason: reason.into(),
+            };
+        }
         if let Some(feature) = unsupported_feature(&detail) {
-            return Self::UnsupportedFeature { feature };
+            return Self::UnsupportedFeature {
+                feature,
+                reason: "the Delta kernel cannot read a table that uses it".into(),
+            };
         }
         match (&e, version) {
             (D::NotATable(_), _) => Self::NotATable {
@@ -153,5 +167,126 @@ fn unsupported_feature(detail: &str) -> Option<String> {
 impl replicator_common::Retryable for LakeError {
     fn is_transient(&self) -> bool {
         LakeError::is_transient(self)
+    }
+}
+
+/// The longest error detail passed on from a library, in characters.
+const MAX_DETAIL: usize = 300;
+
+/// A library's error message made fit for one line of a user-facing error: only its first
+/// line (the kernel appends a backtrace when `RUST_BACKTRACE` is set), whitespace collapsed,
+/// a Rust struct dump (`Name { field: … }`) replaced by its name, and at most
+/// [`MAX_DETAIL`] characters.
+pub(crate) fn one_line(message: &str) -> String {
+    if let Some(gap) = log_gap(message) {
+        return gap;
+    }
+    let first = message
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or_default();
+    // Cut at the start of a backtrace printed on the same line.
+    let first = ["Backtrace", "stack backtrace", "\\n"]
+        .iter()
+        .filter_map(|m| first.find(m))
+        .min()
+        .map_or(first, |i| first[..i].trim_end());
+    let mut out = String::with_capacity(first.len().min(MAX_DETAIL + 3));
+    let mut rest = first;
+    // `Ident { … }` with balanced braces: keep the identifier only.
+    while let Some(open) = rest.find(" { ") {
+        let ident_start = rest[..open]
+            .rfind(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .map_or(0, |i| i + 1);
+        let ident = &rest[ident_start..open];
+        if !ident.starts_with(|c: char| c.is_ascii_uppercase()) {
+            out.push_str(&rest[..open + 3]);
+            rest = &rest[open + 3..];
+            continue;
+        }
+        let mut depth = 0usize;
+        let mut end = None;
+        for (i, c) in rest[open + 1..].char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        end = Some(open + 1 + i + 1);
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        out.push_str(&rest[..open]);
+        match end {
+            Some(e) => rest = &rest[e..],
+            None => {
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    let out = out.split_whitespace().collect::<Vec<_>>().join(" ");
+    match out.char_indices().nth(MAX_DETAIL) {
+        Some((i, _)) => format!("{}…", &out[..i]),
+        None => out,
+    }
+}
+
+/// The kernel reports a missing commit as two `ParsedLogPath` dumps; say it in words.
+fn log_gap(message: &str) -> Option<String> {
+    let rest = message.split("Expected contiguous commit files").nth(1)?;
+    let versions: Vec<u64> = rest
+        .split("version: ")
+        .skip(1)
+        .filter_map(|s| {
+            s.split(|c: char| !c.is_ascii_digit())
+                .next()
+                .and_then(|d| d.parse().ok())
+        })
+        .collect();
+    Some(match versions.as_slice() {
+        [a, b, ..] if b > a => {
+            let missing = if b - a == 2 {
+                format!("commit {} is missing", a + 1)
+            } else {
+                format!("commits {} to {} are missing", a + 1, b - 1)
+            };
+            format!("the log is not contiguous: {missing} (commit {a} is followed by commit {b})")
+        }
+        _ => "the log is not contiguous: a commit between two others is missing".to_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_gap_is_said_in_words() {
+        let kernel = "Generic delta kernel error: Expected contiguous commit files, but found gap: ParsedLogPath { location: FileMeta { location: Url { scheme: \"file\", path: \"/_delta_log/00000000000000000001.json\" }, last_modified: 0, size: 0 }, filename: \"00000000000000000001.json\", extension: \"json\", version: 1, file_type: Commit } -> ParsedLogPath { location: FileMeta { location: Url { path: \"/_delta_log/00000000000000000004.json\" }, size: 0 }, filename: \"00000000000000000004.json\", extension: \"json\", version: 4, file_type: Commit }";
+        assert_eq!(
+            one_line(kernel),
+            "the log is not contiguous: commits 2 to 3 are missing (commit 1 is followed by commit 4)"
+        );
+    }
+
+    #[test]
+    fn library_messages_become_one_bounded_line() {
+        let with_backtrace = "Generic delta kernel error: Invalid JSON in commit\n\nStack backtrace:\n   0: std::backtrace::Backtrace::create\n   1: delta_kernel::error::Error::generic";
+        assert_eq!(
+            one_line(with_backtrace),
+            "Generic delta kernel error: Invalid JSON in commit"
+        );
+        let dump = "Invalid log: expected version 3 got ParsedLogPath { location: FileMeta { location: Url { scheme: \"file\", path: \"/t/_delta_log/5.json\" }, size: 10 }, version: 5, file_type: Commit }, and more";
+        assert_eq!(
+            one_line(dump),
+            "Invalid log: expected version 3 got ParsedLogPath, and more"
+        );
+        assert!(one_line(&"x".repeat(10_000)).chars().count() <= MAX_DETAIL + 1);
+        assert_eq!(one_line("a { b } c"), "a { b } c");
     }
 }
