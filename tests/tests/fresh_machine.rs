@@ -1,0 +1,42 @@
+//! The README's two commands must work on a fresh machine of this project's kind: cargo, gcc,
+//! make and python3, nothing installed by hand (no cmake, no -dev packages). These checks keep
+//! the build from quietly depending on more again.
+
+use std::path::Path;
+
+fn repo_file(path: &str) -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path))
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+#[test]
+fn librdkafka_builds_without_cmake() {
+    let manifest = repo_file("Cargo.toml");
+    let rdkafka = manifest
+        .lines()
+        .find(|l| l.starts_with("rdkafka ="))
+        .expect("the workspace declares rdkafka");
+    assert!(
+        !rdkafka.contains("cmake"),
+        "rdkafka's cmake-build feature needs cmake, which a fresh machine lacks: {rdkafka}"
+    );
+    for feature in ["ssl", "gssapi", "curl", "zstd", "libz"] {
+        assert!(
+            !rdkafka.contains(&format!("\"{feature}")),
+            "rdkafka feature `{feature}` needs a system library a fresh machine lacks: {rdkafka}"
+        );
+    }
+}
+
+#[test]
+fn ci_and_the_test_command_install_no_system_package_for_the_build() {
+    for script in [".ci/run", "scripts/test", "scripts/test-tools.sh"] {
+        let text = repo_file(script);
+        for line in text.lines().filter(|l| !l.trim_start().starts_with('#')) {
+            assert!(
+                !line.contains("apt-get install") && !line.contains("cmake"),
+                "{script} installs a build dependency the README's commands would lack: {line}"
+            );
+        }
+    }
+}
