@@ -693,8 +693,7 @@ pub enum ConfigError {
 /// of what was left out.
 fn elide(s: &str, max: usize) -> String {
     let mut out = String::new();
-    let mut shown = 0;
-    for c in s.chars() {
+    for (shown, c) in s.chars().enumerate() {
         if shown == max {
             let total = s.chars().count();
             out.push_str(&format!("… ({} more characters)", total - max));
@@ -705,7 +704,6 @@ fn elide(s: &str, max: usize) -> String {
         } else {
             out.push(c);
         }
-        shown += 1;
     }
     out
 }

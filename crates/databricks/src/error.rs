@@ -175,8 +175,12 @@ mod tests {
         assert!(!http(400).is_transient());
         assert!(!http(404).is_transient());
         let coded = |status: u16, code: &str| DatabricksError::Http {
+            method: "GET".into(),
+            path: "/x".into(),
+            status,
             code: code.into(),
-            ..http(status)
+            message: "m".into(),
+            retry_after: None,
         };
         for code in [
             "RESOURCE_DOES_NOT_EXIST",
