@@ -235,11 +235,16 @@ fn one_line(e: &anyhow::Error) -> String {
 
 fn main() -> ExitCode {
     limit_allocator_retention();
+    let cli = Cli::parse();
+    // A long-lived worker keeps Rust's default (SIGPIPE ignored): it writes to sockets only.
+    if !matches!(cli.command, Command::Serve { .. }) {
+        end_quietly_on_closed_pipe();
+    }
     match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
-        Ok(runtime) => runtime.block_on(cli_main()),
+        Ok(runtime) => runtime.block_on(cli_main(cli)),
         Err(e) => fail(1, format!("cannot start the async runtime: {e}")),
     }
 }
@@ -263,8 +268,26 @@ fn limit_allocator_retention() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn limit_allocator_retention() {}
 
-async fn cli_main() -> ExitCode {
-    let cli = Cli::parse();
+/// Let a closed stdout or stderr end the program quietly, as it ends `cat` or `ls`
+/// (`replicator validate cfg | head -1`). Rust starts programs with SIGPIPE ignored, so a
+/// write to a closed pipe fails with EPIPE and `println!` panics (exit 101, "failed
+/// printing to stdout: Broken pipe"); with the default disposition the kernel ends the
+/// process at that write instead. Every command that prints gets this; `serve` does not.
+#[cfg(unix)]
+#[allow(unsafe_code)]
+fn end_quietly_on_closed_pipe() {
+    // SAFETY: signal() with SIG_DFL installs no handler (no code runs in signal context),
+    // and this runs before any other thread exists. Sockets are unaffected: Rust and tokio
+    // send with MSG_NOSIGNAL.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+#[cfg(not(unix))]
+fn end_quietly_on_closed_pipe() {}
+
+async fn cli_main(cli: Cli) -> ExitCode {
     let format = if cli.log_json {
         LogFormat::Json
     } else {

@@ -21,9 +21,15 @@
 //! strictly (object names must be backtick-quoted); anything else fails like a warehouse
 //! does, with a syntax error.
 //!
+//! Errors follow the documented format, `{"error_code": …, "message": …}`: a missing object
+//! is 404 with a "does not exist" code, an object that exists is 409
+//! `RESOURCE_ALREADY_EXISTS`, an unknown path is 404 `ENDPOINT_NOT_FOUND`.
+//!
 //! Faults can be injected: N throttled answers (429 or 503 with `Retry-After`), statements
-//! that fail, statements that never finish, OAuth tokens that expire. Every call, statement
-//! and cancel is recorded for assertions.
+//! that fail, statements that never finish, OAuth tokens that expire, paths answered by a
+//! bare 404 (no Databricks body) or `ENDPOINT_NOT_FOUND`, objects created by a concurrent
+//! run between a client's read and its create. Every call, statement and cancel is recorded
+//! for assertions.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path as FsPath, PathBuf};
@@ -203,6 +209,17 @@ pub struct Faults {
     /// Rows per result chunk (0: one chunk); further chunks are fetched through
     /// `next_chunk_internal_link`.
     pub chunk_rows: usize,
+    /// Requests whose path starts with one of these get a bare 404 with an HTML body, as a
+    /// gateway or a wrong host answers: no Databricks error object.
+    pub bare_404: Vec<String>,
+    /// Requests whose path starts with one of these get 404 `ENDPOINT_NOT_FOUND`, as
+    /// Databricks answers for an API it does not serve.
+    pub endpoint_not_found: Vec<String>,
+    /// Names (of a recipient or share to create, or a share to add objects to) that a
+    /// concurrent run creates just before this workspace handles the request: the request
+    /// then meets the existing object (409 `RESOURCE_ALREADY_EXISTS`). Each entry is used
+    /// once.
+    pub concurrent_create: Vec<String>,
 }
 
 /// How clients may log in.
@@ -317,6 +334,11 @@ impl Workspace {
     /// Change the injected faults.
     pub fn faults(&self, f: impl FnOnce(&mut Faults)) {
         f(&mut self.inner.faults.lock().unwrap());
+    }
+
+    /// Read the injected faults (what is left of them).
+    pub fn read_faults<T>(&self, f: impl FnOnce(&Faults) -> T) -> T {
+        f(&self.inner.faults.lock().unwrap())
     }
 
     /// Revoke every OAuth token issued so far (they answer 401 from now on).
@@ -444,6 +466,27 @@ async fn handle(
     if let Some(r) = refusal(&st, &headers) {
         return r;
     }
+    {
+        let f = st.faults.lock().unwrap();
+        if f.bare_404.iter().any(|p| path.starts_with(p.as_str())) {
+            return (
+                StatusCode::NOT_FOUND,
+                [("content-type", "text/html")],
+                "<html>\n<head><title>404 Not Found</title></head>\n<body><h1>404 Not Found</h1></body>\n</html>\n",
+            )
+                .into_response();
+        }
+        if f.endpoint_not_found
+            .iter()
+            .any(|p| path.starts_with(p.as_str()))
+        {
+            return error(
+                StatusCode::NOT_FOUND,
+                "ENDPOINT_NOT_FOUND",
+                format!("No API found for '{method} {path}'"),
+            );
+        }
+    }
     let segments: Vec<String> = path
         .trim_start_matches('/')
         .split('/')
@@ -478,6 +521,20 @@ async fn handle(
         }
         ("GET", ["api", "2.1", "unity-catalog", rest @ ..]) => uc_get(&st, rest, &q).await,
         ("POST" | "PATCH", ["api", "2.1", "unity-catalog", rest @ ..]) => {
+            let name = match (method.as_str(), rest) {
+                ("POST", [_]) => body["name"].as_str(),
+                ("PATCH", ["shares", name]) => Some(*name),
+                _ => None,
+            };
+            let raced = name.is_some_and(|n| {
+                let mut f = st.faults.lock().unwrap();
+                let i = f.concurrent_create.iter().position(|c| c == n);
+                i.map(|i| f.concurrent_create.remove(i)).is_some()
+            });
+            if raced {
+                // The concurrent run's request, then ours.
+                let _ = uc_change(&st, method.as_str(), rest, &body);
+            }
             uc_change(&st, method.as_str(), rest, &body)
         }
         _ => error(
@@ -1493,10 +1550,16 @@ fn share_json(name: &str, s: &Share) -> Value {
     })
 }
 
+/// 404 for an object that does not exist: `CATALOG_DOES_NOT_EXIST`, `SCHEMA_DOES_NOT_EXIST`,
+/// `TABLE_DOES_NOT_EXIST`, else `RESOURCE_DOES_NOT_EXIST`.
 fn missing(what: &str, name: &str) -> Response {
+    let code = match what {
+        "Catalog" | "Schema" | "Table" => format!("{}_DOES_NOT_EXIST", what.to_uppercase()),
+        _ => "RESOURCE_DOES_NOT_EXIST".to_owned(),
+    };
     error(
         StatusCode::NOT_FOUND,
-        "RESOURCE_DOES_NOT_EXIST",
+        &code,
         format!("{what} '{name}' does not exist."),
     )
 }
@@ -1615,7 +1678,7 @@ fn uc_change(st: &Inner, method: &str, rest: &[&str], body: &Value) -> Response 
     let m = ms.get_mut(&me).unwrap();
     let exists = |what: &str, name: &str| {
         error(
-            StatusCode::BAD_REQUEST,
+            StatusCode::CONFLICT,
             "RESOURCE_ALREADY_EXISTS",
             format!("{what} '{name}' already exists"),
         )

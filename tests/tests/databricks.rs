@@ -229,7 +229,8 @@ async fn backup_replication_reconciliation_then_an_incremental_second_run() {
         );
         let rec = find(&r, "reconciliation", &full);
         assert_eq!(rec.status, TableStatus::Matched, "{rec:#?}");
-        assert_eq!(rec.checks.len(), 3);
+        // row_count, schema, missing_rows, extra_rows
+        assert_eq!(rec.checks.len(), 4, "{rec:#?}");
         assert_eq!(rec.source_rows, rec.target_rows);
     }
     // The streaming table's data went into the target pipeline's backing table, through the
@@ -856,4 +857,169 @@ async fn reconciliation_reports_missing_rows_with_examples_read_across_result_ch
         find(&r, "reconciliation", "prod.sales.customers").status,
         TableStatus::Matched
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciliation_finds_rows_only_the_target_has_even_with_equal_counts() {
+    let env = Env::new().await;
+    assert!(env.run(DbOperation::All, "").await.is_success());
+    // The replica of customers (ids 100..=124) now holds ids 101..=125: as many rows as the
+    // source, one of them missing and one extra.
+    let replica = env
+        .table(&env.tgt, "prod", "sales", "customers")
+        .unwrap()
+        .location;
+    sample::overwrite(&loc(&replica), &sample::orders(101, 25, "apac"))
+        .await
+        .unwrap();
+    env.tgt.clear_log();
+    let keys = "  reconciliation_keys: { prod.sales.customers: [id, region] }\n";
+    let r = env.run(DbOperation::Reconciliation, keys).await;
+    let rec = find(&r, "reconciliation", "prod.sales.customers");
+    assert_eq!(rec.status, TableStatus::Mismatched, "{rec:#?}");
+    let check = |name: &str| {
+        rec.checks
+            .iter()
+            .find(|c| c.name == name)
+            .unwrap_or_else(|| panic!("no {name} check: {rec:#?}"))
+    };
+    assert!(check("row_count").passed, "{rec:#?}");
+    let missing = check("missing_rows");
+    assert!(!missing.passed);
+    assert_eq!(
+        missing.detail,
+        "1 source rows missing in the target (by id, region), for example (100, apac)"
+    );
+    let extra = check("extra_rows");
+    assert!(!extra.passed);
+    assert_eq!(
+        extra.detail,
+        "1 target rows not in the source (by id, region), for example (125, apac)"
+    );
+    // The emulator ran both directions on the Delta tables themselves.
+    let stmts: Vec<String> = env.tgt.statements().into_iter().map(|(_, s)| s).collect();
+    for (from, other) in [
+        (
+            "`prod_shared`.`sales`.`customers`",
+            "`prod`.`sales`.`customers`",
+        ),
+        (
+            "`prod`.`sales`.`customers`",
+            "`prod_shared`.`sales`.`customers`",
+        ),
+    ] {
+        let except =
+            format!("SELECT `id`, `region` FROM {from} EXCEPT SELECT `id`, `region` FROM {other}");
+        assert!(
+            stmts.contains(&format!("SELECT COUNT(*) AS n FROM ({except})")),
+            "{stmts:#?}"
+        );
+        assert!(
+            stmts.contains(&format!("SELECT `id`, `region` FROM ({except}) LIMIT 10")),
+            "{stmts:#?}"
+        );
+    }
+    // A replica that matches passes both.
+    let orders = find(&r, "reconciliation", "prod.sales.orders");
+    assert_eq!(orders.status, TableStatus::Matched, "{orders:#?}");
+    assert!(
+        orders
+            .checks
+            .iter()
+            .any(|c| c.name == "extra_rows" && c.passed)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_404_that_is_not_about_the_object_is_an_error_not_an_absent_object() {
+    let env = Env::new().await;
+    assert!(env.run(DbOperation::Backup, "").await.is_success());
+    // The table lookup is answered by something that is not Databricks (a bare 404 page):
+    // the target's existence, and so its schema check, cannot be known; nothing is cloned.
+    env.tgt
+        .faults(|f| f.bare_404 = vec!["/api/2.1/unity-catalog/tables/".into()]);
+    env.tgt.clear_log();
+    let r = env.run(DbOperation::Replication, "").await;
+    for t in ["orders", "customers", "events"] {
+        let rep = find(&r, "replication", &format!("prod.sales.{t}"));
+        assert_eq!(rep.status, TableStatus::Failed, "{rep:#?}");
+        let msg = &rep.error.as_ref().unwrap().message;
+        assert!(
+            msg.contains("no such API endpoint")
+                && msg.contains("/api/2.1/unity-catalog/tables/prod.sales.")
+                && msg.contains("no Databricks error body")
+                && !msg.contains('\n'),
+            "{msg}"
+        );
+    }
+    let stmts = env.tgt.statements();
+    assert!(
+        !stmts.iter().any(|(_, s)| s.contains("DEEP CLONE")),
+        "{stmts:#?}"
+    );
+    assert!(env.table(&env.tgt, "prod", "sales", "orders").is_none());
+
+    // ENDPOINT_NOT_FOUND (Delta Sharing not served here) is not "no recipient": the backup
+    // fails naming it and creates nothing.
+    let env = Env::new().await;
+    env.src
+        .faults(|f| f.endpoint_not_found = vec!["/api/2.1/unity-catalog/recipients/".into()]);
+    let err = Engine::from_config(&env.config(""), false)
+        .unwrap()
+        .run(DbOperation::Backup)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, DatabricksError::NoEndpoint { .. })
+            && err.to_string().contains("ENDPOINT_NOT_FOUND"),
+        "{err}"
+    );
+    assert!(
+        !env.src.changes().iter().any(|c| c.contains("recipients")),
+        "{:?}",
+        env.src.changes()
+    );
+    // validate-only reports it as a failed check instead of "missing; backup creates it".
+    let probes = Engine::from_config(&env.config(""), false)
+        .unwrap()
+        .validate()
+        .await;
+    let p = probes
+        .iter()
+        .find(|p| p.check.contains("recipient"))
+        .unwrap();
+    assert!(!p.ok && p.detail.contains("no such API endpoint"), "{p:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_created_by_a_concurrent_run_are_taken_as_they_are() {
+    let env = Env::new().await;
+    // Between this run's read and its create, another run creates the recipient, the share
+    // and adds the schema to the share: each create is answered 409 RESOURCE_ALREADY_EXISTS.
+    env.src.faults(|f| {
+        f.concurrent_create = vec![
+            "replicator".into(),
+            "replicator_prod".into(),
+            "replicator_prod".into(),
+        ]
+    });
+    let r = env.run(DbOperation::All, "").await;
+    assert!(r.is_success(), "{r:#?}");
+    assert!(
+        !r.sharing.iter().any(|a| a.starts_with("created recipient")
+            || a == "created share replicator_prod"
+            || a.starts_with("added prod.sales to share replicator_prod")),
+        "{:#?}",
+        r.sharing
+    );
+    // The grant, which the concurrent run did not make, was made.
+    assert!(
+        r.sharing
+            .contains(&"granted SELECT on share replicator_prod to replicator".to_owned()),
+        "{:#?}",
+        r.sharing
+    );
+    let left = env.src.read_faults(|f| f.concurrent_create.len());
+    assert_eq!(left, 0, "every injected race happened");
+    env.assert_replicas_equal().await;
 }

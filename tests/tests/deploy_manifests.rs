@@ -65,8 +65,9 @@ fn secret_env_vars(c: &Config) -> BTreeSet<String> {
         add(u);
     }
     for w in &c.notifications.webhooks {
-        if let Some(e) = w.bearer_token.as_ref().and_then(|t| t.env.clone()) {
-            vars.insert(e);
+        add(&w.url);
+        for s in w.bearer_token.iter().chain(&w.signing_secret) {
+            add(&StorageValue::Secret(s.clone()));
         }
     }
     vars

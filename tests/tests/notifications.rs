@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use axum::http::{HeaderMap, StatusCode};
 use replicator_common::config::{
-    Email, Group, SecretRef, Smtp, SmtpSecurity, Webhook, WebhookFormat, When,
+    Email, Group, SecretRef, Smtp, SmtpSecurity, StorageValue, Webhook, WebhookFormat, When,
 };
 use replicator_common::retry::RetryPolicy;
 use replicator_notifier::{NotifierConfig, notify};
@@ -421,7 +421,7 @@ async fn signed_webhooks_in_three_formats_retry_until_accepted_once() {
     let secret = dir.path().join("hook-secret");
     std::fs::write(&secret, "hook-secret").unwrap();
     let hook = |format: WebhookFormat, path: &str, secret: &std::path::Path| Webhook {
-        url: format!("http://{addr}/{path}?token=not-logged"),
+        url: format!("http://{addr}/{path}?token=not-logged").into(),
         format,
         on: vec![When::Failure],
         bearer_token: None,
@@ -433,6 +433,8 @@ async fn signed_webhooks_in_three_formats_retry_until_accepted_once() {
     };
     let wrong = dir.path().join("wrong-secret");
     std::fs::write(&wrong, "not the secret").unwrap();
+    let slack_url = dir.path().join("slack-url");
+    std::fs::write(&slack_url, format!("http://{addr}/slack\n")).unwrap();
     let success_only = Webhook {
         on: vec![When::Success],
         ..hook(WebhookFormat::Json, "json", &secret)
@@ -440,7 +442,14 @@ async fn signed_webhooks_in_three_formats_retry_until_accepted_once() {
     let config = NotifierConfig {
         webhooks: vec![
             hook(WebhookFormat::Json, "json", &secret),
-            hook(WebhookFormat::Slack, "slack", &secret),
+            // A Slack URL is a credential: read from a file, never recorded.
+            Webhook {
+                url: StorageValue::Secret(SecretRef {
+                    env: None,
+                    file: Some(slack_url.clone()),
+                }),
+                ..hook(WebhookFormat::Slack, "slack", &secret)
+            },
             hook(WebhookFormat::Teams, "teams", &secret),
             hook(WebhookFormat::Json, "unsigned-wrong", &wrong),
             success_only,
@@ -516,6 +525,14 @@ async fn signed_webhooks_in_three_formats_retry_until_accepted_once() {
     assert!(
         records.iter().all(|r| !r.target.contains("not-logged")),
         "{records:?}"
+    );
+    let slack = records
+        .iter()
+        .find(|r| r.target.starts_with("(URL from file"))
+        .unwrap_or_else(|| panic!("{records:?}"));
+    assert!(
+        slack.delivered && !slack.target.contains(&addr.to_string()),
+        "{slack:?}"
     );
 
     // The receiver rejects a replayed (old) request even with a valid signature.

@@ -10,6 +10,7 @@
 //! Relative paths in a config file (`source.root`, `target.root`, a `sqlite://` state file)
 //! resolve against the directory of that file.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use replicator_proto::{Operation, TableFilter};
@@ -77,12 +78,72 @@ pub struct Endpoint {
     pub storage: std::collections::BTreeMap<String, StorageValue>,
 }
 
-/// A storage option: a plain value, or a reference to a secret.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// A value given inline or read from a secret reference: a storage option, a broker URL,
+/// a webhook URL. A string, number or boolean is `Plain`; a map is a [`SecretRef`].
+#[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum StorageValue {
     Plain(String),
     Secret(SecretRef),
+}
+
+impl StorageValue {
+    /// The value, read from its reference when it is one. Errors never contain the value.
+    pub fn resolve(&self) -> Result<String, ConfigError> {
+        match self {
+            Self::Plain(v) => Ok(v.clone()),
+            Self::Secret(s) => s.resolve(),
+        }
+    }
+}
+
+impl From<String> for StorageValue {
+    fn from(v: String) -> Self {
+        Self::Plain(v)
+    }
+}
+
+impl From<&str> for StorageValue {
+    fn from(v: &str) -> Self {
+        Self::Plain(v.to_owned())
+    }
+}
+
+impl<'de> Deserialize<'de> for StorageValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = StorageValue;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string, or a secret reference ({ env: NAME } or { file: PATH })")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<StorageValue, E> {
+                Ok(StorageValue::Plain(v.to_owned()))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<StorageValue, E> {
+                Ok(StorageValue::Plain(v))
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<StorageValue, E> {
+                Ok(StorageValue::Plain(v.to_string()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<StorageValue, E> {
+                Ok(StorageValue::Plain(v.to_string()))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<StorageValue, E> {
+                Ok(StorageValue::Plain(v.to_string()))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<StorageValue, E> {
+                Ok(StorageValue::Plain(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<StorageValue, A::Error> {
+                secret_from_map(map).map(StorageValue::Secret)
+            }
+        }
+        d.deserialize_any(Visit)
+    }
 }
 
 /// Storage option keys whose values are credentials: they must be references.
@@ -370,7 +431,9 @@ pub enum WebhookFormat {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Webhook {
-    pub url: String,
+    /// The endpoint: inline, or a secret reference (`{ env: SLACK_WEBHOOK_URL }`): Slack and
+    /// Teams incoming-webhook URLs are credentials themselves.
+    pub url: StorageValue,
     #[serde(default)]
     pub format: WebhookFormat,
     /// Which outcomes to send.
@@ -489,13 +552,93 @@ impl Default for Log {
 }
 
 /// A secret, read from an environment variable or a file at the moment it is needed.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+///
+/// Only a reference deserializes: an inline value (a string, a number, …) is refused with
+/// a message that names the key (through the error's path) and never contains the value.
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct SecretRef {
-    #[serde(default)]
     pub env: Option<String>,
-    #[serde(default)]
     pub file: Option<PathBuf>,
+}
+
+/// The message for a secret given inline; the value is never part of it.
+const INLINE_SECRET: &str =
+    "must be a secret reference ({ env: NAME } or { file: PATH }), not an inline value";
+
+impl<'de> Deserialize<'de> for SecretRef {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = SecretRef;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a secret reference ({ env: NAME } or { file: PATH })")
+            }
+            // Every scalar is an inline secret: the default errors would print it.
+            fn visit_str<E: Error>(self, _: &str) -> Result<SecretRef, E> {
+                Err(E::custom(INLINE_SECRET))
+            }
+            fn visit_bytes<E: Error>(self, _: &[u8]) -> Result<SecretRef, E> {
+                Err(E::custom(INLINE_SECRET))
+            }
+            fn visit_bool<E: Error>(self, _: bool) -> Result<SecretRef, E> {
+                Err(E::custom(INLINE_SECRET))
+            }
+            fn visit_i64<E: Error>(self, _: i64) -> Result<SecretRef, E> {
+                Err(E::custom(INLINE_SECRET))
+            }
+            fn visit_u64<E: Error>(self, _: u64) -> Result<SecretRef, E> {
+                Err(E::custom(INLINE_SECRET))
+            }
+            fn visit_i128<E: Error>(self, _: i128) -> Result<SecretRef, E> {
+                Err(E::custom(INLINE_SECRET))
+            }
+            fn visit_u128<E: Error>(self, _: u128) -> Result<SecretRef, E> {
+                Err(E::custom(INLINE_SECRET))
+            }
+            fn visit_f64<E: Error>(self, _: f64) -> Result<SecretRef, E> {
+                Err(E::custom(INLINE_SECRET))
+            }
+            fn visit_char<E: Error>(self, _: char) -> Result<SecretRef, E> {
+                Err(E::custom(INLINE_SECRET))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, _: A) -> Result<SecretRef, A::Error> {
+                Err(A::Error::custom(
+                    "must be a secret reference ({ env: NAME } or { file: PATH }), not a list",
+                ))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<SecretRef, A::Error> {
+                secret_from_map(map)
+            }
+        }
+        d.deserialize_any(Visit)
+    }
+}
+
+/// `{ env: NAME }` or `{ file: PATH }` (whether exactly one is given is checked by
+/// [`Config::validate`], which names the key).
+fn secret_from_map<'de, A: serde::de::MapAccess<'de>>(mut map: A) -> Result<SecretRef, A::Error> {
+    use serde::de::Error;
+    let mut out = SecretRef {
+        env: None,
+        file: None,
+    };
+    while let Some(k) = map.next_key::<String>()? {
+        match k.as_str() {
+            "env" if out.env.is_none() => out.env = Some(map.next_value()?),
+            "file" if out.file.is_none() => out.file = Some(map.next_value()?),
+            "env" | "file" => return Err(A::Error::custom(format!("`{k}` is given twice"))),
+            other => {
+                return Err(A::Error::custom(format!(
+                    "unknown key `{other}` in a secret reference: expected `env` or `file`"
+                )));
+            }
+        }
+    }
+    Ok(out)
 }
 
 impl SecretRef {
@@ -517,31 +660,237 @@ impl SecretRef {
     }
 }
 
-/// Why a configuration was refused.
+/// Largest config text read (a file, an environment override, a `--set` value), in bytes.
+pub const MAX_CONFIG_BYTES: usize = 4 << 20;
+/// Deepest nesting a config may have: block indentation levels plus open `[` and `{`.
+/// (A parser's time grows faster than linearly with nesting; real configs nest ~6 deep.)
+pub const MAX_NESTING: usize = 64;
+/// Longest run of a user's value (or key) an error message shows, in characters.
+const SHOWN_CHARS: usize = 100;
+/// Longest config error message, in characters.
+const MESSAGE_CHARS: usize = 600;
+
+/// Why a configuration was refused. Every message is one bounded line: a value is shown
+/// up to [`SHOWN_CHARS`] characters, a secret's value never.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config {path}: {source}")]
+    #[error("cannot read config {}: {source}", bounded(&.path.display().to_string()))]
     Read {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("config is not valid YAML: {0}")]
+    #[error("config is not valid YAML: {}", bounded(&.0.to_string()))]
     Yaml(#[from] serde_yaml::Error),
-    #[error("config key `{key}`: {message}")]
+    #[error("config key `{}`: {}", elide(.key, 2 * SHOWN_CHARS), bounded(.message))]
     Key { key: String, message: String },
-    #[error("invalid override `{0}`: expected KEY=VALUE")]
+    #[error("invalid override `{}`: expected KEY=VALUE", elide(.0, SHOWN_CHARS))]
     Override(String),
-    #[error("invalid config: {0}")]
+    #[error("invalid config: {}", bounded(.0))]
     Invalid(String),
+}
+
+/// `s` on one line (control characters escaped), cut to `max` characters with the count
+/// of what was left out.
+fn elide(s: &str, max: usize) -> String {
+    let mut out = String::new();
+    for (shown, c) in s.chars().enumerate() {
+        if shown == max {
+            let total = s.chars().count();
+            out.push_str(&format!("… ({} more characters)", total - max));
+            return out;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A message with every quoted part (`"…"`, as serde quotes a string value, or `` `…` ``,
+/// as it quotes a field or variant name) cut to [`SHOWN_CHARS`], on one line, and at most
+/// [`MESSAGE_CHARS`] long.
+fn bounded(msg: &str) -> String {
+    let mut out = String::new();
+    let mut rest = msg;
+    while let Some(i) = rest.find(['"', '`']) {
+        let quote = rest.as_bytes()[i];
+        out.push_str(&rest[..=i]);
+        let inner = &rest[i + 1..];
+        let end = if quote == b'"' {
+            // serde writes a string with Debug escapes: skip `\"`.
+            let mut escaped = false;
+            inner.char_indices().find_map(|(j, c)| {
+                let end = !escaped && c == '"';
+                escaped = !escaped && c == '\\';
+                end.then_some(j)
+            })
+        } else {
+            inner.find('`')
+        };
+        let end = end.unwrap_or(inner.len());
+        out.push_str(&elide(&inner[..end], SHOWN_CHARS));
+        rest = inner.get(end..).unwrap_or("");
+        if let Some(r) = rest.strip_prefix(quote as char) {
+            out.push(quote as char);
+            rest = r;
+        }
+    }
+    out.push_str(rest);
+    elide(&out, MESSAGE_CHARS)
+}
+
+fn too_large() -> String {
+    format!(
+        "larger than {} MiB, the limit (it keeps parsing time and error messages bounded)",
+        MAX_CONFIG_BYTES >> 20
+    )
+}
+
+/// Refuse a config text too large or too deeply nested to parse quickly.
+fn check_shape(text: &str) -> Result<(), String> {
+    if text.len() > MAX_CONFIG_BYTES {
+        return Err(too_large());
+    }
+    match nesting_exceeded(text) {
+        Some(line) => Err(format!(
+            "nested deeper than {MAX_NESTING} levels at line {line}; a config needs no such depth"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The first line at which `text` nests deeper than [`MAX_NESTING`], by a linear scan that
+/// follows what YAML needs for it: block indentation (and compact `- ` / `? ` entries),
+/// flow `[` / `{` (outside quoted scalars, comments and block scalars).
+fn nesting_exceeded(text: &str) -> Option<usize> {
+    let mut indents: Vec<usize> = Vec::new();
+    let mut flow = 0usize;
+    // Inside a `|` / `>` block scalar opened on a line with this indentation.
+    let mut block_scalar: Option<usize> = None;
+    // Inside a quoted scalar that goes on past the end of a line.
+    let mut quote: Option<char> = None;
+    for (n, line) in text.lines().enumerate() {
+        let indent = line.len() - line.trim_start_matches(' ').len();
+        let content = &line[indent..];
+        if let Some(parent) = block_scalar {
+            if content.is_empty() || indent > parent {
+                continue;
+            }
+            block_scalar = None;
+        }
+        if quote.is_none() && flow == 0 {
+            if content.is_empty() || content.starts_with('#') {
+                continue;
+            }
+            while indents.last().is_some_and(|&c| c > indent) {
+                indents.pop();
+            }
+            if indents.last() != Some(&indent) {
+                indents.push(indent);
+            }
+        }
+        // At the start of a node: where `[`, `{`, quotes, `|`, `>`, `-` and `?` are indicators.
+        let mut node_start = true;
+        let mut after_space = true;
+        let mut chars = content.char_indices().peekable();
+        while let Some((i, c)) = chars.next() {
+            let next = chars.peek().map(|&(_, c)| c);
+            if let Some(q) = quote {
+                match c {
+                    '\\' if q == '"' => {
+                        chars.next();
+                    }
+                    '\'' if q == '\'' && next == Some('\'') => {
+                        chars.next();
+                    }
+                    c if c == q => {
+                        quote = None;
+                        node_start = false;
+                    }
+                    _ => {}
+                }
+                after_space = false;
+                continue;
+            }
+            let spaced = next.is_none_or(|c| c == ' ' || c == '\t');
+            match c {
+                ' ' | '\t' => {
+                    after_space = true;
+                    continue;
+                }
+                '#' if after_space => break,
+                '"' | '\'' if node_start => quote = Some(c),
+                '[' | '{' if node_start || flow > 0 => {
+                    flow += 1;
+                    if indents.len() + flow > MAX_NESTING {
+                        return Some(n + 1);
+                    }
+                    node_start = true;
+                }
+                ']' | '}' if flow > 0 => {
+                    flow -= 1;
+                    node_start = false;
+                }
+                ',' if flow > 0 => node_start = true,
+                ':' if spaced || flow > 0 => node_start = true,
+                '-' | '?' if node_start && spaced => {
+                    if flow == 0 {
+                        // A compact nested entry (`- - x`, `- key: v`) is one level deeper.
+                        let after = &content[i + 1..];
+                        let col =
+                            indent + i + 1 + after.len() - after.trim_start_matches(' ').len();
+                        if indents.last().is_some_and(|&c| c < col) {
+                            indents.push(col);
+                            if indents.len() > MAX_NESTING {
+                                return Some(n + 1);
+                            }
+                        }
+                    }
+                    node_start = true;
+                }
+                '|' | '>' if node_start && flow == 0 => {
+                    block_scalar = Some(indent);
+                    break;
+                }
+                '&' | '!' if node_start => {
+                    // An anchor or tag: the node starts after it.
+                    while chars.peek().is_some_and(|&(_, c)| c != ' ' && c != '\t') {
+                        chars.next();
+                    }
+                }
+                _ => node_start = false,
+            }
+            after_space = false;
+        }
+        if indents.len() + flow > MAX_NESTING {
+            return Some(n + 1);
+        }
+    }
+    None
 }
 
 impl Config {
     /// Load a config file, applying environment and CLI overrides, then validate it.
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        // Read at most one byte past the limit: from_yaml refuses a text that long.
+        let read_error = |source| ConfigError::Read {
             path: path.to_owned(),
             source,
-        })?;
+        };
+        let mut bytes = Vec::new();
+        std::fs::File::open(path)
+            .and_then(|f| f.take(MAX_CONFIG_BYTES as u64 + 1).read_to_end(&mut bytes))
+            .map_err(read_error)?;
+        if bytes.len() > MAX_CONFIG_BYTES {
+            return Err(ConfigError::Invalid(format!(
+                "the config is {}",
+                too_large()
+            )));
+        }
+        let text = String::from_utf8(bytes)
+            .map_err(|e| read_error(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
         let mut config = Self::from_yaml(&text, std::env::vars(), overrides)?;
         if let Some(dir) = path.parent() {
             config.resolve_paths(dir);
@@ -578,6 +927,7 @@ impl Config {
         env: impl IntoIterator<Item = (String, String)>,
         overrides: &[String],
     ) -> Result<Self, ConfigError> {
+        check_shape(text).map_err(|m| ConfigError::Invalid(format!("the config is {m}")))?;
         let mut doc: Value = serde_yaml::from_str(text)?;
         if doc.is_null() {
             doc = Value::Mapping(Default::default());
@@ -595,14 +945,18 @@ impl Config {
             .collect();
         env.sort();
         for (path, value) in env {
-            set_path(&mut doc, &path, parse_scalar(&value))?;
+            let value = parse_override(
+                &format!("{ENV_PREFIX}{}", path.join("__").to_uppercase()),
+                &value,
+            )?;
+            set_path(&mut doc, &path, value)?;
         }
         for o in overrides {
             let (key, value) = o
                 .split_once('=')
                 .ok_or_else(|| ConfigError::Override(o.clone()))?;
             let path: Vec<String> = key.trim().split('.').map(str::to_owned).collect();
-            set_path(&mut doc, &path, parse_scalar(value))?;
+            set_path(&mut doc, &path, parse_override(key.trim(), value)?)?;
         }
         let config: Config = serde_path_to_error::deserialize(doc).map_err(|e| {
             let key = e.path().to_string();
@@ -750,11 +1104,16 @@ impl Config {
                 .map_err(|e| key(&format!("tables[{i}]"), format!("bad glob `{p}`: {e}")))?;
         }
         for (i, w) in self.notifications.webhooks.iter().enumerate() {
-            if !(w.url.starts_with("http://") || w.url.starts_with("https://")) {
-                return Err(key(
-                    &format!("notifications.webhooks[{i}].url"),
-                    format!("`{}` is not an http(s) URL", w.url),
-                ));
+            let url_key = format!("notifications.webhooks[{i}].url");
+            match &w.url {
+                // Not echoed: a Slack or Teams webhook URL is a credential.
+                StorageValue::Plain(u)
+                    if !(u.starts_with("http://") || u.starts_with("https://")) =>
+                {
+                    return Err(key(&url_key, "must be an http:// or https:// URL".into()));
+                }
+                StorageValue::Secret(s) => check_ref(&url_key, s)?,
+                StorageValue::Plain(_) => {}
             }
             for (name, secret) in [
                 ("bearer_token", &w.bearer_token),
@@ -821,10 +1180,14 @@ impl Config {
             || url.starts_with("postgres://")
             || url.starts_with("postgresql://"))
         {
-            return Err(key(
-                "state.url",
-                format!("`{url}` is neither a sqlite: nor a postgres:// URL"),
-            ));
+            // Only the scheme is shown: the rest may hold a password.
+            let message = match url.split_once("://") {
+                Some((scheme, _)) if scheme.chars().all(|c| c.is_ascii_alphanumeric()) => {
+                    format!("scheme `{scheme}` is neither sqlite: nor postgres://")
+                }
+                _ => "must be a sqlite: or postgres:// URL".to_owned(),
+            };
+            return Err(key("state.url", message));
         }
         if has_inline_password(url) {
             return Err(key(
@@ -839,8 +1202,14 @@ impl Config {
     }
 }
 
-fn parse_scalar(v: &str) -> Value {
-    serde_yaml::from_str(v).unwrap_or_else(|_| Value::String(v.to_owned()))
+/// An override's value parsed as YAML (a string when it is not YAML), bounded like a
+/// config file; `name` is the variable or `--set` key.
+fn parse_override(name: &str, v: &str) -> Result<Value, ConfigError> {
+    check_shape(v).map_err(|m| ConfigError::Key {
+        key: name.to_owned(),
+        message: format!("the override's value is {m}"),
+    })?;
+    Ok(serde_yaml::from_str(v).unwrap_or_else(|_| Value::String(v.to_owned())))
 }
 
 fn set_path(doc: &mut Value, path: &[String], value: Value) -> Result<(), ConfigError> {
@@ -1054,5 +1423,235 @@ mod tests {
                 .to_string()
                 .contains("REPLICATOR_TEST_UNSET_VAR")
         );
+    }
+
+    #[test]
+    fn inline_secrets_are_refused_by_key_and_never_echoed() {
+        const SECRET: &str = "hunter2-do-not-print";
+        let hooks = |k: &str| {
+            format!(
+                "{MINIMAL}notifications: {{ webhooks: [ {{ url: \"https://x\", {k}: \"{SECRET}\" }} ] }}\n"
+            )
+        };
+        let databricks = |auth: &str| {
+            format!(
+                "databricks:\n  source: {{ host: https://a, warehouse_id: w, auth: {auth} }}\n  target: {{ host: https://b, warehouse_id: w, auth: {{ token: {{ env: T }} }} }}\n  catalogs: [ {{ source: prod }} ]\n"
+            )
+        };
+        let cases = [
+            (
+                hooks("bearer_token"),
+                "notifications.webhooks[0].bearer_token",
+            ),
+            (
+                hooks("signing_secret"),
+                "notifications.webhooks[0].signing_secret",
+            ),
+            (
+                format!(
+                    "{MINIMAL}notifications: {{ email: {{ smtp: {{ host: h, username: u, password: \"{SECRET}\" }}, from: a@b }} }}\n"
+                ),
+                "notifications.email.smtp.password",
+            ),
+            (
+                databricks(&format!("{{ token: \"{SECRET}\" }}")),
+                "databricks.source.auth.token",
+            ),
+            (
+                databricks(&format!("{{ client_id: sp, client_secret: \"{SECRET}\" }}")),
+                "databricks.source.auth.client_secret",
+            ),
+            // Numbers and lists are inline values too.
+            (
+                databricks("{ token: 1234567890123 }"),
+                "databricks.source.auth.token",
+            ),
+            (
+                databricks(&format!("{{ token: [ \"{SECRET}\" ] }}")),
+                "databricks.source.auth.token",
+            ),
+        ];
+        for (text, key) in cases {
+            let err = Config::from_yaml(&text, none(), &[])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(&format!("`{key}`")) && err.contains("must be a secret reference"),
+                "{key}: {err}"
+            );
+            assert!(
+                !err.contains(SECRET) && !err.contains("1234567890123"),
+                "{err}"
+            );
+            assert!(!err.contains('\n'), "{err}");
+        }
+        // The same through an environment override.
+        let err = Config::from_yaml(
+            &hooks("bearer_token").replace(&format!("bearer_token: \"{SECRET}\""), "on: [failure]"),
+            vec![(
+                "REPLICATOR__NOTIFICATIONS__EMAIL__SMTP__PASSWORD".to_owned(),
+                SECRET.to_owned(),
+            )],
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("must be a secret reference") && !err.contains(SECRET),
+            "{err}"
+        );
+        // A reference map with a stray key is named, not dumped.
+        let err = Config::from_yaml(
+            &hooks("bearer_token").replace(&format!("\"{SECRET}\""), "{ env: A, value: x }"),
+            none(),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("unknown key `value`"), "{err}");
+    }
+
+    #[test]
+    fn webhook_urls_may_be_secret_references() {
+        let c = Config::from_yaml(
+            &format!("{MINIMAL}notifications: {{ webhooks: [ {{ url: {{ env: REPLICATOR_TEST_HOOK_URL_UNSET }}, format: slack }} ] }}\n"),
+            none(),
+            &[],
+        )
+        .unwrap();
+        let url = &c.notifications.webhooks[0].url;
+        assert!(matches!(url, StorageValue::Secret(_)));
+        let err = url.resolve().unwrap_err().to_string();
+        assert!(err.contains("REPLICATOR_TEST_HOOK_URL_UNSET"), "{err}");
+        // An inline URL that is not http(s) is refused without being shown.
+        let err = Config::from_yaml(
+            &format!("{MINIMAL}notifications: {{ webhooks: [ {{ url: \"hooks.slack.com/services/T0/B0/s3cr3t\" }} ] }}\n"),
+            none(),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("notifications.webhooks[0].url") && !err.contains("s3cr3t"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_before_parsing() {
+        // 300 KB of flow nesting: the YAML parser's time grows with the cube of the depth.
+        let depth = 150_000;
+        let flow = format!("{MINIMAL}x: {}{}\n", "[".repeat(depth), "]".repeat(depth));
+        let started = std::time::Instant::now();
+        let err = Config::from_yaml(&flow, none(), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(
+            err.contains("nested deeper than 64 levels at line 4"),
+            "{err}"
+        );
+        assert!(err.len() < 200, "{err}");
+        // Block nesting, one level per line.
+        let mut block = String::from(MINIMAL);
+        for i in 0..2_000 {
+            block.push_str(&format!("{}k{i}:\n", " ".repeat(i)));
+        }
+        let err = Config::from_yaml(&block, none(), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("nested deeper than 64 levels"), "{err}");
+        // Compact sequences (`- - - x`) count too.
+        let compact = format!("{MINIMAL}x:\n  {}1\n", "- ".repeat(100));
+        let err = Config::from_yaml(&compact, none(), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("nested deeper than 64 levels"), "{err}");
+        // An override is bounded the same way, and named.
+        let err = Config::from_yaml(
+            MINIMAL,
+            none(),
+            &[format!("tables.include={}", "[".repeat(depth))],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("`tables.include`") && err.contains("nested deeper"),
+            "{err}"
+        );
+        // Brackets inside quotes, comments and block scalars, and ordinary depth, are fine.
+        let fine = format!(
+            "{MINIMAL}reconciliation:\n  tables:\n    - tables: [\"{q}\", '{q}']  # {q}\n      primary_key: [a]\nnotifications:\n  groups:\n    - {{ name: g, tables: [\"a.*\"], owners: [] }}\nlog: {{ level: \"info\" }}\n",
+            q = "[".repeat(100)
+        );
+        assert!(nesting_exceeded(&fine).is_none());
+        let literal = format!("x: |\n  {}\ny: 1\n", "[".repeat(100));
+        assert!(nesting_exceeded(&literal).is_none());
+        let nested: String = (0..60)
+            .map(|i| format!("{}k{i}:\n", " ".repeat(i)))
+            .collect();
+        assert!(nesting_exceeded(&nested).is_none());
+    }
+
+    #[test]
+    fn error_messages_are_bounded() {
+        // Over the size limit: refused before parsing, in one short line.
+        let huge = format!("{MINIMAL}x: \"{}\"\n", "a".repeat(MAX_CONFIG_BYTES));
+        let err = Config::from_yaml(&huge, none(), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("larger than 4 MiB") && err.len() < 200,
+            "{err}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.yaml");
+        std::fs::write(&path, &huge).unwrap();
+        let err = Config::load(&path, &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("larger than 4 MiB") && err.len() < 200,
+            "{err}"
+        );
+        // A wrong-typed value, an unknown variant and an unknown key, each a megabyte long.
+        let long = "x".repeat(1 << 20);
+        for (text, key) in [
+            (
+                format!("{MINIMAL}concurrency: {{ cloners: \"{long}\" }}\n"),
+                "concurrency.cloners",
+            ),
+            (format!("{MINIMAL}operation: \"{long}\"\n"), "operation"),
+            // (YAML keys are at most 1024 characters.)
+            (
+                format!("{MINIMAL}concurrency: {{ {}: 1 }}\n", &long[..1000]),
+                "concurrency",
+            ),
+            (
+                format!("{MINIMAL}bus: {{ backend: \"{long}\" }}\n"),
+                "bus.backend",
+            ),
+            (
+                format!("{MINIMAL}state: {{ url: \"{long}\" }}\n"),
+                "state.url",
+            ),
+        ] {
+            let err = Config::from_yaml(&text, none(), &[])
+                .unwrap_err()
+                .to_string();
+            assert!(err.len() < 800, "{key}: {} bytes: {err}", err.len());
+            assert!(err.contains(key) && !err.contains('\n'), "{err}");
+        }
+        // A short value is still shown whole.
+        let err = Config::from_yaml(
+            &format!("{MINIMAL}concurrency: {{ cloners: many }}\n"),
+            none(),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("\"many\""), "{err}");
     }
 }

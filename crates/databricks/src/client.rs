@@ -476,11 +476,31 @@ impl WorkspaceClient {
             let message = err["message"]
                 .as_str()
                 .map(str::to_owned)
-                .unwrap_or_else(|| text.chars().take(200).collect());
+                .unwrap_or_else(|| {
+                    // Not a Databricks error body (a proxy's or gateway's page): one line of it.
+                    text.chars()
+                        .take(200)
+                        .map(|c| if c.is_control() { ' ' } else { c })
+                        .collect::<String>()
+                        .trim()
+                        .to_owned()
+                });
             if status == 401 {
                 return Err(DatabricksError::Auth {
                     host: self.host.to_string(),
                     message: format!("{method} {path}: HTTP 401 {code}: {message}"),
+                });
+            }
+            if status == 404 && !crate::error::means_not_found(&code) {
+                return Err(DatabricksError::NoEndpoint {
+                    method: method.to_string(),
+                    path,
+                    code: if code.is_empty() {
+                        "(no Databricks error body)".into()
+                    } else {
+                        code
+                    },
+                    message,
                 });
             }
             return Err(DatabricksError::Http {
@@ -508,7 +528,9 @@ impl WorkspaceClient {
         })
     }
 
-    /// GET that maps "does not exist" (404) to `None`.
+    /// GET that maps "the object does not exist" to `None`: an answer whose `error_code` says
+    /// so (`RESOURCE_DOES_NOT_EXIST`, `TABLE_DOES_NOT_EXIST`, …). A 404 that does not (no such
+    /// endpoint, or no Databricks error body) is an error, never "absent".
     async fn get_optional<T: DeserializeOwned>(
         &self,
         segments: &[&str],
@@ -516,7 +538,7 @@ impl WorkspaceClient {
     ) -> Result<Option<T>, DatabricksError> {
         match self.get_json(segments, query).await {
             Ok(v) => Ok(Some(v)),
-            Err(DatabricksError::Http { status: 404, .. }) => Ok(None),
+            Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
         }
     }

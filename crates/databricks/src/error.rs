@@ -39,6 +39,18 @@ pub enum DatabricksError {
         message: String,
         retry_after: Option<Duration>,
     },
+    /// HTTP 404 without a Databricks "does not exist" error code: the path is not an API of
+    /// this host (`ENDPOINT_NOT_FOUND`, or a bare 404 from something that is not Databricks),
+    /// which says nothing about the object asked for.
+    #[error(
+        "{method} {path}: HTTP 404 {code}: no such API endpoint at this host ({message}); check the workspace URL and that the API is enabled there"
+    )]
+    NoEndpoint {
+        method: String,
+        path: String,
+        code: String,
+        message: String,
+    },
     /// Credentials were refused (after one token refresh for OAuth).
     #[error("authentication failed at {host}: {message}")]
     Auth { host: String, message: String },
@@ -67,7 +79,31 @@ pub enum DatabricksError {
     Refused(String),
 }
 
+/// Whether a Databricks REST `error_code` says the object asked for does not exist
+/// (`RESOURCE_DOES_NOT_EXIST`, `NOT_FOUND`, `TABLE_DOES_NOT_EXIST`, `CATALOG_DOES_NOT_EXIST`,
+/// …). `ENDPOINT_NOT_FOUND` is not one: it is about the path, not the object.
+pub fn means_not_found(code: &str) -> bool {
+    code == "NOT_FOUND" || code.ends_with("DOES_NOT_EXIST")
+}
+
+/// Whether a Databricks REST `error_code` says the object to create already exists
+/// (`RESOURCE_ALREADY_EXISTS`, `ALREADY_EXISTS`, `CATALOG_ALREADY_EXISTS`, …).
+pub fn means_already_exists(code: &str) -> bool {
+    code.ends_with("ALREADY_EXISTS")
+}
+
 impl DatabricksError {
+    /// The object asked for does not exist (a 4xx answer with a "does not exist" code).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Self::Http { status: 400..=499, code, .. } if means_not_found(code))
+    }
+
+    /// A create was refused because the object exists (a 4xx answer, normally 409, with an
+    /// "already exists" code) — for instance created by a concurrent run.
+    pub fn is_already_exists(&self) -> bool {
+        matches!(self, Self::Http { status: 400..=499, code, .. } if means_already_exists(code))
+    }
+
     pub fn kind(&self) -> ErrorKind {
         if self.is_transient() {
             ErrorKind::Transient
@@ -107,6 +143,7 @@ impl Retryable for DatabricksError {
                     || message.contains("ConcurrentAppendException")
             }
             Self::InvalidIdentifier { .. }
+            | Self::NoEndpoint { .. }
             | Self::Config(_)
             | Self::Auth { .. }
             | Self::Timeout { .. }
@@ -137,6 +174,30 @@ mod tests {
         assert!(http(503).is_transient());
         assert!(!http(400).is_transient());
         assert!(!http(404).is_transient());
+        let coded = |status: u16, code: &str| DatabricksError::Http {
+            method: "GET".into(),
+            path: "/x".into(),
+            status,
+            code: code.into(),
+            message: "m".into(),
+            retry_after: None,
+        };
+        for code in [
+            "RESOURCE_DOES_NOT_EXIST",
+            "NOT_FOUND",
+            "TABLE_DOES_NOT_EXIST",
+            "SCHEMA_DOES_NOT_EXIST",
+            "CATALOG_DOES_NOT_EXIST",
+        ] {
+            assert!(coded(404, code).is_not_found(), "{code}");
+        }
+        for code in ["ENDPOINT_NOT_FOUND", "", "X"] {
+            assert!(!coded(404, code).is_not_found(), "{code}");
+        }
+        assert!(coded(409, "RESOURCE_ALREADY_EXISTS").is_already_exists());
+        assert!(coded(409, "ALREADY_EXISTS").is_already_exists());
+        assert!(!coded(409, "ABORTED").is_already_exists());
+        assert!(!coded(500, "RESOURCE_ALREADY_EXISTS").is_already_exists());
         let st = |code: &str, message: &str| DatabricksError::Statement {
             statement_id: "s".into(),
             state: "FAILED".into(),

@@ -12,8 +12,9 @@
 //!   deep-cloned from the shared catalog: `CREATE OR REPLACE TABLE t DEEP CLONE shared.s.t`
 //!   for managed and external tables; for a streaming table, into the backing table of the
 //!   target's existing streaming table. DEEP CLONE is incremental: only new files are copied;
-//! - **reconciliation** (target workspace): row counts, schemas (Unity Catalog columns), and
-//!   rows of the source missing in the target (`EXCEPT` over the key columns).
+//! - **reconciliation** (target workspace): row counts, schemas (Unity Catalog columns),
+//!   rows of the source missing in the target and rows only the target has (`EXCEPT` both
+//!   ways over the key columns).
 //!
 //! Sharing setup is idempotent: objects are read first and only what is missing is created,
 //! so a second run makes no create or alter call. With `sharing.mode: byo` nothing is
@@ -37,8 +38,8 @@ use uuid::Uuid;
 use crate::client::{ClientOptions, Journal, TableInfo, TableType, WorkspaceClient};
 use crate::{Credentials, DatabricksError, Ident, TableName};
 
-/// Missing rows shown by a reconciliation that finds some.
-const MISSING_SAMPLE: usize = 10;
+/// Rows shown by a reconciliation that finds some missing (or extra) in the target.
+const ROW_SAMPLE: usize = 10;
 
 /// Catalog of streaming tables' backing tables.
 pub const INTERNAL_CATALOG: &str = "__databricks_internal";
@@ -145,6 +146,13 @@ async fn find_backing_table(
             .collect::<Vec<_>>()
             .join(", ")
     )))
+}
+
+/// An object a create call said exists, but that cannot be read back.
+fn vanished(what: &str, name: &str) -> DatabricksError {
+    DatabricksError::Refused(format!(
+        "{what} `{name}` already exists (a create said so) but cannot be read: it was dropped meanwhile, or this principal may not read it"
+    ))
 }
 
 /// A source table found in Unity Catalog.
@@ -787,7 +795,7 @@ impl Engine {
         Ok(())
     }
 
-    /// Reconciliation of one table: row counts, schema, missing rows by key.
+    /// Reconciliation of one table: row counts, schema, missing and extra rows by key.
     pub async fn reconcile_table(
         &self,
         t: &SourceTable,
@@ -856,40 +864,60 @@ impl Engine {
             .filter(|k| !target_info.columns.iter().any(|c| &c.name == *k))
             .collect();
         if keys.is_empty() || !missing_in_target.is_empty() {
-            out.checks.push(Check {
-                name: "missing_rows".into(),
-                passed: false,
-                detail: if keys.is_empty() {
-                    "no key columns known for the source".into()
-                } else {
-                    format!("key columns {missing_in_target:?} are missing in the target")
-                },
-            });
+            let detail = if keys.is_empty() {
+                "no key columns known for the source".to_owned()
+            } else {
+                format!("key columns {missing_in_target:?} are missing in the target")
+            };
+            for name in ["missing_rows", "extra_rows"] {
+                out.checks.push(Check {
+                    name: name.into(),
+                    passed: false,
+                    detail: detail.clone(),
+                });
+            }
         } else {
             let cols = keys
                 .iter()
                 .map(|k| quote_column(k))
                 .collect::<Result<Vec<_>, _>>()?
                 .join(", ");
-            let sql = format!(
-                "SELECT COUNT(*) AS n FROM (SELECT {cols} FROM {} EXCEPT SELECT {cols} FROM {})",
-                source.quoted(),
-                target.quoted()
-            );
-            let r = self.run_sql(&self.target, &sql, ids).await?;
-            if !self.target.is_dry_run() {
-                let n = r.single_u64()?;
-                let mut detail = format!(
-                    "{n} source rows missing in the target (by {})",
-                    keys.join(", ")
+            // Both directions: rows of the source the target lacks, and rows only the target
+            // has (a row count alone misses them when as many rows are missing as are extra).
+            for (name, from, other, what) in [
+                (
+                    "missing_rows",
+                    &source,
+                    &target,
+                    "source rows missing in the target",
+                ),
+                (
+                    "extra_rows",
+                    &target,
+                    &source,
+                    "target rows not in the source",
+                ),
+            ] {
+                let except = format!(
+                    "SELECT {cols} FROM {} EXCEPT SELECT {cols} FROM {}",
+                    from.quoted(),
+                    other.quoted()
                 );
+                let r = self
+                    .run_sql(
+                        &self.target,
+                        &format!("SELECT COUNT(*) AS n FROM ({except})"),
+                        ids,
+                    )
+                    .await?;
+                if self.target.is_dry_run() {
+                    continue;
+                }
+                let n = r.single_u64()?;
+                let mut detail = format!("{n} {what} (by {})", keys.join(", "));
                 if n > 0 {
                     // Show a few, so the operator knows where to look.
-                    let sample = format!(
-                        "SELECT {cols} FROM (SELECT {cols} FROM {} EXCEPT SELECT {cols} FROM {}) LIMIT {MISSING_SAMPLE}",
-                        source.quoted(),
-                        target.quoted()
-                    );
+                    let sample = format!("SELECT {cols} FROM ({except}) LIMIT {ROW_SAMPLE}");
                     let rows = self.run_sql(&self.target, &sample, ids).await?;
                     let shown: Vec<String> = rows
                         .rows
@@ -903,7 +931,7 @@ impl Engine {
                     detail.push_str(&format!(", for example {}", shown.join(" ")));
                 }
                 out.checks.push(Check {
-                    name: "missing_rows".into(),
+                    name: name.into(),
                     passed: n == 0,
                     detail,
                 });
@@ -923,27 +951,38 @@ impl Engine {
         let mut actions = Vec::new();
         let recipient = Ident::new(&self.config.sharing.recipient)?;
         let target_id = self.target.metastore_global_id().await?;
+        let check_recipient =
+            |r: &crate::client::RecipientInfo| match &r.data_recipient_global_metastore_id {
+                Some(id) if id != &target_id => Err(DatabricksError::Refused(format!(
+                    "recipient `{recipient}` is for metastore {id}, not the target's {target_id}"
+                ))),
+                _ => Ok(()),
+            };
         match self.source.get_recipient(recipient.as_str()).await? {
-            Some(r) => {
-                if let Some(id) = &r.data_recipient_global_metastore_id
-                    && id != &target_id
-                {
-                    return Err(DatabricksError::Refused(format!(
-                        "recipient `{recipient}` is for metastore {id}, not the target's {target_id}"
-                    )));
-                }
-            }
+            Some(r) => check_recipient(&r)?,
             None if byo => {
                 return Err(DatabricksError::Refused(format!(
                     "sharing mode byo: recipient `{recipient}` does not exist in the source metastore"
                 )));
             }
-            None => {
-                self.source
-                    .create_recipient(recipient.as_str(), &target_id)
-                    .await?;
-                actions.push(format!("created recipient {recipient} for {target_id}"));
-            }
+            None => match self
+                .source
+                .create_recipient(recipient.as_str(), &target_id)
+                .await
+            {
+                Ok(()) => actions.push(format!("created recipient {recipient} for {target_id}")),
+                // Created meanwhile (a concurrent run): use it if it is the one we need.
+                Err(e) if e.is_already_exists() => {
+                    tracing::info!(%recipient, "recipient created concurrently; reading it back");
+                    let r = self
+                        .source
+                        .get_recipient(recipient.as_str())
+                        .await?
+                        .ok_or_else(|| vanished("recipient", recipient.as_str()))?;
+                    check_recipient(&r)?;
+                }
+                Err(e) => return Err(e),
+            },
         }
         // share name -> schemas (`catalog.schema`) it must hold
         let mut wanted: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
@@ -969,35 +1008,72 @@ impl Engine {
                         "sharing mode byo: share `{share}` does not exist in the source metastore"
                     )));
                 }
-                None => {
-                    self.source.create_share(share.as_str()).await?;
-                    actions.push(format!("created share {share}"));
-                    created = true;
-                    crate::client::ShareInfo {
-                        name: share.to_string(),
-                        objects: Vec::new(),
+                None => match self.source.create_share(share.as_str()).await {
+                    Ok(()) => {
+                        actions.push(format!("created share {share}"));
+                        created = true;
+                        crate::client::ShareInfo {
+                            name: share.to_string(),
+                            objects: Vec::new(),
+                        }
                     }
-                }
+                    // Created meanwhile (a concurrent run): carry on with it as it is.
+                    Err(e) if e.is_already_exists() => {
+                        tracing::info!(%share, "share created concurrently; reading it back");
+                        self.source
+                            .get_share(share.as_str())
+                            .await?
+                            .ok_or_else(|| vanished("share", share.as_str()))?
+                    }
+                    Err(e) => return Err(e),
+                },
             };
-            let missing: Vec<String> = schemas
-                .into_iter()
-                .filter(|s| {
-                    !existing
-                        .objects
-                        .iter()
-                        .any(|o| o.data_object_type == "SCHEMA" && &o.name == s)
-                })
-                .collect();
+            let lacking = |info: &crate::client::ShareInfo, wanted: &[String]| -> Vec<String> {
+                wanted
+                    .iter()
+                    .filter(|s| {
+                        !info
+                            .objects
+                            .iter()
+                            .any(|o| o.data_object_type == "SCHEMA" && &&o.name == s)
+                    })
+                    .cloned()
+                    .collect()
+            };
+            let schemas: Vec<String> = schemas.into_iter().collect();
+            let missing = lacking(&existing, &schemas);
             if !missing.is_empty() {
                 if byo {
                     return Err(DatabricksError::Refused(format!(
                         "sharing mode byo: share `{share}` lacks schemas {missing:?}"
                     )));
                 }
-                self.source
+                match self
+                    .source
                     .add_schemas_to_share(share.as_str(), &missing)
-                    .await?;
-                actions.push(format!("added {} to share {share}", missing.join(", ")));
+                    .await
+                {
+                    Ok(()) => {
+                        actions.push(format!("added {} to share {share}", missing.join(", ")))
+                    }
+                    // Some were added meanwhile (a concurrent run): add what still lacks.
+                    Err(e) if e.is_already_exists() => {
+                        tracing::info!(%share, "schemas added to the share concurrently; reading it back");
+                        let now = self
+                            .source
+                            .get_share(share.as_str())
+                            .await?
+                            .ok_or_else(|| vanished("share", share.as_str()))?;
+                        let still = lacking(&now, &missing);
+                        if !still.is_empty() {
+                            self.source
+                                .add_schemas_to_share(share.as_str(), &still)
+                                .await?;
+                            actions.push(format!("added {} to share {share}", still.join(", ")));
+                        }
+                    }
+                    Err(e) => return Err(e),
+                }
             }
             // A share just created has no grants (and in a dry run does not exist yet).
             let granted = !created

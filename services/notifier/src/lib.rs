@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use replicator_bus::{BusRef, run_id_of, typed};
-use replicator_common::config::{Webhook, WebhookFormat, When};
+use replicator_common::config::{StorageValue, Webhook, WebhookFormat, When};
 use replicator_common::retry::{RetryPolicy, Retryable};
 use replicator_common::shutdown::CancellationToken;
 use replicator_proto::{Header, Operation, RunCompleted, RunSummary, names};
@@ -220,11 +220,11 @@ pub async fn notify(
     for hook in config.webhooks.iter().filter(|h| h.on.contains(&when)) {
         let (result, attempts) = deliver(client, hook, &config.retry, msg).await;
         if let Err(e) = &result {
-            tracing::error!(%run_id, url = %redact(&hook.url), error = %e, "webhook notification failed");
+            tracing::error!(%run_id, url = %hook_target(&hook.url), error = %e, "webhook notification failed");
         }
         records.push((
             "webhook",
-            redact(&hook.url),
+            hook_target(&hook.url),
             attempts,
             result.err().map(|e| e.to_string()),
         ));
@@ -288,6 +288,19 @@ fn group_matcher(patterns: &[String]) -> Result<globset::GlobSet, globset::Error
         b.add(globset::Glob::new(p)?);
     }
     b.build()
+}
+
+/// A webhook as it may be logged and recorded: an inline URL redacted, a URL read from a
+/// secret reference (a Slack or Teams URL is a credential) only named by its reference.
+fn hook_target(url: &StorageValue) -> String {
+    match url {
+        StorageValue::Plain(u) => redact(u),
+        StorageValue::Secret(s) => match (&s.env, &s.file) {
+            (Some(var), _) => format!("(URL from environment variable {var})"),
+            (_, Some(path)) => format!("(URL from file {})", path.display()),
+            _ => "(URL from a secret reference)".into(),
+        },
+    }
 }
 
 /// A URL as it may be logged and recorded: no user info, no query string (webhook URLs
@@ -371,6 +384,15 @@ pub async fn deliver(
         (Ok(t), Ok(s)) => (t, s),
         (Err(e), _) | (_, Err(e)) => return (Err(e), 0),
     };
+    let target = hook_target(&hook.url);
+    let hook_url = match hook.url.resolve() {
+        Ok(u) if u.starts_with("http://") || u.starts_with("https://") => u,
+        Ok(_) => {
+            let e = format!("webhook {target}: not an http:// or https:// URL");
+            return (Err(DeliveryError::Secret(e)), 0);
+        }
+        Err(e) => return (Err(DeliveryError::Secret(e.to_string())), 0),
+    };
     let body = match hook.format {
         WebhookFormat::Json => serde_json::to_vec(msg),
         WebhookFormat::Slack => serde_json::to_vec(&Digest::of(msg).slack()),
@@ -381,7 +403,7 @@ pub async fn deliver(
         .retry(
             || async {
                 let mut req = client
-                    .post(&hook.url)
+                    .post(&hook_url)
                     .timeout(Duration::from_millis(hook.timeout_ms))
                     .header("X-Replicator-Run-Id", msg.header.run_id.to_string())
                     .header(reqwest::header::CONTENT_TYPE, "application/json");
@@ -395,8 +417,9 @@ pub async fn deliver(
                         .header(TIMESTAMP_HEADER, ts.to_string())
                         .header(SIGNATURE_HEADER, signature(secret.as_bytes(), ts, &body));
                 }
-                let url = redact(&hook.url);
-                let resp = req.body(body.clone()).send().await.map_err(|source| DeliveryError::Http { url: url.clone(), source })?;
+                let url = target.clone();
+                // Without the URL: reqwest's message would print it whole.
+                let resp = req.body(body.clone()).send().await.map_err(|source| DeliveryError::Http { url: url.clone(), source: source.without_url() })?;
                 if resp.status().is_success() {
                     Ok(())
                 } else {
