@@ -63,6 +63,8 @@ pub fn request_from(config: &Config, operation: Option<Operation>) -> Replicatio
         version: None,
         requested_by: Some(format!("replicator-cli/{}", env!("CARGO_PKG_VERSION"))),
         engine,
+        replace: config.cloning.replace,
+        external_roots: config.cloning.external_roots.clone(),
     }
 }
 
