@@ -63,6 +63,8 @@ pub fn request_from(config: &Config, operation: Option<Operation>) -> Replicatio
         version: None,
         requested_by: Some(format!("replicator-cli/{}", env!("CARGO_PKG_VERSION"))),
         engine,
+        replace: config.cloning.replace,
+        external_roots: config.cloning.external_roots.clone(),
     }
 }
 
@@ -93,6 +95,9 @@ pub async fn validate(config: &Config) -> anyhow::Result<Vec<String>> {
         !source.overlaps(&target),
         "source.root and target.root overlap"
     );
+    for (i, root) in config.cloning.external_roots.iter().enumerate() {
+        TableLocation::parse(root).with_context(|| format!("clone.external_roots[{i}]"))?;
+    }
     let tables = discover(&source, &(&config.tables).into())
         .await
         .context("source.root")?;

@@ -56,9 +56,9 @@ enum AuditCommand {
 enum Command {
     /// Deep clone one Delta table (incremental: only new files are copied).
     Clone {
-        /// Source table (path or file:// URL).
+        /// Source table (path, file://, s3:// or az:// URL).
         source: String,
-        /// Target table (path or file:// URL).
+        /// Target table (path, file://, s3:// or az:// URL).
         target: String,
         /// Clone this source version (`VERSION AS OF`).
         #[arg(long, conflicts_with = "timestamp")]
@@ -70,6 +70,15 @@ enum Command {
         /// Files copied at once.
         #[arg(long, default_value_t = 16)]
         parallelism: usize,
+        /// Replace a target that is a Delta table not cloned from this source (as `CREATE OR
+        /// REPLACE`); without it such a target is refused, untouched.
+        #[arg(long)]
+        replace: bool,
+        /// Let absolute paths in the source's log reference files under this root (in the
+        /// source's own store); repeatable. Without it only files inside the source table are
+        /// read.
+        #[arg(long = "allow-external-root", value_name = "URL")]
+        external_roots: Vec<String>,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -219,7 +228,8 @@ enum Command {
     },
 }
 
-/// Exit codes: 0 success, 1 a table failed or mismatched, 2 bad usage or config.
+/// Exit codes: 0 success, 1 a table failed or mismatched, 2 bad usage or config, 130
+/// interrupted (Ctrl-C or SIGTERM).
 fn fail(code: u8, msg: impl std::fmt::Display) -> ExitCode {
     eprintln!("error: {msg}");
     ExitCode::from(code)
@@ -303,10 +313,29 @@ async fn cli_main(cli: Cli) -> ExitCode {
             version,
             timestamp,
             parallelism,
+            replace,
+            external_roots,
             json,
         } => {
             init_logs("warn");
-            clone(&source, &target, version, timestamp, parallelism, json).await
+            let roots = match external_roots
+                .iter()
+                .map(String::as_str)
+                .map(TableLocation::parse)
+                .collect::<Result<Vec<_>, _>>()
+            {
+                Ok(r) => r,
+                Err(e) => return fail(2, format!("--allow-external-root: {e}")),
+            };
+            let options = CloneOptions {
+                version,
+                timestamp,
+                parallelism,
+                replace,
+                external_roots: roots,
+                ..Default::default()
+            };
+            clone(&source, &target, options, json).await
         }
         Command::Audit {
             command:
@@ -639,14 +668,10 @@ async fn reconcile(
     }
 }
 
-async fn clone(
-    source: &str,
-    target: &str,
-    version: Option<u64>,
-    timestamp: Option<chrono::DateTime<chrono::Utc>>,
-    parallelism: usize,
-    json: bool,
-) -> ExitCode {
+/// `replicator clone`. Ctrl-C (or SIGTERM) stops it cleanly: copies in flight finish,
+/// nothing is committed, a first clone removes what it copied, and the exit code is 130. A
+/// second signal exits at once (the next clone of the target removes what is left).
+async fn clone(source: &str, target: &str, mut options: CloneOptions, json: bool) -> ExitCode {
     let (src, dst) = match (TableLocation::parse(source), TableLocation::parse(target)) {
         (Ok(s), Ok(d)) => (s, d),
         (Err(e), _) | (_, Err(e)) => return fail(2, e),
@@ -657,18 +682,29 @@ async fn clone(
         !json,
     );
     let pb = bar.clone();
-    let options = CloneOptions {
-        version,
-        timestamp,
-        parallelism,
-        progress: Some(Arc::new(move |p: &replicator_lake::CloneProgress| {
-            pb.set_length(p.bytes_total);
-            pb.set_position(p.bytes_done);
-            pb.set_message(format!("{}/{} files", p.files_done, p.files_total));
-        })),
-        dry_run: false,
-    };
+    options.progress = Some(Arc::new(move |p: &replicator_lake::CloneProgress| {
+        pb.set_length(p.bytes_total);
+        pb.set_position(p.bytes_done);
+        pb.set_message(format!("{}/{} files", p.files_done, p.files_total));
+    }));
+    let cancel = replicator_common::shutdown::CancellationToken::new();
+    options.cancel = Some(cancel.clone());
+    let signals = tokio::spawn({
+        let (cancel, bar) = (cancel.clone(), bar.clone());
+        async move {
+            replicator_common::shutdown::wait_for_signal().await;
+            bar.set_message("interrupted: finishing the copies in flight, then cleaning up");
+            cancel.cancel();
+            replicator_common::shutdown::wait_for_signal().await;
+            bar.finish_and_clear();
+            eprintln!(
+                "error: clone interrupted twice: exiting without cleaning up; nothing was committed (the next clone of the target removes what is left)"
+            );
+            std::process::exit(130);
+        }
+    });
     let result = deep_clone(&src, &dst, &options).await;
+    signals.abort();
     bar.finish_and_clear();
     match result {
         Ok(r) => {
@@ -704,6 +740,7 @@ async fn clone(
             }
             ExitCode::SUCCESS
         }
+        Err(e) if cancel.is_cancelled() => fail(130, e),
         Err(e) => fail(1, format!("clone failed: {e}")),
     }
 }

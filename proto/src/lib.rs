@@ -156,6 +156,14 @@ pub struct ReplicationRequest {
     /// The engine that expands the source and runs the tasks.
     #[serde(default)]
     pub engine: Engine,
+    /// Replace targets that are Delta tables not cloned from their source (`CREATE OR
+    /// REPLACE`); without it such a target fails permanently, untouched.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replace: bool,
+    /// Roots outside the source tables that absolute paths in a source's Delta log may
+    /// reference (in the source's own store).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub external_roots: Vec<String>,
 }
 
 /// One table in a planned run.
@@ -201,6 +209,12 @@ pub struct CloneTask {
     /// The engine that clones this table.
     #[serde(default)]
     pub engine: Engine,
+    /// Replace the target even when it is a Delta table not cloned from this source.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replace: bool,
+    /// Roots outside the source table that absolute paths in its log may reference.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub external_roots: Vec<String>,
 }
 
 /// The six deep-clone metrics, named as Databricks reports them.
@@ -551,6 +565,8 @@ mod tests {
             version: None,
             operation: Operation::All,
             engine: Engine::Native,
+            replace: false,
+            external_roots: Vec::new(),
         }
     }
 

@@ -1362,10 +1362,14 @@ async fn execute(st: &Inner, sql: &str) -> Result<Rows, SqlError> {
                     .unwrap_or_else(|| m.root.join("tables").join(Uuid::new_v4().to_string()));
                 (src, dest, existing)
             };
+            // `CREATE OR REPLACE`: the statement itself says replace.
             let report = deep_clone(
                 &location(&src)?,
                 &TableLocation::parse(&dest.to_string_lossy()).map_err(lake)?,
-                &CloneOptions::default(),
+                &CloneOptions {
+                    replace: true,
+                    ..Default::default()
+                },
             )
             .await
             .map_err(lake)?;

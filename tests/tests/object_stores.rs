@@ -418,3 +418,124 @@ async fn files_larger_than_a_chunk_stream_through_multipart_uploads() {
     assert_eq!(rows(&s3).await, expected);
     assert_eq!(rows(&az).await, expected);
 }
+
+/// Write `actions` as the next commit (`version`) of `loc`.
+async fn commit(loc: &TableLocation, version: u64, actions: &[serde_json::Value]) {
+    use object_store::ObjectStoreExt;
+    let body: String = actions.iter().map(|a| format!("{a}\n")).collect();
+    loc.store()
+        .put(
+            &loc.object_path(&format!("_delta_log/{version:020}.json")),
+            body.into(),
+        )
+        .await
+        .unwrap();
+}
+
+fn add(path: &str, size: u64) -> serde_json::Value {
+    serde_json::json!({"add": {"path": path, "partitionValues": {}, "size": size,
+        "modificationTime": 0, "dataChange": true}})
+}
+
+async fn keys(loc: &TableLocation) -> Vec<String> {
+    use futures::TryStreamExt;
+    loc.store()
+        .list(Some(loc.prefix()))
+        .map_ok(|m| m.location.to_string())
+        .try_collect()
+        .await
+        .unwrap()
+}
+
+/// docs/safety.md on S3: a `file://` path in an S3 table's log never makes the worker copy
+/// its own disk; absolute paths in the bucket are read only under an allowed root; `s3a://`
+/// names the same bucket as `s3://`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_log_paths_and_url_spellings_are_confined() {
+    use replicator_lake::LakeError;
+    let dir = tempfile::tempdir().unwrap();
+    let (src, _) = local_source(dir.path()).await;
+    let b = bucket("replicator-safety");
+    let at = |u: String| TableLocation::parse_with(&u, s3_options()).unwrap();
+
+    // The repro on an S3 table.
+    let t = at(format!("{b}/lake/t"));
+    deep_clone(&src, &t, &CloneOptions::default())
+        .await
+        .unwrap();
+    let hostname = std::fs::metadata("/etc/hostname").map_or(1, |m| m.len());
+    commit(&t, 1, &[add("file:///etc/hostname", hostname)]).await;
+    let d = at(format!("{b}/dr/t"));
+    let everything = [at(format!("{b}/")), local(Path::new("/etc"))];
+    let err = deep_clone(
+        &t,
+        &d,
+        &CloneOptions {
+            external_roots: everything.to_vec(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&err, LakeError::OutsidePath { reason, .. } if reason.contains("never read")),
+        "{err}"
+    );
+    assert!(keys(&d).await.is_empty(), "{:?}", keys(&d).await);
+
+    // The same table spelled `s3a://`: an overlap, whichever side.
+    let alias = at("s3a://replicator-safety/lake/t/sub".to_owned());
+    let err = deep_clone(&t, &alias, &Default::default())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("overlap"), "{err}");
+    let err = deep_clone(&alias, &at(format!("{b}/lake")), &Default::default())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("overlap"), "{err}");
+
+    // An absolute path elsewhere in the bucket: only under an allowed root.
+    let t2 = at(format!("{b}/lake/t2"));
+    deep_clone(&src, &t2, &CloneOptions::default())
+        .await
+        .unwrap();
+    {
+        use object_store::ObjectStoreExt;
+        t2.store()
+            .put(
+                &"shared/x/extra.parquet".into(),
+                b"0123456789".to_vec().into(),
+            )
+            .await
+            .unwrap();
+    }
+    commit(
+        &t2,
+        1,
+        &[add("s3a://replicator-safety/shared/x/extra.parquet", 10)],
+    )
+    .await;
+    let d2 = at(format!("{b}/dr/t2"));
+    let err = deep_clone(&t2, &d2, &Default::default()).await.unwrap_err();
+    assert!(
+        matches!(&err, LakeError::OutsidePath { reason, .. } if reason.contains("allowed external root")),
+        "{err}"
+    );
+    assert!(keys(&d2).await.is_empty());
+    let done = deep_clone(
+        &t2,
+        &d2,
+        &CloneOptions {
+            external_roots: vec![at(format!("{b}/shared"))],
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(done.committed);
+    assert!(
+        keys(&d2).await.iter().any(|k| k == "dr/t2/extra.parquet"),
+        "{:?}",
+        keys(&d2).await
+    );
+}

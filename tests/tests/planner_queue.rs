@@ -36,6 +36,8 @@ async fn requests_become_tasks_and_bad_requests_become_dead_letters() {
         version: None,
         requested_by: Some("test".into()),
         engine: Default::default(),
+        replace: false,
+        external_roots: Vec::new(),
     };
     bus.publish(names::REQUESTS, Bytes::from_static(b"{definitely not json"))
         .await

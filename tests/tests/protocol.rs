@@ -72,9 +72,16 @@ async fn absolute_path_deletion_vector_is_copied_and_repointed_into_the_target()
     );
 
     let dst = dir.path().join("dst");
-    deep_clone(&loc(&src), &loc(&dst), &CloneOptions::default())
+    // Outside the table: read only under a root the user allowed (docs/safety.md).
+    let err = deep_clone(&loc(&src), &loc(&dst), &CloneOptions::default())
         .await
-        .unwrap();
+        .unwrap_err();
+    assert!(matches!(err, LakeError::OutsidePath { .. }), "{err}");
+    let allowed = CloneOptions {
+        external_roots: vec![loc(&elsewhere)],
+        ..Default::default()
+    };
+    deep_clone(&loc(&src), &loc(&dst), &allowed).await.unwrap();
     assert_eq!(rows(&dst).await, expected);
     let log = std::fs::read_to_string(dst.join("_delta_log/00000000000000000000.json")).unwrap();
     let dst_url = loc(&dst).url().to_string();

@@ -41,6 +41,9 @@ pub struct Config {
     /// Default operation for `replicator run` (the CLI's `--operation` wins).
     #[serde(default)]
     pub operation: Operation,
+    /// What a clone may overwrite and read (`clone.replace`, `clone.external_roots`).
+    #[serde(default, rename = "clone")]
+    pub cloning: CloneSettings,
     #[serde(default)]
     pub concurrency: Concurrency,
     /// Retry policy for clone and validation attempts.
@@ -209,6 +212,20 @@ impl From<&Tables> for TableFilter {
             exclude: t.exclude.clone(),
         }
     }
+}
+
+/// What clones may overwrite and read.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CloneSettings {
+    /// Replace a target that is a Delta table not cloned from its source (as Databricks'
+    /// `CREATE OR REPLACE`). Off by default: such a table fails permanently, untouched.
+    pub replace: bool,
+    /// Roots outside the source tables that absolute paths in a source's Delta log may
+    /// reference (shallow clones' sources, tables with files elsewhere). Only files in the
+    /// source's own store are ever read; a `file://` path never for a table in an object
+    /// store. Relative local paths resolve against the config file's directory.
+    pub external_roots: Vec<String>,
 }
 
 /// How much work runs at once.
@@ -911,6 +928,11 @@ impl Config {
         if let Some(p) = resolve(&self.target.root) {
             self.target.root = p;
         }
+        for root in &mut self.cloning.external_roots {
+            if let Some(p) = resolve(root) {
+                *root = p;
+            }
+        }
         if let Some(path) = self.state.url.strip_prefix("sqlite://")
             && !path.is_empty()
             && Path::new(path).is_relative()
@@ -1030,6 +1052,17 @@ impl Config {
             if value == 0 {
                 return Err(key(name, "must be at least 1".into()));
             }
+        }
+        if let Some(i) = self
+            .cloning
+            .external_roots
+            .iter()
+            .position(|r| r.trim().is_empty())
+        {
+            return Err(key(
+                &format!("clone.external_roots[{i}]"),
+                "must not be empty".into(),
+            ));
         }
         if self.retry.max_attempts == 0 {
             return Err(key("retry.max_attempts", "must be at least 1".into()));

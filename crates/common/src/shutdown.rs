@@ -15,7 +15,8 @@ pub fn on_signal() -> CancellationToken {
     token
 }
 
-async fn wait_for_signal() {
+/// Wait for SIGINT (Ctrl-C) or SIGTERM.
+pub async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

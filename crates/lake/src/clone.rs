@@ -37,7 +37,9 @@ use replicator_proto::CloneMetrics;
 use serde_json::{Value, json};
 use url::Url;
 
+use crate::location::{Place, real_path};
 use crate::{LakeError, TableLocation};
+use replicator_common::shutdown::CancellationToken;
 
 pub(crate) mod features;
 mod tail;
@@ -61,6 +63,15 @@ pub struct CloneOptions {
     pub progress: Option<ProgressFn>,
     /// Work out what the clone would copy and remove, then stop: nothing is written.
     pub dry_run: bool,
+    /// Replace a target that is a Delta table not cloned from this source (`CREATE OR
+    /// REPLACE`); without it such a target is refused.
+    pub replace: bool,
+    /// Roots outside the source table whose files an absolute path in the source's log may
+    /// reference (in the source's own store). See `docs/safety.md`.
+    pub external_roots: Vec<TableLocation>,
+    /// Stop the clone: copies in flight finish, nothing more starts, nothing is committed,
+    /// and a first clone removes what it copied.
+    pub cancel: Option<CancellationToken>,
 }
 
 impl Default for CloneOptions {
@@ -71,6 +82,9 @@ impl Default for CloneOptions {
             parallelism: 16,
             progress: None,
             dry_run: false,
+            replace: false,
+            external_roots: Vec::new(),
+            cancel: None,
         }
     }
 }
@@ -81,6 +95,8 @@ impl std::fmt::Debug for CloneOptions {
             .field("version", &self.version)
             .field("parallelism", &self.parallelism)
             .field("dry_run", &self.dry_run)
+            .field("replace", &self.replace)
+            .field("external_roots", &self.external_roots)
             .finish()
     }
 }
@@ -119,6 +135,12 @@ struct CopyItem {
     dst_rel: String,
     /// Size from the log (data files); deletion-vector files get theirs from the source.
     size: Option<u64>,
+    /// The least size the file must have (deletion-vector files: the end of the last
+    /// deletion vector the log places in it).
+    min_size: u64,
+    /// For a local file outside the source root (an allowed external root): the real path
+    /// of the root it must stay in. Local files of the source stay in the source's root.
+    confine: Option<PathBuf>,
 }
 
 /// One logical file of the source, as it will appear in the target.
@@ -136,20 +158,32 @@ pub async fn deep_clone(
     options: &CloneOptions,
 ) -> Result<CloneReport, LakeError> {
     let started = Instant::now();
-    if source.overlaps(target) {
-        return Err(LakeError::Invalid(format!(
-            "source {source} and target {target} overlap: a table cannot be cloned into or onto itself"
-        )));
-    }
-
-    // 1. Source snapshot.
     if options.version.is_some() && options.timestamp.is_some() {
         return Err(LakeError::Invalid(
             "give a version or a timestamp, not both".into(),
         ));
     }
+    // Compared by what the paths really are (symbolic links resolved, URL spellings
+    // normalized), not as text.
+    if source.overlaps(target) {
+        return Err(LakeError::Invalid(format!(
+            "source {source} and target {target} overlap: a table cannot be cloned into or onto itself"
+        )));
+    }
+    // Whose table the target is: refused unless it is this source's replica or `replace`.
+    let state = TargetState::read(source, target, options).await?;
+    // Staging files of clones that are gone are swept; ours are protected while we run.
+    let mut lock = if options.dry_run {
+        TargetLock::default()
+    } else {
+        TargetLock::sweep(target, &state.staged_commits).await
+    };
+
+    // 1. Source snapshot.
     // A target last cloned from this source needs only the source's newer commits.
-    if let Some(report) = tail::clone_tail(source, target, options, started).await? {
+    if let Some(report) =
+        tail::clone_tail(source, target, options, started, &state, &mut lock).await?
+    {
         return Ok(report);
     }
     // Both logs are read at once: on a small incremental clone, reading them is most of
@@ -161,7 +195,7 @@ pub async fn deep_clone(
         }
     };
     let tgt_load = async {
-        if has_delta_log(target).await? {
+        if state.is_table {
             load_existing(target, None).await.map(Some)
         } else {
             Ok(None)
@@ -183,7 +217,7 @@ pub async fn deep_clone(
     for view in src_snap.log_data().iter() {
         #[allow(deprecated)] // the only public way to get the complete add action
         let add = view.add_action();
-        files.push(source_file(source, target, add)?);
+        files.push(source_file(source, target, add, &options.external_roots)?);
     }
 
     // 2. Target snapshot, if there is one.
@@ -275,6 +309,7 @@ pub async fn deep_clone(
         adds.iter().copied(),
         options,
         &mut metrics,
+        &mut lock,
     )
     .await
     {
@@ -287,6 +322,13 @@ pub async fn deep_clone(
                 duration_ms: started.elapsed().as_millis() as u64,
                 log_tail: false,
             });
+        }
+        Ok(Copied::Done(c)) if !cancelled(options) => c,
+        Ok(Copied::Done(done)) | Err((_, done)) if cancelled(options) => {
+            if fresh_target {
+                cleanup(target, &done).await;
+            }
+            return Err(interrupted(source, target, fresh_target));
         }
         Ok(Copied::Done(c)) => c,
         Err((e, done)) => {
@@ -374,13 +416,33 @@ async fn copy_files<'a>(
     adds: impl IntoIterator<Item = &'a SourceFile>,
     options: &CloneOptions,
     metrics: &mut CloneMetrics,
+    lock: &mut TargetLock,
 ) -> Result<Copied, (LakeError, HashSet<String>)> {
-    let mut seen = HashSet::new();
-    let wanted: Vec<CopyItem> = adds
-        .into_iter()
-        .flat_map(|f| f.copies.iter().cloned())
-        .filter(|c| seen.insert(c.dst_rel.clone()))
-        .collect();
+    // Each target file once; two different source files for one target name are refused
+    // (two absolute paths with the same file name), never one silently dropped.
+    let mut wanted: Vec<CopyItem> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    for c in adds.into_iter().flat_map(|f| f.copies.iter()) {
+        match index.get(&c.dst_rel) {
+            Some(&i) => {
+                let w = &mut wanted[i];
+                if w.src_path != c.src_path || !Arc::ptr_eq(&w.src_store, &c.src_store) {
+                    return Err((
+                        LakeError::Invalid(format!(
+                            "{source}: files `{}` and `{}` of the Delta log would both be copied to `{}` in the target",
+                            w.src_path, c.src_path, c.dst_rel
+                        )),
+                        HashSet::new(),
+                    ));
+                }
+                w.min_size = w.min_size.max(c.min_size);
+            }
+            None => {
+                index.insert(c.dst_rel.clone(), wanted.len());
+                wanted.push(c.clone());
+            }
+        }
+    }
     let parallelism = options.parallelism.max(1);
     let to_copy = plan_copies(source, target, source_version, wanted, parallelism)
         .await
@@ -390,7 +452,10 @@ async fn copy_files<'a>(
         metrics.copied_files_size = to_copy.iter().map(|(_, size)| size).sum();
         return Ok(Copied::DryRun);
     }
-    let copied = copy_all(target, &to_copy, parallelism, options.progress.as_ref()).await?;
+    if !to_copy.is_empty() {
+        lock.hold(target).await;
+    }
+    let copied = copy_all(target, &to_copy, parallelism, options).await?;
     metrics.num_copied_files = copied.len() as u64;
     metrics.copied_files_size = to_copy
         .iter()
@@ -601,6 +666,261 @@ async fn load_existing(loc: &TableLocation, version: Option<u64>) -> Result<Delt
         .map_err(|e| LakeError::from_delta(url, version, e))
 }
 
+/// What a clone learns about its target before it starts.
+pub(crate) struct TargetState {
+    /// The target holds a Delta table (a commit or checkpoint in its `_delta_log`).
+    pub(crate) is_table: bool,
+    /// The target's latest commit: version and body.
+    pub(crate) latest: Option<(u64, bytes::Bytes)>,
+    /// Commits a killed writer staged in a local target's `_delta_log` (`NNN.json#N`).
+    staged_commits: Vec<PathBuf>,
+}
+
+/// Commits read back from a target that is not this source's replica, looking for the
+/// last CLONE: a replica's latest commit is normally its last clone; a few commits by
+/// others (VACUUM, OPTIMIZE on the replica) are looked through.
+const CLONE_HISTORY: usize = 100;
+
+impl TargetState {
+    /// Read the target's log and apply the target rules: a target that holds a Delta table
+    /// must be this source's replica (its last CLONE commit names this source) unless
+    /// `options.replace`; and it may never be the source table itself seen through another
+    /// path (its latest commit file byte for byte the source's commit of that version).
+    async fn read(
+        source: &TableLocation,
+        target: &TableLocation,
+        options: &CloneOptions,
+    ) -> Result<Self, LakeError> {
+        let (versions, staged_commits) = list_log(target).await?;
+        let is_table = !versions.is_empty() || has_delta_log(target).await?;
+        let latest = match versions.last() {
+            Some(&v) => read_commit(target, v).await?.map(|body| (v, body)),
+            None => None,
+        };
+        let state = Self {
+            is_table,
+            latest,
+            staged_commits,
+        };
+        if !is_table {
+            return Ok(state);
+        }
+        if let Some((_, body)) = &state.latest
+            && last_clone_source(body).is_some_and(|s| source.is_same_as(&s))
+        {
+            return Ok(state);
+        }
+        // Not (visibly) this source's replica. Never the source itself, even with replace.
+        if let Some((v, body)) = &state.latest
+            && read_commit(source, *v).await?.is_some_and(|b| b == *body)
+        {
+            return Err(LakeError::Invalid(format!(
+                "target {target} holds the Delta log of source {source} (the same table under another path, or a copy of it); refusing to clone onto it"
+            )));
+        }
+        if options.replace {
+            return Ok(state);
+        }
+        // Look back through a few commits for the last clone: it must be from this source.
+        let mut cloned_from = None;
+        for &v in versions.iter().rev().take(CLONE_HISTORY) {
+            let body = match &state.latest {
+                Some((latest, body)) if *latest == v => Some(body.clone()),
+                _ => read_commit(target, v).await?,
+            };
+            let Some(body) = body else { break };
+            if let Some(info) = commit_info(&body)
+                && info["operation"] == "CLONE"
+            {
+                cloned_from = info["operationParameters"]["source"]
+                    .as_str()
+                    .map(str::to_owned);
+                break;
+            }
+        }
+        if cloned_from.is_some_and(|s| source.is_same_as(&s)) {
+            return Ok(state);
+        }
+        Err(LakeError::NotAReplica {
+            target: target.url().to_string(),
+            source_url: source.url().to_string(),
+        })
+    }
+}
+
+/// The `commitInfo` of a commit file.
+fn commit_info(body: &[u8]) -> Option<Value> {
+    body.split(|b| *b == b'\n')
+        .filter_map(|line| serde_json::from_slice::<Value>(line).ok())
+        .find_map(|a| a.get("commitInfo").cloned())
+}
+
+/// The `source` of a commit that is a CLONE.
+fn last_clone_source(body: &[u8]) -> Option<String> {
+    let info = commit_info(body)?;
+    (info["operation"] == "CLONE")
+        .then(|| {
+            info["operationParameters"]["source"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .flatten()
+}
+
+/// The body of commit `version` of `loc`, or `None` when there is no such file.
+async fn read_commit(loc: &TableLocation, version: u64) -> Result<Option<bytes::Bytes>, LakeError> {
+    let path = loc.object_path(&format!("_delta_log/{version:020}.json"));
+    match loc.store().get(&path).await {
+        Ok(r) => r
+            .bytes()
+            .await
+            .map(Some)
+            .map_err(|e| LakeError::store(&path, e)),
+        Err(object_store::Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(LakeError::store(&path, e)),
+    }
+}
+
+/// The versions of the commit files in `loc`'s `_delta_log` (sorted), and for a local
+/// location the commits a killed writer left staged there (`NNN.json#N`).
+async fn list_log(loc: &TableLocation) -> Result<(Vec<u64>, Vec<PathBuf>), LakeError> {
+    let Some(dir) = loc.local_dir() else {
+        return Ok((tail::commit_versions(loc, None).await?, Vec::new()));
+    };
+    let log = dir.join("_delta_log");
+    let entries = match std::fs::read_dir(&log) {
+        Ok(entries) => entries,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+            ) =>
+        {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        Err(e) => {
+            return Err(LakeError::Invalid(format!(
+                "cannot list {}: {e}",
+                log.display()
+            )));
+        }
+    };
+    let (mut versions, mut staged) = (Vec::new(), Vec::new());
+    for e in entries.filter_map(|e| e.ok()) {
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some((base, n)) = name.split_once('#') {
+            if split_log_name(base).is_some()
+                && !n.is_empty()
+                && n.bytes().all(|b| b.is_ascii_digit())
+            {
+                staged.push(e.path());
+            }
+        } else if let Some((v, ".json")) = split_log_name(name)
+            && let Ok(v) = v.parse::<u64>()
+        {
+            versions.push(v);
+        }
+    }
+    versions.sort_unstable();
+    Ok((versions, staged))
+}
+
+/// Staging files older than this are removed by the next clone even while another clone of
+/// the target may be running (an active copy keeps writing its file).
+const STAGING_GRACE: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// While a clone writes into a local target it holds a shared lock (`flock`) on the
+/// target's root directory. A clone that starts takes the lock exclusively for a moment: if
+/// it gets it, no other clone of the target is running and every staging file (in
+/// [`STAGING_DIR`], and commits staged in `_delta_log`) is a leftover of a killed one, so all
+/// are removed; otherwise only those older than [`STAGING_GRACE`]. Where the filesystem
+/// cannot lock a directory, the grace period alone decides. Object store targets stage
+/// nothing (uploads are atomic).
+#[derive(Default)]
+pub(crate) struct TargetLock(Option<(std::fs::File, PathBuf)>);
+
+impl Drop for TargetLock {
+    /// Remove the staging directory when no other clone is using it (it is then empty).
+    fn drop(&mut self) {
+        if let Some((_, dir)) = &self.0 {
+            let _ = std::fs::remove_dir(dir.join(STAGING_DIR));
+        }
+    }
+}
+
+impl TargetLock {
+    /// Sweep what killed clones left in a local target, then hold the shared lock (when the
+    /// target directory exists).
+    pub(crate) async fn sweep(target: &TableLocation, staged_commits: &[PathBuf]) -> Self {
+        let Some(dir) = target.local_dir().map(|d| d.to_path_buf()) else {
+            return Self(None);
+        };
+        let staged_commits = staged_commits.to_vec();
+        tokio::task::spawn_blocking(move || {
+            let Ok(file) = std::fs::File::open(&dir) else {
+                return Self(None);
+            };
+            let alone = file.try_lock().is_ok();
+            let old_enough = |p: &std::path::Path| {
+                alone
+                    || std::fs::symlink_metadata(p)
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|t| t.elapsed().ok())
+                        .is_some_and(|age| age >= STAGING_GRACE)
+            };
+            let staging = dir.join(STAGING_DIR);
+            let mut removed = 0;
+            if let Ok(entries) = std::fs::read_dir(&staging) {
+                for e in entries.flatten() {
+                    let p = e.path();
+                    if e.file_type().is_ok_and(|t| t.is_file()) && old_enough(&p) && std::fs::remove_file(&p).is_ok() {
+                        removed += 1;
+                    }
+                }
+                if alone {
+                    let _ = std::fs::remove_dir(&staging);
+                }
+            }
+            for p in staged_commits {
+                if old_enough(&p) && std::fs::remove_file(&p).is_ok() {
+                    removed += 1;
+                }
+            }
+            if removed > 0 {
+                tracing::info!(target = %dir.display(), removed, "removed files staged by an interrupted clone");
+            }
+            Self(lock_shared(file).map(|f| (f, dir)))
+        })
+        .await
+        .unwrap_or_default()
+    }
+
+    /// Hold the shared lock before writing staging files into a local target (creating the
+    /// target directory for a first clone).
+    pub(crate) async fn hold(&mut self, target: &TableLocation) {
+        if self.0.is_some() {
+            return;
+        }
+        let Some(dir) = target.local_dir().map(|d| d.to_path_buf()) else {
+            return;
+        };
+        self.0 = tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&dir).ok()?;
+            lock_shared(std::fs::File::open(&dir).ok()?).map(|f| (f, dir))
+        })
+        .await
+        .ok()
+        .flatten();
+    }
+}
+
+/// Turn `file`'s lock into a shared one (waiting for a sweep holding it exclusively).
+fn lock_shared(file: std::fs::File) -> Option<std::fs::File> {
+    file.lock_shared().ok().map(|_| file)
+}
+
 /// Whether `loc` has a `_delta_log` holding a commit, a checkpoint or `_last_checkpoint`.
 /// Anything else there is not a table: a writer killed mid-commit leaves an empty
 /// `_delta_log` or only its staged `NNN.json#1`, and such a target must be cloned into, not
@@ -802,28 +1122,95 @@ fn check_relative(path: &str) -> Option<String> {
     Some(path.to_owned())
 }
 
-fn external_item(url: &Url) -> Result<(CopyItem, String), LakeError> {
-    let file = url.to_file_path().ok().filter(|_| url.scheme() == "file").ok_or_else(|| LakeError::InvalidLocation {
-        location: url.to_string(),
-        reason: "absolute paths outside the table root are only supported on the local filesystem in this build"
-            .into(),
-    })?;
-    let name = file
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| LakeError::Invalid(format!("absolute path {url} has no file name")))?
-        .to_owned();
-    let parent = TableLocation::parse(&file.parent().unwrap_or(&file).to_string_lossy())?;
-    Ok((
-        CopyItem {
-            src_store: parent.store().clone(),
-            src_path: parent.object_path(&name),
-            src_file: Some(file.clone()),
-            dst_rel: name.clone(),
-            size: None,
-        },
-        name,
-    ))
+/// Where a path from the source's log may be read, by the path rules (`docs/safety.md`):
+/// inside the source table root (any spelling of it: relative, or an absolute URL that
+/// resolves into the root), or an absolute URL in the source's own store under one of the
+/// allowed external `roots`. A `file://` path is never read for a table in an object store,
+/// and nothing is read from another store. Returns the relative path, or the copy of an
+/// allowed external file and its name in the target.
+fn locate(
+    source: &TableLocation,
+    path: &str,
+    roots: &[TableLocation],
+) -> Result<Located, LakeError> {
+    let url = match resolve(source, path)? {
+        Resolved::Relative(rel) => return Ok(Located::Relative(rel)),
+        Resolved::External(url) => url,
+    };
+    let outside = |reason: &str| LakeError::OutsidePath {
+        url: source.url().to_string(),
+        path: path.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let source_place = source.place();
+    if url.scheme() == "file" && !matches!(source_place, Place::Local(_)) {
+        return Err(outside(
+            "a file:// path is never read for a table in an object store",
+        ));
+    }
+    let Some(place) = Place::of_url(&url, source.options()) else {
+        return Err(outside("its scheme is not one this build reads"));
+    };
+    // The table root under another spelling (a symbolic link, `s3a://` for `s3://`, …).
+    if let Some(rel) = source_place.relative(&place) {
+        return check_relative(&rel)
+            .map(Located::Relative)
+            .ok_or_else(|| outside("it names the table root itself"));
+    }
+    if !source_place.same_store(&place) {
+        return Err(outside(
+            "it is in another store than the table (only the table's own store is read)",
+        ));
+    }
+    let Some(root) = roots.iter().find(|r| {
+        let p = r.place();
+        p.same_store(&source_place) && p.relative(&place).is_some_and(|r| !r.is_empty())
+    }) else {
+        return Err(outside(
+            "it is not under an allowed external root (--allow-external-root, or clone.external_roots in the config)",
+        ));
+    };
+    let name = match &place {
+        Place::Local(p) => p.file_name().and_then(|n| n.to_str()).map(str::to_owned),
+        Place::Cloud { prefix, .. } | Place::Other { prefix, .. } => prefix.last().cloned(),
+    }
+    .ok_or_else(|| outside("it has no file name"))?;
+    let item = match &place {
+        Place::Local(real) => {
+            let dir = TableLocation::parse(&real.parent().unwrap_or(real).to_string_lossy())?;
+            CopyItem {
+                src_store: dir.store().clone(),
+                src_path: dir.object_path(&name),
+                src_file: Some(real.clone()),
+                dst_rel: name.clone(),
+                size: None,
+                min_size: 0,
+                confine: root.local_dir().map(real_path),
+            }
+        }
+        Place::Cloud { prefix, .. } | Place::Other { prefix, .. } => {
+            let joined = prefix.join("/");
+            CopyItem {
+                src_store: source.store().clone(),
+                src_path: Path::parse(&joined)
+                    .unwrap_or_else(|_| prefix.iter().map(String::as_str).collect()),
+                src_file: None,
+                dst_rel: name.clone(),
+                size: None,
+                min_size: 0,
+                confine: None,
+            }
+        }
+    };
+    Ok(Located::External(item, name))
+}
+
+/// What [`locate`] found.
+enum Located {
+    /// Inside the source root, relative to it.
+    Relative(String),
+    /// An allowed file outside the source root: its copy, and its name in the target.
+    External(CopyItem, String),
 }
 
 fn relative_item(source: &TableLocation, rel: &str, size: Option<u64>) -> CopyItem {
@@ -833,6 +1220,8 @@ fn relative_item(source: &TableLocation, rel: &str, size: Option<u64>) -> CopyIt
         src_file: source.local_dir().map(|d| d.join(rel)),
         dst_rel: rel.to_owned(),
         size,
+        min_size: 0,
+        confine: None,
     }
 }
 
@@ -841,16 +1230,16 @@ fn source_file(
     source: &TableLocation,
     target: &TableLocation,
     mut add: deltalake::kernel::Add,
+    roots: &[TableLocation],
 ) -> Result<SourceFile, LakeError> {
     let size = add.size.max(0) as u64;
     let mut copies = Vec::new();
-    match resolve(source, &add.path)? {
-        Resolved::Relative(rel) => {
+    match locate(source, &add.path, roots)? {
+        Located::Relative(rel) => {
             copies.push(relative_item(source, &rel, Some(size)));
             add.path = rel;
         }
-        Resolved::External(url) => {
-            let (mut item, name) = external_item(&url)?;
+        Located::External(mut item, name) => {
             item.size = Some(size);
             copies.push(item);
             add.path = name;
@@ -872,16 +1261,22 @@ fn source_file(
                     .ok_or_else(|| {
                         LakeError::Invalid(format!("deletion vector of {} has no file", add.path))
                     })?;
-                match resolve(source, dv_url.as_str())? {
-                    Resolved::Relative(rel) => {
-                        copies.push(relative_item(source, &rel, None));
+                // The file must hold the deletion vector the log places in it: checked like
+                // a data file's size, before anything is copied.
+                let min_size =
+                    dv.offset.unwrap_or(1).max(0) as u64 + 4 + dv.size_in_bytes.max(0) as u64 + 4;
+                match locate(source, dv_url.as_str(), roots)? {
+                    Located::Relative(rel) => {
+                        let mut item = relative_item(source, &rel, None);
+                        item.min_size = min_size;
+                        copies.push(item);
                         if dv.storage_type == StorageType::AbsolutePath {
                             // Never point into the source: repoint at the copy in the target.
                             dv.path_or_inline_dv = target_url(target, &rel)?;
                         }
                     }
-                    Resolved::External(url) => {
-                        let (item, name) = external_item(&url)?;
+                    Located::External(mut item, name) => {
+                        item.min_size = min_size;
                         copies.push(item);
                         dv.storage_type = StorageType::AbsolutePath;
                         dv.path_or_inline_dv = target_url(target, &name)?;
@@ -944,21 +1339,60 @@ async fn plan_copies(
         (None, None)
     };
     let (src_sizes, tgt_sizes) = (Arc::new(src_sizes), Arc::new(tgt_sizes));
+    // A local file must really be inside its root: a symbolic link in the table (or a
+    // linked directory) must not make the clone read a file elsewhere on this machine.
+    let source_root = source.local_dir().map(|d| Arc::new(real_path(d)));
+    let dirs_inside: Arc<std::sync::Mutex<HashMap<PathBuf, bool>>> = Default::default();
     // Futures own their inputs (no borrowing closures): keeps the clone future `Send` for
     // every lifetime, which spawning it on a multi-threaded runtime needs.
     let mut checks = Vec::with_capacity(wanted.len());
     for item in wanted {
         let (source, target) = (source.clone(), target.clone());
         let (src_sizes, tgt_sizes) = (src_sizes.clone(), tgt_sizes.clone());
+        let (source_root, dirs_inside) = (source_root.clone(), dirs_inside.clone());
         checks.push(async move {
             // Files outside the source root (absolute-path deletion vectors) were not listed.
             let listed_size = (*src_sizes)
                 .as_ref()
                 .filter(|_| Arc::ptr_eq(&item.src_store, source.store()))
                 .and_then(|m| m.get(&item.src_path).copied());
-            let head = match listed_size {
-                Some(size) => Ok(size),
-                None => item.src_store.head(&item.src_path).await.map(|m| m.size),
+            let root = item
+                .confine
+                .clone()
+                .map(Arc::new)
+                .or(source_root.filter(|_| item.src_file.is_some()));
+            let head = match (listed_size, &item.src_file, root) {
+                (Some(size), _, _) => Ok(size),
+                (None, Some(file), Some(root)) => {
+                    let file = file.clone();
+                    let found = tokio::task::spawn_blocking(move || {
+                        local_file_size(&file, &root, &dirs_inside)
+                    })
+                    .await
+                    .map_err(|e| LakeError::Invalid(format!("file check failed: {e}")))?;
+                    match found {
+                        Ok(LocalFile::Size(size)) => Ok(size),
+                        Ok(LocalFile::Missing) => Err(object_store::Error::NotFound {
+                            path: item.src_path.to_string(),
+                            source: "no such file".into(),
+                        }),
+                        Ok(LocalFile::Outside(real)) => {
+                            return Err(LakeError::OutsidePath {
+                                url: source.url().to_string(),
+                                path: item.dst_rel.clone(),
+                                reason: format!(
+                                    "it resolves through a symbolic link to {}",
+                                    real.display()
+                                ),
+                            });
+                        }
+                        Err(e) => Err(object_store::Error::Generic {
+                            store: "LocalFileSystem",
+                            source: Box::new(e),
+                        }),
+                    }
+                }
+                _ => item.src_store.head(&item.src_path).await.map(|m| m.size),
             };
             let actual = match head {
                 Ok(size) => size,
@@ -980,6 +1414,14 @@ async fn plan_copies(
                     actual,
                 });
             }
+            if actual < item.min_size {
+                return Err(LakeError::Invalid(format!(
+                    "{}: deletion vector file `{}` has {actual} bytes, fewer than the {} its deletion vectors need",
+                    source.url(),
+                    item.dst_rel,
+                    item.min_size
+                )));
+            }
             let dst = target.object_path(&item.dst_rel);
             let present = match &*tgt_sizes {
                 Some(sizes) => sizes.get(&dst) == Some(&actual),
@@ -999,6 +1441,50 @@ async fn plan_copies(
     Ok(checks.into_iter().flatten().collect())
 }
 
+/// What [`local_file_size`] found.
+enum LocalFile {
+    Size(u64),
+    Missing,
+    /// The file is, through a symbolic link, at this real path outside its root.
+    Outside(PathBuf),
+}
+
+/// The size of a local file that must lie inside `root` (a real path): the file itself must
+/// not be a symbolic link, and its directory's real path must be inside `root` (cached per
+/// directory in `dirs`).
+fn local_file_size(
+    file: &std::path::Path,
+    root: &std::path::Path,
+    dirs: &std::sync::Mutex<HashMap<PathBuf, bool>>,
+) -> std::io::Result<LocalFile> {
+    let meta = match std::fs::symlink_metadata(file) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(LocalFile::Missing),
+        Err(e) => return Err(e),
+    };
+    if meta.file_type().is_symlink() {
+        return Ok(LocalFile::Outside(real_path(file)));
+    }
+    if !meta.is_file() {
+        return Ok(LocalFile::Missing);
+    }
+    let dir = file.parent().unwrap_or(file).to_path_buf();
+    let known = dirs.lock().expect("dir cache").get(&dir).copied();
+    let inside = match known {
+        Some(inside) => inside,
+        None => {
+            let inside = real_path(&dir).starts_with(root);
+            dirs.lock().expect("dir cache").insert(dir, inside);
+            inside
+        }
+    };
+    if inside {
+        Ok(LocalFile::Size(meta.len()))
+    } else {
+        Ok(LocalFile::Outside(real_path(file)))
+    }
+}
+
 /// From this many files to check on, an object store is listed instead of asked per file.
 const LIST_THRESHOLD: usize = 16;
 
@@ -1012,13 +1498,19 @@ async fn list_sizes(loc: &TableLocation) -> Result<HashMap<Path, u64>, LakeError
         .map_err(|e| LakeError::store(loc.prefix(), e))
 }
 
-/// Copy everything; on failure return the error and the files that were copied.
+/// Copy everything; on failure return the error and the files that were copied. After a
+/// failure or a cancellation no new copy starts, and the copies in flight are awaited (not
+/// abandoned), so the files copied are exactly those returned and none lands later.
 async fn copy_all(
     target: &TableLocation,
     items: &[(CopyItem, u64)],
     parallelism: usize,
-    progress: Option<&ProgressFn>,
+    options: &CloneOptions,
 ) -> Result<HashSet<String>, (LakeError, HashSet<String>)> {
+    let progress = options.progress.as_ref();
+    let cancel = options.cancel.clone().unwrap_or_default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let first_error: Arc<std::sync::Mutex<Option<LakeError>>> = Default::default();
     let total = CloneProgress {
         files_total: items.len() as u64,
         bytes_total: items.iter().map(|(_, s)| s).sum(),
@@ -1042,8 +1534,16 @@ async fn copy_all(
             total.clone(),
         );
         let (target, progress, budget) = (target.clone(), progress.cloned(), budget.clone());
+        let (cancel, stop, first_error) = (cancel.clone(), stop.clone(), first_error.clone());
         copies.push(async move {
-            copy_one(&item, size, &target, &budget).await?;
+            if stop.load(Ordering::Relaxed) || cancel.is_cancelled() {
+                return;
+            }
+            if let Err(e) = copy_one(&item, size, &target, &budget, &cancel).await {
+                stop.store(true, Ordering::Relaxed);
+                first_error.lock().expect("first error").get_or_insert(e);
+                return;
+            }
             done.lock()
                 .expect("copied set")
                 .insert(item.dst_rel.clone());
@@ -1056,18 +1556,38 @@ async fn copy_all(
                     ..total
                 });
             }
-            Ok::<_, LakeError>(())
         });
     }
-    let result = stream::iter(copies)
+    stream::iter(copies)
         .buffer_unordered(parallelism)
-        .try_collect::<Vec<()>>()
+        .collect::<Vec<()>>()
         .await;
     let done = std::mem::take(&mut *done.lock().expect("copied set"));
-    match result {
-        Ok(_) => Ok(done),
-        Err(e) => Err((e, done)),
+    match first_error.lock().expect("first error").take() {
+        None if cancel.is_cancelled() => {
+            Err((LakeError::Invalid("clone interrupted".into()), done))
+        }
+        None => Ok(done),
+        Some(e) => Err((e, done)),
     }
+}
+
+/// Whether the clone was asked to stop.
+fn cancelled(options: &CloneOptions) -> bool {
+    options.cancel.as_ref().is_some_and(|c| c.is_cancelled())
+}
+
+/// The error of an interrupted clone, saying what became of the target.
+fn interrupted(source: &TableLocation, target: &TableLocation, fresh_target: bool) -> LakeError {
+    LakeError::Invalid(if fresh_target {
+        format!(
+            "clone of {source} into {target} interrupted: nothing was committed and the files it copied were removed"
+        )
+    } else {
+        format!(
+            "clone of {source} into {target} interrupted: nothing was committed, the target is at its previous version"
+        )
+    })
 }
 
 /// Chunk size of streamed copies; also the largest buffer one copy holds.
@@ -1091,23 +1611,44 @@ async fn copy_one(
     size: u64,
     target: &TableLocation,
     budget: &tokio::sync::Semaphore,
+    cancel: &CancellationToken,
 ) -> Result<(), LakeError> {
     let to = target.object_path(&item.dst_rel);
+    let local_err = |e: std::io::Error| LakeError::Store {
+        path: to.to_string(),
+        source: object_store::Error::Generic {
+            store: "LocalFileSystem",
+            source: Box::new(e),
+        },
+    };
     if let (Some(from), Some(dir)) = (&item.src_file, target.local_dir()) {
         // Local to local: the filesystem's own copy (copy_file_range/reflink where available),
         // staged and renamed into place so a crash never leaves a half file under the name.
         let from = from.clone();
-        let dest = dir.join(&item.dst_rel);
-        tokio::task::spawn_blocking(move || local_copy(&from, &dest))
+        let (dest, staging) = (dir.join(&item.dst_rel), dir.join(STAGING_DIR));
+        tokio::task::spawn_blocking(move || local_copy(&from, &dest, &staging))
             .await
             .map_err(|e| LakeError::Invalid(format!("copy task failed: {e}")))?
-            .map_err(|e| LakeError::Store {
-                path: to.to_string(),
-                source: object_store::Error::Generic {
-                    store: "LocalFileSystem",
-                    source: Box::new(e),
-                },
-            })?;
+            .map_err(local_err)?;
+    } else if let Some(dir) = target.local_dir() {
+        // Into a local target: streamed into our staging directory and renamed into place
+        // (the store's own staging would leave `name#N` files beside the data on a crash).
+        let _buffers = budget
+            .acquire_many(buffer_mib(size.min(CHUNK as u64)))
+            .await
+            .expect("budget never closes");
+        let (dest, staging) = (dir.join(&item.dst_rel), dir.join(STAGING_DIR));
+        let staged = staged_file(&staging, &dest).map_err(local_err)?;
+        let placed = match download(item, &staged, cancel).await {
+            Ok(()) => std::fs::create_dir_all(dest.parent().unwrap_or(dir))
+                .and_then(|_| std::fs::rename(&staged, &dest))
+                .map_err(local_err),
+            Err(e) => Err(e),
+        };
+        if placed.is_err() {
+            let _ = std::fs::remove_file(&staged);
+        }
+        placed?;
     } else if Arc::ptr_eq(&item.src_store, target.store()) {
         // Same store: server-side copy, the bytes never pass through this process.
         target
@@ -1151,6 +1692,10 @@ async fn copy_one(
             .map_err(|e| LakeError::store(&item.src_path, e))?
             .into_stream();
         while let Some(chunk) = body.next().await {
+            if cancel.is_cancelled() {
+                let _ = writer.abort().await;
+                return Err(LakeError::Invalid("clone interrupted".into()));
+            }
             let chunk = match chunk {
                 Ok(c) => c,
                 Err(e) => {
@@ -1185,17 +1730,81 @@ async fn copy_one(
     Ok(())
 }
 
-fn local_copy(from: &std::path::Path, dest: &std::path::Path) -> std::io::Result<()> {
+/// Stream a source file into a local staged file, stopping early when cancelled.
+async fn download(
+    item: &CopyItem,
+    staged: &std::path::Path,
+    cancel: &CancellationToken,
+) -> Result<(), LakeError> {
+    use tokio::io::AsyncWriteExt;
+    let io = |e: std::io::Error| LakeError::Store {
+        path: staged.display().to_string(),
+        source: object_store::Error::Generic {
+            store: "LocalFileSystem",
+            source: Box::new(e),
+        },
+    };
+    let mut file = tokio::fs::File::create(staged).await.map_err(io)?;
+    let mut body = item
+        .src_store
+        .get(&item.src_path)
+        .await
+        .map_err(|e| LakeError::store(&item.src_path, e))?
+        .into_stream();
+    while let Some(chunk) = body.next().await {
+        if cancel.is_cancelled() {
+            return Err(LakeError::Invalid("clone interrupted".into()));
+        }
+        let chunk = chunk.map_err(|e| LakeError::store(&item.src_path, e))?;
+        file.write_all(&chunk).await.map_err(io)?;
+    }
+    file.flush().await.map_err(io)?;
+    Ok(())
+}
+
+/// Directory under a local target's root where files are written before they are renamed
+/// into place. Hidden from Delta (`_` prefix: VACUUM and readers ignore it); whatever a
+/// killed clone left in it is removed by the next clone of the target ([`TargetLock`]).
+pub const STAGING_DIR: &str = "_replicator_staging";
+
+/// Suffix of staged files.
+const STAGING_SUFFIX: &str = ".replicator-tmp";
+
+/// Create a new, uniquely named, empty staged file for `dest` in `staging`; the caller
+/// writes it. Returns its path.
+fn staged_file(staging: &std::path::Path, dest: &std::path::Path) -> std::io::Result<PathBuf> {
+    let name = dest.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    // Keep the name short enough for any filesystem whatever the data file's name.
+    let name: String = name.chars().take(100).collect();
+    let path = staging.join(format!(
+        "{name}.{}{STAGING_SUFFIX}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    // Created here, so the directory is never empty (and never removed) while we use it;
+    // once more if a clone that finished removed the empty directory meanwhile.
+    for _ in 0..2 {
+        std::fs::create_dir_all(staging)?;
+        match std::fs::File::create_new(&path) {
+            Ok(_) => return Ok(path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    std::fs::File::create_new(&path).map(|_| path)
+}
+
+fn local_copy(
+    from: &std::path::Path,
+    dest: &std::path::Path,
+    staging: &std::path::Path,
+) -> std::io::Result<()> {
     let parent = dest
         .parent()
         .ok_or_else(|| std::io::Error::other("destination has no parent"))?;
-    std::fs::create_dir_all(parent)?;
-    let name = dest.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let staged = parent.join(format!(
-        ".{name}.{}.replicator-tmp",
-        uuid::Uuid::new_v4().simple()
-    ));
-    let result = copy_file(from, &staged).and_then(|_| std::fs::rename(&staged, dest));
+    let staged = staged_file(staging, dest)?;
+    let result = copy_file(from, &staged)
+        .and_then(|_| std::fs::create_dir_all(parent))
+        .and_then(|_| std::fs::rename(&staged, dest));
     if result.is_err() {
         let _ = std::fs::remove_file(&staged);
     }
@@ -1266,17 +1875,19 @@ mod tests {
             .collect();
         let (from, to) = (dir.path().join("a"), dir.path().join("sub/b"));
         std::fs::write(&from, &data).unwrap();
-        local_copy(&from, &to).unwrap();
+        let staging = dir.path().join(STAGING_DIR);
+        local_copy(&from, &to, &staging).unwrap();
         assert!(std::fs::read(&to).unwrap() == data, "copy differs");
         // Overwriting an existing target leaves exactly the new content.
         std::fs::write(&from, b"small").unwrap();
-        local_copy(&from, &to).unwrap();
+        local_copy(&from, &to, &staging).unwrap();
         assert_eq!(std::fs::read(&to).unwrap(), b"small");
         // Nothing staged is left behind.
         assert_eq!(
             std::fs::read_dir(dir.path().join("sub")).unwrap().count(),
             1
         );
+        assert_eq!(std::fs::read_dir(&staging).unwrap().count(), 0);
     }
 
     #[test]
@@ -1335,5 +1946,205 @@ mod tests {
             resolve(&root, "file:///tmp/t/../../etc/x"),
             Err(_) | Ok(Resolved::External(_))
         ));
+    }
+
+    #[test]
+    fn log_paths_follow_the_path_rules() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("t");
+        let src = TableLocation::parse(root.to_str().unwrap()).unwrap();
+        let outside = TableLocation::parse(dir.path().join("ext").to_str().unwrap()).unwrap();
+        let reason = |r: Result<Located, LakeError>| match r {
+            Err(LakeError::OutsidePath { reason, .. }) => reason,
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("accepted"),
+        };
+        let ext = format!("{}a.parquet", outside.url());
+        assert!(
+            reason(locate(&src, "file:///etc/hostname", &[])).contains("allowed external root")
+        );
+        assert!(reason(locate(&src, &ext, &[])).contains("allowed external root"));
+        assert!(reason(locate(&src, "s3://b/t/a.parquet", &[])).contains("another store"));
+        assert!(
+            reason(locate(&src, "s3://b/x", std::slice::from_ref(&outside)))
+                .contains("another store")
+        );
+        assert!(matches!(
+            locate(&src, &ext, std::slice::from_ref(&outside)),
+            Ok(Located::External(item, name)) if name == "a.parquet" && item.confine.is_some()
+        ));
+        // Not the allowed root itself, nor its parent.
+        assert!(locate(&src, outside.url().as_str(), std::slice::from_ref(&outside)).is_err());
+        assert!(matches!(
+            locate(&src, &format!("{}x/y.parquet", src.url()), &[]),
+            Ok(Located::Relative(r)) if r == "x/y.parquet"
+        ));
+
+        // A table in an object store: never this machine's files, never another bucket.
+        let s3 = TableLocation::parse("s3://bucket/tables/t").unwrap();
+        let s3_ext = TableLocation::parse("s3://bucket/shared").unwrap();
+        let roots = [s3_ext.clone(), outside.clone()];
+        assert!(reason(locate(&s3, "file:///etc/hostname", &roots)).contains("never read"));
+        assert!(reason(locate(&s3, &ext, &roots)).contains("never read"));
+        assert!(matches!(
+            locate(&s3, "s3a://bucket/tables/t/p=1/a.parquet", &[]),
+            Ok(Located::Relative(r)) if r == "p=1/a.parquet"
+        ));
+        assert!(reason(locate(&s3, "s3://bucket/shared/a.parquet", &[])).contains("allowed"));
+        assert!(matches!(
+            locate(&s3, "s3://bucket/shared/d/a.parquet", &roots),
+            Ok(Located::External(item, name))
+                if name == "a.parquet" && item.src_path.as_ref() == "shared/d/a.parquet"
+                    && Arc::ptr_eq(&item.src_store, s3.store())
+        ));
+        assert!(
+            reason(locate(&s3, "s3://other/shared/a.parquet", &roots)).contains("another store")
+        );
+        assert!(reason(locate(&s3, "gs://bucket/shared/a.parquet", &roots)).contains("scheme"));
+    }
+
+    async fn table(loc: &TableLocation, region: &str) {
+        crate::sample::create(loc, &crate::sample::orders(0, 10, region), &[])
+            .await
+            .unwrap();
+    }
+
+    fn at(p: std::path::PathBuf) -> TableLocation {
+        TableLocation::parse(p.to_str().unwrap()).unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_table_not_cloned_from_the_source_is_replaced_only_when_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, other, dst) = (
+            at(dir.path().join("src")),
+            at(dir.path().join("other")),
+            at(dir.path().join("dst")),
+        );
+        table(&src, "emea").await;
+        table(&other, "amer").await;
+        table(&dst, "apac").await;
+        let replace = CloneOptions {
+            replace: true,
+            ..Default::default()
+        };
+        let err = deep_clone(&src, &dst, &Default::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, LakeError::NotAReplica { .. }), "{err}");
+        assert!(!err.is_transient());
+        deep_clone(&src, &dst, &replace).await.unwrap();
+        // Now a replica of src, whichever way src is spelled.
+        let again = at(dir.path().join("./src/"));
+        assert!(
+            !deep_clone(&again, &dst, &Default::default())
+                .await
+                .unwrap()
+                .committed
+        );
+        let err = deep_clone(&other, &dst, &Default::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, LakeError::NotAReplica { .. }), "{err}");
+        // The source's own log under another path: never, even with replace.
+        let copy = dir.path().join("copy");
+        std::fs::create_dir_all(copy.join("_delta_log")).unwrap();
+        for e in std::fs::read_dir(dir.path().join("src/_delta_log")).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), copy.join("_delta_log").join(e.file_name())).unwrap();
+        }
+        let err = deep_clone(&src, &at(copy), &replace).await.unwrap_err();
+        assert!(
+            err.to_string().contains("holds the Delta log of source"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cancelled_first_clone_removes_what_it_copied() {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, dst) = (at(dir.path().join("src")), at(dir.path().join("dst")));
+        table(&src, "emea").await;
+        for i in 1..6 {
+            crate::sample::append(&src, &crate::sample::orders(i * 10, 10, "emea"))
+                .await
+                .unwrap();
+        }
+        let cancel = CancellationToken::new();
+        let c = cancel.clone();
+        let options = CloneOptions {
+            parallelism: 1,
+            cancel: Some(cancel),
+            // Cancelled once the first file is in.
+            progress: Some(Arc::new(move |p: &CloneProgress| {
+                if p.files_done == 1 {
+                    c.cancel();
+                }
+            })),
+            ..Default::default()
+        };
+        let err = deep_clone(&src, &dst, &options).await.unwrap_err();
+        assert!(err.to_string().contains("interrupted"), "{err}");
+        assert!(
+            !dir.path().join("dst").exists(),
+            "the first clone left a target"
+        );
+        // An incremental clone keeps its target's version.
+        deep_clone(&src, &dst, &Default::default()).await.unwrap();
+        crate::sample::append(&src, &crate::sample::orders(100, 10, "emea"))
+            .await
+            .unwrap();
+        let cancel = CancellationToken::new();
+        cancel.cancel();
+        let options = CloneOptions {
+            cancel: Some(cancel),
+            ..Default::default()
+        };
+        let err = deep_clone(&src, &dst, &options).await.unwrap_err();
+        assert!(err.to_string().contains("previous version"), "{err}");
+        assert!(
+            deep_clone(&src, &dst, &Default::default())
+                .await
+                .unwrap()
+                .committed
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn staging_left_by_killed_clones_is_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, dst) = (at(dir.path().join("src")), at(dir.path().join("dst")));
+        table(&src, "emea").await;
+        deep_clone(&src, &dst, &Default::default()).await.unwrap();
+        let staging = dir.path().join("dst").join(STAGING_DIR);
+        let log = dir.path().join("dst/_delta_log");
+        let leave = |name: &str, age: u64| {
+            let p = if name.contains('#') {
+                log.join(name)
+            } else {
+                staging.join(name)
+            };
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            let f = std::fs::File::create(&p).unwrap();
+            f.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(age))
+                .unwrap();
+            p
+        };
+        // Another clone of the target is running (holds the shared lock): only old files go.
+        let running = std::fs::File::open(dir.path().join("dst")).unwrap();
+        running.lock_shared().unwrap();
+        let fresh = leave("a.parquet.1.replicator-tmp", 0);
+        let old = leave("b.parquet.2.replicator-tmp", 3600);
+        let old_commit = leave("00000000000000000001.json#1", 3600);
+        let fresh_commit = leave("00000000000000000001.json#2", 0);
+        let r = deep_clone(&src, &dst, &Default::default()).await.unwrap();
+        assert!(!r.committed);
+        assert!(fresh.exists() && fresh_commit.exists());
+        assert!(!old.exists() && !old_commit.exists());
+        // Alone, the next clone removes everything staged, however recent.
+        drop(running);
+        deep_clone(&src, &dst, &Default::default()).await.unwrap();
+        assert!(!fresh.exists() && !fresh_commit.exists());
+        assert!(!staging.exists());
     }
 }

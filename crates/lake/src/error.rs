@@ -36,6 +36,20 @@ pub enum LakeError {
     UnsupportedFeature { feature: String, reason: String },
     #[error("path `{path}` in the Delta log of {url} escapes the table root")]
     UnsafePath { url: String, path: String },
+    /// A log path outside the table root that the path rules do not allow (see
+    /// `docs/safety.md`).
+    #[error("path `{path}` in the Delta log of {url} is outside the table root: {reason}")]
+    OutsidePath {
+        url: String,
+        path: String,
+        reason: String,
+    },
+    /// The target is a Delta table this source's clone did not write, and the caller did not
+    /// ask to replace it.
+    #[error(
+        "target {target} is a Delta table not cloned from {source_url}; pass --replace (fleet: clone.replace: true) to replace it"
+    )]
+    NotAReplica { target: String, source_url: String },
     #[error(
         "commit conflict: version {version} of {url} was committed by another writer while this clone ran"
     )]

@@ -52,7 +52,7 @@ fn local_store() -> Arc<dyn ObjectStore> {
 
 /// Object stores this build can reach besides the local filesystem.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Cloud {
+pub(crate) enum Cloud {
     S3,
     Azure,
 }
@@ -320,18 +320,214 @@ impl TableLocation {
         Arc::ptr_eq(&self.store, &other.store)
     }
 
-    /// Whether `other` is this location or lies inside it (or the reverse).
+    /// Whether `other` is this location or lies inside it (or the reverse), comparing what
+    /// the paths really are: local paths with symbolic links resolved (for a path that does
+    /// not exist yet, its nearest existing ancestor), object store URLs by store kind,
+    /// account, bucket or container and key prefix (`s3a://` is `s3://`; `az://c` and
+    /// `abfss://c@account.dfs.core.windows.net` name one container).
     pub fn overlaps(&self, other: &Self) -> bool {
-        if !self.same_store(other) {
-            return false;
+        self.place().overlaps(&other.place())
+    }
+
+    /// Whether `url` (a table URL as a log records it, e.g. a CLONE commit's `source`) names
+    /// this location, compared as [`overlaps`](Self::overlaps) does.
+    pub fn is_same_as(&self, url: &str) -> bool {
+        match Place::of_str(url, &self.options) {
+            Some(p) => p.same(&self.place()),
+            None => false,
         }
-        let a = self.prefix.as_ref();
-        let b = other.prefix.as_ref();
-        a == b
-            || b.starts_with(&format!("{a}/"))
-            || a.starts_with(&format!("{b}/"))
-            || a.is_empty()
-            || b.is_empty()
+    }
+
+    /// Where this location really is.
+    pub(crate) fn place(&self) -> Place {
+        if let Some(dir) = &self.local_dir {
+            return Place::Local(real_path(dir));
+        }
+        Place::of_url(&self.url, &self.options).unwrap_or_else(|| Place::Other {
+            store: Arc::as_ptr(&self.store) as *const () as usize,
+            prefix: segments(self.prefix.as_ref()),
+        })
+    }
+}
+
+/// Where a location really is, for comparisons.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Place {
+    /// A local path with symbolic links resolved.
+    Local(PathBuf),
+    /// An object store location.
+    Cloud {
+        kind: Cloud,
+        /// Azure storage account, when known (S3 buckets are global per endpoint).
+        account: Option<String>,
+        /// Bucket or container, lower case.
+        bucket: String,
+        /// Decoded key segments.
+        prefix: Vec<String>,
+    },
+    /// A location over an explicit store (tests): the store instance and the key prefix.
+    Other { store: usize, prefix: Vec<String> },
+}
+
+fn segments(path: &str) -> Vec<String> {
+    path.split('/')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+impl Place {
+    /// The place of a URL or local path string; `None` when it is not one this build reads.
+    pub(crate) fn of_str(location: &str, options: &StorageOptions) -> Option<Self> {
+        let trimmed = location.trim();
+        match Url::parse(trimmed) {
+            Ok(url) if url.scheme().len() > 1 => Self::of_url(&url, options),
+            _ => {
+                let abs = std::path::absolute(trimmed).ok()?;
+                Some(Place::Local(real_path(&normalize(&abs)?)))
+            }
+        }
+    }
+
+    /// The place of a `file://` or object store URL.
+    pub(crate) fn of_url(url: &Url, options: &StorageOptions) -> Option<Self> {
+        if url.scheme() == "file" {
+            let path = url.to_file_path().ok()?;
+            return Some(Place::Local(real_path(&normalize(&path)?)));
+        }
+        let kind = cloud_kind(url.scheme())?;
+        let decoded: Vec<String> = url
+            .path_segments()
+            .into_iter()
+            .flatten()
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
+                    .next()
+                    .map(|(_, v)| v.into_owned())
+                    .unwrap_or_else(|| s.to_owned())
+            })
+            .collect();
+        if decoded.iter().any(|s| s == ".." || s == ".") {
+            return None;
+        }
+        let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
+        let (account, bucket) = match kind {
+            Cloud::S3 => (None, host),
+            Cloud::Azure if !url.username().is_empty() => (
+                host.split('.').next().map(str::to_owned),
+                url.username().to_ascii_lowercase(),
+            ),
+            Cloud::Azure => {
+                let from_options = [
+                    "azure_storage_account_name",
+                    "account_name",
+                    "azure_storage_account",
+                ]
+                .iter()
+                .find_map(|k| options.get(*k).cloned());
+                let account =
+                    from_options.or_else(|| std::env::var("AZURE_STORAGE_ACCOUNT_NAME").ok());
+                (account.map(|a| a.to_ascii_lowercase()), host)
+            }
+        };
+        Some(Place::Cloud {
+            kind,
+            account,
+            bucket,
+            prefix: decoded,
+        })
+    }
+
+    /// The store part: two places in one store can reference each other's files.
+    pub(crate) fn same_store(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Place::Local(_), Place::Local(_)) => true,
+            (
+                Place::Cloud {
+                    kind: k1,
+                    account: a1,
+                    bucket: b1,
+                    ..
+                },
+                Place::Cloud {
+                    kind: k2,
+                    account: a2,
+                    bucket: b2,
+                    ..
+                },
+            ) => {
+                k1 == k2
+                    && b1 == b2
+                    && match (a1, a2) {
+                        (Some(a1), Some(a2)) => a1 == a2,
+                        // An account we cannot know may be the same one.
+                        _ => true,
+                    }
+            }
+            (Place::Other { store: s1, .. }, Place::Other { store: s2, .. }) => s1 == s2,
+            _ => false,
+        }
+    }
+
+    /// `other`'s path relative to this place when it is inside it (empty: the same place).
+    pub(crate) fn relative(&self, other: &Self) -> Option<String> {
+        if !self.same_store(other) {
+            return None;
+        }
+        match (self, other) {
+            (Place::Local(root), Place::Local(p)) => {
+                let rest = p.strip_prefix(root).ok()?;
+                let parts: Option<Vec<&str>> =
+                    rest.components().map(|c| c.as_os_str().to_str()).collect();
+                Some(parts?.join("/"))
+            }
+            (Place::Cloud { prefix: root, .. }, Place::Cloud { prefix: p, .. })
+            | (Place::Other { prefix: root, .. }, Place::Other { prefix: p, .. }) => {
+                p.strip_prefix(root.as_slice()).map(|rest| rest.join("/"))
+            }
+            _ => None,
+        }
+    }
+
+    /// One place is the other or lies inside it.
+    pub(crate) fn overlaps(&self, other: &Self) -> bool {
+        self.relative(other).is_some() || other.relative(self).is_some()
+    }
+
+    /// The same place.
+    pub(crate) fn same(&self, other: &Self) -> bool {
+        self.relative(other).is_some_and(|r| r.is_empty())
+    }
+}
+
+/// `path` with symbolic links resolved: the real path of its nearest existing ancestor
+/// followed by the components that do not exist yet (a dangling link is followed to where it
+/// points). `path` must be absolute.
+pub(crate) fn real_path(path: &std::path::Path) -> PathBuf {
+    real_path_at(path, 0)
+}
+
+fn real_path_at(path: &std::path::Path, depth: u32) -> PathBuf {
+    if let Ok(real) = std::fs::canonicalize(path) {
+        return real;
+    }
+    // A dangling symbolic link: follow it by hand (bounded, as the kernel bounds loops).
+    if depth < 40
+        && std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
+        && let Ok(to) = std::fs::read_link(path)
+    {
+        let base = path
+            .parent()
+            .map(|p| real_path_at(p, depth + 1))
+            .unwrap_or_default();
+        if let Some(next) = normalize(&base.join(to)) {
+            return real_path_at(&next, depth + 1);
+        }
+    }
+    match (path.parent(), path.file_name()) {
+        (Some(parent), Some(name)) => real_path_at(parent, depth).join(name),
+        _ => path.to_owned(),
     }
 }
 
@@ -373,5 +569,72 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("gs://"), "{err}");
+    }
+
+    #[test]
+    fn overlap_is_decided_on_real_paths() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let base = real_path(dir.path());
+        let real = base.join("real");
+        std::fs::create_dir_all(real.join("src")).unwrap();
+        symlink(&real, base.join("alias")).unwrap();
+        symlink(real.join("src"), base.join("link")).unwrap();
+        symlink(real.join("src/not-yet"), base.join("dangling")).unwrap();
+        let at = |p: PathBuf| TableLocation::parse(p.to_str().unwrap()).unwrap();
+        let src = at(real.join("src"));
+        for overlapping in [
+            base.join("link"),
+            base.join("alias/src"),
+            base.join("alias/src/sub/deeper"),
+            base.join("alias"),
+            base.join("dangling"),
+        ] {
+            assert!(src.overlaps(&at(overlapping.clone())), "{overlapping:?}");
+            assert!(at(overlapping.clone()).overlaps(&src), "{overlapping:?}");
+        }
+        for apart in [
+            base.join("real/src2"),
+            base.join("alias/other"),
+            base.join("x"),
+        ] {
+            assert!(!src.overlaps(&at(apart.clone())), "{apart:?}");
+        }
+        // A URL recorded in a log names the source whatever its spelling.
+        assert!(src.is_same_as(&format!("file://{}/alias/src/", base.display())));
+        assert!(src.is_same_as(&format!("{}/link", base.display())));
+        assert!(!src.is_same_as(&format!("file://{}/alias/", base.display())));
+        assert!(!src.is_same_as("s3://bucket/src"));
+    }
+
+    #[test]
+    fn object_store_urls_are_compared_normalized() {
+        let none = StorageOptions::default();
+        let acct: StorageOptions = Arc::new(
+            [("azure_storage_account_name".to_owned(), "acct".to_owned())]
+                .into_iter()
+                .collect(),
+        );
+        let other: StorageOptions = Arc::new(
+            [("azure_storage_account_name".to_owned(), "other".to_owned())]
+                .into_iter()
+                .collect(),
+        );
+        let p = |u: &str, o: &StorageOptions| Place::of_str(u, o).unwrap();
+        assert!(p("s3://b/t", &none).overlaps(&p("s3a://b/t/sub", &none)));
+        assert!(p("s3://b/t/", &none).same(&p("s3a://b/t", &none)));
+        assert!(!p("s3://b/t", &none).overlaps(&p("s3://b/t2", &none)));
+        assert!(!p("s3://b/t", &none).overlaps(&p("s3://c/t", &none)));
+        assert!(p("s3://b/", &none).overlaps(&p("s3://b/t", &none)));
+        let abfss = p("abfss://c@acct.dfs.core.windows.net/t", &none);
+        assert!(abfss.overlaps(&p("az://c/t/x", &acct)));
+        assert!(abfss.overlaps(&p("azure://c/t", &none)));
+        assert!(!abfss.overlaps(&p("az://c/t", &other)));
+        assert!(!abfss.overlaps(&p("s3://c/t", &none)));
+        assert!(!p("file:///c/t", &none).overlaps(&p("s3://c/t", &none)));
+        assert_eq!(
+            p("s3://b/t", &none).relative(&p("s3a://b/t/x/y.parquet", &none)),
+            Some("x/y.parquet".into())
+        );
     }
 }

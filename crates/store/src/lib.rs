@@ -862,6 +862,8 @@ mod tests {
             version: None,
             requested_by: None,
             engine: Default::default(),
+            replace: false,
+            external_roots: Vec::new(),
         }
     }
 

@@ -153,7 +153,7 @@ pub async fn handle(
     }
     let (result, retries) = match locations(&task) {
         Err(e) => (Err(e), 0),
-        Ok((source, target)) => {
+        Ok((source, target, external_roots)) => {
             let options = CloneOptions {
                 version: task.version,
                 parallelism: config.copy_parallelism,
@@ -164,6 +164,11 @@ pub async fn handle(
                 }),
                 dry_run: false,
                 timestamp: None,
+                // A target that is not this source's replica fails permanently unless the
+                // run says `clone.replace`.
+                replace: task.replace,
+                external_roots,
+                cancel: None,
             };
             let job = Arc::new((source, target, options));
             let attempts = Arc::new(AtomicU32::new(0));
@@ -295,10 +300,17 @@ async fn settle(
     }
 }
 
-fn locations(task: &CloneTask) -> Result<(TableLocation, TableLocation), LakeError> {
+fn locations(
+    task: &CloneTask,
+) -> Result<(TableLocation, TableLocation, Vec<TableLocation>), LakeError> {
     Ok((
         TableLocation::parse(&task.source)?,
         TableLocation::parse(&task.target)?,
+        task.external_roots
+            .iter()
+            .map(String::as_str)
+            .map(TableLocation::parse)
+            .collect::<Result<_, _>>()?,
     ))
 }
 

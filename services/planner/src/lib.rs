@@ -72,6 +72,12 @@ pub async fn plan(
     }
     let source_root = TableLocation::parse(&request.source_root)?;
     let target_root = TableLocation::parse(&request.target_root)?;
+    let external_roots = request
+        .external_roots
+        .iter()
+        .map(String::as_str)
+        .map(TableLocation::parse)
+        .collect::<Result<Vec<_>, _>>()?;
     if source_root.overlaps(&target_root) {
         return Err(LakeError::Invalid(format!(
             "source root {source_root} and target root {target_root} overlap"
@@ -96,11 +102,14 @@ pub async fn plan(
     }
     if dry_run {
         let version = request.version;
+        let (replace, external_roots) = (request.replace, &external_roots);
         items = stream::iter(items.into_iter().map(|mut item| async move {
             let options = CloneOptions {
                 version,
                 dry_run: true,
                 parallelism: 8,
+                replace,
+                external_roots: external_roots.clone(),
                 ..Default::default()
             };
             let src = TableLocation::parse(&item.source)?;
@@ -187,6 +196,8 @@ pub async fn submit(
                     version: request.version,
                     operation: request.operation,
                     engine: request.engine,
+                    replace: request.replace,
+                    external_roots: request.external_roots.clone(),
                 };
                 (names::CLONE_TASKS, replicator_proto::encode(&task).into())
             } else {

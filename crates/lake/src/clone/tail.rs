@@ -25,7 +25,8 @@ use serde_json::{Value, json};
 
 use super::{
     CloneCommit, CloneOptions, CloneReport, Copied, ENGINE_INFO, SOURCE_COMMIT_PARAM, SourceFile,
-    copy_files, fingerprint, source_file, split_log_name,
+    TargetLock, TargetState, cancelled, commit_info, copy_files, fingerprint, interrupted,
+    source_file, split_log_name,
 };
 use crate::{LakeError, TableLocation};
 
@@ -49,11 +50,13 @@ pub(super) async fn clone_tail(
     target: &TableLocation,
     options: &CloneOptions,
     started: Instant,
+    state: &TargetState,
+    lock: &mut TargetLock,
 ) -> Result<Option<CloneReport>, LakeError> {
     if options.timestamp.is_some() {
         return Ok(None);
     }
-    let Some(last) = last_clone(source, target).await? else {
+    let Some(last) = last_clone(source, state) else {
         return Ok(None);
     };
     let s = last.source_version;
@@ -108,7 +111,8 @@ pub(super) async fn clone_tail(
     }
     let source_commit = fingerprint(&bodies[bodies.len() - 1]);
     let bodies = &bodies[1..];
-    let Some((added, removed)) = net_actions(source, target, bodies)? else {
+    let Some((added, removed)) = net_actions(source, target, bodies, &options.external_roots)?
+    else {
         return Ok(None);
     };
     if v == s || (added.is_empty() && removed.is_empty()) {
@@ -126,9 +130,22 @@ pub(super) async fn clone_tail(
     metrics.removed_files_size = removed_size;
 
     // The target existed before: files copied by a failed attempt are left for the retry.
-    match copy_files(source, target, v, added.values(), options, &mut metrics).await {
+    match copy_files(
+        source,
+        target,
+        v,
+        added.values(),
+        options,
+        &mut metrics,
+        lock,
+    )
+    .await
+    {
         Ok(Copied::DryRun) => {
             return Ok(Some(uncommitted(metrics)));
+        }
+        Ok(Copied::Done(_)) | Err(_) if cancelled(options) => {
+            return Err(interrupted(source, target, false));
         }
         Ok(Copied::Done(_)) => {}
         Err((e, _)) => return Err(e),
@@ -165,26 +182,9 @@ pub(super) async fn clone_tail(
 }
 
 /// The target's latest commit, when it is a clone of `source` written by this engine.
-async fn last_clone(
-    source: &TableLocation,
-    target: &TableLocation,
-) -> Result<Option<LastClone>, LakeError> {
-    let Some(&target_version) = commit_versions(target, None).await?.last() else {
-        return Ok(None);
-    };
-    let path = target.object_path(&format!("_delta_log/{target_version:020}.json"));
-    let body = match target.store().get(&path).await {
-        Ok(r) => r.bytes().await.map_err(|e| LakeError::store(&path, e))?,
-        Err(object_store::Error::NotFound { .. }) => return Ok(None),
-        Err(e) => return Err(LakeError::store(&path, e)),
-    };
-    let Some(info) = body
-        .split(|b| *b == b'\n')
-        .filter_map(|line| serde_json::from_slice::<Value>(line).ok())
-        .find_map(|a| a.get("commitInfo").cloned())
-    else {
-        return Ok(None);
-    };
+fn last_clone(source: &TableLocation, state: &TargetState) -> Option<LastClone> {
+    let (target_version, body) = state.latest.as_ref()?;
+    let info = commit_info(body)?;
     let params = &info["operationParameters"];
     let metric = |name: &str| {
         info["operationMetrics"][name]
@@ -193,37 +193,35 @@ async fn last_clone(
     };
     let ours = info["operation"] == "CLONE"
         && info["engineInfo"] == ENGINE_INFO
-        && params["source"] == source.url().as_str()
+        && params["source"]
+            .as_str()
+            .is_some_and(|s| source.is_same_as(s))
         && params["isShallow"] == "false";
     let source_version = params["sourceVersion"]
         .as_str()
         .and_then(|s| s.parse::<u64>().ok());
-    let Some(source_commit) = params[SOURCE_COMMIT_PARAM].as_str().map(str::to_owned) else {
-        return Ok(None);
-    };
-    Ok(
-        match (
-            ours,
+    let source_commit = params[SOURCE_COMMIT_PARAM].as_str()?.to_owned();
+    match (
+        ours,
+        source_version,
+        metric("sourceTableSize"),
+        metric("sourceNumOfFiles"),
+    ) {
+        (true, Some(source_version), Some(size), Some(files)) => Some(LastClone {
+            target_version: *target_version,
             source_version,
-            metric("sourceTableSize"),
-            metric("sourceNumOfFiles"),
-        ) {
-            (true, Some(source_version), Some(size), Some(files)) => Some(LastClone {
-                target_version,
-                source_version,
-                source_table_size: size,
-                source_num_of_files: files,
-                in_commit_timestamp: info["inCommitTimestamp"].as_i64(),
-                source_commit,
-            }),
-            _ => None,
-        },
-    )
+            source_table_size: size,
+            source_num_of_files: files,
+            in_commit_timestamp: info["inCommitTimestamp"].as_i64(),
+            source_commit,
+        }),
+        _ => None,
+    }
 }
 
 /// Versions of the commit files (`NNNNNNNNNNNNNNNNNNNN.json`) in a `_delta_log`, sorted;
 /// only those after `after` when given.
-async fn commit_versions(
+pub(super) async fn commit_versions(
     loc: &TableLocation,
     after: impl Into<Option<u64>>,
 ) -> Result<Vec<u64>, LakeError> {
@@ -278,6 +276,7 @@ fn net_actions(
     source: &TableLocation,
     target: &TableLocation,
     commits: &[bytes::Bytes],
+    roots: &[TableLocation],
 ) -> Result<Option<(HashMap<Key, SourceFile>, HashMap<Key, (Value, u64)>)>, LakeError> {
     let mut added: HashMap<Key, SourceFile> = HashMap::new();
     let mut removed: HashMap<Key, (Value, u64)> = HashMap::new();
@@ -304,7 +303,7 @@ fn net_actions(
                     if !add.data_change {
                         return Ok(None);
                     }
-                    let file = source_file(source, target, add)?;
+                    let file = source_file(source, target, add, roots)?;
                     if removed.contains_key(&file.key) {
                         return Ok(None);
                     }
@@ -329,7 +328,7 @@ fn net_actions(
                         partition_values,
                         ..Default::default()
                     };
-                    let Ok(file) = source_file(source, target, as_add) else {
+                    let Ok(file) = source_file(source, target, as_add, roots) else {
                         return Ok(None);
                     };
                     if added.remove(&file.key).is_some() {
