@@ -28,6 +28,21 @@ pub enum StoreError {
         path: String,
         source: std::io::Error,
     },
+    /// The database refused the login or a privilege: permanent, never retried.
+    #[error(
+        "{database} at {endpoint} refused access: {message} (check the user in state.url and its password in PGPASSWORD or ~/.pgpass)"
+    )]
+    Denied {
+        database: &'static str,
+        /// The URL without password or query string.
+        endpoint: String,
+        message: String,
+    },
+    #[error("cannot connect to the state database at {endpoint}: {source}")]
+    Connect {
+        endpoint: String,
+        source: sqlx::Error,
+    },
     #[error("state database error: {0}")]
     Db(#[from] sqlx::Error),
     #[error("state database migration failed: {0}")]
@@ -215,6 +230,37 @@ impl Backend {
     }
 }
 
+/// A state URL as it may be shown: no password, no query string.
+fn redact_url(url: &str) -> String {
+    let url = url.split('?').next().unwrap_or(url);
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((user, host)) => {
+            let user = user.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}@{host}{path}")
+        }
+        None => format!("{scheme}://{authority}{path}"),
+    }
+}
+
+/// The server's reason when `e` is an authentication or authorization failure (SQLSTATE
+/// class 28, invalid authorization, or 42501, insufficient privilege): no retry can help.
+fn refusal(e: &sqlx::Error) -> Option<String> {
+    match e {
+        sqlx::Error::Database(db)
+            if db
+                .code()
+                .is_some_and(|c| c.starts_with("28") || c == "42501") =>
+        {
+            Some(db.message().to_owned())
+        }
+        _ => None,
+    }
+}
+
 fn now() -> String {
     Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
@@ -248,6 +294,7 @@ impl Store {
                 (format!("sqlite://{}?mode=rwc", path.display()), 4)
             }
         };
+        let endpoint = redact_url(&url);
         let pool = AnyPoolOptions::new()
             .max_connections(max)
             .after_connect(move |conn, _| {
@@ -263,10 +310,34 @@ impl Store {
                 })
             })
             .connect(&url)
-            .await?;
-        match backend {
-            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await?,
-            Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await?,
+            .await
+            .map_err(|e| match refusal(&e) {
+                Some(message) => StoreError::Denied {
+                    database: "PostgreSQL",
+                    endpoint: endpoint.clone(),
+                    message,
+                },
+                None => StoreError::Connect {
+                    endpoint: endpoint.clone(),
+                    source: e,
+                },
+            })?;
+        let migrated = match backend {
+            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await,
+            Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await,
+        };
+        if let Err(e) = migrated {
+            return Err(match &e {
+                sqlx::migrate::MigrateError::Execute(db) => match refusal(db) {
+                    Some(message) => StoreError::Denied {
+                        database: "PostgreSQL",
+                        endpoint,
+                        message,
+                    },
+                    None => e.into(),
+                },
+                _ => e.into(),
+            });
         }
         Ok(Self { pool, backend })
     }
@@ -996,6 +1067,41 @@ mod tests {
             .execute(&mut c)
             .await
             .unwrap();
+    }
+
+    /// A login the server refuses fails at once, with one line that names the endpoint
+    /// (never a password) and says what to check.
+    #[tokio::test]
+    async fn a_refused_login_is_permanent_and_names_the_endpoint() {
+        let url = "postgres://no_such_role_x:hunter2@127.0.0.1:5432/postgres?password=hunter3";
+        let started = std::time::Instant::now();
+        let e = Store::open(url).await.unwrap_err();
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "refused after {:?}",
+            started.elapsed()
+        );
+        let msg = e.to_string();
+        assert!(matches!(e, StoreError::Denied { .. }), "{e:?}");
+        assert!(
+            msg.starts_with(
+                "PostgreSQL at postgres://no_such_role_x@127.0.0.1:5432/postgres refused access: "
+            ),
+            "{msg}"
+        );
+        assert!(msg.contains("no_such_role_x"), "{msg}");
+        assert!(!msg.contains("hunter"), "no password: {msg}");
+        assert!(!msg.contains('\n'), "one line: {msg}");
+    }
+
+    #[test]
+    fn state_urls_are_shown_without_secrets() {
+        assert_eq!(
+            redact_url("postgres://u:p@db:5432/x?sslmode=require&password=q"),
+            "postgres://u@db:5432/x"
+        );
+        assert_eq!(redact_url("postgres://db/x"), "postgres://db/x");
+        assert_eq!(redact_url("sqlite://a/b.db?mode=rwc"), "sqlite://a/b.db");
     }
 
     #[tokio::test]

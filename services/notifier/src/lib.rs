@@ -63,10 +63,20 @@ impl NotifierConfig {
 pub enum DeliveryError {
     #[error("{url}: {source}")]
     Http { url: String, source: reqwest::Error },
-    #[error("{url}: HTTP {status}")]
+    #[error("{url}: HTTP {status}{}", refusal_hint(*status))]
     Status { url: String, status: u16 },
     #[error("{0}")]
     Secret(String),
+}
+
+/// What a 401/403 means for a webhook: permanent, and about its credentials.
+fn refusal_hint(status: u16) -> &'static str {
+    match status {
+        401 | 403 => {
+            " (the endpoint refused the credentials: check the webhook's bearer_token and signing_secret)"
+        }
+        _ => "",
+    }
 }
 
 impl Retryable for DeliveryError {
