@@ -265,14 +265,17 @@ fn limit_allocator_retention() {}
 
 async fn cli_main() -> ExitCode {
     let cli = Cli::parse();
-    let format = if cli.log_json {
-        LogFormat::Json
-    } else {
-        LogFormat::Text
+    let (log_json, level) = (cli.log_json, cli.log_level.clone());
+    // Logging is set up once per command: from the config's `log` section when the command
+    // reads a config (`--log-json` and `--log-level` win), else from the flags alone.
+    let init_logs = |log: Option<&replicator_common::config::Log>, default_level: &str| {
+        let format = if log_json || log.is_some_and(|l| l.format == "json") {
+            LogFormat::Json
+        } else {
+            LogFormat::Text
+        };
+        telemetry::init(format, level.as_deref().unwrap_or(default_level))
     };
-    let level = cli.log_level.clone();
-    let init_logs =
-        |config_level: &str| telemetry::init(format, level.as_deref().unwrap_or(config_level));
     match cli.command {
         Command::Clone {
             source,
@@ -282,7 +285,7 @@ async fn cli_main() -> ExitCode {
             parallelism,
             json,
         } => {
-            init_logs("warn");
+            init_logs(None, "warn");
             clone(&source, &target, version, timestamp, parallelism, json).await
         }
         Command::Audit {
@@ -307,7 +310,7 @@ async fn cli_main() -> ExitCode {
             let Some(config) = load_config(&config, &overrides) else {
                 return ExitCode::from(2);
             };
-            init_logs("warn");
+            init_logs(Some(&config.log), "warn");
             if let Err(e) = replicator_lake::location::configure(&config) {
                 return fail(2, e);
             }
@@ -342,7 +345,7 @@ async fn cli_main() -> ExitCode {
             memory_mb,
             json,
         } => {
-            init_logs("warn");
+            init_logs(None, "warn");
             let checks = replicator_common::config::TableChecks {
                 row_counts: true,
                 schema: true,
@@ -385,7 +388,7 @@ async fn cli_main() -> ExitCode {
             let Some(config) = load_config(&config, &overrides) else {
                 return ExitCode::from(2);
             };
-            init_logs(&config.log.level);
+            init_logs(Some(&config.log), &config.log.level);
             let shutdown = replicator_common::shutdown::on_signal();
             match replicator_cli::fleet::serve(&config, &services, listen, shutdown).await {
                 Ok(()) => ExitCode::SUCCESS,
@@ -401,7 +404,7 @@ async fn cli_main() -> ExitCode {
             let Some(config) = load_config(&config, &overrides) else {
                 return ExitCode::from(2);
             };
-            init_logs("warn");
+            init_logs(Some(&config.log), "warn");
             let run_id = match replicator_cli::fleet::submit(&config, operation).await {
                 Ok(id) => id,
                 Err(e) => return fail(1, one_line(&e)),
@@ -421,7 +424,7 @@ async fn cli_main() -> ExitCode {
             let Some(config) = load_config(&config, &overrides) else {
                 return ExitCode::from(2);
             };
-            init_logs("warn");
+            init_logs(Some(&config.log), "warn");
             watch_run(&config, run_id, json).await
         }
         Command::Status {
@@ -433,7 +436,7 @@ async fn cli_main() -> ExitCode {
             let Some(config) = load_config(&config, &overrides) else {
                 return ExitCode::from(2);
             };
-            init_logs("warn");
+            init_logs(Some(&config.log), "warn");
             match replicator_cli::fleet::status(&config, run_id).await {
                 Err(e) => fail(1, one_line(&e)),
                 Ok((run, tasks)) => {
@@ -479,7 +482,7 @@ async fn cli_main() -> ExitCode {
             let Some(config) = load_config(&config, &overrides) else {
                 return ExitCode::from(2);
             };
-            init_logs("warn");
+            init_logs(Some(&config.log), "warn");
             match replicator_cli::fleet::replay(&config, run_id, task).await {
                 Ok(0) => fail(
                     1,
@@ -503,7 +506,7 @@ async fn cli_main() -> ExitCode {
             let Some(config) = load_config(&config, &overrides) else {
                 return ExitCode::from(2);
             };
-            init_logs(&config.log.level);
+            init_logs(Some(&config.log), &config.log.level);
             let opts = replicator_cli::databricks::Options {
                 operation,
                 dry_run,
@@ -513,7 +516,7 @@ async fn cli_main() -> ExitCode {
             ExitCode::from(replicator_cli::databricks::run(&config, opts).await)
         }
         Command::Demo { dir, no_run, json } => {
-            init_logs("warn");
+            init_logs(None, "warn");
             let (config_path, created) = match demo::ensure(&dir).await {
                 Ok(r) => r,
                 Err(e) => return fail(1, one_line(&e)),
@@ -702,12 +705,12 @@ async fn run_config(
     overrides: &[String],
     opts: RunOptions,
     json: bool,
-    init_logs: impl Fn(&str),
+    init_logs: impl Fn(Option<&replicator_common::config::Log>, &str),
 ) -> ExitCode {
     let Some(config) = load_config(path, overrides) else {
         return ExitCode::from(2);
     };
-    init_logs(&config.log.level);
+    init_logs(Some(&config.log), &config.log.level);
     run(&config, opts, json).await
 }
 
