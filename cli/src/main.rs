@@ -26,7 +26,7 @@ struct Cli {
     /// Log filter (`RUST_LOG` wins), for example `info` or `replicator_lake=debug`.
     #[arg(long, global = true)]
     log_level: Option<String>,
-    /// Log as JSON lines (to stderr).
+    /// Log as JSON lines (to stderr), whatever the config's `log.format` says.
     #[arg(long, global = true)]
     log_json: bool,
 }
