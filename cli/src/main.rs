@@ -26,7 +26,7 @@ struct Cli {
     /// Log filter (`RUST_LOG` wins), for example `info` or `replicator_lake=debug`.
     #[arg(long, global = true)]
     log_level: Option<String>,
-    /// Log as JSON lines (to stderr).
+    /// Log as JSON lines (to stderr), whatever the config's `log.format` says.
     #[arg(long, global = true)]
     log_json: bool,
 }
@@ -298,14 +298,17 @@ fn end_quietly_on_closed_pipe() {
 fn end_quietly_on_closed_pipe() {}
 
 async fn cli_main(cli: Cli) -> ExitCode {
-    let format = if cli.log_json {
-        LogFormat::Json
-    } else {
-        LogFormat::Text
+    let (log_json, level) = (cli.log_json, cli.log_level.clone());
+    // Logging is set up once per command: from the config's `log` section when the command
+    // reads a config (`--log-json` and `--log-level` win), else from the flags alone.
+    let init_logs = |log: Option<&replicator_common::config::Log>, default_level: &str| {
+        let format = if log_json || log.is_some_and(|l| l.format == "json") {
+            LogFormat::Json
+        } else {
+            LogFormat::Text
+        };
+        telemetry::init(format, level.as_deref().unwrap_or(default_level))
     };
-    let level = cli.log_level.clone();
-    let init_logs =
-        |config_level: &str| telemetry::init(format, level.as_deref().unwrap_or(config_level));
     match cli.command {
         Command::Clone {
             source,
@@ -317,7 +320,7 @@ async fn cli_main(cli: Cli) -> ExitCode {
             external_roots,
             json,
         } => {
-            init_logs("warn");
+            init_logs(None, "warn");
             let roots = match external_roots
                 .iter()
                 .map(String::as_str)
@@ -359,7 +362,7 @@ async fn cli_main(cli: Cli) -> ExitCode {
             let Some(config) = load_config(&config, &overrides) else {
                 return ExitCode::from(2);
             };
-            init_logs("warn");
+            init_logs(Some(&config.log), "warn");
             if let Err(e) = replicator_lake::location::configure(&config) {
                 return fail(2, e);
             }
@@ -394,7 +397,7 @@ async fn cli_main(cli: Cli) -> ExitCode {
             memory_mb,
             json,
         } => {
-            init_logs("warn");
+            init_logs(None, "warn");
             let checks = replicator_common::config::TableChecks {
                 row_counts: true,
                 schema: true,
@@ -437,7 +440,7 @@ async fn cli_main(cli: Cli) -> ExitCode {
             let Some(config) = load_config(&config, &overrides) else {
                 return ExitCode::from(2);
             };
-            init_logs(&config.log.level);
+            init_logs(Some(&config.log), &config.log.level);
             let shutdown = replicator_common::shutdown::on_signal();
             match replicator_cli::fleet::serve(&config, &services, listen, shutdown).await {
                 Ok(()) => ExitCode::SUCCESS,
@@ -453,7 +456,7 @@ async fn cli_main(cli: Cli) -> ExitCode {
             let Some(config) = load_config(&config, &overrides) else {
                 return ExitCode::from(2);
             };
-            init_logs("warn");
+            init_logs(Some(&config.log), "warn");
             let run_id = match replicator_cli::fleet::submit(&config, operation).await {
                 Ok(id) => id,
                 Err(e) => return fail(1, one_line(&e)),
@@ -473,7 +476,7 @@ async fn cli_main(cli: Cli) -> ExitCode {
             let Some(config) = load_config(&config, &overrides) else {
                 return ExitCode::from(2);
             };
-            init_logs("warn");
+            init_logs(Some(&config.log), "warn");
             watch_run(&config, run_id, json).await
         }
         Command::Status {
@@ -485,7 +488,7 @@ async fn cli_main(cli: Cli) -> ExitCode {
             let Some(config) = load_config(&config, &overrides) else {
                 return ExitCode::from(2);
             };
-            init_logs("warn");
+            init_logs(Some(&config.log), "warn");
             match replicator_cli::fleet::status(&config, run_id).await {
                 Err(e) => fail(1, one_line(&e)),
                 Ok((run, tasks)) => {
@@ -531,7 +534,7 @@ async fn cli_main(cli: Cli) -> ExitCode {
             let Some(config) = load_config(&config, &overrides) else {
                 return ExitCode::from(2);
             };
-            init_logs("warn");
+            init_logs(Some(&config.log), "warn");
             match replicator_cli::fleet::replay(&config, run_id, task).await {
                 Ok(0) => fail(
                     1,
@@ -555,7 +558,7 @@ async fn cli_main(cli: Cli) -> ExitCode {
             let Some(config) = load_config(&config, &overrides) else {
                 return ExitCode::from(2);
             };
-            init_logs(&config.log.level);
+            init_logs(Some(&config.log), &config.log.level);
             let opts = replicator_cli::databricks::Options {
                 operation,
                 dry_run,
@@ -565,7 +568,7 @@ async fn cli_main(cli: Cli) -> ExitCode {
             ExitCode::from(replicator_cli::databricks::run(&config, opts).await)
         }
         Command::Demo { dir, no_run, json } => {
-            init_logs("warn");
+            init_logs(None, "warn");
             let (config_path, created) = match demo::ensure(&dir).await {
                 Ok(r) => r,
                 Err(e) => return fail(1, one_line(&e)),
@@ -762,12 +765,12 @@ async fn run_config(
     overrides: &[String],
     opts: RunOptions,
     json: bool,
-    init_logs: impl Fn(&str),
+    init_logs: impl Fn(Option<&replicator_common::config::Log>, &str),
 ) -> ExitCode {
     let Some(config) = load_config(path, overrides) else {
         return ExitCode::from(2);
     };
-    init_logs(&config.log.level);
+    init_logs(Some(&config.log), &config.log.level);
     run(&config, opts, json).await
 }
 

@@ -240,26 +240,43 @@ impl Fleet {
         }
     }
 
-    /// No two workers cloned one target at the same time.
+    /// No two clone attempts of one target ran at the same time, whoever ran them: two
+    /// workers, or two deliveries of one task on the same worker.
     async fn assert_no_overlapping_clones(&self, run: Uuid) {
         let log = self.store().await.attempt_log(run).await.unwrap();
         let clones: Vec<_> = log.iter().filter(|a| a.stage == "clone").collect();
-        for a in &clones {
-            for b in &clones {
-                if a.target != b.target || a.worker == b.worker || a.started_at > b.started_at {
+        for (i, a) in clones.iter().enumerate() {
+            for b in &clones[i + 1..] {
+                if a.target != b.target {
                     continue;
                 }
-                // `a` started first; a finished `a` must have finished before `b` started.
-                if let Some(end) = a.finished_at {
+                let (first, second) = if a.started_at <= b.started_at {
+                    (a, b)
+                } else {
+                    (b, a)
+                };
+                // A finished first attempt must have finished before the second started.
+                if let Some(end) = first.finished_at {
                     assert!(
-                        end <= b.started_at,
+                        end <= second.started_at,
                         "{} cloned by {:?} and {:?} at once",
-                        a.target,
-                        a.worker,
-                        b.worker
+                        first.target,
+                        first.worker,
+                        second.worker
                     );
                 }
             }
+        }
+    }
+
+    /// Every task of the run has exactly one recorded result per stage.
+    async fn assert_results_recorded_once(&self, run: Uuid) {
+        let store = self.store().await;
+        let tasks = store.tasks(run).await.unwrap();
+        let results = store.outcomes(run).await.unwrap();
+        for stage in ["clone", "reconcile"] {
+            let n = results.iter().filter(|(s, _, _)| s == stage).count();
+            assert_eq!(n, tasks.len(), "{stage} results: {results:?}");
         }
     }
 
@@ -511,6 +528,154 @@ async fn workers_reconnect_when_the_broker_drops_their_connections() {
     assert_eq!(code, 0, "{summary}\n{}", fleet.logs());
     assert_eq!(summary["succeeded"], 30, "{summary}");
     fleet.cleanup().await;
+}
+
+/// Three cloners, one killed with SIGKILL mid-run and every connection of the fleet closed
+/// by the broker, so unacked tasks are redelivered — some to the very worker still cloning
+/// them. One clone of a table at a time still holds (per delivery, not per worker), and
+/// each task's first result stands: one result per task and stage, and the summary counts
+/// the first results' files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redelivered_tasks_after_a_kill_and_dropped_connections_are_cloned_once_at_a_time() {
+    let mut fleet = Fleet::new(40, "").await;
+    for s in [
+        "planner",
+        "cloner",
+        "cloner",
+        "cloner",
+        "reconciler",
+        "notifier",
+    ] {
+        fleet.start(s);
+    }
+    let store = fleet.store().await;
+    let run = fleet.submit();
+    wait_terminal(&store, run, 2).await;
+    let victim = fleet
+        .procs
+        .iter()
+        .position(|p| p.service == "cloner")
+        .unwrap();
+    let mut killed = fleet.procs.remove(victim);
+    killed.child.kill().unwrap(); // SIGKILL
+    killed.child.wait().unwrap();
+    for c in broker_connections(&fleet.prefix) {
+        let _ = Command::new("rabbitmqctl")
+            .args(["close_connection", &c, "closed by the redelivery test"])
+            .output();
+    }
+    let (code, summary) = fleet.watch(run);
+    assert_eq!(code, 0, "{summary}\n{}", fleet.logs());
+    assert_eq!(summary["succeeded"], 40, "{summary}");
+    fleet.verify_targets().await;
+    fleet.assert_no_overlapping_clones(run).await;
+    fleet.assert_results_recorded_once(run).await;
+    // The summary counts each task's first clone result, never a later delivery's no-op.
+    // (A table the killed cloner committed but never recorded is recorded by the delivery
+    // that found it done: no files; the store cannot know what a dead process copied.)
+    let store = fleet.store().await;
+    let first: std::collections::HashMap<String, u64> = store
+        .outcomes(run)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|(stage, _, _)| stage == "clone")
+        .map(|(_, _, r)| {
+            (
+                r["table"].as_str().unwrap().to_owned(),
+                r["metrics"]["num_copied_files"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    for t in summary["tables"].as_array().unwrap() {
+        let table = t["table"].as_str().unwrap();
+        assert_eq!(t["copied_files"], first[table], "{table}: {summary}");
+    }
+    let files: u64 = first.values().sum();
+    assert_eq!(summary["files_copied"], files, "{summary}");
+    let attempts = store.attempt_log(run).await.unwrap();
+    eprintln!(
+        "{} clone attempts for 40 tables",
+        attempts.iter().filter(|a| a.stage == "clone").count()
+    );
+    fleet.cleanup().await;
+}
+
+/// Wrong credentials are not an outage: `submit` and `serve` stop at once with one line that
+/// names the broker or database, never the password, and exit non-zero.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_credentials_fail_at_once_with_one_line_naming_the_endpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("fleet.yaml");
+    let write = |state: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "source: {{ root: ./lake/source }}\ntarget: {{ root: ./lake/target }}\n\
+                 bus: {{ backend: rabbitmq, url: {{ env: AMQP_URL }}, prefix: refused-{} }}\n\
+                 state: {{ url: \"{state}\" }}\n",
+                Uuid::new_v4().simple()
+            ),
+        )
+        .unwrap()
+    };
+    let run = |args: &[&str], amqp: &str| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_replicator"))
+            .args(args)
+            .env("AMQP_URL", amqp)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        loop {
+            if child.try_wait().unwrap().is_some() {
+                break child.wait_with_output().unwrap();
+            }
+            if started.elapsed() > Duration::from_secs(20) {
+                let _ = child.kill();
+                panic!("`{}` still retrying after 20 s", args.join(" "));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let wrong = "amqp://guest:wrong-password@127.0.0.1:5672/%2f";
+    write("postgres://postgres@127.0.0.1:5432/postgres");
+    let cfg = config.to_str().unwrap();
+    let port = free_port().to_string();
+    let listen = format!("127.0.0.1:{port}");
+    for args in [
+        vec!["submit", cfg],
+        vec!["serve", "cloner", "--config", cfg, "--listen", &listen],
+    ] {
+        let out = run(&args, wrong);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        let err = stderr(&out);
+        // One line: no retry warnings, no library's struct dump.
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(
+            err.starts_with("error: ")
+                && err.contains("RabbitMQ at amqp://guest@127.0.0.1:5672/%2f refused access"),
+            "{err}"
+        );
+        assert!(!err.contains("wrong-password"), "{err}");
+    }
+    // The broker lets it in, the database does not.
+    write("postgres://no_such_role_r@127.0.0.1:5432/postgres");
+    let out = run(
+        &["serve", "cloner", "--config", cfg, "--listen", &listen],
+        "amqp://guest:guest@127.0.0.1:5672/%2f",
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains(
+            "PostgreSQL at postgres://no_such_role_r@127.0.0.1:5432/postgres refused access"
+        ),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -117,3 +117,56 @@ fn validate_only_reports_a_bad_key_by_name() {
         stderr(&out)
     );
 }
+
+/// `log: { format: json }` in the config makes every log line JSON, as `--log-json` does;
+/// without it the same lines are text.
+#[test]
+fn the_config_log_format_is_honoured() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo_dir = dir.path().join("demo");
+    let out = replicator(&["demo", "--dir", demo_dir.to_str().unwrap(), "--no-run"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let config = demo_dir.join("replicator.yaml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!("{text}log: {{ format: json, level: info }}\n"),
+    )
+    .unwrap();
+    let out = replicator(&["run", config.to_str().unwrap(), "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let logs = stderr(&out);
+    let lines: Vec<&str> = logs.lines().collect();
+    assert!(!lines.is_empty(), "info-level logs expected");
+    for line in &lines {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}\n{logs}"));
+        assert!(v.get("level").is_some(), "{line}");
+    }
+    // `serve` reads the same section (it fails later: the memory bus cannot serve).
+    let out = replicator(&[
+        "serve",
+        "planner",
+        "--config",
+        config.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    let logs = stderr(&out);
+    let first = logs.lines().next().unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_str(first)
+        .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {first}\n{logs}"));
+    assert_eq!(
+        v["fields"]["message"], "health and metrics endpoints up",
+        "{logs}"
+    );
+    // Text stays the default.
+    std::fs::write(&config, format!("{text}log: {{ level: info }}\n")).unwrap();
+    let out = replicator(&["run", config.to_str().unwrap(), "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let logs = stderr(&out);
+    assert!(
+        logs.lines().all(|l| !l.starts_with('{')),
+        "text expected:\n{logs}"
+    );
+}

@@ -522,6 +522,16 @@ async fn signed_webhooks_in_three_formats_retry_until_accepted_once() {
         !wrong.delivered && wrong.error.as_deref().unwrap().contains("401"),
         "{wrong:?}"
     );
+    // A refusal is permanent: one attempt, and the record says what to check.
+    assert_eq!(wrong.attempts, 1, "{wrong:?}");
+    assert!(
+        wrong
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("refused the credentials"),
+        "{wrong:?}"
+    );
     assert!(
         records.iter().all(|r| !r.target.contains("not-logged")),
         "{records:?}"

@@ -17,7 +17,9 @@
 //! delays) and acks the original; after `max_deliveries` it is dead-lettered with the reason.
 //! A lost connection is re-established with exponential backoff: publishers retry the
 //! publish, consumers re-subscribe; deliveries unacked on the lost connection are redelivered
-//! by the broker (at least once).
+//! by the broker (at least once). A refusal — ACCESS_REFUSED (wrong user or password, or
+//! no permission on an object) or NOT_ALLOWED (no access to the virtual host) — is not an
+//! outage: it fails at once with [`BusError::Denied`], naming the broker without password.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -113,8 +115,75 @@ impl std::fmt::Debug for AmqpBus {
     }
 }
 
-fn backend<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> BusError + '_ {
-    move |e| BusError::Backend(format!("{what}: {e}"))
+/// An error that may be the broker refusing access: its reason then.
+trait Refusal: std::fmt::Display {
+    fn refusal(&self) -> Option<String> {
+        None
+    }
+}
+
+impl Refusal for lapin::Error {
+    /// ACCESS_REFUSED (403: a wrong user or password, or no permission on an object) and
+    /// NOT_ALLOWED (530: no access to the virtual host) are permanent: retrying cannot help.
+    fn refusal(&self) -> Option<String> {
+        use lapin::protocol::{AMQPErrorKind, AMQPHardError, AMQPSoftError};
+        match self.kind() {
+            lapin::ErrorKind::ProtocolError(e) => match e.kind() {
+                AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED)
+                | AMQPErrorKind::Hard(AMQPHardError::NOTALLOWED) => {
+                    Some(e.get_message().as_str().to_owned())
+                }
+                _ => None,
+            },
+            lapin::ErrorKind::AuthProviderError(e) => Some(e.clone()),
+            _ => None,
+        }
+    }
+}
+
+impl Refusal for deadpool_lapin::PoolError {
+    fn refusal(&self) -> Option<String> {
+        match self {
+            deadpool_lapin::PoolError::Backend(e) => e.refusal(),
+            _ => None,
+        }
+    }
+}
+
+impl Refusal for deadpool_lapin::CreatePoolError {}
+
+/// Where connecting failed: the hint of a refusal there is the credentials.
+const CONNECTING: &str = "cannot connect to RabbitMQ";
+
+/// An AMQP URL as it may be shown: the user, never the password; no query string.
+fn endpoint(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            let _ = u.set_password(None);
+            u.set_query(None);
+            u.to_string()
+        }
+        Err(_) => "(unparsable bus.url)".into(),
+    }
+}
+
+/// `what: error` as a backend error, or, when the broker refused access, a permanent
+/// [`BusError::Denied`] naming the broker (`url`, password left out) and the reason.
+fn backend<'a, E: Refusal>(url: &'a str, what: &'a str) -> impl FnOnce(E) -> BusError + 'a {
+    move |e| match e.refusal() {
+        Some(reason) => {
+            let hint = if what == CONNECTING {
+                "check the user, password and virtual host in bus.url"
+            } else {
+                "check the user's permissions on the virtual host"
+            };
+            BusError::Denied(format!(
+                "RabbitMQ at {} refused access: {reason} ({hint})",
+                endpoint(url)
+            ))
+        }
+        None => BusError::Backend(format!("{what}: {e}")),
+    }
 }
 
 fn short(s: &str) -> ShortString {
@@ -183,7 +252,7 @@ impl AmqpBus {
                 move || ConnectionProperties::default().with_connection_name(name.as_str().into()),
                 Runtime::Tokio1,
             )
-            .map_err(backend("cannot create the RabbitMQ pool"))?;
+            .map_err(backend(&settings.url, "cannot create the RabbitMQ pool"))?;
         let bus = Self {
             inner: Arc::new(Inner {
                 settings,
@@ -239,10 +308,11 @@ impl AmqpBus {
                     .pool
                     .get()
                     .await
-                    .map_err(backend("cannot connect to RabbitMQ"))?;
-                conn.create_channel()
-                    .await
-                    .map_err(backend("cannot open a RabbitMQ channel"))
+                    .map_err(backend(&inner.settings.url, CONNECTING))?;
+                conn.create_channel().await.map_err(backend(
+                    &inner.settings.url,
+                    "cannot open a RabbitMQ channel",
+                ))
             }
         };
         open.retry(
@@ -253,6 +323,8 @@ impl AmqpBus {
                 .without_max_times()
                 .with_jitter(),
         )
+        // A refusal (wrong credentials, no access to the virtual host) is not an outage.
+        .when(|e| !e.is_permanent())
         .notify(|e, after| tracing::warn!(error = %e, retry_in = ?after, "RabbitMQ unavailable"))
         .await
     }
@@ -269,7 +341,10 @@ impl AmqpBus {
             FieldTable::default(),
         )
         .await
-        .map_err(backend("cannot declare the events exchange"))?;
+        .map_err(backend(
+            &self.inner.settings.url,
+            "cannot declare the events exchange",
+        ))?;
         ch.exchange_declare(
             short(&self.dlx()),
             ExchangeKind::Direct,
@@ -277,7 +352,10 @@ impl AmqpBus {
             FieldTable::default(),
         )
         .await
-        .map_err(backend("cannot declare the dead-letter exchange"))?;
+        .map_err(backend(
+            &self.inner.settings.url,
+            "cannot declare the dead-letter exchange",
+        ))?;
         Ok(())
     }
 
@@ -306,11 +384,17 @@ impl AmqpBus {
         work_args.insert(short("x-dead-letter-routing-key"), long_str(queue));
         ch.queue_declare(short(&work), durable, work_args)
             .await
-            .map_err(backend(&format!("cannot declare queue {work}")))?;
+            .map_err(backend(
+                &self.inner.settings.url,
+                &format!("cannot declare queue {work}"),
+            ))?;
         let dead = format!("{work}.dead");
         ch.queue_declare(short(&dead), durable, args.clone())
             .await
-            .map_err(backend(&format!("cannot declare queue {dead}")))?;
+            .map_err(backend(
+                &self.inner.settings.url,
+                &format!("cannot declare queue {dead}"),
+            ))?;
         ch.queue_bind(
             short(&dead),
             short(&self.dlx()),
@@ -319,7 +403,10 @@ impl AmqpBus {
             FieldTable::default(),
         )
         .await
-        .map_err(backend(&format!("cannot bind {dead}")))?;
+        .map_err(backend(
+            &self.inner.settings.url,
+            &format!("cannot bind {dead}"),
+        ))?;
         for delay in &self.inner.settings.retry_delays {
             let retry = self.retry_queue(queue, *delay);
             let mut retry_args = args.clone();
@@ -331,7 +418,10 @@ impl AmqpBus {
             retry_args.insert(short("x-dead-letter-routing-key"), long_str(&work));
             ch.queue_declare(short(&retry), durable, retry_args)
                 .await
-                .map_err(backend(&format!("cannot declare queue {retry}")))?;
+                .map_err(backend(
+                    &self.inner.settings.url,
+                    &format!("cannot declare queue {retry}"),
+                ))?;
         }
         self.inner
             .declared
@@ -367,9 +457,9 @@ impl AmqpBus {
                         persistent(headers.clone()),
                     )
                     .await
-                    .map_err(backend("publish failed"))?
+                    .map_err(backend(&self.inner.settings.url, "publish failed"))?
                     .await
-                    .map_err(backend("publish not confirmed"))?;
+                    .map_err(backend(&self.inner.settings.url, "publish not confirmed"))?;
                 if confirm.is_nack() {
                     return Err(BusError::Backend(format!(
                         "the broker refused a message for {routing_key}"
@@ -379,7 +469,7 @@ impl AmqpBus {
             };
             match attempt.await {
                 Ok(()) => return Ok(()),
-                Err(e) if tokio::time::Instant::now() < deadline => {
+                Err(e) if !e.is_permanent() && tokio::time::Instant::now() < deadline => {
                     tracing::warn!(error = %e, routing_key, "publish failed; reconnecting");
                     *self.inner.publisher.lock().await = None;
                     tokio::time::sleep(delay).await;
@@ -400,7 +490,10 @@ impl AmqpBus {
         let ch = self.channel().await?;
         ch.confirm_select(ConfirmSelectOptions::default())
             .await
-            .map_err(backend("cannot enable publisher confirms"))?;
+            .map_err(backend(
+                &self.inner.settings.url,
+                "cannot enable publisher confirms",
+            ))?;
         *slot = Some(ch.clone());
         Ok(ch)
     }
@@ -429,13 +522,19 @@ impl AmqpBus {
             for name in names {
                 ch.queue_delete(short(&name), Default::default())
                     .await
-                    .map_err(backend(&format!("cannot delete queue {name}")))?;
+                    .map_err(backend(
+                        &self.inner.settings.url,
+                        &format!("cannot delete queue {name}"),
+                    ))?;
             }
         }
         for ex in [self.events_exchange(), self.dlx()] {
             ch.exchange_delete(short(&ex), Default::default())
                 .await
-                .map_err(backend(&format!("cannot delete exchange {ex}")))?;
+                .map_err(backend(
+                    &self.inner.settings.url,
+                    &format!("cannot delete exchange {ex}"),
+                ))?;
         }
         let _ = ch.close(200, short("deleted")).await;
         Ok(())
@@ -455,7 +554,7 @@ impl AmqpBus {
                 FieldTable::default(),
             )
             .await
-            .map_err(backend("cannot inspect queue"))?;
+            .map_err(backend(&self.inner.settings.url, "cannot inspect queue"))?;
         let _ = ch.close(200, short("done")).await;
         Ok(u64::from(q.message_count()))
     }
@@ -547,7 +646,10 @@ impl Bus for AmqpBus {
         while let Some(m) = ch
             .basic_get(short(&dead), BasicGetOptions { no_ack: false })
             .await
-            .map_err(backend("cannot read dead letters"))?
+            .map_err(backend(
+                &self.inner.settings.url,
+                "cannot read dead letters",
+            ))?
         {
             out.push(self.dead_letter_from(queue, &m.delivery.data, &m.delivery.properties));
         }
@@ -567,7 +669,10 @@ impl Bus for AmqpBus {
         while let Some(m) = ch
             .basic_get(short(&dead), BasicGetOptions { no_ack: false })
             .await
-            .map_err(backend("cannot read dead letters"))?
+            .map_err(backend(
+                &self.inner.settings.url,
+                "cannot read dead letters",
+            ))?
         {
             let letter = self.dead_letter_from(queue, &m.delivery.data, &m.delivery.properties);
             if filter(&letter) {
@@ -577,7 +682,10 @@ impl Bus for AmqpBus {
                 m.delivery
                     .ack(BasicAckOptions::default())
                     .await
-                    .map_err(backend("cannot ack a replayed dead letter"))?;
+                    .map_err(backend(
+                        &self.inner.settings.url,
+                        "cannot ack a replayed dead letter",
+                    ))?;
                 moved += 1;
             }
         }
@@ -617,7 +725,7 @@ impl AmqpConsumer {
         self.bus.declare_queue(&ch, &self.queue).await?;
         ch.basic_qos(self.prefetch, BasicQosOptions::default())
             .await
-            .map_err(backend("cannot set prefetch"))?;
+            .map_err(backend(&self.bus.inner.settings.url, "cannot set prefetch"))?;
         let consumer = ch
             .basic_consume(
                 short(&self.bus.name(&self.queue)),
@@ -626,7 +734,7 @@ impl AmqpConsumer {
                 FieldTable::default(),
             )
             .await
-            .map_err(backend("cannot consume"))?;
+            .map_err(backend(&self.bus.inner.settings.url, "cannot consume"))?;
         self.bus.keep_open(ch);
         self.stream = Some(consumer);
         Ok(())
@@ -741,7 +849,7 @@ impl AmqpAcker {
                 .ack(BasicAckOptions::default())
                 .await
                 .map(|_| ())
-                .map_err(backend("ack"))
+                .map_err(|e| BusError::Backend(format!("ack: {e}")))
         });
     }
 }
@@ -754,7 +862,7 @@ impl Acker for AmqpAcker {
                 .ack(BasicAckOptions::default())
                 .await
                 .map(|_| ())
-                .map_err(backend("ack"))
+                .map_err(|e| BusError::Backend(format!("ack: {e}")))
         });
     }
 
@@ -787,7 +895,7 @@ impl Acker for AmqpAcker {
                 .ack(BasicAckOptions::default())
                 .await
                 .map(|_| ())
-                .map_err(backend("ack"))
+                .map_err(|e| BusError::Backend(format!("ack: {e}")))
         });
     }
 }
@@ -812,7 +920,10 @@ impl AmqpSubscription {
                 FieldTable::default(),
             )
             .await
-            .map_err(backend("cannot declare a subscription queue"))?;
+            .map_err(backend(
+                &self.bus.inner.settings.url,
+                "cannot declare a subscription queue",
+            ))?;
         ch.queue_bind(
             q.name().clone(),
             short(&self.bus.events_exchange()),
@@ -821,7 +932,10 @@ impl AmqpSubscription {
             FieldTable::default(),
         )
         .await
-        .map_err(backend("cannot bind a subscription"))?;
+        .map_err(backend(
+            &self.bus.inner.settings.url,
+            "cannot bind a subscription",
+        ))?;
         let consumer = ch
             .basic_consume(
                 q.name().clone(),
@@ -834,7 +948,7 @@ impl AmqpSubscription {
                 FieldTable::default(),
             )
             .await
-            .map_err(backend("cannot subscribe"))?;
+            .map_err(backend(&self.bus.inner.settings.url, "cannot subscribe"))?;
         self.bus.keep_open(ch);
         self.stream = Some(consumer);
         Ok(())

@@ -25,6 +25,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, StreamConsumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
@@ -103,8 +104,33 @@ impl std::fmt::Debug for KafkaBus {
     }
 }
 
-fn backend<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> BusError + '_ {
-    move |e| BusError::Backend(format!("{what}: {e}"))
+/// The reason when `e` is the cluster refusing access (authentication, or an ACL on a
+/// topic, group or the cluster): permanent, retrying cannot help.
+fn refusal(e: &KafkaError) -> Option<String> {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    let code = e.rdkafka_error_code()?;
+    matches!(
+        code,
+        C::Authentication
+            | C::SaslAuthenticationFailed
+            | C::TopicAuthorizationFailed
+            | C::GroupAuthorizationFailed
+            | C::ClusterAuthorizationFailed
+            | C::TransactionalIdAuthorizationFailed
+            | C::DelegationTokenAuthorizationFailed
+    )
+    .then(|| code.to_string())
+}
+
+/// `what: error` as a backend error, or, when the cluster refused access, a permanent
+/// [`BusError::Denied`] naming the brokers and the reason.
+fn backend<'a>(brokers: &'a str, what: &'a str) -> impl FnOnce(KafkaError) -> BusError + 'a {
+    move |e| match refusal(&e) {
+        Some(reason) => BusError::Denied(format!(
+            "Kafka at {brokers} refused access ({what}): {reason} (check the ACLs of this client)"
+        )),
+        None => BusError::Backend(format!("{what}: {e}")),
+    }
 }
 
 fn now_ms() -> i64 {
@@ -157,11 +183,14 @@ impl KafkaBus {
             .set("linger.ms", "1")
             .set("message.timeout.ms", "120000")
             .create()
-            .map_err(backend("cannot create a Kafka producer"))?;
+            .map_err(backend(&settings.brokers, "cannot create a Kafka producer"))?;
         let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
             .set("bootstrap.servers", &settings.brokers)
             .create()
-            .map_err(backend("cannot create a Kafka admin client"))?;
+            .map_err(backend(
+                &settings.brokers,
+                "cannot create a Kafka admin client",
+            ))?;
         let bus = Self {
             inner: Arc::new(Inner {
                 settings,
@@ -215,7 +244,10 @@ impl KafkaBus {
             for name in &missing {
                 let meta =
                     tokio::task::block_in_place(|| client.fetch_metadata(Some(name), TIMEOUT))
-                        .map_err(backend("cannot read topic metadata"))?;
+                        .map_err(backend(
+                            &self.inner.settings.brokers,
+                            "cannot read topic metadata",
+                        ))?;
                 let ok = meta.topics().iter().any(|t| {
                     t.name() == name.as_str() && t.error().is_none() && !t.partitions().is_empty()
                 });
@@ -283,7 +315,12 @@ impl KafkaBus {
             .send(record, TIMEOUT)
             .await
             .map(|_| ())
-            .map_err(|(e, _)| BusError::Backend(format!("produce to {topic} failed: {e}")))
+            .map_err(|(e, _)| {
+                backend(
+                    &self.inner.settings.brokers,
+                    &format!("produce to {topic} failed"),
+                )(e)
+            })
     }
 
     /// Record a dead letter and announce it on the events topic.
@@ -318,11 +355,17 @@ impl KafkaBus {
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "false")
             .create()
-            .map_err(backend("cannot create a Kafka consumer"))?;
+            .map_err(backend(
+                &self.inner.settings.brokers,
+                "cannot create a Kafka consumer",
+            ))?;
         let (letters, ends) = tokio::task::block_in_place(|| {
             let meta = consumer
                 .fetch_metadata(Some(&topic), TIMEOUT)
-                .map_err(backend("cannot read topic metadata"))?;
+                .map_err(backend(
+                    &self.inner.settings.brokers,
+                    "cannot read topic metadata",
+                ))?;
             let partitions: Vec<i32> = meta
                 .topics()
                 .iter()
@@ -334,14 +377,21 @@ impl KafkaBus {
             }
             let committed = consumer
                 .committed_offsets(wanted, TIMEOUT)
-                .map_err(backend("cannot read committed offsets"))?;
+                .map_err(backend(
+                    &self.inner.settings.brokers,
+                    "cannot read committed offsets",
+                ))?;
             let mut assign = TopicPartitionList::new();
             let mut ends = TopicPartitionList::new();
             let mut remaining = HashMap::new();
             for p in &partitions {
-                let (low, high) = consumer
-                    .fetch_watermarks(&topic, *p, TIMEOUT)
-                    .map_err(backend("cannot read watermarks"))?;
+                let (low, high) =
+                    consumer
+                        .fetch_watermarks(&topic, *p, TIMEOUT)
+                        .map_err(backend(
+                            &self.inner.settings.brokers,
+                            "cannot read watermarks",
+                        ))?;
                 let start = committed
                     .find_partition(&topic, *p)
                     .and_then(|e| e.offset().to_raw())
@@ -349,23 +399,28 @@ impl KafkaBus {
                     .unwrap_or(low)
                     .max(low);
                 ends.add_partition_offset(&topic, *p, Offset::Offset(high))
-                    .map_err(backend("offsets"))?;
+                    .map_err(backend(&self.inner.settings.brokers, "offsets"))?;
                 if start < high {
                     assign
                         .add_partition_offset(&topic, *p, Offset::Offset(start))
-                        .map_err(backend("offsets"))?;
+                        .map_err(backend(&self.inner.settings.brokers, "offsets"))?;
                     remaining.insert(*p, high);
                 }
             }
             let mut letters = Vec::new();
             if !remaining.is_empty() {
-                consumer.assign(&assign).map_err(backend("cannot assign"))?;
+                consumer
+                    .assign(&assign)
+                    .map_err(backend(&self.inner.settings.brokers, "cannot assign"))?;
                 let deadline = std::time::Instant::now() + TIMEOUT * 3;
                 while !remaining.is_empty() && std::time::Instant::now() < deadline {
                     let Some(m) = consumer.poll(Duration::from_millis(200)) else {
                         continue;
                     };
-                    let m = m.map_err(backend("cannot read dead letters"))?;
+                    let m = m.map_err(backend(
+                        &self.inner.settings.brokers,
+                        "cannot read dead letters",
+                    ))?;
                     let Some(&end) = remaining.get(&m.partition()) else {
                         continue;
                     };
@@ -415,7 +470,10 @@ impl KafkaBus {
             .client_config()
             .set("group.id", &topic)
             .create()
-            .map_err(backend("cannot create a Kafka consumer"))?;
+            .map_err(backend(
+                &self.inner.settings.brokers,
+                "cannot create a Kafka consumer",
+            ))?;
         tokio::task::block_in_place(|| {
             let mut lag = 0u64;
             let mut wanted = TopicPartitionList::new();
@@ -424,11 +482,17 @@ impl KafkaBus {
             }
             let committed = consumer
                 .committed_offsets(wanted, TIMEOUT)
-                .map_err(backend("cannot read committed offsets"))?;
+                .map_err(backend(
+                    &self.inner.settings.brokers,
+                    "cannot read committed offsets",
+                ))?;
             for e in committed.elements() {
                 let (low, high) = consumer
                     .fetch_watermarks(&topic, e.partition(), TIMEOUT)
-                    .map_err(backend("cannot read watermarks"))?;
+                    .map_err(backend(
+                        &self.inner.settings.brokers,
+                        "cannot read watermarks",
+                    ))?;
                 let at = e.offset().to_raw().filter(|o| *o >= 0).unwrap_or(low);
                 lag += (high - at).max(0) as u64;
             }
@@ -465,10 +529,13 @@ impl Bus for KafkaBus {
             .set("session.timeout.ms", "6000")
             .set("heartbeat.interval.ms", "500")
             .create()
-            .map_err(backend("cannot create a Kafka consumer"))?;
+            .map_err(backend(
+                &self.inner.settings.brokers,
+                "cannot create a Kafka consumer",
+            ))?;
         consumer
             .subscribe(&[&main, &retry])
-            .map_err(backend("cannot subscribe"))?;
+            .map_err(backend(&self.inner.settings.brokers, "cannot subscribe"))?;
         let consumer = self.keep_open(consumer);
         Ok(Box::new(KafkaConsumer {
             bus: self.clone(),
@@ -497,24 +564,36 @@ impl Bus for KafkaBus {
             )
             .set("enable.auto.commit", "false")
             .create()
-            .map_err(backend("cannot create a Kafka consumer"))?;
+            .map_err(backend(
+                &self.inner.settings.brokers,
+                "cannot create a Kafka consumer",
+            ))?;
         // Assigned at the current end of every partition before returning, so every event
         // published after `subscribe` returns is seen.
         let assign = tokio::task::block_in_place(|| {
             let meta = consumer
                 .fetch_metadata(Some(&topic), TIMEOUT)
-                .map_err(backend("cannot read topic metadata"))?;
+                .map_err(backend(
+                    &self.inner.settings.brokers,
+                    "cannot read topic metadata",
+                ))?;
             let mut tpl = TopicPartitionList::new();
             for p in meta.topics().iter().flat_map(|t| t.partitions()) {
-                let (_, high) = consumer
-                    .fetch_watermarks(&topic, p.id(), TIMEOUT)
-                    .map_err(backend("cannot read watermarks"))?;
+                let (_, high) =
+                    consumer
+                        .fetch_watermarks(&topic, p.id(), TIMEOUT)
+                        .map_err(backend(
+                            &self.inner.settings.brokers,
+                            "cannot read watermarks",
+                        ))?;
                 tpl.add_partition_offset(&topic, p.id(), Offset::Offset(high))
-                    .map_err(backend("offsets"))?;
+                    .map_err(backend(&self.inner.settings.brokers, "offsets"))?;
             }
             Ok::<_, BusError>(tpl)
         })?;
-        consumer.assign(&assign).map_err(backend("cannot assign"))?;
+        consumer
+            .assign(&assign)
+            .map_err(backend(&self.inner.settings.brokers, "cannot assign"))?;
         let consumer = self.keep_open(consumer);
         Ok(Box::new(KafkaSubscription {
             bus: self.clone(),
@@ -552,9 +631,10 @@ impl Bus for KafkaBus {
                 .await?;
             }
         }
-        consumer
-            .commit(&ends, CommitMode::Sync)
-            .map_err(backend("cannot record the replay"))?;
+        consumer.commit(&ends, CommitMode::Sync).map_err(backend(
+            &self.inner.settings.brokers,
+            "cannot record the replay",
+        ))?;
         Ok(moved)
     }
 
@@ -650,6 +730,11 @@ impl Consumer for KafkaConsumer {
             }
             let m = match self.consumer.recv().await {
                 Ok(m) => m,
+                Err(e) if refusal(&e).is_some() => {
+                    let e = backend(&self.bus.inner.settings.brokers, "consume")(e);
+                    tracing::error!(queue = %self.queue, error = %e, "giving up on Kafka");
+                    return None;
+                }
                 Err(e) => {
                     tracing::warn!(queue = %self.queue, error = %e, "Kafka consumer error; retrying");
                     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -812,6 +897,11 @@ impl Subscription for KafkaSubscription {
                             Bytes::copy_from_slice(m.payload().unwrap_or_default()),
                         ));
                     }
+                }
+                Err(e) if refusal(&e).is_some() => {
+                    let e = backend(&self.bus.inner.settings.brokers, "subscribe")(e);
+                    tracing::error!(pattern = %self.pattern, error = %e, "giving up on Kafka");
+                    return None;
                 }
                 Err(e) => {
                     tracing::warn!(pattern = %self.pattern, error = %e, "Kafka subscription error; retrying");

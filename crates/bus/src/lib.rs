@@ -38,6 +38,17 @@ pub enum BusError {
     Closed,
     #[error("bus backend error: {0}")]
     Backend(String),
+    /// The broker refused the credentials or a permission: permanent, never retried. The
+    /// message names the broker (never a password) and what to check.
+    #[error("{0}")]
+    Denied(String),
+}
+
+impl BusError {
+    /// Whether retrying cannot help (the broker refused access).
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, Self::Denied(_))
+    }
 }
 
 /// A shared bus handle.

@@ -1,5 +1,5 @@
-//! In-process bus: the embedded default. Bounded work queues with ack/nack, redelivery and
-//! dead letters; an events topic fanned out to per-subscriber queues (a subscriber never
+//! In-process bus: the embedded default. Bounded work queues with ack/nack, redelivery,
+//! deferral (redelivered after a short delay, not counted) and dead letters; an events topic fanned out to per-subscriber queues (a subscriber never
 //! misses an event published after it subscribed, however slow it is).
 
 use std::collections::{HashMap, VecDeque};
@@ -272,7 +272,27 @@ impl Acker for MemoryAcker {
             self.queue.bury(m, reason);
         }
     }
+    fn defer(&self, reason: &str) {
+        if let Some(mut m) = self.msg.lock().expect("acker lock").take() {
+            // Not counted: the next delivery carries the count this one arrived with.
+            m.deliveries = m.deliveries.saturating_sub(1);
+            tracing::debug!(queue = %self.queue.name, reason, "message deferred");
+            let queue = self.queue.clone();
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => {
+                    rt.spawn(async move {
+                        tokio::time::sleep(DEFER_DELAY).await;
+                        queue.push(m);
+                    });
+                }
+                Err(_) => queue.push(m),
+            }
+        }
+    }
 }
+
+/// How long a deferred message waits before it is delivered again.
+const DEFER_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
 
 struct MemorySubscription {
     rx: mpsc::UnboundedReceiver<(String, Bytes)>,
@@ -336,6 +356,27 @@ mod tests {
         let d = c.next().await.unwrap();
         assert_eq!(d.deliveries, 1, "a replayed message starts over");
         d.ack();
+    }
+
+    #[tokio::test]
+    async fn a_deferred_message_comes_back_later_without_counting() {
+        let bus = MemoryBus::new(10, 2);
+        bus.publish("q", b("busy")).await.unwrap();
+        let mut c = bus.consume("q", 1).await.unwrap();
+        for _ in 0..5 {
+            let d = c.next().await.unwrap();
+            assert_eq!(d.deliveries, 1, "a deferral is not a delivery");
+            let at = tokio::time::Instant::now();
+            d.defer("table busy");
+            assert_eq!(bus.depth("q"), 0, "not back at once");
+            let d = c.next().await.unwrap();
+            assert!(at.elapsed() >= DEFER_DELAY, "{:?}", at.elapsed());
+            d.defer("table busy");
+        }
+        let d = c.next().await.unwrap();
+        assert_eq!(d.deliveries, 1);
+        d.ack();
+        assert!(bus.dead_letters("q").await.unwrap().is_empty());
     }
 
     #[tokio::test]

@@ -234,3 +234,41 @@ async fn quorum_queues_work_the_same() {
     bus.delete_topology().await.unwrap();
     bus.close().await;
 }
+
+/// A wrong password, or a virtual host the user may not use, is not an outage: connecting
+/// fails at once (not after the reconnect timeout) with one line that names the broker and
+/// never the password.
+#[tokio::test]
+async fn a_refused_login_fails_at_once_naming_the_broker_not_the_password() {
+    for (url, reason) in [
+        (
+            "amqp://guest:not-the-password@127.0.0.1:5672/%2f",
+            "amqp://guest@127.0.0.1:5672/%2f",
+        ),
+        (
+            "amqp://guest:guest@127.0.0.1:5672/no-such-vhost",
+            "amqp://guest@127.0.0.1:5672/no-such-vhost",
+        ),
+    ] {
+        let mut s = AmqpSettings::new(url, "test-refused");
+        s.reconnect_timeout = Duration::from_secs(60);
+        let started = std::time::Instant::now();
+        let e = AmqpBus::connect(s).await.unwrap_err();
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{url}: refused after {:?}",
+            started.elapsed()
+        );
+        assert!(e.is_permanent(), "{url}: {e:?}");
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with(&format!("RabbitMQ at {reason} refused access: ")),
+            "{msg}"
+        );
+        assert!(
+            !msg.contains("not-the-password") && !msg.contains("guest:guest"),
+            "{msg}"
+        );
+        assert!(!msg.contains('\n'), "{msg}");
+    }
+}

@@ -255,3 +255,28 @@ async fn offsets_never_pass_an_unsettled_delivery() {
     again.ack();
     bus.close().await;
 }
+
+/// An ACL refusal is permanent and named: the brokers, what was refused, no retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_produce_is_permanent_and_names_the_cluster() {
+    let c = cluster();
+    let bus = bus_on(&c, 3).await;
+    c.cluster.request_errors(
+        rdkafka::types::RDKafkaApiKey::Produce,
+        &[rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 5],
+    );
+    let e = bus
+        .publish("q", Bytes::from_static(b"{\"a\":1}"))
+        .await
+        .unwrap_err();
+    assert!(e.is_permanent(), "{e:?}");
+    let msg = e.to_string();
+    assert!(
+        msg.starts_with(&format!(
+            "Kafka at {} refused access",
+            c.cluster.bootstrap_servers()
+        )),
+        "{msg}"
+    );
+    assert!(msg.contains("authorization"), "{msg}");
+}

@@ -62,6 +62,10 @@ pub struct Config {
     /// Replication between Unity Catalog metastores by the Databricks engine.
     #[serde(default)]
     pub databricks: Option<crate::databricks::DatabricksConfig>,
+    /// The file this config was loaded from (absolute when it exists), set by
+    /// [`Config::load`]; never read from YAML. The notifier names it in its digests.
+    #[serde(skip)]
+    pub file: Option<PathBuf>,
 }
 
 fn one() -> u32 {
@@ -912,6 +916,7 @@ impl Config {
         if let Some(dir) = path.parent() {
             config.resolve_paths(dir);
         }
+        config.file = Some(std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned()));
         Ok(config)
     }
 

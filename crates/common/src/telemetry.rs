@@ -14,10 +14,12 @@ pub enum LogFormat {
 /// Safe to call twice (the second call is ignored), which tests rely on.
 pub fn init(format: LogFormat, default_filter: &str) {
     // delta-rs logs expected conditions (probing a table that does not exist yet) at ERROR;
-    // our own errors carry whatever of those matters, so its logs are opt-in via RUST_LOG.
+    // lapin logs every closed connection at ERROR as a struct dump (a refused login, a
+    // connection closed by the broker); our own errors carry whatever of those matters, in
+    // one line, so their logs are opt-in via RUST_LOG.
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::new(format!(
-            "{default_filter},deltalake_core=off,buoyant_kernel=off,buoyant_kernel_engine=off,sqlx=warn,lapin=warn"
+            "{default_filter},deltalake_core=off,buoyant_kernel=off,buoyant_kernel_engine=off,sqlx=warn,lapin=off"
         ))
     });
     let registry = tracing_subscriber::registry().with(filter);

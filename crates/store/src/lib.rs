@@ -28,6 +28,21 @@ pub enum StoreError {
         path: String,
         source: std::io::Error,
     },
+    /// The database refused the login or a privilege: permanent, never retried.
+    #[error(
+        "{database} at {endpoint} refused access: {message} (check the user in state.url and its password in PGPASSWORD or ~/.pgpass)"
+    )]
+    Denied {
+        database: &'static str,
+        /// The URL without password or query string.
+        endpoint: String,
+        message: String,
+    },
+    #[error("cannot connect to the state database at {endpoint}: {source}")]
+    Connect {
+        endpoint: String,
+        source: sqlx::Error,
+    },
     #[error("state database error: {0}")]
     Db(#[from] sqlx::Error),
     #[error("state database migration failed: {0}")]
@@ -46,6 +61,46 @@ pub mod status {
     pub const FAILED: &str = "failed";
     pub const MISMATCHED: &str = "mismatched";
     pub const TERMINAL: [&str; 3] = [SUCCEEDED, FAILED, MISMATCHED];
+}
+
+/// What recording a stage's result did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recorded {
+    /// The result became the task's result: the first one recorded for its stage. A later
+    /// one (a redelivered task) changes nothing; its attempts are its only record.
+    pub first: bool,
+    /// The task's status afterwards (empty if the task does not exist).
+    pub status: String,
+}
+
+/// One acquisition of a lease on a target: the worker and an ID unique to this acquisition.
+/// Two deliveries of one task handled by one worker (a broker redelivers a task to the
+/// worker still cloning it) are two different holders, so only one of them gets the lease.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseToken {
+    pub worker: String,
+    pub id: Uuid,
+}
+
+impl LeaseToken {
+    /// A fresh token for `worker`.
+    pub fn new(worker: &str) -> Self {
+        Self {
+            worker: worker.to_owned(),
+            id: Uuid::new_v4(),
+        }
+    }
+
+    /// The `holder` stored in the lease row: `worker#lease-id`.
+    fn holder(&self) -> String {
+        format!("{}#{}", self.worker, self.id)
+    }
+}
+
+impl std::fmt::Display for LeaseToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (lease {})", self.worker, self.id)
+    }
 }
 
 /// A stage of a task.
@@ -175,6 +230,37 @@ impl Backend {
     }
 }
 
+/// A state URL as it may be shown: no password, no query string.
+fn redact_url(url: &str) -> String {
+    let url = url.split('?').next().unwrap_or(url);
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((user, host)) => {
+            let user = user.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}@{host}{path}")
+        }
+        None => format!("{scheme}://{authority}{path}"),
+    }
+}
+
+/// The server's reason when `e` is an authentication or authorization failure (SQLSTATE
+/// class 28, invalid authorization, or 42501, insufficient privilege): no retry can help.
+fn refusal(e: &sqlx::Error) -> Option<String> {
+    match e {
+        sqlx::Error::Database(db)
+            if db
+                .code()
+                .is_some_and(|c| c.starts_with("28") || c == "42501") =>
+        {
+            Some(db.message().to_owned())
+        }
+        _ => None,
+    }
+}
+
 fn now() -> String {
     Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
@@ -208,6 +294,7 @@ impl Store {
                 (format!("sqlite://{}?mode=rwc", path.display()), 4)
             }
         };
+        let endpoint = redact_url(&url);
         let pool = AnyPoolOptions::new()
             .max_connections(max)
             .after_connect(move |conn, _| {
@@ -223,10 +310,34 @@ impl Store {
                 })
             })
             .connect(&url)
-            .await?;
-        match backend {
-            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await?,
-            Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await?,
+            .await
+            .map_err(|e| match refusal(&e) {
+                Some(message) => StoreError::Denied {
+                    database: "PostgreSQL",
+                    endpoint: endpoint.clone(),
+                    message,
+                },
+                None => StoreError::Connect {
+                    endpoint: endpoint.clone(),
+                    source: e,
+                },
+            })?;
+        let migrated = match backend {
+            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await,
+            Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await,
+        };
+        if let Err(e) = migrated {
+            return Err(match &e {
+                sqlx::migrate::MigrateError::Execute(db) => match refusal(db) {
+                    Some(message) => StoreError::Denied {
+                        database: "PostgreSQL",
+                        endpoint,
+                        message,
+                    },
+                    None => e.into(),
+                },
+                _ => e.into(),
+            });
         }
         Ok(Self { pool, backend })
     }
@@ -297,8 +408,10 @@ impl Store {
         Ok(())
     }
 
-    /// A stage attempt starts: log it and move the task to `cloning`/`reconciling`
-    /// (terminal tasks stay terminal, so a stale redelivery cannot reopen them).
+    /// A stage attempt starts: log it and move the task to `cloning`/`reconciling`.
+    /// A clone attempt moves only a task whose clone result is not recorded yet, a
+    /// reconcile attempt only a task that is not terminal: a redelivered task never
+    /// reopens a stage that has its result.
     pub async fn attempt_started(
         &self,
         run_id: Uuid,
@@ -308,13 +421,16 @@ impl Store {
         worker: &str,
     ) -> Result<i64, StoreError> {
         let ts = now();
-        let state = match stage {
-            Stage::Clone => status::CLONING,
-            Stage::Reconcile => status::RECONCILING,
+        let (state, guard) = match stage {
+            Stage::Clone => (status::CLONING, "status IN ('queued','cloning')"),
+            Stage::Reconcile => (
+                status::RECONCILING,
+                "status NOT IN ('succeeded','failed','mismatched')",
+            ),
         };
-        sqlx::query(
-            "UPDATE tasks SET status = $1, updated_at = $2 WHERE task_id = $3 AND status NOT IN ('succeeded','failed','mismatched')",
-        )
+        sqlx::query(&format!(
+            "UPDATE tasks SET status = $1, updated_at = $2 WHERE task_id = $3 AND {guard}"
+        ))
         .bind(state)
         .bind(&ts)
         .bind(task_id.to_string())
@@ -353,11 +469,17 @@ impl Store {
 
     /// Record a clone result. `then_reconcile` leaves a successful task at `cloned`, waiting
     /// for its validation; otherwise success is terminal.
+    ///
+    /// Only the first clone result of a task is recorded (the task is `queued` or
+    /// `cloning`); a later one — a redelivered task — leaves the task, its metrics and its
+    /// results as they are, and says so ([`Recorded::first`] is false). Either way a
+    /// successful clone updates the last source version cloned into the target, which
+    /// is what the target now holds.
     pub async fn record_clone(
         &self,
         r: &CloneResult,
         then_reconcile: bool,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Recorded, StoreError> {
         let mut tx = self.pool.begin().await?;
         let ts = now();
         let state = match (r.outcome, then_reconcile) {
@@ -366,10 +488,10 @@ impl Store {
             (Outcome::Failed, _) => status::FAILED,
         };
         let m = r.metrics.clone().unwrap_or_default();
-        sqlx::query(
+        let done = sqlx::query(
             "UPDATE tasks SET status = $1, source_version = COALESCE($2, source_version), target_version = $3,
                copied_files = $4, copied_bytes = $5, removed_files = $6, error = $7, updated_at = $8
-             WHERE task_id = $9",
+             WHERE task_id = $9 AND status IN ('queued','cloning')",
         )
         .bind(state)
         .bind(opt_i64(r.source_version))
@@ -382,15 +504,19 @@ impl Store {
         .bind(r.task_id.to_string())
         .execute(&mut *tx)
         .await?;
-        insert_outcome(
-            &mut tx,
-            r.task_id,
-            r.header.run_id,
-            Stage::Clone,
-            &format!("{:?}", r.outcome).to_lowercase(),
-            &serde_json::to_string(r).unwrap_or_default(),
-        )
-        .await?;
+        let first = done.rows_affected() == 1;
+        if first {
+            insert_outcome(
+                &mut tx,
+                r.task_id,
+                r.header.run_id,
+                Stage::Clone,
+                &format!("{:?}", r.outcome).to_lowercase(),
+                &serde_json::to_string(r).unwrap_or_default(),
+            )
+            .await?;
+        }
+        // What the target holds now, whichever delivery put it there.
         if let (Outcome::Succeeded, Some(sv), Some(tv)) =
             (r.outcome, r.source_version, r.target_version)
         {
@@ -410,12 +536,18 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
+        let status = if first {
+            state.to_owned()
+        } else {
+            task_status(&mut tx, r.task_id).await?
+        };
         tx.commit().await?;
-        Ok(())
+        Ok(Recorded { first, status })
     }
 
-    /// Record a validation result; always terminal for the task.
-    pub async fn record_reconcile(&self, r: &ReconcileResult) -> Result<(), StoreError> {
+    /// Record a validation result; always terminal for the task. Only the first one is
+    /// recorded: a task already terminal keeps its result ([`Recorded::first`] is false).
+    pub async fn record_reconcile(&self, r: &ReconcileResult) -> Result<Recorded, StoreError> {
         let mut tx = self.pool.begin().await?;
         let state = match r.outcome {
             Validation::Matched => status::SUCCEEDED,
@@ -434,10 +566,10 @@ impl Store {
             ),
             _ => None,
         };
-        sqlx::query(
+        let done = sqlx::query(
             "UPDATE tasks SET status = $1, source_rows = $2, target_rows = $3, error = COALESCE($4, error), updated_at = $5,
                source_version = COALESCE(source_version, $6), target_version = COALESCE(target_version, $7)
-             WHERE task_id = $8",
+             WHERE task_id = $8 AND status NOT IN ('succeeded','failed','mismatched')",
         )
         .bind(state)
         .bind(opt_i64(r.source_rows))
@@ -449,6 +581,14 @@ impl Store {
         .bind(r.task_id.to_string())
         .execute(&mut *tx)
         .await?;
+        if done.rows_affected() == 0 {
+            let status = task_status(&mut tx, r.task_id).await?;
+            tx.commit().await?;
+            return Ok(Recorded {
+                first: false,
+                status,
+            });
+        }
         insert_outcome(
             &mut tx,
             r.task_id,
@@ -459,7 +599,19 @@ impl Store {
         )
         .await?;
         tx.commit().await?;
-        Ok(())
+        Ok(Recorded {
+            first: true,
+            status: state.to_owned(),
+        })
+    }
+
+    /// A task's status, if the task exists.
+    pub async fn task_status(&self, task_id: Uuid) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT status FROM tasks WHERE task_id = $1")
+            .bind(task_id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.get(0)))
     }
 
     /// Fail a task that is not terminal yet (its message was dead-lettered without a
@@ -641,12 +793,14 @@ impl Store {
             .collect())
     }
 
-    /// Take (or renew) the lease on `target` for `holder` until `ttl` from now. Succeeds
-    /// when the table is free, its lease expired, or `holder` already holds it.
+    /// Take (or renew) the lease on `target` for `token` until `ttl` from now. Succeeds
+    /// when the table is free, its lease expired, or this very token holds it. The holder
+    /// is the acquisition, not the worker: the same worker with another token (a second
+    /// delivery of a task it is still cloning) is refused like any other.
     pub async fn acquire_lease(
         &self,
         target: &str,
-        holder: &str,
+        token: &LeaseToken,
         task_id: Uuid,
         ttl: std::time::Duration,
     ) -> Result<bool, StoreError> {
@@ -658,7 +812,7 @@ impl Store {
              WHERE leases.expires_at < $5 OR leases.holder = excluded.holder",
         )
         .bind(target)
-        .bind(holder)
+        .bind(token.holder())
         .bind(task_id.to_string())
         .bind(now + ttl.as_millis() as i64)
         .bind(now)
@@ -667,24 +821,36 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Give the lease on `target` back (only if `holder` still holds it).
-    pub async fn release_lease(&self, target: &str, holder: &str) -> Result<(), StoreError> {
+    /// Give the lease on `target` back (only if `token` still holds it).
+    pub async fn release_lease(&self, target: &str, token: &LeaseToken) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM leases WHERE target = $1 AND holder = $2")
             .bind(target)
-            .bind(holder)
+            .bind(token.holder())
             .execute(&self.pool)
             .await?;
         Ok(())
     }
 
-    /// Who holds the lease on `target`, if it is held.
-    pub async fn lease_holder(&self, target: &str) -> Result<Option<String>, StoreError> {
+    /// Who holds the lease on `target`, if it is held: the worker and the lease ID (the
+    /// latter absent for a lease taken by a version that did not record one).
+    pub async fn lease_holder(
+        &self,
+        target: &str,
+    ) -> Result<Option<(String, Option<Uuid>)>, StoreError> {
         let row = sqlx::query("SELECT holder FROM leases WHERE target = $1 AND expires_at >= $2")
             .bind(target)
             .bind(Utc::now().timestamp_millis())
             .fetch_optional(&self.pool)
             .await?;
-        Ok(row.map(|r| r.get(0)))
+        Ok(row.map(|r| {
+            let holder: String = r.get(0);
+            match holder.rsplit_once('#') {
+                Some((worker, id)) if id.parse::<Uuid>().is_ok() => {
+                    (worker.to_owned(), id.parse().ok())
+                }
+                _ => (holder, None),
+            }
+        }))
     }
 
     /// Runs not completed yet, oldest first.
@@ -827,6 +993,17 @@ impl Store {
     }
 }
 
+async fn task_status(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    task_id: Uuid,
+) -> Result<String, StoreError> {
+    let row = sqlx::query("SELECT status FROM tasks WHERE task_id = $1")
+        .bind(task_id.to_string())
+        .fetch_optional(&mut **tx)
+        .await?;
+    Ok(row.map(|r| r.get(0)).unwrap_or_default())
+}
+
 async fn insert_outcome(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     task_id: Uuid,
@@ -894,6 +1071,41 @@ mod tests {
             .unwrap();
     }
 
+    /// A login the server refuses fails at once, with one line that names the endpoint
+    /// (never a password) and says what to check.
+    #[tokio::test]
+    async fn a_refused_login_is_permanent_and_names_the_endpoint() {
+        let url = "postgres://no_such_role_x:hunter2@127.0.0.1:5432/postgres?password=hunter3";
+        let started = std::time::Instant::now();
+        let e = Store::open(url).await.unwrap_err();
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "refused after {:?}",
+            started.elapsed()
+        );
+        let msg = e.to_string();
+        assert!(matches!(e, StoreError::Denied { .. }), "{e:?}");
+        assert!(
+            msg.starts_with(
+                "PostgreSQL at postgres://no_such_role_x@127.0.0.1:5432/postgres refused access: "
+            ),
+            "{msg}"
+        );
+        assert!(msg.contains("no_such_role_x"), "{msg}");
+        assert!(!msg.contains("hunter"), "no password: {msg}");
+        assert!(!msg.contains('\n'), "one line: {msg}");
+    }
+
+    #[test]
+    fn state_urls_are_shown_without_secrets() {
+        assert_eq!(
+            redact_url("postgres://u:p@db:5432/x?sslmode=require&password=q"),
+            "postgres://u@db:5432/x"
+        );
+        assert_eq!(redact_url("postgres://db/x"), "postgres://db/x");
+        assert_eq!(redact_url("sqlite://a/b.db?mode=rwc"), "sqlite://a/b.db");
+    }
+
     #[tokio::test]
     async fn run_lifecycle_on_a_sqlite_file() {
         let dir = tempfile::tempdir().unwrap();
@@ -909,13 +1121,23 @@ mod tests {
         let (url, name) = postgres().await;
         lifecycle(&url).await;
         leases(&url).await;
+        a_worker_holds_a_lease_once_per_acquisition(&url).await;
+        results_are_recorded_once(&url).await;
         drop_db(&name).await;
     }
 
     #[tokio::test]
     async fn leases_on_sqlite() {
         let dir = tempfile::tempdir().unwrap();
-        leases(&format!("sqlite://{}/state.db", dir.path().display())).await;
+        let url = format!("sqlite://{}/state.db", dir.path().display());
+        leases(&url).await;
+        a_worker_holds_a_lease_once_per_acquisition(&url).await;
+    }
+
+    #[tokio::test]
+    async fn results_are_recorded_once_on_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        results_are_recorded_once(&format!("sqlite://{}/state.db", dir.path().display())).await;
     }
 
     /// One holder at a time; renewal by the holder; expiry frees the table; release.
@@ -926,34 +1148,206 @@ mod tests {
             std::time::Duration::from_millis(300),
         );
         let task = Uuid::now_v7();
-        assert!(store.acquire_lease(t, "w1", task, ttl).await.unwrap());
+        let (w1, w2, w3) = (
+            LeaseToken::new("w1"),
+            LeaseToken::new("w2"),
+            LeaseToken::new("w3"),
+        );
+        assert!(store.acquire_lease(t, &w1, task, ttl).await.unwrap());
         assert!(
-            !store.acquire_lease(t, "w2", task, ttl).await.unwrap(),
+            !store.acquire_lease(t, &w2, task, ttl).await.unwrap(),
             "held by w1"
         );
         assert!(
-            store.acquire_lease(t, "w1", task, ttl).await.unwrap(),
+            store.acquire_lease(t, &w1, task, ttl).await.unwrap(),
             "w1 renews"
         );
-        assert_eq!(store.lease_holder(t).await.unwrap().as_deref(), Some("w1"));
+        assert_eq!(
+            store.lease_holder(t).await.unwrap(),
+            Some(("w1".to_owned(), Some(w1.id)))
+        );
         assert!(
-            store.acquire_lease("other", "w2", task, ttl).await.unwrap(),
+            store.acquire_lease("other", &w2, task, ttl).await.unwrap(),
             "per table"
         );
         tokio::time::sleep(std::time::Duration::from_millis(400)).await;
         assert_eq!(store.lease_holder(t).await.unwrap(), None, "expired");
         assert!(
-            store.acquire_lease(t, "w2", task, ttl).await.unwrap(),
+            store.acquire_lease(t, &w2, task, ttl).await.unwrap(),
             "taken over"
         );
-        store.release_lease(t, "w1").await.unwrap();
+        store.release_lease(t, &w1).await.unwrap();
         assert_eq!(
-            store.lease_holder(t).await.unwrap().as_deref(),
+            store.lease_holder(t).await.unwrap().map(|h| h.0).as_deref(),
             Some("w2"),
             "w1 cannot release w2's lease"
         );
-        store.release_lease(t, "w2").await.unwrap();
-        assert!(store.acquire_lease(t, "w3", task, ttl).await.unwrap());
+        store.release_lease(t, &w2).await.unwrap();
+        assert!(store.acquire_lease(t, &w3, task, ttl).await.unwrap());
+    }
+
+    /// The holder of a lease is one acquisition, not a worker: a second delivery of a task
+    /// to the worker still cloning it (a broker redelivery after a dropped connection) does
+    /// not get the lease, and cannot renew or release the first one's.
+    async fn a_worker_holds_a_lease_once_per_acquisition(url: &str) {
+        let store = Store::open(url).await.unwrap();
+        let (t, ttl, task) = ("/t/a", std::time::Duration::from_secs(30), Uuid::now_v7());
+        let first = LeaseToken::new("cloner-1");
+        let redelivered = LeaseToken::new("cloner-1");
+        assert!(store.acquire_lease(t, &first, task, ttl).await.unwrap());
+        assert!(
+            !store
+                .acquire_lease(t, &redelivered, task, ttl)
+                .await
+                .unwrap(),
+            "the same worker's second delivery must wait"
+        );
+        store.release_lease(t, &redelivered).await.unwrap();
+        assert_eq!(
+            store.lease_holder(t).await.unwrap(),
+            Some(("cloner-1".to_owned(), Some(first.id))),
+            "the second delivery cannot release the first one's lease"
+        );
+        assert!(
+            store.acquire_lease(t, &first, task, ttl).await.unwrap(),
+            "the first renews"
+        );
+        store.release_lease(t, &first).await.unwrap();
+        assert!(
+            store
+                .acquire_lease(t, &redelivered, task, ttl)
+                .await
+                .unwrap()
+        );
+    }
+
+    /// A task's result is recorded once: a later clone result (a redelivered task's no-op)
+    /// changes neither its status nor its metrics nor its results, and a clone attempt
+    /// does not reopen a task whose clone is recorded.
+    async fn results_are_recorded_once(url: &str) {
+        let store = Store::open(url).await.unwrap();
+        let req = request();
+        let run_id = req.header.run_id;
+        let task = NewTask {
+            task_id: Uuid::now_v7(),
+            table: "a.x".into(),
+            source: "/s/a.x".into(),
+            target: "/t/a.x".into(),
+            source_version: None,
+        };
+        store
+            .create_run(&req, std::slice::from_ref(&task))
+            .await
+            .unwrap();
+        let clone = |files: u64| CloneResult {
+            header: Header::new(run_id),
+            task_id: task.task_id,
+            attempt: 1,
+            table: "a.x".into(),
+            source: "/s/a.x".into(),
+            target: "/t/a.x".into(),
+            outcome: Outcome::Succeeded,
+            source_version: Some(4),
+            target_version: Some(0),
+            committed: files > 0,
+            metrics: Some(CloneMetrics {
+                num_copied_files: files,
+                copied_files_size: files * 100,
+                ..Default::default()
+            }),
+            error: None,
+            retries: 0,
+            duration_ms: 5,
+            statement_ids: Vec::new(),
+        };
+        store
+            .attempt_started(run_id, task.task_id, Stage::Clone, 1, "w1")
+            .await
+            .unwrap();
+        let first = store.record_clone(&clone(6), true).await.unwrap();
+        assert_eq!(
+            first,
+            Recorded {
+                first: true,
+                status: "cloned".into()
+            }
+        );
+        // The same task delivered again: its attempt does not reopen the task, its no-op
+        // result is not recorded.
+        store
+            .attempt_started(run_id, task.task_id, Stage::Clone, 1, "w1")
+            .await
+            .unwrap();
+        assert_eq!(
+            store.task_status(task.task_id).await.unwrap().as_deref(),
+            Some("cloned")
+        );
+        let again = store.record_clone(&clone(0), true).await.unwrap();
+        assert_eq!(
+            again,
+            Recorded {
+                first: false,
+                status: "cloned".into()
+            }
+        );
+        let reconciled = ReconcileResult {
+            header: Header::new(run_id),
+            task_id: task.task_id,
+            attempt: 1,
+            table: "a.x".into(),
+            outcome: Validation::Matched,
+            source_version: Some(4),
+            target_version: Some(0),
+            source_rows: Some(10),
+            target_rows: Some(10),
+            checks: Vec::new(),
+            keys: None,
+            partitions: Vec::new(),
+            error: None,
+            duration_ms: 1,
+            statement_ids: Vec::new(),
+        };
+        assert!(store.record_reconcile(&reconciled).await.unwrap().first);
+        // After the task succeeded: neither a clone nor a validation changes it.
+        store
+            .attempt_started(run_id, task.task_id, Stage::Clone, 1, "w2")
+            .await
+            .unwrap();
+        let late = store.record_clone(&clone(0), true).await.unwrap();
+        assert_eq!(
+            late,
+            Recorded {
+                first: false,
+                status: "succeeded".into()
+            }
+        );
+        let failed = ReconcileResult {
+            outcome: Validation::Failed,
+            error: Some(replicator_proto::TaskError {
+                kind: replicator_proto::ErrorKind::Transient,
+                message: "late".into(),
+            }),
+            ..reconciled
+        };
+        assert!(!store.record_reconcile(&failed).await.unwrap().first);
+        let summary = store.summarize(run_id).await.unwrap();
+        assert_eq!(
+            (
+                summary.succeeded,
+                summary.files_copied,
+                summary.bytes_copied
+            ),
+            (1, 6, 600),
+            "the first result stands: {summary:?}"
+        );
+        let outcomes = store.outcomes(run_id).await.unwrap();
+        let stages: Vec<(&str, &str)> = outcomes
+            .iter()
+            .map(|(s, o, _)| (s.as_str(), o.as_str()))
+            .collect();
+        assert_eq!(stages, [("clone", "succeeded"), ("reconcile", "matched")]);
+        // Every delivery's attempt is in the audit.
+        assert_eq!(store.attempts(run_id).await.unwrap().len(), 3);
     }
 
     async fn lifecycle(url: &str) {

@@ -63,16 +63,8 @@ pub(crate) async fn handle(
             tracing::warn!(error = %e, "could not record the attempt");
         }
     }
-    crate::settle(
-        &task,
-        msg,
-        delivery,
-        bus,
-        store,
-        config,
-        lease,
-        started,
-        |err| format!("databricks clone failed: {err}"),
-    )
+    crate::settle(&task, msg, delivery, bus, store, lease, started, |err| {
+        format!("databricks clone failed: {err}")
+    })
     .await;
 }

@@ -10,6 +10,12 @@
 //! finally fails is dead-lettered with its reason, so `replay` can bring it back once the
 //! cause is fixed. If the worker dies mid-task the task is redelivered; the clone is
 //! idempotent (files already copied are not copied again, an up-to-date target is a no-op).
+//!
+//! One clone of a target at a time, per delivery: each delivery takes the target's lease
+//! in the store with a token of its own, so a redelivered copy of a task that is still
+//! being cloned (even on the same worker) is deferred until the first one is done. Only
+//! the first result of a task is recorded; a later delivery is acked and kept in the
+//! attempts.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -21,7 +27,7 @@ use replicator_common::retry::RetryPolicy;
 use replicator_common::shutdown::CancellationToken;
 use replicator_lake::{CloneOptions, CloneProgress, LakeError, TableLocation, deep_clone};
 use replicator_proto::{CloneResult, CloneTask, Header, Outcome, ReconcileTask, TaskError, names};
-use replicator_store::{Stage, Store};
+use replicator_store::{LeaseToken, Recorded, Stage, Store, status};
 use tokio::task::JoinHandle;
 
 mod databricks;
@@ -53,34 +59,44 @@ impl ClonerConfig {
     }
 }
 
-/// Holds the lease on a target and renews it until dropped.
+/// Holds the lease on a target for one delivery and renews it until released or dropped.
+/// The holder is a [`LeaseToken`] made for this delivery, so a second delivery of the same
+/// task on the same worker (redelivered by the broker after a dropped connection while
+/// this one still runs) does not get the lease and is deferred.
 struct Lease {
+    token: LeaseToken,
     renew: tokio::task::JoinHandle<()>,
 }
 
 impl Lease {
     /// Take the lease on `task.target`, or say who holds it.
     async fn take(task: &CloneTask, store: &Store, config: &ClonerConfig) -> Result<Lease, String> {
-        let (target, worker, ttl) = (task.target.clone(), config.worker.clone(), config.lease_ttl);
+        let (target, ttl) = (task.target.clone(), config.lease_ttl);
+        let token = LeaseToken::new(&config.worker);
         match store
-            .acquire_lease(&target, &worker, task.task_id, ttl)
+            .acquire_lease(&target, &token, task.task_id, ttl)
             .await
         {
             Ok(true) => {}
             Ok(false) => {
-                let holder = store.lease_holder(&target).await.ok().flatten();
+                let holder = match store.lease_holder(&target).await.ok().flatten() {
+                    Some((worker, _)) if worker == config.worker => {
+                        "another delivery on this worker".to_owned()
+                    }
+                    Some((worker, _)) => worker,
+                    None => "another worker".to_owned(),
+                };
                 return Err(format!(
-                    "target {target} is being cloned by {}; retrying later",
-                    holder.as_deref().unwrap_or("another worker")
+                    "target {target} is being cloned by {holder}; retrying later"
                 ));
             }
             Err(e) => return Err(format!("cannot take the lease on {target}: {e}")),
         }
-        let (store, task_id) = (store.clone(), task.task_id);
+        let (store, task_id, renewing) = (store.clone(), task.task_id, token.clone());
         let renew = tokio::spawn(async move {
             loop {
                 tokio::time::sleep(ttl / 3).await;
-                match store.acquire_lease(&target, &worker, task_id, ttl).await {
+                match store.acquire_lease(&target, &renewing, task_id, ttl).await {
                     Ok(true) => {}
                     Ok(false) => {
                         tracing::error!(%target, "lost the lease on the target (expired while cloning); a conflicting commit will be refused")
@@ -89,14 +105,22 @@ impl Lease {
                 }
             }
         });
-        Ok(Lease { renew })
+        Ok(Lease { token, renew })
     }
 
-    async fn release(self, target: &str, store: &Store, worker: &str) {
+    async fn release(self, target: &str, store: &Store) {
         self.renew.abort();
-        if let Err(e) = store.release_lease(target, worker).await {
+        if let Err(e) = store.release_lease(target, &self.token).await {
             tracing::warn!(%target, error = %e, "could not release the lease; it expires by itself");
         }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        // A handler that ends without releasing (cancelled, panicked) stops renewing: the
+        // lease then expires by itself.
+        self.renew.abort();
     }
 }
 
@@ -232,17 +256,9 @@ pub async fn handle(
     if let Some(m) = &msg.metrics {
         metrics::bytes_copied(m.copied_files_size);
     }
-    settle(
-        &task,
-        msg,
-        delivery,
-        bus,
-        store,
-        config,
-        lease,
-        started,
-        |err| format!("clone failed after {retries} retries: {err}"),
-    )
+    settle(&task, msg, delivery, bus, store, lease, started, |err| {
+        format!("clone failed after {retries} retries: {err}")
+    })
     .await;
 }
 
@@ -270,6 +286,9 @@ fn pending_result(task: &CloneTask) -> CloneResult {
 /// Record and publish `msg` (and the reconcile task that follows a success), release the
 /// lease, count the task, then settle the delivery: ack a success, dead-letter a failure
 /// with `failure(message)`, nack when recording or publishing failed (redelivered).
+///
+/// A delivery whose task already has its clone result (a redelivered task) is acked
+/// whatever its own outcome: the first result stands, this one is in the attempts only.
 #[allow(clippy::too_many_arguments)]
 async fn settle(
     task: &CloneTask,
@@ -277,22 +296,32 @@ async fn settle(
     delivery: Delivery,
     bus: &BusRef,
     store: &Store,
-    config: &ClonerConfig,
     lease: Lease,
     started: Instant,
     failure: impl FnOnce(&str) -> String,
 ) {
     let published = publish(task, &msg, task.operation.reconciles(), bus, store).await;
-    lease.release(&task.target, store, &config.worker).await;
+    lease.release(&task.target, store).await;
     metrics::task_done(
         "cloner",
         msg.outcome == Outcome::Succeeded,
         started.elapsed(),
     );
-    if let Err(e) = published {
-        tracing::warn!(error = %e, "could not record or publish the clone result; the task will be redelivered");
-        delivery.nack(&e.to_string());
-        return;
+    let recorded = match published {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not record or publish the clone result; the task will be redelivered");
+            delivery.nack(&e.to_string());
+            return;
+        }
+    };
+    if !recorded.first {
+        tracing::info!(
+            status = %recorded.status,
+            outcome = ?msg.outcome,
+            "task delivered again after its clone result was recorded; the recorded result stands, this delivery is in the attempts only"
+        );
+        return delivery.ack();
     }
     match msg.error {
         None => delivery.ack(),
@@ -314,16 +343,23 @@ fn locations(
     ))
 }
 
+/// Record the result; for the first result of the task publish the reconcile task that
+/// follows a success and the `clone.*` event. A later delivery publishes nothing, except
+/// the reconcile task while the task still waits at `cloned` for a validation that has
+/// not started: the first delivery may have died between recording and publishing it
+/// (a duplicate validation is then recorded as an attempt only); once the validation
+/// started or the task finished, no second one is queued.
 async fn publish(
     task: &CloneTask,
     msg: &CloneResult,
     reconcile_next: bool,
     bus: &BusRef,
     store: &Store,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Recorded> {
     let succeeded = msg.outcome == Outcome::Succeeded;
-    store.record_clone(msg, reconcile_next).await?;
-    if succeeded && reconcile_next {
+    let recorded = store.record_clone(msg, reconcile_next).await?;
+    let awaiting_validation = recorded.first || recorded.status == status::CLONED;
+    if succeeded && reconcile_next && awaiting_validation {
         let next = ReconcileTask {
             header: Header::new(task.header.run_id),
             task_id: task.task_id,
@@ -336,11 +372,13 @@ async fn publish(
         };
         typed::publish(bus.as_ref(), names::RECONCILE_TASKS, &next).await?;
     }
-    let key = if succeeded {
-        names::events::CLONE_SUCCEEDED
-    } else {
-        names::events::CLONE_FAILED
-    };
-    typed::publish_event(bus.as_ref(), key, msg).await?;
-    Ok(())
+    if recorded.first {
+        let key = if succeeded {
+            names::events::CLONE_SUCCEEDED
+        } else {
+            names::events::CLONE_FAILED
+        };
+        typed::publish_event(bus.as_ref(), key, msg).await?;
+    }
+    Ok(recorded)
 }

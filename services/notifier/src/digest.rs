@@ -1,8 +1,42 @@
 //! The one message a run produces: a digest of its outcome, rendered as plain text (email),
 //! as a Slack message, or as a Microsoft Teams Adaptive Card.
 
+use std::path::PathBuf;
+
 use replicator_proto::{RunCompleted, TableStatus, TableSummary};
 use serde_json::{Value, json};
+
+/// How the failed tables of a run get another go, as a digest tells it: the notifier knows
+/// the config file it was started with and whether it runs in a fleet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Retry {
+    /// A fleet: `replicator replay RUN_ID --config FILE` sends the dead-lettered tasks back.
+    /// FILE is the config the notifier was started with (any config of the fleet reaches the
+    /// same broker and store); `None` when it was not started from a file.
+    Replay { config: Option<PathBuf> },
+    /// One process (`replicator run`): its dead letters end with it; running the config
+    /// again retries what failed (only what changed is copied).
+    RunAgain { config: Option<PathBuf> },
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Self::Replay { config: None }
+    }
+}
+
+/// A path as a shell word: quoted when it holds anything a shell would split or expand.
+fn shell_word(p: &std::path::Path) -> String {
+    let s = p.display().to_string();
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+:,@%=".contains(c))
+    {
+        s
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
 
 /// The facts every rendering shows.
 #[derive(Clone, Debug)]
@@ -12,6 +46,8 @@ pub struct Digest<'a> {
     pub tables: Vec<&'a TableSummary>,
     /// For a group owner: the group's name.
     pub group: Option<&'a str>,
+    /// How the failed tables get another go.
+    pub retry: &'a Retry,
 }
 
 fn bytes(n: u64) -> String {
@@ -40,20 +76,27 @@ fn duration(ms: u64) -> String {
 
 impl<'a> Digest<'a> {
     /// The digest of the whole run.
-    pub fn of(run: &'a RunCompleted) -> Self {
+    pub fn of(run: &'a RunCompleted, retry: &'a Retry) -> Self {
         Self {
             run,
             tables: run.summary.tables.iter().collect(),
             group: None,
+            retry,
         }
     }
 
     /// The digest of the tables of one group (for its owners).
-    pub fn of_group(run: &'a RunCompleted, group: &'a str, tables: Vec<&'a TableSummary>) -> Self {
+    pub fn of_group(
+        run: &'a RunCompleted,
+        group: &'a str,
+        tables: Vec<&'a TableSummary>,
+        retry: &'a Retry,
+    ) -> Self {
         Self {
             run,
             tables,
             group: Some(group),
+            retry,
         }
     }
 
@@ -79,12 +122,56 @@ impl<'a> Digest<'a> {
         )
     }
 
-    /// The command that sends the failed tasks back to work.
-    pub fn replay_command(&self) -> String {
-        format!(
-            "replicator replay {} --config CONFIG",
-            self.run.header.run_id
-        )
+    /// The command that gives the failed tables another go, when it is known in full.
+    pub fn retry_command(&self) -> Option<String> {
+        match self.retry {
+            Retry::Replay { config: Some(c) } => Some(format!(
+                "replicator replay {} --config {}",
+                self.run.header.run_id,
+                shell_word(c)
+            )),
+            Retry::RunAgain { config: Some(c) } => {
+                Some(format!("replicator run {}", shell_word(c)))
+            }
+            _ => None,
+        }
+    }
+
+    /// What to do once the cause of the failures is fixed: a sentence ending in a colon,
+    /// and the command it introduces (to be completed as the sentence says when the config
+    /// file is not known).
+    pub fn retry_advice(&self) -> (String, String) {
+        let run = self.run.header.run_id;
+        match (self.retry, self.retry_command()) {
+            (Retry::Replay { .. }, Some(cmd)) => (
+                "Once the cause is fixed, send the failed tasks back to work:".into(),
+                cmd,
+            ),
+            (Retry::Replay { .. }, None) => (
+                "Once the cause is fixed, send the failed tasks back to work, adding `--config` \
+                 and the config file the fleet's services run with (the one `replicator serve` \
+                 was started with):"
+                    .into(),
+                format!("replicator replay {run}"),
+            ),
+            (Retry::RunAgain { .. }, Some(cmd)) => (
+                "Once the cause is fixed, run the config again (only what changed is copied):"
+                    .into(),
+                cmd,
+            ),
+            (Retry::RunAgain { .. }, None) => (
+                "Once the cause is fixed, run the config again (only what changed is copied), \
+                 adding the path of the config file this run used:"
+                    .into(),
+                "replicator run".into(),
+            ),
+        }
+    }
+
+    /// The advice and its command on one line (chat messages).
+    fn retry_line(&self) -> String {
+        let (advice, cmd) = self.retry_advice();
+        format!("{advice} `{cmd}`")
     }
 
     pub fn subject(&self) -> String {
@@ -140,10 +227,8 @@ impl<'a> Digest<'a> {
                     t.error.as_deref().unwrap_or("no reason recorded")
                 ));
             }
-            out.push_str(&format!(
-                "\nOnce the cause is fixed, send the failed tasks back to work:\n  {}\n",
-                self.replay_command()
-            ));
+            let (advice, cmd) = self.retry_advice();
+            out.push_str(&format!("\n{advice}\n  {cmd}\n"));
         }
         out
     }
@@ -168,7 +253,9 @@ impl<'a> Digest<'a> {
                 })
                 .collect();
             blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": format!("*Failures*\n{}", lines.join("\n"))}}));
-            blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": format!("Replay once fixed: `{}`", self.replay_command())}}));
+            blocks.push(
+                json!({"type": "section", "text": {"type": "mrkdwn", "text": self.retry_line()}}),
+            );
         }
         json!({"text": self.subject(), "blocks": blocks})
     }
@@ -185,7 +272,7 @@ impl<'a> Digest<'a> {
                 "title": t.table,
                 "value": format!("{}: {}", status_word(t.status), t.error.as_deref().unwrap_or("no reason recorded")),
             })).collect::<Vec<_>>()}));
-            body.push(json!({"type": "TextBlock", "wrap": true, "text": format!("Replay once fixed: `{}`", self.replay_command())}));
+            body.push(json!({"type": "TextBlock", "wrap": true, "text": self.retry_line()}));
         }
         json!({
             "type": "message",
@@ -219,5 +306,86 @@ fn status_word(s: TableStatus) -> &'static str {
         TableStatus::Succeeded => "succeeded",
         TableStatus::Failed => "failed",
         TableStatus::Mismatched => "mismatched",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use replicator_proto::{Header, Operation, RunSummary};
+
+    fn failed_run() -> RunCompleted {
+        let table = TableSummary {
+            task_id: uuid::Uuid::now_v7(),
+            table: "sales.orders".into(),
+            status: TableStatus::Failed,
+            source_version: None,
+            target_version: None,
+            copied_files: 0,
+            copied_bytes: 0,
+            removed_files: 0,
+            source_rows: None,
+            target_rows: None,
+            error: Some("file part-0001.parquet is missing".into()),
+        };
+        RunCompleted {
+            header: Header::new(uuid::Uuid::now_v7()),
+            operation: Operation::All,
+            summary: RunSummary {
+                total: 1,
+                failed: 1,
+                tables: vec![table],
+                ..Default::default()
+            },
+        }
+    }
+
+    /// Every rendering tells the real way back: the config file the notifier runs with,
+    /// never a placeholder; without a file, how to find it.
+    #[test]
+    fn the_replay_line_names_the_real_config() {
+        let run = failed_run();
+        let id = run.header.run_id;
+        let fleet = Retry::Replay {
+            config: Some("/etc/replicator/fleet.yaml".into()),
+        };
+        let d = Digest::of(&run, &fleet);
+        let cmd = format!("replicator replay {id} --config /etc/replicator/fleet.yaml");
+        assert_eq!(d.retry_command().as_deref(), Some(cmd.as_str()));
+        for rendered in [d.text(), d.slack().to_string(), d.teams().to_string()] {
+            assert!(rendered.contains(&cmd), "{rendered}");
+            assert!(!rendered.contains("CONFIG"), "{rendered}");
+        }
+
+        let spaced = Retry::Replay {
+            config: Some("/srv/dr configs/it's.yaml".into()),
+        };
+        assert_eq!(
+            Digest::of(&run, &spaced).retry_command().unwrap(),
+            format!("replicator replay {id} --config '/srv/dr configs/it'\\''s.yaml'")
+        );
+
+        let unknown = Retry::default();
+        let d = Digest::of(&run, &unknown);
+        assert_eq!(d.retry_command(), None);
+        let text = d.text();
+        assert!(
+            text.contains(&format!(
+                "adding `--config` and the config file the fleet's services run with (the one \
+                 `replicator serve` was started with):\n  replicator replay {id}\n"
+            )),
+            "{text}"
+        );
+        assert!(!text.contains("CONFIG"), "{text}");
+
+        let embedded = Retry::RunAgain {
+            config: Some("/home/me/dr.yaml".into()),
+        };
+        let text = Digest::of(&run, &embedded).text();
+        assert!(
+            text.contains("\n  replicator run /home/me/dr.yaml\n"),
+            "{text}"
+        );
+        assert!(!text.contains("replicator replay"), "{text}");
     }
 }

@@ -32,6 +32,8 @@ pub struct NotifierConfig {
     pub retry: RetryPolicy,
     /// How often open runs are checked from the store (besides on every event).
     pub sweep_interval: Duration,
+    /// How a digest says to give failed tables another go (with which config file).
+    pub retry_hint: digest::Retry,
 }
 
 impl Default for NotifierConfig {
@@ -42,6 +44,7 @@ impl Default for NotifierConfig {
             groups: Vec::new(),
             retry: RetryPolicy::default(),
             sweep_interval: Duration::from_secs(5),
+            retry_hint: digest::Retry::default(),
         }
     }
 }
@@ -53,6 +56,18 @@ impl NotifierConfig {
             email: c.notifications.email.clone(),
             groups: c.notifications.groups.clone(),
             retry: c.retry.clone(),
+            // The config this notifier runs with reaches the same broker and store as the
+            // rest of its fleet; the memory bus dies with its process, so there a run is
+            // simply run again.
+            retry_hint: if c.bus.backend == "memory" {
+                digest::Retry::RunAgain {
+                    config: c.file.clone(),
+                }
+            } else {
+                digest::Retry::Replay {
+                    config: c.file.clone(),
+                }
+            },
             ..Default::default()
         }
     }
@@ -63,10 +78,20 @@ impl NotifierConfig {
 pub enum DeliveryError {
     #[error("{url}: {source}")]
     Http { url: String, source: reqwest::Error },
-    #[error("{url}: HTTP {status}")]
+    #[error("{url}: HTTP {status}{}", refusal_hint(*status))]
     Status { url: String, status: u16 },
     #[error("{0}")]
     Secret(String),
+}
+
+/// What a 401/403 means for a webhook: permanent, and about its credentials.
+fn refusal_hint(status: u16) -> &'static str {
+    match status {
+        401 | 403 => {
+            " (the endpoint refused the credentials: check the webhook's bearer_token and signing_secret)"
+        }
+        _ => "",
+    }
 }
 
 impl Retryable for DeliveryError {
@@ -210,7 +235,7 @@ pub async fn notify(
     store: &Store,
 ) {
     let run_id = msg.header.run_id;
-    let full = Digest::of(msg);
+    let full = Digest::of(msg, &config.retry_hint);
     let when = if full.succeeded() {
         When::Success
     } else {
@@ -218,7 +243,8 @@ pub async fn notify(
     };
     let mut records = Vec::new();
     for hook in config.webhooks.iter().filter(|h| h.on.contains(&when)) {
-        let (result, attempts) = deliver(client, hook, &config.retry, msg).await;
+        let (result, attempts) =
+            deliver(client, hook, &config.retry, &config.retry_hint, msg).await;
         if let Err(e) = &result {
             tracing::error!(%run_id, url = %hook_target(&hook.url), error = %e, "webhook notification failed");
         }
@@ -249,7 +275,7 @@ pub async fn notify(
                 .iter()
                 .filter(|t| set.is_match(&t.table))
                 .collect();
-            let digest = Digest::of_group(msg, &g.name, tables);
+            let digest = Digest::of_group(msg, &g.name, tables, &config.retry_hint);
             if !digest.failures().is_empty() && !g.owners.is_empty() {
                 sends.push((g.owners.clone(), digest));
             }
@@ -371,6 +397,7 @@ pub async fn deliver(
     client: &reqwest::Client,
     hook: &Webhook,
     retry: &RetryPolicy,
+    retry_hint: &digest::Retry,
     msg: &RunCompleted,
 ) -> (Result<(), DeliveryError>, u32) {
     let secret = |s: &Option<replicator_common::config::SecretRef>| match s {
@@ -395,8 +422,8 @@ pub async fn deliver(
     };
     let body = match hook.format {
         WebhookFormat::Json => serde_json::to_vec(msg),
-        WebhookFormat::Slack => serde_json::to_vec(&Digest::of(msg).slack()),
-        WebhookFormat::Teams => serde_json::to_vec(&Digest::of(msg).teams()),
+        WebhookFormat::Slack => serde_json::to_vec(&Digest::of(msg, retry_hint).slack()),
+        WebhookFormat::Teams => serde_json::to_vec(&Digest::of(msg, retry_hint).teams()),
     }
     .unwrap_or_default();
     let (result, retries) = retry
@@ -430,4 +457,36 @@ pub async fn deliver(
         )
         .await;
     (result, retries + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use digest::Retry;
+
+    /// The digest's way back names the config file this notifier was started with: `replay`
+    /// in a fleet, `run` again in one process.
+    #[test]
+    fn digests_name_the_config_file_the_notifier_runs_with() {
+        let dir = std::env::temp_dir().join(format!("replicator-notifier-{}", Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("fleet.yaml");
+        let base = "source: { root: ./s }\ntarget: { root: ./t }\n";
+        std::fs::write(&path, format!("{base}bus: {{ backend: rabbitmq }}\n")).unwrap();
+        let fleet = replicator_common::Config::load(&path, &[]).unwrap();
+        let file = std::fs::canonicalize(&path).unwrap();
+        assert_eq!(
+            NotifierConfig::from_config(&fleet).retry_hint,
+            Retry::Replay {
+                config: Some(file.clone())
+            }
+        );
+        std::fs::write(&path, base).unwrap();
+        let embedded = replicator_common::Config::load(&path, &[]).unwrap();
+        assert_eq!(
+            NotifierConfig::from_config(&embedded).retry_hint,
+            Retry::RunAgain { config: Some(file) }
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

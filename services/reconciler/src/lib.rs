@@ -27,7 +27,7 @@ use replicator_proto::{
     Check, Header, KeyDiff, PartitionDiff, ReconcileResult, ReconcileTask, TaskError, Validation,
     names,
 };
-use replicator_store::{Stage, Store};
+use replicator_store::{Stage, Store, status};
 use tokio::task::JoinHandle;
 
 mod databricks;
@@ -305,6 +305,27 @@ pub async fn handle(
 ) {
     let started = Instant::now();
     let _in_flight = replicator_common::metrics::in_flight("reconciler");
+    // A task validated already (its reconcile task was queued twice: see the cloner) is
+    // not checked again; the delivery is kept as an attempt.
+    if let Ok(Some(state)) = store.task_status(task.task_id).await
+        && status::TERMINAL.contains(&state.as_str())
+    {
+        tracing::info!(status = %state, "task already finished; not validated again");
+        if let Ok(id) = store
+            .attempt_started(
+                task.header.run_id,
+                task.task_id,
+                Stage::Reconcile,
+                task.attempt,
+                &config.worker,
+            )
+            .await
+        {
+            let why = format!("task already {state}");
+            let _ = store.attempt_finished(id, "skipped", Some(&why)).await;
+        }
+        return delivery.ack();
+    }
     let attempt_id = store
         .attempt_started(
             task.header.run_id,
@@ -427,8 +448,13 @@ async fn settle(
         Validation::Failed => names::events::RECONCILE_FAILED,
     };
     let published = async {
-        store.record_reconcile(&msg).await?;
-        typed::publish_event(bus.as_ref(), key, &msg).await?;
+        let recorded = store.record_reconcile(&msg).await?;
+        if recorded.first {
+            typed::publish_event(bus.as_ref(), key, &msg).await?;
+        } else {
+            // Validated twice at once: the first result recorded stands.
+            tracing::info!(status = %recorded.status, "the task's validation was recorded by another delivery; this one is in the attempts only");
+        }
         anyhow::Ok(())
     }
     .await;
