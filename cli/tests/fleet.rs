@@ -607,14 +607,14 @@ async fn redelivered_tasks_after_a_kill_and_dropped_connections_are_cloned_once_
 async fn refused_credentials_fail_at_once_with_one_line_naming_the_endpoint() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("fleet.yaml");
+    let prefix = format!("refused-{}", Uuid::new_v4().simple());
     let write = |state: &str| {
         std::fs::write(
             &config,
             format!(
                 "source: {{ root: ./lake/source }}\ntarget: {{ root: ./lake/target }}\n\
-                 bus: {{ backend: rabbitmq, url: {{ env: AMQP_URL }}, prefix: refused-{} }}\n\
-                 state: {{ url: \"{state}\" }}\n",
-                Uuid::new_v4().simple()
+                 bus: {{ backend: rabbitmq, url: {{ env: AMQP_URL }}, prefix: {prefix} }}\n\
+                 state: {{ url: \"{state}\" }}\n"
             ),
         )
         .unwrap()
@@ -676,6 +676,15 @@ async fn refused_credentials_fail_at_once_with_one_line_naming_the_endpoint() {
         ),
         "{err}"
     );
+    // The exchanges that `serve` declared before the store refused it.
+    let bus = replicator_bus::AmqpBus::connect(replicator_bus::AmqpSettings::new(
+        "amqp://127.0.0.1:5672/%2f",
+        &prefix,
+    ))
+    .await
+    .unwrap();
+    bus.delete_topology().await.unwrap();
+    replicator_bus::Bus::close(&bus).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
