@@ -760,18 +760,33 @@ async fn the_same_pipeline_on_kafka() {
     // librdkafka's mock cluster speaks the Kafka protocol on real TCP ports, so the service
     // processes reach it like a broker. Its admin API cannot create topics: they are
     // provisioned here, as a platform team would, and the fleet runs with create_topics off.
-    let cluster = rdkafka::mocking::MockCluster::new(3).expect("mock cluster");
-    let brokers = cluster.bootstrap_servers();
+    // With REPLICATOR_KAFKA_BROKERS (a real broker, `scripts/kafka-broker.sh`) the fleet
+    // creates its own topics through the admin API instead.
+    let real = std::env::var("REPLICATOR_KAFKA_BROKERS")
+        .ok()
+        .filter(|b| !b.is_empty());
+    let cluster = match real {
+        Some(_) => None,
+        None => Some(rdkafka::mocking::MockCluster::new(3).expect("mock cluster")),
+    };
+    let brokers = match (&real, &cluster) {
+        (Some(b), _) => b.clone(),
+        (None, Some(c)) => c.bootstrap_servers(),
+        (None, None) => unreachable!("a broker or a mock cluster"),
+    };
     let mut fleet = Fleet::with_bus(20, "", |prefix| {
-        for t in replicator_bus::KafkaBus::topic_names(
-            prefix,
-            &["requests", "tasks.clone", "tasks.reconcile"],
-        ) {
-            cluster.create_topic(&t, 4, 1).expect("topic");
+        if let Some(cluster) = &cluster {
+            for t in replicator_bus::KafkaBus::topic_names(
+                prefix,
+                &["requests", "tasks.clone", "tasks.reconcile"],
+            ) {
+                cluster.create_topic(&t, 4, 1).expect("topic");
+            }
         }
         format!(
-            "{{ backend: kafka, url: \"{brokers}\", prefix: {prefix}, create_topics: false, \
-             retry_delays_ms: [200, 500, 1000] }}"
+            "{{ backend: kafka, url: \"{brokers}\", prefix: {prefix}, create_topics: {}, \
+             retry_delays_ms: [200, 500, 1000] }}",
+            cluster.is_none()
         )
     })
     .await;

@@ -54,6 +54,8 @@ impl Harness {
             version: None,
             requested_by: None,
             engine: Engine::default(),
+            replace: false,
+            external_roots: Vec::new(),
         };
         let task = CloneTask {
             header: Header::new(run_id),
@@ -65,6 +67,8 @@ impl Harness {
             version: None,
             operation: Operation::All,
             engine: Engine::default(),
+            replace: false,
+            external_roots: Vec::new(),
         };
         let new = NewTask {
             task_id: task.task_id,
