@@ -173,8 +173,16 @@ async fn collated_tables_are_cloned_with_their_feature_and_metadata() {
         assert_eq!(rows(&dst).await, expected, "{feature}");
         let log =
             std::fs::read_to_string(dst.join("_delta_log/00000000000000000000.json")).unwrap();
-        assert!(log.contains(&format!(r#""writerFeatures":["{feature}","domainMetadata"]"#)) || log.contains(feature), "{log}");
-        assert!(log.contains("ICU.de_DE"), "the collation travels in the schema: {log}");
+        assert!(
+            log.contains(&format!(
+                r#""writerFeatures":["{feature}","domainMetadata"]"#
+            )) || log.contains(feature),
+            "{log}"
+        );
+        assert!(
+            log.contains("ICU.de_DE"),
+            "the collation travels in the schema: {log}"
+        );
         assert!(log.contains(r#""domain":"delta.collations""#), "{log}");
     }
 }
@@ -196,7 +204,10 @@ async fn catalog_managed_tables_are_refused_by_name_with_the_reason() {
         .unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, LakeError::UnsupportedFeature { .. }), "{msg}");
-    assert!(msg.contains("`catalogManaged`") && msg.contains("catalog"), "{msg}");
+    assert!(
+        msg.contains("`catalogManaged`") && msg.contains("catalog"),
+        "{msg}"
+    );
     assert!(!msg.contains('\n'), "{msg}");
     assert!(!dst.exists());
 }

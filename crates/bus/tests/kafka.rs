@@ -302,10 +302,7 @@ async fn a_refused_produce_is_permanent_and_names_the_cluster() {
     assert!(e.is_permanent(), "{e:?}");
     let msg = e.to_string();
     assert!(
-        msg.starts_with(&format!(
-            "Kafka at {} refused access",
-            c.brokers
-        )),
+        msg.starts_with(&format!("Kafka at {} refused access", c.brokers)),
         "{msg}"
     );
     assert!(msg.contains("authorization"), "{msg}");

@@ -168,7 +168,10 @@ mod tests {
         }
         let p = json!({"minReaderVersion": 3, "minWriterVersion": 7, "readerFeatures": ["catalogManaged"], "writerFeatures": ["catalogManaged", "inCommitTimestamp"]});
         let err = check_protocol(&p).unwrap_err().to_string();
-        assert!(err.contains("`catalogManaged`") && err.contains("catalog"), "{err}");
+        assert!(
+            err.contains("`catalogManaged`") && err.contains("catalog"),
+            "{err}"
+        );
         assert!(!err.contains('\n'));
     }
 
@@ -181,7 +184,11 @@ mod tests {
                 .find(|l| l.starts_with(&format!("| `{name}` |")))
                 .unwrap_or_else(|| panic!("docs/table-features.md has no row for `{name}`"));
             let cloned = row.contains("| cloned |");
-            assert_eq!(cloned, *v == Verdict::Clone, "verdict of `{name}` differs: {row}");
+            assert_eq!(
+                cloned,
+                *v == Verdict::Clone,
+                "verdict of `{name}` differs: {row}"
+            );
         }
     }
 }
