@@ -673,7 +673,7 @@ async fn reconcile(
 
 /// `replicator clone`. Ctrl-C (or SIGTERM) stops it cleanly: copies in flight finish,
 /// nothing is committed, a first clone removes what it copied, and the exit code is 130. A
-/// second signal exits at once (the next clone of the target removes what is left).
+/// second signal exits at once (the next clone of the target removes what was staged).
 async fn clone(source: &str, target: &str, mut options: CloneOptions, json: bool) -> ExitCode {
     let (src, dst) = match (TableLocation::parse(source), TableLocation::parse(target)) {
         (Ok(s), Ok(d)) => (s, d),
@@ -701,7 +701,7 @@ async fn clone(source: &str, target: &str, mut options: CloneOptions, json: bool
             replicator_common::shutdown::wait_for_signal().await;
             bar.finish_and_clear();
             eprintln!(
-                "error: clone interrupted twice: exiting without cleaning up; nothing was committed (the next clone of the target removes what is left)"
+                "error: clone interrupted twice: exiting without cleaning up (the next clone of the target removes what was staged and reuses the files already copied)"
             );
             std::process::exit(130);
         }

@@ -9,6 +9,38 @@ fn repo_file(path: &str) -> String {
         .unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
+/// Every Cargo.toml of the workspace (the workspace's own and each member's).
+fn manifests() -> Vec<String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut out = vec!["Cargo.toml".to_owned()];
+    for dir in ["crates", "services"] {
+        for e in std::fs::read_dir(root.join(dir)).unwrap().flatten() {
+            if e.path().join("Cargo.toml").exists() {
+                out.push(format!(
+                    "{dir}/{}/Cargo.toml",
+                    e.file_name().to_string_lossy()
+                ));
+            }
+        }
+    }
+    out.extend([
+        "cli/Cargo.toml".into(),
+        "proto/Cargo.toml".into(),
+        "tests/Cargo.toml".into(),
+    ]);
+    out
+}
+
+#[test]
+fn no_manifest_turns_on_a_cmake_build() {
+    for m in manifests() {
+        let text = repo_file(&m);
+        for line in text.lines().filter(|l| l.contains("rdkafka")) {
+            assert!(!line.contains("cmake"), "{m}: {line}");
+        }
+    }
+}
+
 #[test]
 fn librdkafka_builds_without_cmake() {
     let manifest = repo_file("Cargo.toml");

@@ -324,18 +324,22 @@ pub async fn deep_clone(
             });
         }
         Ok(Copied::Done(c)) if !cancelled(options) => c,
-        Ok(Copied::Done(done)) | Err((_, done)) if cancelled(options) => {
+        Ok(Copied::Done(done)) => {
             if fresh_target {
                 cleanup(target, &done).await;
             }
             return Err(interrupted(source, target, fresh_target));
         }
-        Ok(Copied::Done(c)) => c,
         Err((e, done)) => {
             if fresh_target {
                 cleanup(target, &done).await;
             }
-            return Err(e);
+            // A copy stopped by the interruption reports the interruption, not its own error.
+            return Err(if cancelled(options) {
+                interrupted(source, target, fresh_target)
+            } else {
+                e
+            });
         }
     };
 
@@ -1175,6 +1179,11 @@ fn locate(
         Place::Cloud { prefix, .. } | Place::Other { prefix, .. } => prefix.last().cloned(),
     }
     .ok_or_else(|| outside("it has no file name"))?;
+    // The name becomes a path in the target: one plain segment (a decoded `%2F..%2F` in an
+    // object key must not climb out of the target).
+    let name = check_relative(&name)
+        .filter(|n| !n.contains('/'))
+        .ok_or_else(|| outside("its file name is not a plain name"))?;
     let item = match &place {
         Place::Local(real) => {
             let dir = TableLocation::parse(&real.parent().unwrap_or(real).to_string_lossy())?;
@@ -1613,6 +1622,12 @@ async fn copy_one(
     budget: &tokio::sync::Semaphore,
     cancel: &CancellationToken,
 ) -> Result<(), LakeError> {
+    if check_relative(&item.dst_rel).is_none() {
+        return Err(LakeError::UnsafePath {
+            url: target.url().to_string(),
+            path: item.dst_rel.clone(),
+        });
+    }
     let to = target.object_path(&item.dst_rel);
     let local_err = |e: std::io::Error| LakeError::Store {
         path: to.to_string(),

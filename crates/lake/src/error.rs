@@ -20,25 +20,25 @@ pub enum LakeError {
         version: u64,
         detail: String,
     },
-    #[error("{url}: file `{path}` referenced by version {version} is missing")]
+    #[error("{url}: file `{}` referenced by version {version} is missing", log_text(.path))]
     MissingFile {
         url: String,
         path: String,
         version: u64,
     },
-    #[error("file `{path}` has {actual} bytes where {expected} were expected")]
+    #[error("file `{}` has {actual} bytes where {expected} were expected", log_text(.path))]
     SizeMismatch {
         path: String,
         expected: u64,
         actual: u64,
     },
-    #[error("table feature `{feature}` cannot be cloned: {reason}")]
+    #[error("table feature `{}` cannot be cloned: {reason}", log_text(.feature))]
     UnsupportedFeature { feature: String, reason: String },
-    #[error("path `{path}` in the Delta log of {url} escapes the table root")]
+    #[error("path `{}` in the Delta log of {url} escapes the table root", log_text(.path))]
     UnsafePath { url: String, path: String },
     /// A log path outside the table root that the path rules do not allow (see
     /// `docs/safety.md`).
-    #[error("path `{path}` in the Delta log of {url} is outside the table root: {reason}")]
+    #[error("path `{}` in the Delta log of {url} is outside the table root: {reason}", log_text(.path))]
     OutsidePath {
         url: String,
         path: String,
@@ -59,7 +59,7 @@ pub enum LakeError {
         path: String,
         source: object_store::Error,
     },
-    #[error("{}", one_line(.0))]
+    #[error("{}", bounded(.0, MAX_MESSAGE))]
     Invalid(String),
     #[error("injected failure: {0}")]
     Injected(String),
@@ -111,7 +111,7 @@ impl LakeError {
         use deltalake::DeltaTableError as D;
         let detail = e.to_string();
         // The kernel refuses a catalog-managed table before its protocol can be read.
-        if detail.contains("catalog-managed") {
+        if detail.contains("when loading a catalog-managed table") {
             let reason = match crate::clone::features::verdict("catalogManaged") {
                 Some(crate::clone::features::Verdict::Refuse(why)) => why,
                 _ => "the Delta kernel cannot read it without its catalog",
@@ -192,6 +192,26 @@ const MAX_DETAIL: usize = 300;
 /// a Rust struct dump (`Name { field: … }`) replaced by its name, and at most
 /// [`MAX_DETAIL`] characters.
 pub(crate) fn one_line(message: &str) -> String {
+    bounded(message, MAX_DETAIL)
+}
+
+/// The longest message of our own (which may name two or three long URLs), in characters.
+const MAX_MESSAGE: usize = 1000;
+
+/// The longest text taken from a Delta log (a path, a feature name) shown in an error.
+const MAX_LOG_TEXT: usize = 200;
+
+/// Text from a table's log, shown in an error: one line, at most [`MAX_LOG_TEXT`] characters.
+fn log_text(text: &str) -> String {
+    let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match line.char_indices().nth(MAX_LOG_TEXT) {
+        Some((i, _)) => format!("{}…", &line[..i]),
+        None => line,
+    }
+}
+
+/// [`one_line`] with a chosen length limit.
+fn bounded(message: &str, max: usize) -> String {
     if let Some(gap) = log_gap(message) {
         return gap;
     }
@@ -206,7 +226,7 @@ pub(crate) fn one_line(message: &str) -> String {
         .filter_map(|m| first.find(m))
         .min()
         .map_or(first, |i| first[..i].trim_end());
-    let mut out = String::with_capacity(first.len().min(MAX_DETAIL + 3));
+    let mut out = String::with_capacity(first.len().min(max + 3));
     let mut rest = first;
     // `Ident { … }` with balanced braces: keep the identifier only.
     while let Some(open) = rest.find(" { ") {
@@ -244,7 +264,7 @@ pub(crate) fn one_line(message: &str) -> String {
     }
     out.push_str(rest);
     let out = out.split_whitespace().collect::<Vec<_>>().join(" ");
-    match out.char_indices().nth(MAX_DETAIL) {
+    match out.char_indices().nth(max) {
         Some((i, _)) => format!("{}…", &out[..i]),
         None => out,
     }

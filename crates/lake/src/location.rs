@@ -492,11 +492,18 @@ impl Place {
 
     /// One place is the other or lies inside it.
     pub(crate) fn overlaps(&self, other: &Self) -> bool {
+        if let (Place::Local(a), Place::Local(b)) = (self, other) {
+            // By path components, so a name that is not UTF-8 cannot make it fail open.
+            return a.starts_with(b) || b.starts_with(a);
+        }
         self.relative(other).is_some() || other.relative(self).is_some()
     }
 
     /// The same place.
     pub(crate) fn same(&self, other: &Self) -> bool {
+        if let (Place::Local(a), Place::Local(b)) = (self, other) {
+            return a == b;
+        }
         self.relative(other).is_some_and(|r| r.is_empty())
     }
 }

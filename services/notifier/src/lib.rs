@@ -329,17 +329,28 @@ fn hook_target(url: &StorageValue) -> String {
     }
 }
 
-/// A URL as it may be logged and recorded: no user info, no query string (webhook URLs
-/// often carry their token there).
+/// A URL as it may be logged and recorded: its scheme, host and port only. Webhook URLs
+/// carry their token in the user info, the query or the path (Slack's
+/// `/services/T…/B…/SECRET`, Teams', Discord's), so none of them is kept.
 fn redact(url: &str) -> String {
     match url::Url::parse(url) {
-        Ok(mut u) => {
-            let _ = u.set_username("");
-            let _ = u.set_password(None);
-            u.set_query(None);
-            u.to_string()
-        }
+        Ok(u) => match (u.host_str(), u.port()) {
+            (Some(host), Some(port)) => format!("{}://{host}:{port}/…", u.scheme()),
+            (Some(host), None) => format!("{}://{host}/…", u.scheme()),
+            _ => "(URL without a host)".into(),
+        },
         Err(_) => "(unparsable URL)".into(),
+    }
+}
+
+#[cfg(test)]
+mod redact_tests {
+    #[test]
+    fn a_webhook_url_is_recorded_without_its_token() {
+        let r = super::redact("https://hooks.slack.com/services/T000/B000/XXXXSECRET?x=1");
+        assert_eq!(r, "https://hooks.slack.com/…");
+        let r = super::redact("http://user:pw@127.0.0.1:8080/hook/abc");
+        assert_eq!(r, "http://127.0.0.1:8080/…");
     }
 }
 
