@@ -246,11 +246,11 @@ pub async fn notify(
         let (result, attempts) =
             deliver(client, hook, &config.retry, &config.retry_hint, msg).await;
         if let Err(e) = &result {
-            tracing::error!(%run_id, url = %hook_target(&hook.url), error = %e, "webhook notification failed");
+            tracing::error!(%run_id, url = %hook_target(&hook.url, hook.format), error = %e, "webhook notification failed");
         }
         records.push((
             "webhook",
-            hook_target(&hook.url),
+            hook_target(&hook.url, hook.format),
             attempts,
             result.err().map(|e| e.to_string()),
         ));
@@ -318,9 +318,9 @@ fn group_matcher(patterns: &[String]) -> Result<globset::GlobSet, globset::Error
 
 /// A webhook as it may be logged and recorded: an inline URL redacted, a URL read from a
 /// secret reference (a Slack or Teams URL is a credential) only named by its reference.
-fn hook_target(url: &StorageValue) -> String {
+fn hook_target(url: &StorageValue, format: WebhookFormat) -> String {
     match url {
-        StorageValue::Plain(u) => redact(u),
+        StorageValue::Plain(u) => redact(u, format),
         StorageValue::Secret(s) => match (&s.env, &s.file) {
             (Some(var), _) => format!("(URL from environment variable {var})"),
             (_, Some(path)) => format!("(URL from file {})", path.display()),
@@ -329,11 +329,18 @@ fn hook_target(url: &StorageValue) -> String {
     }
 }
 
-/// A URL as it may be logged and recorded: its scheme, host and port only. Webhook URLs
-/// carry their token in the user info, the query or the path (Slack's
-/// `/services/T…/B…/SECRET`, Teams', Discord's), so none of them is kept.
-fn redact(url: &str) -> String {
+/// A URL as it may be logged and recorded: no user info and no query string (webhook URLs
+/// often carry their token there); for a Slack or Teams webhook, whose token is the path
+/// (`/services/T…/B…/SECRET`), the scheme, host and port only.
+fn redact(url: &str, format: WebhookFormat) -> String {
     match url::Url::parse(url) {
+        Ok(mut u) if format == WebhookFormat::Json => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.set_query(None);
+            u.set_fragment(None);
+            u.to_string()
+        }
         Ok(u) => match (u.host_str(), u.port()) {
             (Some(host), Some(port)) => format!("{}://{host}:{port}/…", u.scheme()),
             (Some(host), None) => format!("{}://{host}/…", u.scheme()),
@@ -345,12 +352,19 @@ fn redact(url: &str) -> String {
 
 #[cfg(test)]
 mod redact_tests {
+    use replicator_common::config::WebhookFormat;
+
     #[test]
     fn a_webhook_url_is_recorded_without_its_token() {
-        let r = super::redact("https://hooks.slack.com/services/T000/B000/XXXXSECRET?x=1");
-        assert_eq!(r, "https://hooks.slack.com/…");
-        let r = super::redact("http://user:pw@127.0.0.1:8080/hook/abc");
-        assert_eq!(r, "http://127.0.0.1:8080/…");
+        let url = "https://hooks.slack.com/services/T000/B000/XXXXSECRET?x=1";
+        for format in [WebhookFormat::Slack, WebhookFormat::Teams] {
+            assert_eq!(super::redact(url, format), "https://hooks.slack.com/…");
+        }
+        let r = super::redact(
+            "http://user:pw@127.0.0.1:8080/hook/abc?token=t",
+            WebhookFormat::Json,
+        );
+        assert_eq!(r, "http://127.0.0.1:8080/hook/abc");
     }
 }
 
@@ -422,7 +436,7 @@ pub async fn deliver(
         (Ok(t), Ok(s)) => (t, s),
         (Err(e), _) | (_, Err(e)) => return (Err(e), 0),
     };
-    let target = hook_target(&hook.url);
+    let target = hook_target(&hook.url, hook.format);
     let hook_url = match hook.url.resolve() {
         Ok(u) if u.starts_with("http://") || u.starts_with("https://") => u,
         Ok(_) => {
