@@ -358,8 +358,12 @@ async fn publish(
 ) -> anyhow::Result<Recorded> {
     let succeeded = msg.outcome == Outcome::Succeeded;
     let recorded = store.record_clone(msg, reconcile_next).await?;
-    let awaiting_validation = recorded.first || recorded.status == status::CLONED;
-    if succeeded && reconcile_next && awaiting_validation {
+    // A first successful result queues its validation. A later delivery of a task still
+    // waiting at `cloned` queues one too, whatever its own outcome: the first delivery may
+    // have died between recording and publishing, and without this the task would wait
+    // forever (the reconciler skips a task that is already validated).
+    let queue_validation = (succeeded && recorded.first) || recorded.status == status::CLONED;
+    if reconcile_next && queue_validation {
         let next = ReconcileTask {
             header: Header::new(task.header.run_id),
             task_id: task.task_id,
@@ -367,7 +371,8 @@ async fn publish(
             table: task.table.clone(),
             source: task.source.clone(),
             target: task.target.clone(),
-            source_version: msg.source_version,
+            // A failed later delivery knows no version: the validation reads the latest.
+            source_version: if succeeded { msg.source_version } else { None },
             engine: task.engine,
         };
         typed::publish(bus.as_ref(), names::RECONCILE_TASKS, &next).await?;

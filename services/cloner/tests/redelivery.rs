@@ -315,3 +315,44 @@ async fn a_task_delivered_again_after_it_finished_changes_nothing() {
         assert!(!key.starts_with("clone."), "{key}");
     }
 }
+
+/// The first delivery recorded `cloned` and died before it queued the validation; the
+/// redelivery then fails (the source is gone for now). The validation is queued all the same,
+/// so the task does not wait at `cloned` forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_redelivery_of_a_cloned_task_still_queues_its_validation() {
+    let h = Harness::new().await;
+    let first = replicator_proto::CloneResult {
+        header: Header::new(h.task.header.run_id),
+        task_id: h.task.task_id,
+        attempt: 1,
+        table: h.task.table.clone(),
+        source: h.task.source.clone(),
+        target: h.task.target.clone(),
+        outcome: replicator_proto::Outcome::Succeeded,
+        source_version: Some(1),
+        target_version: Some(0),
+        committed: true,
+        metrics: None,
+        error: None,
+        retries: 0,
+        duration_ms: 1,
+        statement_ids: Vec::new(),
+    };
+    h.store.record_clone(&first, true).await.unwrap();
+    assert_eq!(h.status().await, "cloned");
+    // The redelivery cannot read its source.
+    std::fs::rename(&h.task.source, format!("{}.away", h.task.source)).unwrap();
+    let shutdown = CancellationToken::new();
+    let cloner = h.cloner(&shutdown).await;
+    h.deliver().await;
+    h.settled("clone", names::CLONE_TASKS, 1).await;
+    shutdown.cancel();
+    cloner.await.unwrap();
+    assert_eq!(h.status().await, "cloned", "the first result stands");
+    assert_eq!(
+        h.bus.depth(names::RECONCILE_TASKS),
+        1,
+        "the validation the first delivery never queued"
+    );
+}
