@@ -39,7 +39,7 @@ use url::Url;
 
 use crate::{LakeError, TableLocation};
 
-mod tail;
+pub(crate) mod tail;
 
 /// Called as files finish copying.
 pub type ProgressFn = Arc<dyn Fn(&CloneProgress) + Send + Sync>;
@@ -540,7 +540,7 @@ impl CloneCommit<'_> {
 const SOURCE_COMMIT_PARAM: &str = "sourceCommitFingerprint";
 
 /// xxh3 of a commit file's bytes, as hex.
-fn fingerprint(bytes: &[u8]) -> String {
+pub(crate) fn fingerprint(bytes: &[u8]) -> String {
     format!("{:016x}", twox_hash::XxHash3_64::oneshot(bytes))
 }
 

@@ -223,7 +223,7 @@ async fn last_clone(
 
 /// Versions of the commit files (`NNNNNNNNNNNNNNNNNNNN.json`) in a `_delta_log`, sorted;
 /// only those after `after` when given.
-async fn commit_versions(
+pub(crate) async fn commit_versions(
     loc: &TableLocation,
     after: impl Into<Option<u64>>,
 ) -> Result<Vec<u64>, LakeError> {
