@@ -374,6 +374,19 @@ pub enum Validation {
     Failed,
 }
 
+/// How thoroughly a validation read the pair.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ValidationDepth {
+    /// The configured checks ran on both tables (row counts, schema, keys, checksums).
+    #[default]
+    Deep,
+    /// Neither table's log changed since a deep validation that matched, within
+    /// `reconciliation.deep_every`: proven from the latest versions and commit fingerprints,
+    /// with the row counts of that deep validation.
+    Cheap,
+}
+
 /// Event: a table was validated.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ReconcileResult {
@@ -393,6 +406,10 @@ pub struct ReconcileResult {
     pub target_rows: Option<u64>,
     #[serde(default)]
     pub checks: Vec<Check>,
+    /// Whether the checks ran (`deep`) or the pair was proven unchanged since a deep
+    /// validation (`cheap`).
+    #[serde(default)]
+    pub depth: ValidationDepth,
     /// Key-level differences, when the table has a primary key configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keys: Option<KeyDiff>,

@@ -342,6 +342,11 @@ pub struct Reconciliation {
     /// Per-table rules: `tables` globs over dotted table names, `primary_key` turns on the
     /// key comparison, and any of the switches above may be overridden.
     pub tables: Vec<TableReconciliation>,
+    /// How often each replica is validated deeply (every configured check on both tables).
+    /// In between, a replica whose source and target logs have not changed since a deep
+    /// validation that matched gets the cheap check instead: latest versions and commit
+    /// fingerprints, no snapshot read. `0` validates deeply every run.
+    pub deep_every: Period,
 }
 
 impl Default for Reconciliation {
@@ -353,6 +358,77 @@ impl Default for Reconciliation {
             sample_size: 10,
             memory_mb: 512,
             tables: Vec::new(),
+            deep_every: Period(std::time::Duration::from_secs(24 * 3600)),
+        }
+    }
+}
+
+/// A length of time written `90s`, `30m`, `24h` or `7d` (a whole number of seconds is
+/// accepted too; `0` is none).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Period(pub std::time::Duration);
+
+impl Period {
+    pub fn is_zero(&self) -> bool {
+        self.0.is_zero()
+    }
+}
+
+impl std::str::FromStr for Period {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (digits, unit) = s.split_at(split);
+        let n: u64 = digits.parse().map_err(|_| {
+            format!(
+                "`{s}` is not a period: expected a number and a unit (`90s`, `30m`, `24h`, `7d`)"
+            )
+        })?;
+        let secs = match unit.trim() {
+            "" | "s" => 1,
+            "m" => 60,
+            "h" => 3600,
+            "d" => 86_400,
+            other => return Err(format!("unknown unit `{other}` in `{s}`: use s, m, h or d")),
+        };
+        n.checked_mul(secs)
+            .map(|secs| Self(std::time::Duration::from_secs(secs)))
+            .ok_or_else(|| format!("`{s}` is too long"))
+    }
+}
+
+impl std::fmt::Display for Period {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secs = self.0.as_secs();
+        match secs {
+            0 => f.write_str("0"),
+            s if s % 86_400 == 0 => write!(f, "{}d", s / 86_400),
+            s if s % 3600 == 0 => write!(f, "{}h", s / 3600),
+            s if s % 60 == 0 => write!(f, "{}m", s / 60),
+            s => write!(f, "{s}s"),
+        }
+    }
+}
+
+impl Serialize for Period {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Period {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Secs(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Secs(n) => Ok(Self(std::time::Duration::from_secs(n))),
+            Raw::Text(t) => t.parse().map_err(serde::de::Error::custom),
         }
     }
 }

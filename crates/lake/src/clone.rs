@@ -42,7 +42,7 @@ use crate::{LakeError, TableLocation};
 use replicator_common::shutdown::CancellationToken;
 
 pub(crate) mod features;
-mod tail;
+pub(crate) mod tail;
 
 use features::check_protocol;
 
@@ -566,7 +566,7 @@ impl CloneCommit<'_> {
 const SOURCE_COMMIT_PARAM: &str = "sourceCommitFingerprint";
 
 /// xxh3 of a commit file's bytes, as hex.
-fn fingerprint(bytes: &[u8]) -> String {
+pub(crate) fn fingerprint(bytes: &[u8]) -> String {
     format!("{:016x}", twox_hash::XxHash3_64::oneshot(bytes))
 }
 

@@ -11,7 +11,9 @@
 //!   comparison;
 //! - [`compare`]: key-level reconciliation (missing, extra and changed keys) and
 //!   per-partition checksums, streamed with bounded memory;
-//! - [`export`]: replace a partition of a Delta table in one commit (audit export).
+//! - [`export`]: replace a partition of a Delta table in one commit (audit export);
+//! - [`unchanged`]: where a table's log stands (a commit's version and fingerprint), read
+//!   without a snapshot, to prove a replica pair unchanged since its last deep validation.
 
 pub mod clone;
 pub mod compare;
@@ -22,6 +24,7 @@ pub mod export;
 pub mod inspect;
 pub mod location;
 pub mod sample;
+pub mod unchanged;
 
 pub use clone::{CloneOptions, CloneProgress, CloneReport, deep_clone};
 pub use discover::{DiscoveredTable, TableMatcher, discover};

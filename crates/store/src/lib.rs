@@ -18,6 +18,9 @@ use sqlx::any::AnyPoolOptions;
 use sqlx::{Executor, Row};
 use uuid::Uuid;
 
+mod validations;
+pub use validations::DeepValidation;
+
 /// Errors from the store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -291,7 +294,11 @@ impl Store {
                         source,
                     })?;
                 }
-                (format!("sqlite://{}?mode=rwc", path.display()), 4)
+                // One connection: SQLite has one writer at a time anyway, and writers on
+                // several connections of one process wait on each other in SQLite's busy
+                // handler (sleeps of up to 100 ms) and re-read every page another one changed.
+                // Other processes sharing the file still wait through `busy_timeout`.
+                (format!("sqlite://{}?mode=rwc", path.display()), 1)
             }
         };
         let endpoint = redact_url(&url);
@@ -301,8 +308,12 @@ impl Store {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
                         // Several processes (CLI, services) may share one SQLite file.
+                        // `synchronous = NORMAL`: in WAL mode a commit no longer waits for an
+                        // fsync (the WAL is synced at checkpoints); the database stays
+                        // consistent, and a power cut may lose only its last commits: results
+                        // of tasks that a rerun redoes (clones are idempotent).
                         conn.execute(
-                            "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 30000; PRAGMA foreign_keys = ON;",
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 30000; PRAGMA foreign_keys = ON;",
                         )
                         .await?;
                     }

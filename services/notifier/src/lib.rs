@@ -8,6 +8,8 @@
 
 use std::time::Duration;
 
+use futures::FutureExt;
+
 use replicator_bus::{BusRef, run_id_of, typed};
 use replicator_common::config::{StorageValue, Webhook, WebhookFormat, When};
 use replicator_common::retry::{RetryPolicy, Retryable};
@@ -121,7 +123,7 @@ pub async fn spawn(
         let mut sweep = tokio::time::interval(config.sweep_interval);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let (key, payload) = tokio::select! {
+            let first = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = sweep.tick() => {
                     sweep_open_runs(&bus, &store, &config, &client, &tracker).await;
@@ -129,18 +131,30 @@ pub async fn spawn(
                 }
                 e = events.next() => match e { Some(e) => e, None => break },
             };
-            if key == names::events::RUN_COMPLETED {
-                continue;
+            // Every event already waiting is taken with the first, and each run they name is
+            // checked once: on a large run the events come faster than one check per event.
+            let mut runs = Vec::new();
+            let (mut next, mut taken) = (Some(first), 0);
+            while let Some((key, payload)) = next.take() {
+                taken += 1;
+                if key != names::events::RUN_COMPLETED {
+                    if key == names::events::DEAD_LETTER {
+                        fail_dead_lettered_task(&payload, &store).await;
+                    }
+                    match run_id_of(&payload) {
+                        Some(run_id) if !runs.contains(&run_id) => runs.push(run_id),
+                        Some(_) => {}
+                        None => tracing::warn!(%key, "event without a run_id ignored"),
+                    }
+                }
+                if runs.len() < EVENT_BATCH_RUNS && taken < EVENT_BATCH {
+                    next = events.next().now_or_never().flatten();
+                }
             }
-            if key == names::events::DEAD_LETTER {
-                fail_dead_lettered_task(&payload, &store).await;
-            }
-            let Some(run_id) = run_id_of(&payload) else {
-                tracing::warn!(%key, "event without a run_id ignored");
-                continue;
-            };
-            if let Err(e) = check_run(run_id, &bus, &store, &config, &client, &tracker).await {
-                tracing::warn!(%run_id, error = %e, "could not check run completion");
+            for run_id in runs {
+                if let Err(e) = check_run(run_id, &bus, &store, &config, &client, &tracker).await {
+                    tracing::warn!(%run_id, error = %e, "could not check run completion");
+                }
             }
         }
         // Notifications under way are finished before the notifier stops.
@@ -148,6 +162,10 @@ pub async fn spawn(
         tracker.wait().await;
     }))
 }
+
+/// Waiting events taken at once, and distinct runs they may name, before the runs are checked.
+const EVENT_BATCH: usize = 4096;
+const EVENT_BATCH_RUNS: usize = 64;
 
 /// Complete every open run whose tasks are all terminal.
 async fn sweep_open_runs(
@@ -204,7 +222,7 @@ pub async fn check_run(
     let Some(run) = store.run(run_id).await? else {
         return Ok(false);
     };
-    if run.completed_at.is_some() || !store.run_progress(run_id).await?.is_complete() {
+    if run.completed_at.is_some() || store.has_open_tasks(run_id).await? {
         return Ok(false);
     }
     let summary = store.summarize(run_id).await?;

@@ -9,6 +9,11 @@
 //! - **partition checksums** (when on): row count and checksum per table partition, to
 //!   localise a difference.
 //!
+//! These are the **deep validation**. A replica whose logs have not moved since a deep
+//! validation that matched gets the **cheap check** instead — the latest versions and commit
+//! fingerprints of both tables, compared with those the deep validation saw — until
+//! `reconciliation.deep_every` has passed (see `depth`); the result's `depth` says which ran.
+//!
 //! The source is read at the version that was cloned (from the task), the target at its
 //! latest version. The result ([`ReconcileResult`]: `matched`, `mismatched`, or `failed`
 //! when the checks could not run) is recorded and published as `reconcile.*`; the delivery
@@ -31,6 +36,7 @@ use replicator_store::{Stage, Store, status};
 use tokio::task::JoinHandle;
 
 mod databricks;
+mod depth;
 
 /// Reconciler settings.
 #[derive(Clone, Debug)]
@@ -339,7 +345,7 @@ pub async fn handle(
     let mut msg = if task.engine == replicator_proto::Engine::Databricks {
         databricks::reconcile(&task).await
     } else {
-        reconcile_native(&task, config).await
+        depth::reconcile(&task, config, store).await
     };
     msg.duration_ms = started.elapsed().as_millis() as u64;
     settle(msg, started, attempt_id, delivery, bus, store).await;
@@ -360,6 +366,7 @@ fn pending_result(task: &ReconcileTask) -> ReconcileResult {
         checks: Vec::new(),
         keys: None,
         partitions: Vec::new(),
+        depth: Default::default(),
         error: None,
         duration_ms: 0,
         statement_ids: Vec::new(),

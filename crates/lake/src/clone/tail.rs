@@ -221,7 +221,7 @@ fn last_clone(source: &TableLocation, state: &TargetState) -> Option<LastClone> 
 
 /// Versions of the commit files (`NNNNNNNNNNNNNNNNNNNN.json`) in a `_delta_log`, sorted;
 /// only those after `after` when given.
-pub(super) async fn commit_versions(
+pub(crate) async fn commit_versions(
     loc: &TableLocation,
     after: impl Into<Option<u64>>,
 ) -> Result<Vec<u64>, LakeError> {
