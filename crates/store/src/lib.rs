@@ -1317,6 +1317,7 @@ mod tests {
             error: None,
             duration_ms: 1,
             statement_ids: Vec::new(),
+            depth: Default::default(),
         };
         assert!(store.record_reconcile(&reconciled).await.unwrap().first);
         // After the task succeeded: neither a clone nor a validation changes it.
