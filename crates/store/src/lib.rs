@@ -304,6 +304,9 @@ impl Store {
         let endpoint = redact_url(&url);
         let pool = AnyPoolOptions::new()
             .max_connections(max)
+            // A ping before every use is a round trip to SQLite's connection thread per
+            // statement; a local file has no connection to lose.
+            .test_before_acquire(backend == Backend::Postgres)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
