@@ -1,5 +1,6 @@
-//! The notifier watches the events topic. After every task event it asks the store whether
-//! the run still has a task in a non-terminal state; when none is left it completes the run
+//! The notifier watches the events topic. Shortly after a task event (20 ms, together with
+//! the other runs that had events meanwhile) it asks the store whether the run still has a
+//! task in a non-terminal state; when none is left it completes the run
 //! exactly once (an atomic update in the store), publishes `run.completed` with the
 //! [`RunSummary`], logs the summary, and posts it as JSON to every configured webhook.
 //!
@@ -7,8 +8,6 @@
 //! and never fails or blocks the run.
 
 use std::time::Duration;
-
-use futures::FutureExt;
 
 use replicator_bus::{BusRef, run_id_of, typed};
 use replicator_common::config::{StorageValue, Webhook, WebhookFormat, When};
@@ -122,50 +121,64 @@ pub async fn spawn(
         // `sweep_interval` the open runs are checked from the store as well.
         let mut sweep = tokio::time::interval(config.sweep_interval);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Runs named by events since they were last checked. They are checked together a
+        // moment after the first of them: on a large run the events come far faster than the
+        // store can be asked about each.
+        let mut pending: Vec<Uuid> = Vec::new();
+        let check = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(check);
         loop {
-            let first = tokio::select! {
+            tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = sweep.tick() => {
-                    sweep_open_runs(&bus, &store, &config, &client, &tracker).await;
-                    continue;
+                _ = sweep.tick() => sweep_open_runs(&bus, &store, &config, &client, &tracker).await,
+                _ = &mut check, if !pending.is_empty() => {
+                    check_runs(pending.drain(..), &bus, &store, &config, &client, &tracker).await;
                 }
-                e = events.next() => match e { Some(e) => e, None => break },
-            };
-            // Every event already waiting is taken with the first, and each run they name is
-            // checked once: on a large run the events come faster than one check per event.
-            let mut runs = Vec::new();
-            let (mut next, mut taken) = (Some(first), 0);
-            while let Some((key, payload)) = next.take() {
-                taken += 1;
-                if key != names::events::RUN_COMPLETED {
+                e = events.next() => {
+                    let Some((key, payload)) = e else { break };
+                    if key == names::events::RUN_COMPLETED {
+                        continue;
+                    }
                     if key == names::events::DEAD_LETTER {
                         fail_dead_lettered_task(&payload, &store).await;
                     }
                     match run_id_of(&payload) {
-                        Some(run_id) if !runs.contains(&run_id) => runs.push(run_id),
+                        Some(run_id) if !pending.contains(&run_id) => {
+                            if pending.is_empty() {
+                                check.as_mut().reset(tokio::time::Instant::now() + CHECK_DELAY);
+                            }
+                            pending.push(run_id);
+                        }
                         Some(_) => {}
                         None => tracing::warn!(%key, "event without a run_id ignored"),
                     }
                 }
-                if runs.len() < EVENT_BATCH_RUNS && taken < EVENT_BATCH {
-                    next = events.next().now_or_never().flatten();
-                }
-            }
-            for run_id in runs {
-                if let Err(e) = check_run(run_id, &bus, &store, &config, &client, &tracker).await {
-                    tracing::warn!(%run_id, error = %e, "could not check run completion");
-                }
             }
         }
+        check_runs(pending.drain(..), &bus, &store, &config, &client, &tracker).await;
         // Notifications under way are finished before the notifier stops.
         tracker.close();
         tracker.wait().await;
     }))
 }
 
-/// Waiting events taken at once, and distinct runs they may name, before the runs are checked.
-const EVENT_BATCH: usize = 4096;
-const EVENT_BATCH_RUNS: usize = 64;
+/// How long after an event its run is checked (with the runs of the events meanwhile).
+const CHECK_DELAY: Duration = Duration::from_millis(20);
+
+async fn check_runs(
+    runs: impl Iterator<Item = Uuid>,
+    bus: &BusRef,
+    store: &Store,
+    config: &NotifierConfig,
+    client: &reqwest::Client,
+    tracker: &TaskTracker,
+) {
+    for run_id in runs {
+        if let Err(e) = check_run(run_id, bus, store, config, client, tracker).await {
+            tracing::warn!(%run_id, error = %e, "could not check run completion");
+        }
+    }
+}
 
 /// Complete every open run whose tasks are all terminal.
 async fn sweep_open_runs(
