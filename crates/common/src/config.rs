@@ -1364,6 +1364,46 @@ mod tests {
     }
 
     #[test]
+    fn deep_every_is_a_period_with_a_unit() {
+        let day = Period(std::time::Duration::from_secs(86_400));
+        let c = Config::from_yaml(MINIMAL, none(), &[]).unwrap();
+        assert_eq!(c.reconciliation.deep_every, day, "default");
+        for (text, secs) in [
+            ("90s", 90),
+            ("30m", 1800),
+            ("6h", 21_600),
+            ("7d", 604_800),
+            ("0", 0),
+            ("45", 45),
+        ] {
+            let c = Config::from_yaml(
+                MINIMAL,
+                none(),
+                &[format!("reconciliation.deep_every={text}")],
+            )
+            .unwrap();
+            assert_eq!(c.reconciliation.deep_every.0.as_secs(), secs, "{text}");
+        }
+        let env = vec![(
+            "REPLICATOR__RECONCILIATION__DEEP_EVERY".to_owned(),
+            "12h".to_owned(),
+        )];
+        let c = Config::from_yaml(MINIMAL, env, &[]).unwrap();
+        assert_eq!(c.reconciliation.deep_every.to_string(), "12h");
+        assert_eq!(day.to_string(), "1d");
+        for bad in ["1w", "h", "-1h", "1.5h"] {
+            let err = Config::from_yaml(
+                MINIMAL,
+                none(),
+                &[format!("reconciliation.deep_every={bad}")],
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains("reconciliation.deep_every"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
     fn minimal_config_gets_defaults() {
         let c = Config::from_yaml(MINIMAL, none(), &[]).unwrap();
         assert_eq!(c.source.root, "./lake/source");
