@@ -5,7 +5,7 @@
 # a new commit — with baselines measured in the same run: `cp -r` of the estate (for the
 # first run) and a `find` walk that stats every file of source and target (for the others).
 # Prints seconds, tables/s, peak RSS, ratios and how many tables were validated deeply.
-# Usage: bench/estate.sh [--tables N] [--fresh] [--changed-every N] [--operation all|replication] [--no-deep-run]
+# Usage: bench/estate.sh [--tables N] [--fresh] [--changed-every N] [--operation all|replication] [--no-extra-runs]
 set -euo pipefail
 
 TABLES=${TABLES:-10000}
@@ -15,7 +15,8 @@ BENCH_DIR=${BENCH_DIR:-/tmp/replicator-bench-estate}
 CONCURRENCY=${CONCURRENCY:-}          # cloners and reconcilers; the config's defaults when unset
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$(cd "$(dirname "$0")/.." && pwd)/target}
 FRESH=0
-DEEP_RUN=1                            # also time an unchanged run with deep_every=0 (information)
+EXTRA_RUNS=1                          # also time unchanged runs clone-only and with deep_every=0 (information)
+REPLICATOR_BIN=${REPLICATOR_BIN:-}    # time this binary instead of building one (an older build, say)
 DURABLE=0                             # lib.sh: no trailing sync in the timings
 
 usage() { sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
@@ -25,7 +26,7 @@ while (($#)); do
         --fresh) FRESH=1 ;;
         --changed-every) CHANGED_EVERY=$2; shift ;;
         --operation) OPERATION=$2; shift ;;
-        --no-deep-run) DEEP_RUN=0 ;;
+        --no-extra-runs) EXTRA_RUNS=0 ;;
         -h|--help) usage 0 ;;
         *) echo "unknown argument: $1" >&2; usage 2 >&2 ;;
     esac
@@ -43,7 +44,7 @@ LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 log "building release binaries (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
 (cd "$ROOT" && cargo build --release --quiet -p replicator-cli --bin replicator \
     -p replicator-lake --example gen_estate)
-REPLICATOR=$CARGO_TARGET_DIR/release/replicator
+REPLICATOR=${REPLICATOR_BIN:-$CARGO_TARGET_DIR/release/replicator}
 GEN=$CARGO_TARGET_DIR/release/examples/gen_estate
 
 BASE=$BENCH_DIR/estate-$TABLES       # generated once, never modified
@@ -101,7 +102,7 @@ run() {
     check "$(py "s['succeeded']" "$BENCH_DIR/$name.json")" "$TABLES" "$name: tables succeeded"
     check "$(py "s['files_copied']" "$BENCH_DIR/$name.json")" "$want" "$name: files copied"
     T_OF[$name]=$T RSS_OF[$name]=$RSS
-    DEPTH_OF[$name]=$( [[ $OPERATION == replication ]] && echo "-" || depths)
+    DEPTH_OF[$name]=$( [[ $OPERATION == replication || $* == *replication* ]] && echo "-" || depths)
     log "$name: $T s, peak RSS $RSS KiB, validations: ${DEPTH_OF[$name]}"
 }
 
@@ -128,9 +129,13 @@ log "appending one commit to $CHANGED tables (every ${CHANGED_EVERY}th; not time
 log "1%-changed run"
 run changed "$CHANGED"
 
-if ((DEEP_RUN)) && [[ $OPERATION != replication ]]; then
-    log "unchanged run with reconciliation.deep_every=0 (every table validated deeply; information)"
-    run unchanged_deep 0 --set reconciliation.deep_every=0
+if ((EXTRA_RUNS)) && [[ $OPERATION != replication ]]; then
+    log "unchanged run, clone only (--operation replication; information)"
+    run unchanged_repl 0 --operation replication
+    if [[ -z $REPLICATOR_BIN ]]; then
+        log "unchanged run with reconciliation.deep_every=0 (every table validated deeply; information)"
+        run unchanged_deep 0 --set reconciliation.deep_every=0
+    fi
 fi
 LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 
@@ -141,6 +146,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1fx", a / b }'; }
 verdict() { awk -v v="$1" -v t="$2" 'BEGIN { print (v < t) ? "PASS" : "MISS" }'; }
 echo
 echo "Estate: $TABLES tables ($FILES files, $BYTES bytes) under $SRC; operation $OPERATION;"
+echo "replicator: $REPLICATOR ($(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?') when built here)"
 echo "concurrency: ${CONCURRENCY:-config defaults}; $(nproc) cores; load average $LOAD_START at start, $LOAD_END at end"
 echo "warm page cache; a sync before each timed command; times are wall-clock including process start"
 echo
@@ -154,6 +160,10 @@ printf '| %-52s | %8s | %8s | %9s | %-16s | %-22s |\n' "unchanged run" "${T_OF[u
     "$(rate "${T_OF[unchanged]}")" "$(mib "${RSS_OF[unchanged]}")" "$(ratio "${T_OF[unchanged]}" "$FIND_T") find" "${DEPTH_OF[unchanged]}"
 printf '| %-52s | %8s | %8s | %9s | %-16s | %-22s |\n' "1%-changed run ($CHANGED tables with a new commit)" "${T_OF[changed]}" \
     "$(rate "${T_OF[changed]}")" "$(mib "${RSS_OF[changed]}")" "$(ratio "${T_OF[changed]}" "$FIND_T") find" "${DEPTH_OF[changed]}"
+if [[ -n ${T_OF[unchanged_repl]:-} ]]; then
+    printf '| %-52s | %8s | %8s | %9s | %-16s | %-22s |\n' "unchanged run, --operation replication (information)" "${T_OF[unchanged_repl]}" \
+        "$(rate "${T_OF[unchanged_repl]}")" "$(mib "${RSS_OF[unchanged_repl]}")" "$(ratio "${T_OF[unchanged_repl]}" "$FIND_T") find" -
+fi
 if [[ -n ${T_OF[unchanged_deep]:-} ]]; then
     printf '| %-52s | %8s | %8s | %9s | %-16s | %-22s |\n' "unchanged run, deep_every=0 (information)" "${T_OF[unchanged_deep]}" \
         "$(rate "${T_OF[unchanged_deep]}")" "$(mib "${RSS_OF[unchanged_deep]}")" "$(ratio "${T_OF[unchanged_deep]}" "$FIND_T") find" "${DEPTH_OF[unchanged_deep]}"
