@@ -5,8 +5,10 @@
 //! is the source of truth for "is this run finished?": the notifier completes a run when no
 //! task of it is left in a non-terminal state, whichever process recorded the last result.
 //!
-//! Embedded mode uses a SQLite file (WAL, created on first use); the schema lives in
-//! `migrations/` and is applied on open.
+//! Embedded mode uses a SQLite file (WAL, `synchronous = NORMAL`, one connection, created on
+//! first use), where the writes of concurrent tasks share one transaction and one round trip
+//! (`batch`); the schema lives in `migrations/` and is applied on open. The last deep
+//! validation of each pair is kept too (`validations`).
 
 use chrono::Utc;
 use replicator_proto::{
