@@ -119,7 +119,7 @@ async fn pair_points(
 fn due(last: &DeepValidation, period: Duration, target: &str) -> bool {
     let stagger = period.mul_f64(f64::from(fnv1a(target.as_bytes()) % 1000) / 4000.0);
     let age = chrono::Utc::now() - last.validated_at;
-    age.to_std().map_or(false, |age| age >= period - stagger)
+    age.to_std().is_ok_and(|age| age >= period - stagger)
 }
 
 fn fnv1a(bytes: &[u8]) -> u32 {
