@@ -4,9 +4,10 @@
 #                                     1.4 GiB of build files under $REPLICATOR_TOOLS/tansu-build)
 #   scripts/kafka-broker.sh start     start it on 127.0.0.1:19092 unless something listens there;
 #                                     prints the bootstrap address
-# scripts/test runs the Kafka contract and fleet tests against it when it is installed (they
-# always run against librdkafka's mock cluster as well). Not installed by default: see
-# docs/decisions.md.
+#   scripts/kafka-broker.sh test      start it, then run the Kafka contract tests and the Kafka
+#                                     fleet pipeline against it (topics created by the admin API)
+# scripts/test runs those tests against librdkafka's mock cluster only; see docs/decisions.md
+# for why CI does not run them against tansu.
 set -euo pipefail
 tools="${REPLICATOR_TOOLS:-/var/tmp/replicator-tools}"
 bin="$tools/tansu/bin/tansu"
@@ -31,8 +32,14 @@ start)
     fi
     echo "$addr"
     ;;
+test)
+    brokers="$("$0" start)"
+    export REPLICATOR_KAFKA_BROKERS="$brokers"
+    cargo test --workspace --locked --test kafka
+    cargo test --workspace --locked --test fleet -- kafka
+    ;;
 *)
-    echo "usage: scripts/kafka-broker.sh install|start" >&2
+    echo "usage: scripts/kafka-broker.sh install|start|test" >&2
     exit 2
     ;;
 esac
