@@ -772,7 +772,10 @@ fn last_clone_source(body: &[u8]) -> Option<String> {
 }
 
 /// The body of commit `version` of `loc`, or `None` when there is no such file.
-async fn read_commit(loc: &TableLocation, version: u64) -> Result<Option<bytes::Bytes>, LakeError> {
+pub(super) async fn read_commit(
+    loc: &TableLocation,
+    version: u64,
+) -> Result<Option<bytes::Bytes>, LakeError> {
     let path = loc.object_path(&format!("_delta_log/{version:020}.json"));
     match loc.store().get(&path).await {
         Ok(r) => r

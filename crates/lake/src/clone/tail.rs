@@ -19,14 +19,13 @@ use std::time::Instant;
 
 use deltalake::kernel::{Add, Remove};
 use futures::TryStreamExt;
-use object_store::ObjectStoreExt;
 use replicator_proto::CloneMetrics;
 use serde_json::{Value, json};
 
 use super::{
     CloneCommit, CloneOptions, CloneReport, Copied, ENGINE_INFO, SOURCE_COMMIT_PARAM, SourceFile,
     TargetLock, TargetState, cancelled, commit_info, copy_files, fingerprint, interrupted,
-    source_file, split_log_name,
+    read_commit, source_file, split_log_name,
 };
 use crate::{LakeError, TableLocation};
 
@@ -88,21 +87,9 @@ pub(super) async fn clone_tail(
 
     // Read S..=V at once, then net the actions of S+1..=V out in order. Commit S is read for
     // its fingerprint: it proves the source is still the table that was cloned.
-    let bodies = futures::future::try_join_all((s..=v).map(|version| async move {
-        let path = source.object_path(&format!("_delta_log/{version:020}.json"));
-        let got = source.store().get(&path).await;
-        match got {
-            Ok(r) => r
-                .bytes()
-                .await
-                .map(Some)
-                .map_err(|e| LakeError::store(&path, e)),
-            // Cleaned up since the listing: the full diff copes.
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(LakeError::store(&path, e)),
-        }
-    }))
-    .await?;
+    // A commit cleaned up since the listing reads as `None`: the full diff copes.
+    let bodies =
+        futures::future::try_join_all((s..=v).map(|version| read_commit(source, version))).await?;
     let Some(bodies) = bodies.into_iter().collect::<Option<Vec<_>>>() else {
         return Ok(None);
     };
