@@ -12,7 +12,6 @@ use anyhow::Context;
 use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use replicator_common::Config;
-use replicator_lake::TableLocation;
 use replicator_lake::export::replace_partition;
 use replicator_store::{AUDIT_TABLES, AuditTable, AuditType, AuditValue, Store};
 use uuid::Uuid;
@@ -33,7 +32,7 @@ pub async fn export(
     run_id: Option<Uuid>,
     target: &str,
 ) -> anyhow::Result<Vec<Exported>> {
-    let root = TableLocation::parse(target)?;
+    let root = replicator_lake::StorageRoots::from_config(config)?.resolve(target)?;
     let store = Store::open(&config.state.url)
         .await
         .context("opening the state store")?;

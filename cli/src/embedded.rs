@@ -4,19 +4,16 @@
 
 use std::sync::Arc;
 
-use anyhow::Context;
 use replicator_bus::{BusRef, MemoryBus};
-use replicator_cloner::ClonerConfig;
 use replicator_common::Config;
 use replicator_common::shutdown::CancellationToken;
-use replicator_lake::{TableLocation, discover};
-use replicator_notifier::NotifierConfig;
-use replicator_planner::Plan;
+use replicator_engine::Engines;
+use replicator_planner::RunPlan;
 use replicator_proto::{Header, Operation, ReplicationRequest, RunCompleted, names};
-use replicator_reconciler::ReconcilerConfig;
-use replicator_store::Store;
 
 use crate::output;
+use crate::progress::RunProgress;
+use crate::runtime::{self, Deps, Service};
 
 /// Flags of `replicator run`.
 #[derive(Clone, Debug, Default)]
@@ -35,7 +32,7 @@ pub enum RunOutput {
     /// `--validate-only`: the config is valid and these tables match.
     Validated { tables: Vec<String> },
     /// `--dry-run`: what would happen.
-    Planned(Plan),
+    Planned(RunPlan),
     /// A finished run.
     Completed(RunCompleted),
 }
@@ -45,7 +42,7 @@ pub fn request_from(config: &Config, operation: Option<Operation>) -> Replicatio
     // A config with only a `databricks` section replicates between Unity Catalog metastores.
     let (engine, source_root, target_root) = match &config.databricks {
         Some(d) if config.source.root.is_empty() => {
-            let (s, t) = replicator_databricks::fleet::roots(d);
+            let (s, t) = replicator_engine::databricks::roots(d);
             (replicator_proto::Engine::Databricks, s, t)
         }
         _ => (
@@ -69,39 +66,12 @@ pub fn request_from(config: &Config, operation: Option<Operation>) -> Replicatio
 }
 
 /// Check what can be checked without changing anything: the config (already validated when
-/// loaded), both roots, and the tables the filters select.
+/// loaded), both roots, and the tables the filters select (for the Databricks engine:
+/// connectivity and access on both workspaces).
 pub async fn validate(config: &Config) -> anyhow::Result<Vec<String>> {
-    if let Some(d) = config
-        .databricks
-        .as_ref()
-        .filter(|_| config.source.root.is_empty())
-    {
-        let probes = replicator_databricks::Engine::from_config(d, false)?
-            .validate()
-            .await;
-        let failed: Vec<String> = probes
-            .iter()
-            .filter(|p| !p.ok)
-            .map(|p| format!("{}: {}", p.check, p.detail))
-            .collect();
-        anyhow::ensure!(failed.is_empty(), "{}", failed.join("; "));
-        return Ok(probes.into_iter().map(|p| p.check).collect());
-    }
-    replicator_lake::location::configure(config)?;
-    let source = TableLocation::parse(&config.source.root).context("source.root")?;
-    tracing::debug!(source = %source, filter = ?config.tables, "validating");
-    let target = TableLocation::parse(&config.target.root).context("target.root")?;
-    anyhow::ensure!(
-        !source.overlaps(&target),
-        "source.root and target.root overlap"
-    );
-    for (i, root) in config.cloning.external_roots.iter().enumerate() {
-        TableLocation::parse(root).with_context(|| format!("clone.external_roots[{i}]"))?;
-    }
-    let tables = discover(&source, &(&config.tables).into())
-        .await
-        .context("source.root")?;
-    Ok(tables.into_iter().map(|t| t.name).collect())
+    let request = request_from(config, None);
+    let engines = Engines::from_config(config)?;
+    engines.get(request.engine)?.probe(&request).await
 }
 
 /// Run the config's request end to end in this process.
@@ -112,106 +82,81 @@ pub async fn run(config: &Config, opts: &RunOptions) -> anyhow::Result<RunOutput
             tables: validate(config).await?,
         });
     }
-    replicator_lake::location::configure(config)?;
-    replicator_databricks::fleet::configure(config)?;
     if opts.dry_run {
+        let engines = Engines::from_config(config)?;
         let plan =
-            replicator_planner::plan(&request, true, config.concurrency.cloners.max(4)).await?;
+            replicator_planner::plan(&request, &engines, true, config.concurrency.cloners.max(4))
+                .await?;
         return Ok(RunOutput::Planned(plan));
     }
-    let store = Store::open(&config.state.url)
-        .await
-        .context("opening the state store")?;
     let memory = MemoryBus::new(config.bus.queue_capacity, config.bus.max_deliveries);
-    let bus: BusRef = Arc::new(memory.clone());
+    let deps = Deps::open(config, Arc::new(memory.clone()) as BusRef).await?;
     let shutdown = CancellationToken::new();
     let run_id = request.header.run_id;
 
     // Subscribe before anything is published, so no event is missed.
-    let mut events = bus.subscribe("#").await?;
+    let mut events = deps.bus.subscribe("#").await?;
     let bar = output::progress_bar(
         0,
         "{spinner} [{elapsed_precise}] [{bar:30}] {pos}/{len} tables  {msg}",
         opts.progress,
     );
-    let services = vec![
-        replicator_notifier::spawn(
-            bus.clone(),
-            store.clone(),
-            NotifierConfig::from_config(config),
-            shutdown.clone(),
-        )
-        .await?,
-        replicator_reconciler::spawn(
-            bus.clone(),
-            store.clone(),
-            ReconcilerConfig::from_config(config),
-            shutdown.clone(),
-        )
-        .await?,
-        replicator_cloner::spawn(
-            bus.clone(),
-            store.clone(),
-            ClonerConfig::from_config(config),
-            Some({
-                let bar = bar.clone();
-                Arc::new(
-                    move |task: &replicator_proto::CloneTask,
-                          p: &replicator_lake::CloneProgress| {
-                        bar.set_message(format!(
-                            "{}: {}/{} files, {}",
-                            task.table,
-                            p.files_done,
-                            p.files_total,
-                            output::bytes(p.bytes_done)
-                        ))
-                    },
-                )
-            }),
-            shutdown.clone(),
-        )
-        .await?,
-    ];
+    let copies = {
+        let bar = bar.clone();
+        Arc::new(
+            move |task: &replicator_proto::CloneTask, p: &replicator_lake::CloneProgress| {
+                bar.set_message(format!(
+                    "{}: {}/{} files, {}",
+                    task.table,
+                    p.files_done,
+                    p.files_total,
+                    output::bytes(p.bytes_done)
+                ))
+            },
+        ) as replicator_cloner::ProgressSink
+    };
+    // The planner runs inline (its errors end the command), every other service as a task.
+    let services: Vec<Service> = Service::ALL
+        .into_iter()
+        .filter(|s| *s != Service::Planner)
+        .collect();
+    let handles = runtime::start(config, &deps, &services, Some(copies), &shutdown).await?;
 
-    let finish = |services: Vec<tokio::task::JoinHandle<()>>| {
+    let finish = |handles: Vec<tokio::task::JoinHandle<()>>| {
         let (shutdown, memory) = (shutdown.clone(), memory.clone());
         async move {
             shutdown.cancel();
-            for s in services {
-                let _ = s.await;
+            for h in handles {
+                let _ = h.await;
             }
             memory.close();
         }
     };
 
-    let plan = match replicator_planner::submit(&request, &bus, &store).await {
-        Ok(p) => p,
-        Err(e) => {
-            finish(services).await;
-            return Err(e).context("planning the run");
-        }
-    };
+    let plan =
+        match replicator_planner::submit(&request, &deps.engines, &deps.bus, &deps.store).await {
+            Ok(p) => p,
+            Err(e) => {
+                finish(handles).await;
+                return Err(anyhow::Error::from(e).context("planning the run"));
+            }
+        };
     bar.set_length(plan.items.len() as u64);
-    let reconciles = request.operation.reconciles();
+    let mut progress = RunProgress::new(request.operation);
     let completed = loop {
         let next = tokio::select! {
             e = events.next() => e,
             _ = tokio::signal::ctrl_c() => {
                 bar.abandon_with_message("interrupted");
-                finish(services).await;
+                finish(handles).await;
                 anyhow::bail!("interrupted: run {run_id} is incomplete; rerun to finish it (clones are incremental)");
             }
         };
         let Some((key, payload)) = next else {
-            finish(services).await;
+            finish(handles).await;
             anyhow::bail!("the bus closed before run {run_id} completed");
         };
-        let terminal = match key.as_str() {
-            names::events::CLONE_FAILED => true,
-            names::events::CLONE_SUCCEEDED => !reconciles,
-            k => k.starts_with("reconcile."),
-        };
-        if terminal {
+        if progress.on_event(&key) {
             bar.inc(1);
         }
         if key == names::events::RUN_COMPLETED
@@ -222,6 +167,6 @@ pub async fn run(config: &Config, opts: &RunOptions) -> anyhow::Result<RunOutput
         }
     };
     bar.finish_and_clear();
-    finish(services).await;
+    finish(handles).await;
     Ok(RunOutput::Completed(completed))
 }

@@ -6,35 +6,16 @@ use std::time::Duration;
 
 use anyhow::Context;
 use replicator_bus::{BusRef, BusSettings, typed};
-use replicator_cloner::ClonerConfig;
 use replicator_common::Config;
 use replicator_common::health::{self, Readiness};
 use replicator_common::shutdown::CancellationToken;
-use replicator_notifier::NotifierConfig;
 use replicator_proto::{Operation, RunCompleted, RunSummary, names};
-use replicator_reconciler::ReconcilerConfig;
 use replicator_store::Store;
 use uuid::Uuid;
 
-/// A service `replicator serve` can run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Service {
-    Planner,
-    Cloner,
-    Reconciler,
-    Notifier,
-}
-
-impl Service {
-    fn name(self) -> &'static str {
-        match self {
-            Self::Planner => "planner",
-            Self::Cloner => "cloner",
-            Self::Reconciler => "reconciler",
-            Self::Notifier => "notifier",
-        }
-    }
-}
+use crate::progress::RunProgress;
+pub use crate::runtime::Service;
+use crate::runtime::{self, Deps, open_store};
 
 /// The bus settings of a config.
 pub fn bus_settings(config: &Config) -> anyhow::Result<BusSettings> {
@@ -62,12 +43,6 @@ pub async fn connect_bus(config: &Config) -> anyhow::Result<BusRef> {
         .with_context(|| format!("connecting to the {} bus", config.bus.backend))
 }
 
-async fn open_store(config: &Config) -> anyhow::Result<Store> {
-    Store::open(&config.state.url)
-        .await
-        .context("opening the state store")
-}
-
 /// Run `services` in this process until `shutdown` fires, with `/healthz`, `/readyz` and
 /// `/metrics` on `listen`. On shutdown: readiness drops, consumers stop taking work,
 /// in-flight tasks finish and are settled, then the broker connection closes.
@@ -83,47 +58,16 @@ pub async fn serve(
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     tracing::info!(%bound, services = ?services, "health and metrics endpoints up");
-    replicator_lake::location::configure(config)?;
-    replicator_databricks::fleet::configure(config)?;
+    let engines = replicator_engine::Engines::from_config(config)?;
     let bus = connect_bus(config).await?;
-    let store = open_store(config).await?;
-    let mut handles = Vec::new();
+    let deps = Deps {
+        store: open_store(config).await?,
+        bus: bus.clone(),
+        engines,
+    };
+    let mut handles = runtime::start(config, &deps, services, None, &shutdown).await?;
     for s in services {
-        let h = match s {
-            Service::Planner => {
-                replicator_planner::spawn(bus.clone(), store.clone(), shutdown.clone()).await?
-            }
-            Service::Cloner => {
-                replicator_cloner::spawn(
-                    bus.clone(),
-                    store.clone(),
-                    ClonerConfig::from_config(config),
-                    None,
-                    shutdown.clone(),
-                )
-                .await?
-            }
-            Service::Reconciler => {
-                replicator_reconciler::spawn(
-                    bus.clone(),
-                    store.clone(),
-                    ReconcilerConfig::from_config(config),
-                    shutdown.clone(),
-                )
-                .await?
-            }
-            Service::Notifier => {
-                replicator_notifier::spawn(
-                    bus.clone(),
-                    store.clone(),
-                    NotifierConfig::from_config(config),
-                    shutdown.clone(),
-                )
-                .await?
-            }
-        };
         replicator_common::metrics::set_up(s.name(), true);
-        handles.push(h);
     }
     // Queue depth for dashboards and autoscalers that read Prometheus.
     let depth = {
@@ -190,21 +134,30 @@ pub async fn submit(config: &Config, operation: Option<Operation>) -> anyhow::Re
     Ok(request.header.run_id)
 }
 
-/// Follow a run's events until it completes; `on_event` sees each task event of the run.
-/// Returns the completed run. The store is consulted too, so a run that completed before
+/// Follow a run's events until it completes; `on_event` sees each task event of the run
+/// with the run's progress after it. Returns the completed run. The store is consulted too, so a run that completed before
 /// `watch` started (or whose completion event was missed) is still reported.
 pub async fn watch(
     config: &Config,
     run_id: Uuid,
-    mut on_event: impl FnMut(&str, &serde_json::Value),
+    mut on_event: impl FnMut(&str, &serde_json::Value, &RunProgress),
 ) -> anyhow::Result<RunSummary> {
     let bus = connect_bus(config).await?;
     let store = open_store(config).await?;
     let mut events = bus.subscribe("#").await?;
-    anyhow::ensure!(
-        store.run(run_id).await?.is_some() || wait_for_plan(&store, run_id).await,
-        "run {run_id} not found in the state store (was it submitted to this fleet?)"
-    );
+    let run = match store.run(run_id).await? {
+        Some(run) => Some(run),
+        None => wait_for_plan(&store, run_id).await,
+    };
+    let Some(run) = run else {
+        anyhow::bail!(
+            "run {run_id} not found in the state store (was it submitted to this fleet?)"
+        );
+    };
+    // Tasks that finished before `watch` subscribed count too.
+    let tasks = store.tasks(run_id).await?;
+    let mut progress =
+        RunProgress::from_statuses(run.operation, tasks.iter().map(|t| t.status.as_str()));
     let mut poll = tokio::time::interval(Duration::from_secs(2));
     let summary = loop {
         tokio::select! {
@@ -229,7 +182,8 @@ pub async fn watch(
                     let done: RunCompleted = serde_json::from_value(value)?;
                     break done.summary;
                 }
-                on_event(&key, &value);
+                progress.on_event(&key);
+                on_event(&key, &value, &progress);
             }
         }
     };
@@ -238,14 +192,14 @@ pub async fn watch(
 }
 
 /// A just-submitted run appears in the store once a planner took it: wait a little.
-async fn wait_for_plan(store: &Store, run_id: Uuid) -> bool {
+async fn wait_for_plan(store: &Store, run_id: Uuid) -> Option<replicator_store::RunRecord> {
     for _ in 0..60 {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        if matches!(store.run(run_id).await, Ok(Some(_))) {
-            return true;
+        if let Ok(Some(run)) = store.run(run_id).await {
+            return Some(run);
         }
     }
-    false
+    None
 }
 
 /// Dead-lettered tasks of a run (optionally one task) go back to work; their tasks are

@@ -20,9 +20,14 @@ async fn requests_become_tasks_and_bad_requests_become_dead_letters() {
     let bus: BusRef = Arc::new(memory.clone());
     let store = Store::open("sqlite::memory:").await.unwrap();
     let shutdown = CancellationToken::new();
-    let planner = replicator_planner::spawn(bus.clone(), store.clone(), shutdown.clone())
-        .await
-        .unwrap();
+    let planner = replicator_planner::spawn(
+        bus.clone(),
+        store.clone(),
+        Default::default(),
+        shutdown.clone(),
+    )
+    .await
+    .unwrap();
 
     let request = |root: &str| ReplicationRequest {
         header: Header::new(uuid::Uuid::now_v7()),

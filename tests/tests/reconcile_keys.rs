@@ -11,10 +11,10 @@ use arrow::array::{Array, ArrayRef, Float64Array, Int64Array, RecordBatch, Strin
 use arrow::compute::concat_batches;
 use arrow::datatypes::{DataType, Field, Schema};
 use replicator_common::config::{Reconciliation, TableReconciliation};
+use replicator_engine::native::check_pair as validate;
 use replicator_lake::compare::{CompareOptions, compare};
 use replicator_lake::{CloneOptions, TableLocation, deep_clone, sample};
 use replicator_proto::KeyDiff;
-use replicator_reconciler::validate;
 
 fn loc(p: &Path) -> TableLocation {
     TableLocation::parse(p.to_str().unwrap()).unwrap()

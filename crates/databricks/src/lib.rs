@@ -5,7 +5,6 @@
 //!   Catalog listings, Delta Sharing objects; PAT or OAuth M2M auth; retries honouring
 //!   `Retry-After`; statements cancelled on timeout;
 //! - [`ident`]: every name that reaches SQL is validated and backtick-quoted;
-//! - [`fleet`]: how planner, cloners and reconcilers find the engine of a task;
 //! - [`ops`]: the operations — backup (source side), replication (target side),
 //!   reconciliation — and the Delta Sharing setup that links the two metastores.
 //!
@@ -14,7 +13,6 @@
 pub mod auth;
 pub mod client;
 pub mod error;
-pub mod fleet;
 pub mod ident;
 pub mod ops;
 

@@ -29,4 +29,4 @@ pub mod unchanged;
 pub use clone::{CloneOptions, CloneProgress, CloneReport, deep_clone};
 pub use discover::{DiscoveredTable, TableMatcher, discover};
 pub use error::LakeError;
-pub use location::TableLocation;
+pub use location::{StorageRoots, TableLocation};

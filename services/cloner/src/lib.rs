@@ -1,36 +1,36 @@
-//! The cloner consumes `tasks.clone`, deep-clones each table with the native engine, and
+//! The cloner consumes `tasks.clone`, clones each table with the engine the task names, and
 //! publishes a [`CloneResult`] on the events topic (`clone.succeeded` / `clone.failed`);
 //! when the run also validates, it queues a [`ReconcileTask`].
 //!
-//! Retries: transient errors (storage hiccups, commit conflicts) are retried in place with
-//! exponential backoff and jitter ([`RetryPolicy`]); permanent ones (missing files,
-//! unsupported features) fail at once. Every attempt is recorded in the store.
+//! Everything around the clone — the lease on the target (one clone of a target at a time,
+//! across the fleet, per delivery), attempts, retries of transient errors with backoff,
+//! recording, settling (ack, nack, dead letter) — is the worker skeleton's
+//! ([`replicator_worker`]); this crate supplies the clone and what follows its result.
 //!
 //! Delivery: a task is acked only after its result is recorded and published. A task that
 //! finally fails is dead-lettered with its reason, so `replay` can bring it back once the
 //! cause is fixed. If the worker dies mid-task the task is redelivered; the clone is
 //! idempotent (files already copied are not copied again, an up-to-date target is a no-op).
-//!
-//! One clone of a target at a time, per delivery: each delivery takes the target's lease
-//! in the store with a token of its own, so a redelivered copy of a task that is still
-//! being cloned (even on the same worker) is deferred until the first one is done. Only
-//! the first result of a task is recorded; a later delivery is acked and kept in the
+//! Only the first result of a task is recorded; a later delivery is acked and kept in the
 //! attempts.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use replicator_bus::{BusRef, Delivery, typed};
+use async_trait::async_trait;
+use replicator_bus::{BusRef, typed};
 use replicator_common::metrics;
 use replicator_common::retry::RetryPolicy;
 use replicator_common::shutdown::CancellationToken;
-use replicator_lake::{CloneOptions, CloneProgress, LakeError, TableLocation, deep_clone};
-use replicator_proto::{CloneResult, CloneTask, Header, Outcome, ReconcileTask, TaskError, names};
-use replicator_store::{LeaseToken, Recorded, Stage, Store, status};
+use replicator_engine::{CloneContext, Cloned, Engines, Failure};
+use replicator_lake::CloneProgress;
+use replicator_proto::{
+    CloneResult, CloneTask, ErrorKind, Header, Outcome, ReconcileTask, TaskError, names,
+};
+use replicator_store::{Recorded, Stage, Store, status};
+use replicator_worker::{Work, WorkerSettings};
 use tokio::task::JoinHandle;
-
-mod databricks;
+use uuid::Uuid;
 
 /// Cloner settings.
 #[derive(Clone, Debug)]
@@ -57,209 +57,200 @@ impl ClonerConfig {
             lease_ttl: Duration::from_millis(c.concurrency.lease_ttl_ms),
         }
     }
-}
 
-/// Holds the lease on a target for one delivery and renews it until released or dropped.
-/// The holder is a [`LeaseToken`] made for this delivery, so a second delivery of the same
-/// task on the same worker (redelivered by the broker after a dropped connection while
-/// this one still runs) does not get the lease and is deferred.
-struct Lease {
-    token: LeaseToken,
-    renew: tokio::task::JoinHandle<()>,
-}
-
-impl Lease {
-    /// Take the lease on `task.target`, or say who holds it.
-    async fn take(task: &CloneTask, store: &Store, config: &ClonerConfig) -> Result<Lease, String> {
-        let (target, ttl) = (task.target.clone(), config.lease_ttl);
-        let token = LeaseToken::new(&config.worker);
-        match store
-            .acquire_lease(&target, &token, task.task_id, ttl)
-            .await
-        {
-            Ok(true) => {}
-            Ok(false) => {
-                let holder = match store.lease_holder(&target).await.ok().flatten() {
-                    Some((worker, _)) if worker == config.worker => {
-                        "another delivery on this worker".to_owned()
-                    }
-                    Some((worker, _)) => worker,
-                    None => "another worker".to_owned(),
-                };
-                return Err(format!(
-                    "target {target} is being cloned by {holder}; retrying later"
-                ));
-            }
-            Err(e) => return Err(format!("cannot take the lease on {target}: {e}")),
+    fn settings(&self) -> WorkerSettings {
+        WorkerSettings {
+            worker: self.worker.clone(),
+            concurrency: self.concurrency,
+            retry: self.retry.clone(),
+            lease_ttl: self.lease_ttl,
         }
-        let (store, task_id, renewing) = (store.clone(), task.task_id, token.clone());
-        let renew = tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(ttl / 3).await;
-                match store.acquire_lease(&target, &renewing, task_id, ttl).await {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        tracing::error!(%target, "lost the lease on the target (expired while cloning); a conflicting commit will be refused")
-                    }
-                    Err(e) => tracing::warn!(%target, error = %e, "could not renew the lease"),
-                }
-            }
-        });
-        Ok(Lease { token, renew })
-    }
-
-    async fn release(self, target: &str, store: &Store) {
-        self.renew.abort();
-        if let Err(e) = store.release_lease(target, &self.token).await {
-            tracing::warn!(%target, error = %e, "could not release the lease; it expires by itself");
-        }
-    }
-}
-
-impl Drop for Lease {
-    fn drop(&mut self) {
-        // A handler that ends without releasing (cancelled, panicked) stops renewing: the
-        // lease then expires by itself.
-        self.renew.abort();
     }
 }
 
 /// Optional observer of copy progress (the CLI's progress bar).
 pub type ProgressSink = Arc<dyn Fn(&CloneTask, &CloneProgress) + Send + Sync>;
 
+/// The cloner's work: one clone by the task's engine.
+struct Cloner {
+    engines: Engines,
+    copy_parallelism: usize,
+    progress: Option<ProgressSink>,
+}
+
 /// Start consuming `tasks.clone`; returns once the consumer is attached. The worker stops
 /// taking tasks when `shutdown` fires and returns after in-flight clones finish.
 pub async fn spawn(
     bus: BusRef,
     store: Store,
+    engines: Engines,
     config: ClonerConfig,
     progress: Option<ProgressSink>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<JoinHandle<()>> {
-    let concurrency = config.concurrency;
-    let consumer = bus.consume(names::CLONE_TASKS, concurrency).await?;
-    Ok(tokio::spawn(replicator_bus::worker::serve(
-        consumer,
-        concurrency,
-        shutdown,
-        |t: &CloneTask| tracing::info_span!("clone", run_id = %t.header.run_id, task_id = %t.task_id, table = %t.table, attempt = t.attempt),
-        move |task, delivery| {
-            let (bus, store, config, progress) =
-                (bus.clone(), store.clone(), config.clone(), progress.clone());
-            async move { handle(task, delivery, &bus, &store, &config, progress).await }
-        },
-    )))
+    let work = Arc::new(Cloner {
+        engines,
+        copy_parallelism: config.copy_parallelism,
+        progress,
+    });
+    replicator_worker::spawn(work, bus, store, config.settings(), shutdown).await
 }
 
-/// Clone one table with retries, record and publish the result, then settle the delivery.
-pub async fn handle(
-    task: CloneTask,
-    delivery: Delivery,
-    bus: &BusRef,
-    store: &Store,
-    config: &ClonerConfig,
-    progress: Option<ProgressSink>,
-) {
-    let started = Instant::now();
-    let run_id = task.header.run_id;
-    // One clone of a target at a time, across every worker of the fleet.
-    let lease = match Lease::take(&task, store, config).await {
-        Ok(l) => l,
-        Err(reason) => {
-            tracing::info!(%reason, "task deferred");
-            delivery.defer(&reason);
-            return;
-        }
-    };
-    let _in_flight = metrics::in_flight("cloner");
-    if task.engine == replicator_proto::Engine::Databricks {
-        return databricks::handle(task, delivery, bus, store, config, lease, started).await;
+#[async_trait]
+impl Work for Cloner {
+    type Task = CloneTask;
+    type Output = Cloned;
+    type Error = Failure;
+    type Result = CloneResult;
+    const SERVICE: &'static str = "cloner";
+    const STAGE: Stage = Stage::Clone;
+
+    fn queue(&self) -> &'static str {
+        names::CLONE_TASKS
     }
-    let (result, retries) = match locations(&task) {
-        Err(e) => (Err(e), 0),
-        Ok((source, target, external_roots)) => {
-            let options = CloneOptions {
-                version: task.version,
-                parallelism: config.copy_parallelism,
-                progress: progress.map(|p| {
-                    let task = task.clone();
-                    Arc::new(move |pr: &CloneProgress| p(&task, pr))
-                        as replicator_lake::clone::ProgressFn
-                }),
-                dry_run: false,
-                timestamp: None,
-                // A target that is not this source's replica fails permanently unless the
-                // run says `clone.replace`.
-                replace: task.replace,
-                external_roots,
-                cancel: None,
+
+    fn span(t: &CloneTask) -> tracing::Span {
+        tracing::info_span!("clone", run_id = %t.header.run_id, task_id = %t.task_id, table = %t.table, attempt = t.attempt)
+    }
+
+    fn ids(task: &CloneTask) -> (Uuid, u32) {
+        (task.task_id, task.attempt)
+    }
+
+    fn lease_key(&self, task: &CloneTask) -> Option<String> {
+        Some(task.target.clone())
+    }
+
+    async fn attempt(&self, task: &CloneTask) -> Result<Cloned, Failure> {
+        let engine = self
+            .engines
+            .get(task.engine)
+            .map_err(|e| Failure::new(ErrorKind::Permanent, e.to_string(), false))?;
+        let ctx = CloneContext {
+            parallelism: self.copy_parallelism,
+            progress: self.progress.as_ref().map(|p| {
+                let (p, task) = (p.clone(), task.clone());
+                Arc::new(move |pr: &CloneProgress| p(&task, pr))
+                    as replicator_lake::clone::ProgressFn
+            }),
+        };
+        engine.clone_table(task, &ctx).await
+    }
+
+    fn result(
+        &self,
+        task: &CloneTask,
+        outcome: Result<Cloned, Failure>,
+        retries: u32,
+        took: Duration,
+    ) -> CloneResult {
+        let mut msg = pending_result(task);
+        msg.retries = retries;
+        msg.duration_ms = took.as_millis() as u64;
+        match outcome {
+            Ok(c) => {
+                tracing::info!(
+                    source_version = c.source_version,
+                    target_version = c.target_version,
+                    committed = c.committed,
+                    copied_files = c.metrics.as_ref().map(|m| m.num_copied_files),
+                    copied_bytes = c.metrics.as_ref().map(|m| m.copied_files_size),
+                    statements = ?c.statement_ids,
+                    retries,
+                    "clone succeeded"
+                );
+                if let Some(m) = &c.metrics {
+                    metrics::bytes_copied(m.copied_files_size);
+                }
+                msg.outcome = Outcome::Succeeded;
+                msg.source_version = c.source_version;
+                msg.target_version = c.target_version;
+                msg.committed = c.committed;
+                msg.metrics = c.metrics;
+                msg.statement_ids = c.statement_ids;
+            }
+            Err(f) => {
+                tracing::error!(error = %f, statements = ?f.statement_ids, retries, "clone failed");
+                msg.error = Some(f.error);
+                msg.statement_ids = f.statement_ids;
+            }
+        }
+        msg
+    }
+
+    fn failure(result: &CloneResult) -> Option<&str> {
+        result
+            .error
+            .as_ref()
+            .map(|e: &TaskError| e.message.as_str())
+    }
+
+    /// Record the result; for the first result of the task publish the reconcile task that
+    /// follows a success and the `clone.*` event. A later delivery publishes nothing.
+    async fn record(
+        &self,
+        task: &CloneTask,
+        msg: &CloneResult,
+        bus: &BusRef,
+        store: &Store,
+    ) -> anyhow::Result<Recorded> {
+        let succeeded = msg.outcome == Outcome::Succeeded;
+        let reconciles = task.operation.reconciles();
+        let recorded = store.record_clone(msg, reconciles).await?;
+        // A first successful result queues its validation; so does a later one while the
+        // task still waits at `cloned` (see `after_skip`).
+        if reconciles && ((succeeded && recorded.first) || recorded.status == status::CLONED) {
+            let version = if succeeded { msg.source_version } else { None };
+            queue_validation(task, version, bus).await?;
+        }
+        if recorded.first {
+            let key = if succeeded {
+                names::events::CLONE_SUCCEEDED
+            } else {
+                names::events::CLONE_FAILED
             };
-            let job = Arc::new((source, target, options));
-            let attempts = Arc::new(AtomicU32::new(0));
-            let task_id = task.task_id;
-            config
-                .retry
-                .retry(
-                    || {
-                        let (job, store, attempts) = (job.clone(), store.clone(), attempts.clone());
-                        let worker = config.worker.clone();
-                        async move {
-                            let n = attempts.fetch_add(1, Ordering::SeqCst) + 1;
-                            let id = store.attempt_started(run_id, task_id, Stage::Clone, n, &worker).await.ok();
-                            let r = deep_clone(&job.0, &job.1, &job.2).await;
-                            if let Some(id) = id {
-                                let (o, e) = match &r {
-                                    Ok(_) => ("succeeded", None),
-                                    Err(e) if e.is_transient() => ("retrying", Some(e.to_string())),
-                                    Err(e) => ("failed", Some(e.to_string())),
-                                };
-                                if let Err(err) = store.attempt_finished(id, o, e.as_deref()).await {
-                                    tracing::warn!(error = %err, "could not record the attempt");
-                                }
-                            }
-                            r
-                        }
-                    },
-                    |e: &LakeError, delay| tracing::warn!(error = %e, delay_ms = delay.as_millis() as u64, "clone attempt failed, retrying"),
-                )
-                .await
+            typed::publish_event(bus.as_ref(), key, msg).await?;
         }
+        Ok(recorded)
+    }
+
+    /// A task still waiting at `cloned` for a validation that has not started gets its
+    /// validation queued again: the first delivery may have died between recording its
+    /// result and queueing it (a duplicate validation is then recorded as an attempt only).
+    /// Once the validation started or the task finished, none is queued.
+    async fn after_skip(
+        &self,
+        task: &CloneTask,
+        state: &str,
+        bus: &BusRef,
+        _store: &Store,
+    ) -> anyhow::Result<()> {
+        if task.operation.reconciles() && state == status::CLONED {
+            // This delivery knows no version: the validation reads the latest.
+            queue_validation(task, None, bus).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Publish the reconcile task that follows a clone of `task`.
+async fn queue_validation(
+    task: &CloneTask,
+    source_version: Option<u64>,
+    bus: &BusRef,
+) -> anyhow::Result<()> {
+    let next = ReconcileTask {
+        header: Header::new(task.header.run_id),
+        task_id: task.task_id,
+        attempt: 1,
+        table: task.table.clone(),
+        source: task.source.clone(),
+        target: task.target.clone(),
+        source_version,
+        engine: task.engine,
     };
-    let mut msg = pending_result(&task);
-    msg.retries = retries;
-    msg.duration_ms = started.elapsed().as_millis() as u64;
-    match result {
-        Ok(r) => {
-            tracing::info!(
-                source_version = r.source_version,
-                target_version = r.target_version,
-                committed = r.committed,
-                copied_files = r.metrics.num_copied_files,
-                copied_bytes = r.metrics.copied_files_size,
-                retries,
-                "clone succeeded"
-            );
-            msg.outcome = Outcome::Succeeded;
-            msg.source_version = Some(r.source_version);
-            msg.target_version = Some(r.target_version);
-            msg.committed = r.committed;
-            msg.metrics = Some(r.metrics);
-        }
-        Err(e) => {
-            tracing::error!(error = %e, retries, "clone failed");
-            msg.error = Some(TaskError {
-                kind: e.kind(),
-                message: e.to_string(),
-            });
-        }
-    }
-    if let Some(m) = &msg.metrics {
-        metrics::bytes_copied(m.copied_files_size);
-    }
-    settle(&task, msg, delivery, bus, store, lease, started, |err| {
-        format!("clone failed after {retries} retries: {err}")
-    })
-    .await;
+    typed::publish(bus.as_ref(), names::RECONCILE_TASKS, &next).await?;
+    Ok(())
 }
 
 /// The result of `task` before it ran: failed, nothing copied.
@@ -281,109 +272,4 @@ fn pending_result(task: &CloneTask) -> CloneResult {
         duration_ms: 0,
         statement_ids: Vec::new(),
     }
-}
-
-/// Record and publish `msg` (and the reconcile task that follows a success), release the
-/// lease, count the task, then settle the delivery: ack a success, dead-letter a failure
-/// with `failure(message)`, nack when recording or publishing failed (redelivered).
-///
-/// A delivery whose task already has its clone result (a redelivered task) is acked
-/// whatever its own outcome: the first result stands, this one is in the attempts only.
-#[allow(clippy::too_many_arguments)]
-async fn settle(
-    task: &CloneTask,
-    msg: CloneResult,
-    delivery: Delivery,
-    bus: &BusRef,
-    store: &Store,
-    lease: Lease,
-    started: Instant,
-    failure: impl FnOnce(&str) -> String,
-) {
-    let published = publish(task, &msg, task.operation.reconciles(), bus, store).await;
-    lease.release(&task.target, store).await;
-    metrics::task_done(
-        "cloner",
-        msg.outcome == Outcome::Succeeded,
-        started.elapsed(),
-    );
-    let recorded = match published {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::warn!(error = %e, "could not record or publish the clone result; the task will be redelivered");
-            delivery.nack(&e.to_string());
-            return;
-        }
-    };
-    if !recorded.first {
-        tracing::info!(
-            status = %recorded.status,
-            outcome = ?msg.outcome,
-            "task delivered again after its clone result was recorded; the recorded result stands, this delivery is in the attempts only"
-        );
-        return delivery.ack();
-    }
-    match msg.error {
-        None => delivery.ack(),
-        Some(err) => delivery.dead_letter(&failure(&err.message)),
-    }
-}
-
-fn locations(
-    task: &CloneTask,
-) -> Result<(TableLocation, TableLocation, Vec<TableLocation>), LakeError> {
-    Ok((
-        TableLocation::parse(&task.source)?,
-        TableLocation::parse(&task.target)?,
-        task.external_roots
-            .iter()
-            .map(String::as_str)
-            .map(TableLocation::parse)
-            .collect::<Result<_, _>>()?,
-    ))
-}
-
-/// Record the result; for the first result of the task publish the reconcile task that
-/// follows a success and the `clone.*` event. A later delivery publishes nothing, except
-/// the reconcile task while the task still waits at `cloned` for a validation that has
-/// not started: the first delivery may have died between recording and publishing it
-/// (a duplicate validation is then recorded as an attempt only); once the validation
-/// started or the task finished, no second one is queued.
-async fn publish(
-    task: &CloneTask,
-    msg: &CloneResult,
-    reconcile_next: bool,
-    bus: &BusRef,
-    store: &Store,
-) -> anyhow::Result<Recorded> {
-    let succeeded = msg.outcome == Outcome::Succeeded;
-    let recorded = store.record_clone(msg, reconcile_next).await?;
-    // A first successful result queues its validation. A later delivery of a task still
-    // waiting at `cloned` queues one too, whatever its own outcome: the first delivery may
-    // have died between recording and publishing, and without this the task would wait
-    // forever (the reconciler skips a task that is already validated).
-    let queue_validation = (succeeded && recorded.first) || recorded.status == status::CLONED;
-    if reconcile_next && queue_validation {
-        let next = ReconcileTask {
-            header: Header::new(task.header.run_id),
-            task_id: task.task_id,
-            attempt: 1,
-            table: task.table.clone(),
-            source: task.source.clone(),
-            target: task.target.clone(),
-            // A failed later delivery knows no version: the validation reads the latest.
-            source_version: if succeeded { msg.source_version } else { None },
-            engine: task.engine,
-        };
-        typed::publish(bus.as_ref(), names::RECONCILE_TASKS, &next).await?;
-    }
-    if recorded.first {
-        let key = if succeeded {
-            names::events::CLONE_SUCCEEDED
-        } else {
-            names::events::CLONE_FAILED
-        };
-        typed::publish_event(bus.as_ref(), key, msg).await?;
-    }
-    Ok(recorded)
 }

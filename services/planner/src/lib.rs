@@ -7,127 +7,55 @@
 //! embedded `replicator run`). A request is acked only after its run is recorded and every
 //! task is published; a request that cannot be planned (bad root, bad pattern) is
 //! dead-lettered with the reason. [`plan`] with `dry_run` works out what each clone would
-//! copy and writes nothing.
+//! copy and writes nothing. The expansion itself is the engine's ([`replicator_engine`]).
 
 use futures::{StreamExt, TryStreamExt, stream};
 use replicator_bus::{BusRef, typed};
 use replicator_common::shutdown::CancellationToken;
-use replicator_lake::{CloneOptions, LakeError, TableLocation, deep_clone, discover};
+use replicator_engine::{EngineError, Engines};
 use replicator_proto::{
-    CloneMetrics, CloneTask, Header, Operation, PlannedTable, ReconcileTask, ReplicationRequest,
-    RunPlanned, names,
+    CloneTask, Header, Operation, PlannedTable, ReconcileTask, ReplicationRequest, RunPlanned,
+    names,
 };
 use replicator_store::{NewTask, Store};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-mod databricks;
+pub use replicator_engine::PlannedItem;
 
 /// Why a request could not be planned.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
     #[error(transparent)]
-    Lake(#[from] LakeError),
+    Engine(#[from] EngineError),
     #[error("state store: {0}")]
     Store(#[from] replicator_store::StoreError),
     #[error("bus: {0}")]
     Bus(#[from] replicator_bus::BusError),
-    #[error("a pinned version needs exactly one table, but {0} matched")]
-    PinnedVersion(usize),
-    #[error("databricks: {0}")]
-    Databricks(#[from] replicator_databricks::DatabricksError),
 }
 
-/// One table of a plan.
-#[derive(Clone, Debug, PartialEq)]
-pub struct PlannedItem {
-    pub task_id: Uuid,
-    pub table: String,
-    pub source: String,
-    pub target: String,
-    /// Filled by dry runs: the source version and what the clone would do.
-    pub source_version: Option<u64>,
-    pub would: Option<CloneMetrics>,
-    /// Filled by dry runs when the table cannot be cloned.
-    pub problem: Option<String>,
-}
-
-/// A planned run.
+/// A planned run: one item per table.
 #[derive(Clone, Debug)]
-pub struct Plan {
+pub struct RunPlan {
     pub run_id: Uuid,
     pub operation: Operation,
     pub items: Vec<PlannedItem>,
 }
 
-/// Discover the request's tables. With `dry_run`, also work out, per table, the source version
-/// and what a clone would copy and remove (reads only, in parallel).
+/// Expand the request into its tables with the engine it names. With `dry_run`, also work
+/// out, per table, the source version and what a clone would copy and remove (reads only,
+/// `parallelism` tables at once).
 pub async fn plan(
     request: &ReplicationRequest,
+    engines: &Engines,
     dry_run: bool,
     parallelism: usize,
-) -> Result<Plan, PlanError> {
-    if request.engine == replicator_proto::Engine::Databricks {
-        return databricks::plan(request, dry_run).await;
-    }
-    let source_root = TableLocation::parse(&request.source_root)?;
-    let target_root = TableLocation::parse(&request.target_root)?;
-    let external_roots = request
-        .external_roots
-        .iter()
-        .map(String::as_str)
-        .map(TableLocation::parse)
-        .collect::<Result<Vec<_>, _>>()?;
-    if source_root.overlaps(&target_root) {
-        return Err(LakeError::Invalid(format!(
-            "source root {source_root} and target root {target_root} overlap"
-        ))
-        .into());
-    }
-    let tables = discover(&source_root, &request.tables).await?;
-    if request.version.is_some() && tables.len() != 1 {
-        return Err(PlanError::PinnedVersion(tables.len()));
-    }
-    let mut items = Vec::with_capacity(tables.len());
-    for t in &tables {
-        items.push(PlannedItem {
-            task_id: Uuid::now_v7(),
-            table: t.name.clone(),
-            source: source_root.child(&t.relative)?.url().to_string(),
-            target: target_root.child(&t.relative)?.url().to_string(),
-            source_version: None,
-            would: None,
-            problem: None,
-        });
-    }
-    if dry_run {
-        let version = request.version;
-        let (replace, external_roots) = (request.replace, &external_roots);
-        items = stream::iter(items.into_iter().map(|mut item| async move {
-            let options = CloneOptions {
-                version,
-                dry_run: true,
-                parallelism: 8,
-                replace,
-                external_roots: external_roots.clone(),
-                ..Default::default()
-            };
-            let src = TableLocation::parse(&item.source)?;
-            let dst = TableLocation::parse(&item.target)?;
-            match deep_clone(&src, &dst, &options).await {
-                Ok(r) => {
-                    item.source_version = Some(r.source_version);
-                    item.would = Some(r.metrics);
-                }
-                Err(e) => item.problem = Some(e.to_string()),
-            }
-            Ok::<_, PlanError>(item)
-        }))
-        .buffered(parallelism.max(1))
-        .try_collect()
+) -> Result<RunPlan, PlanError> {
+    let items = engines
+        .get(request.engine)?
+        .plan(request, dry_run, parallelism)
         .await?;
-    }
-    Ok(Plan {
+    Ok(RunPlan {
         run_id: request.header.run_id,
         operation: request.operation,
         items,
@@ -138,19 +66,20 @@ pub async fn plan(
 /// Idempotent for a redelivered request: a run that is already recorded is not planned twice.
 pub async fn submit(
     request: &ReplicationRequest,
+    engines: &Engines,
     bus: &BusRef,
     store: &Store,
-) -> Result<Plan, PlanError> {
+) -> Result<RunPlan, PlanError> {
     let run_id = request.header.run_id;
     if store.run(run_id).await?.is_some() {
         tracing::info!(%run_id, "run already planned; ignoring the repeated request");
-        return Ok(Plan {
+        return Ok(RunPlan {
             run_id,
             operation: request.operation,
             items: Vec::new(),
         });
     }
-    let plan = plan(request, false, 1).await?;
+    let plan = plan(request, engines, false, 1).await?;
     let tasks: Vec<NewTask> = plan
         .items
         .iter()
@@ -239,6 +168,7 @@ const PUBLISH_CONCURRENCY: usize = 32;
 pub async fn spawn(
     bus: BusRef,
     store: Store,
+    engines: Engines,
     shutdown: CancellationToken,
 ) -> anyhow::Result<JoinHandle<()>> {
     let mut consumer = bus.consume(names::REQUESTS, 1).await?;
@@ -252,7 +182,7 @@ pub async fn spawn(
                 continue;
             };
             let run_id = request.header.run_id;
-            match submit(&request, &bus, &store).await {
+            match submit(&request, &engines, &bus, &store).await {
                 Ok(_) => delivery.ack(),
                 Err(e @ (PlanError::Store(_) | PlanError::Bus(_))) => {
                     tracing::warn!(%run_id, error = %e, "planning interrupted; the request will be redelivered");

@@ -20,23 +20,26 @@ use std::time::Duration;
 
 use replicator_common::config::TableChecks;
 use replicator_lake::unchanged::{LogPoint, log_point};
-use replicator_lake::{LakeError, TableLocation};
-use replicator_proto::{Check, ReconcileResult, ReconcileTask, Validation, ValidationDepth};
-use replicator_store::{DeepValidation, Store};
+use replicator_lake::{LakeError, StorageRoots};
+use replicator_proto::{Check, ReconcileTask, ValidationDepth};
+use replicator_store::DeepValidation;
 
-use crate::{ReconcilerConfig, pending_result, reconcile_native};
+use super::check::check_pair;
+use crate::{CheckContext, Checked, Failure};
 
-/// Validate `task` with the native engine: the cheap check when it proves the pair unchanged
-/// since a recent deep validation, the configured checks otherwise.
-pub(crate) async fn reconcile(
+/// Validate `task`: the cheap check when it proves the pair unchanged since a recent deep
+/// validation, the configured checks otherwise.
+pub(crate) async fn check(
+    storage: &StorageRoots,
     task: &ReconcileTask,
-    config: &ReconcilerConfig,
-    store: &Store,
-) -> ReconcileResult {
+    ctx: &CheckContext<'_>,
+) -> Result<Checked, Failure> {
+    let store = ctx.store;
     // With a zero period every validation is deep, and still recorded: the record always
     // reflects the pair's last deep validation, whatever the period was then.
-    let period = config.checks.deep_every.0;
-    let checks = checks_key(&config.checks.for_table(&task.table));
+    let period = ctx.checks.deep_every.0;
+    let table_checks = ctx.checks.for_table(&task.table);
+    let checks = checks_key(&table_checks);
     let last = match store.deep_validation(&task.source, &task.target).await {
         Ok(v) => v,
         Err(e) => {
@@ -46,7 +49,7 @@ pub(crate) async fn reconcile(
     };
     // Where both logs stand now: proves the pair unchanged, or is recorded with the deep
     // validation that follows.
-    let now = match pair_points(task, last.as_ref()).await {
+    let now = match pair_points(storage, task, last.as_ref()).await {
         Ok(points) => points,
         Err(e) => {
             tracing::debug!(error = %e, "cannot read where the logs stand; validating deeply");
@@ -60,13 +63,33 @@ pub(crate) async fn reconcile(
         && (last.source_version, &last.source_commit) == (source.version, &source.commit)
         && (last.target_version, &last.target_commit) == (target.version, &target.commit)
     {
-        return unchanged(task, last);
+        return Ok(unchanged(last));
     }
-    let msg = reconcile_native(task, config).await;
-    let result = match (&now, msg.outcome) {
-        (Some((source, target)), Validation::Matched)
-            if msg.source_version == Some(source.version)
-                && msg.target_version == Some(target.version) =>
+    let found = async {
+        let source = storage.resolve(&task.source)?;
+        let target = storage.resolve(&task.target)?;
+        check_pair(&source, &target, task.source_version, &table_checks).await
+    }
+    .await;
+    let found = match found {
+        Ok(f) => f,
+        Err(e) => {
+            if last.is_some()
+                && let Err(e) = store
+                    .forget_deep_validation(&task.source, &task.target)
+                    .await
+            {
+                tracing::warn!(error = %e, "cannot record the deep validation");
+            }
+            return Err(e.into());
+        }
+    };
+    let matched = found.checks.iter().all(|c| c.passed);
+    let result = match &now {
+        Some((source, target))
+            if matched
+                && found.source_version == source.version
+                && found.target_version == target.version =>
         {
             store
                 .save_deep_validation(&DeepValidation {
@@ -77,15 +100,15 @@ pub(crate) async fn reconcile(
                     source_commit: source.commit.clone(),
                     target_version: target.version,
                     target_commit: target.commit.clone(),
-                    source_rows: msg.source_rows,
-                    target_rows: msg.target_rows,
+                    source_rows: found.source_rows,
+                    target_rows: found.target_rows,
                     validated_at: chrono::Utc::now(),
                     run_id: task.header.run_id,
                 })
                 .await
         }
         // A log moved while the checks ran: nothing to prove a later run unchanged with.
-        (_, Validation::Matched) => Ok(()),
+        _ if matched => Ok(()),
         _ if last.is_some() => {
             store
                 .forget_deep_validation(&task.source, &task.target)
@@ -97,16 +120,27 @@ pub(crate) async fn reconcile(
         // The next validation of this pair is deep again; this one stands.
         tracing::warn!(error = %e, "cannot record the deep validation");
     }
-    msg
+    Ok(Checked {
+        source_version: Some(found.source_version),
+        target_version: Some(found.target_version),
+        source_rows: found.source_rows,
+        target_rows: found.target_rows,
+        checks: found.checks,
+        keys: found.keys,
+        partitions: found.partitions,
+        depth: ValidationDepth::Deep,
+        statement_ids: Vec::new(),
+    })
 }
 
 /// Where the source (at the task's version, or latest) and the target (latest) stand.
 async fn pair_points(
+    storage: &StorageRoots,
     task: &ReconcileTask,
     last: Option<&DeepValidation>,
 ) -> Result<Option<(LogPoint, LogPoint)>, LakeError> {
-    let source = TableLocation::parse(&task.source)?;
-    let target = TableLocation::parse(&task.target)?;
+    let source = storage.resolve(&task.source)?;
+    let target = storage.resolve(&task.target)?;
     let (s, t) = tokio::try_join!(
         log_point(&source, task.source_version, last.map(|l| l.source_version)),
         log_point(&target, None, last.map(|l| l.target_version)),
@@ -140,27 +174,29 @@ fn checks_key(c: &TableChecks) -> String {
 }
 
 /// The cheap check's result: matched, with the row counts of the deep validation it relies on.
-fn unchanged(task: &ReconcileTask, last: &DeepValidation) -> ReconcileResult {
-    let mut msg = pending_result(task);
-    msg.outcome = Validation::Matched;
-    msg.depth = ValidationDepth::Cheap;
-    msg.source_version = Some(last.source_version);
-    msg.target_version = Some(last.target_version);
-    msg.source_rows = last.source_rows;
-    msg.target_rows = last.target_rows;
-    msg.checks = vec![Check {
-        name: "unchanged".into(),
-        passed: true,
-        detail: format!(
-            "source v{} and target v{} unchanged since the deep validation of {} (run {}), whose results stand",
-            last.source_version,
-            last.target_version,
-            last.validated_at
-                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            last.run_id
-        ),
-    }];
-    msg
+fn unchanged(last: &DeepValidation) -> Checked {
+    Checked {
+        source_version: Some(last.source_version),
+        target_version: Some(last.target_version),
+        source_rows: last.source_rows,
+        target_rows: last.target_rows,
+        checks: vec![Check {
+            name: "unchanged".into(),
+            passed: true,
+            detail: format!(
+                "source v{} and target v{} unchanged since the deep validation of {} (run {}), whose results stand",
+                last.source_version,
+                last.target_version,
+                last.validated_at
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                last.run_id
+            ),
+        }],
+        keys: None,
+        partitions: Vec::new(),
+        depth: ValidationDepth::Cheap,
+        statement_ids: Vec::new(),
+    }
 }
 
 #[cfg(test)]

@@ -116,6 +116,7 @@ impl Harness {
         replicator_cloner::spawn(
             self.bus(),
             self.store.clone(),
+            Default::default(),
             config,
             Some(slow),
             shutdown.clone(),
@@ -131,9 +132,15 @@ impl Harness {
             retry: RetryPolicy::for_test(),
             worker: "reconciler-1".into(),
         };
-        replicator_reconciler::spawn(self.bus(), self.store.clone(), config, shutdown.clone())
-            .await
-            .unwrap()
+        replicator_reconciler::spawn(
+            self.bus(),
+            self.store.clone(),
+            Default::default(),
+            config,
+            shutdown.clone(),
+        )
+        .await
+        .unwrap()
     }
 
     async fn attempts(&self, stage: &str) -> Vec<AttemptLog> {

@@ -1,0 +1,240 @@
+//! The Databricks engine: Unity Catalog tables replicated between two workspaces by
+//! `DEEP CLONE` on their SQL warehouses, through Delta Sharing.
+//!
+//! A Databricks location is `databricks:<workspace URL>/<catalog.schema.table>`; the root
+//! `databricks:<source workspace URL>` names the engine built from the config's
+//! `databricks` section. Planning expands the source through Unity Catalog and (unless a dry
+//! run) sets up Delta Sharing idempotently, so every clone task can run on its own; a clone
+//! backs a streaming table up on the source, then replicates it on the target; a check runs
+//! row counts, schema and missing rows as SQL on the target warehouse. Statement-level
+//! retries happen inside; every result carries the statement IDs.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use replicator_common::databricks::DatabricksConfig;
+use replicator_databricks::ops::{Reconciled, SourceTable, Step};
+use replicator_databricks::{DatabricksError, TableName};
+use replicator_proto::Engine as EngineKind;
+use replicator_proto::{CloneTask, ReconcileTask, ReplicationRequest, ValidationDepth};
+
+use crate::{
+    CheckContext, Checked, CloneContext, Cloned, Engine, EngineError, Failure, PlannedItem,
+};
+
+/// Scheme prefix of Databricks locations.
+pub const SCHEME: &str = "databricks:";
+
+/// `databricks:<host>` of a workspace URL.
+fn root(host: &str) -> String {
+    format!("{SCHEME}{}", host.trim_end_matches('/'))
+}
+
+/// The source and target roots of a `databricks` section.
+pub fn roots(config: &DatabricksConfig) -> (String, String) {
+    (root(&config.source.host), root(&config.target.host))
+}
+
+/// `databricks:<host>/<catalog.schema.table>` → (`databricks:<host>`, `catalog.schema.table`).
+pub fn split(location: &str) -> Option<(&str, &str)> {
+    let rest = location.strip_prefix(SCHEME)?;
+    let (_, after_scheme) = rest.split_once("://")?;
+    let slash = after_scheme.find('/')?;
+    let cut = SCHEME.len() + (rest.len() - after_scheme.len()) + slash;
+    Some((&location[..cut], &location[cut + 1..]))
+}
+
+/// The Databricks engine of one `databricks` section: both workspaces and the catalogs.
+pub struct DatabricksEngine {
+    pair: Arc<replicator_databricks::Engine>,
+    source_root: String,
+    target_root: String,
+}
+
+impl DatabricksEngine {
+    /// Build the engine of a `databricks` section (secrets read now, from their references).
+    pub fn from_config(config: &DatabricksConfig) -> Result<Self, DatabricksError> {
+        let pair = Arc::new(replicator_databricks::Engine::from_config(config, false)?);
+        let (source_root, target_root) = roots(config);
+        Ok(Self {
+            pair,
+            source_root,
+            target_root,
+        })
+    }
+
+    /// The source table a task's location names, looked up in Unity Catalog.
+    async fn source_table(&self, location: &str) -> Result<SourceTable, DatabricksError> {
+        let (root, full_name) = split(location).unwrap_or((location, ""));
+        if root != self.source_root {
+            return Err(DatabricksError::Config(format!(
+                "no Databricks engine for {root}: this worker's config needs the same `databricks` section"
+            )));
+        }
+        // Refuse names that cannot be quoted before any request carries them.
+        TableName::parse(full_name)?;
+        self.pair.source_table(full_name).await
+    }
+
+    /// Clone one table: a streaming table is backed up on the source, then replicated;
+    /// other tables are replicated.
+    async fn replicate(&self, source: &str) -> Result<Step, (Vec<String>, DatabricksError)> {
+        let t = self
+            .source_table(source)
+            .await
+            .map_err(|e| (Vec::new(), e))?;
+        let mut ids = Vec::new();
+        if t.is_streaming() {
+            let b = self.pair.backup_table(&t).await?;
+            ids = b.statement_ids;
+        }
+        match self.pair.replicate_table(&t).await {
+            Ok(mut step) => {
+                ids.append(&mut step.statement_ids);
+                step.statement_ids = ids;
+                Ok(step)
+            }
+            Err((mut more, e)) => {
+                ids.append(&mut more);
+                Err((ids, e))
+            }
+        }
+    }
+
+    async fn reconcile(&self, source: &str) -> Result<Reconciled, (Vec<String>, DatabricksError)> {
+        let t = self
+            .source_table(source)
+            .await
+            .map_err(|e| (Vec::new(), e))?;
+        self.pair.reconcile_table(&t).await
+    }
+}
+
+/// A failure after the engine's own statement retries: final for this task.
+fn failure((statement_ids, e): (Vec<String>, DatabricksError)) -> Failure {
+    let mut f = Failure::new(e.kind(), e.to_string(), false);
+    f.statement_ids = statement_ids;
+    f
+}
+
+#[async_trait]
+impl Engine for DatabricksEngine {
+    fn kind(&self) -> EngineKind {
+        EngineKind::Databricks
+    }
+
+    /// Expand the source through Unity Catalog and, unless a dry run, set up Delta Sharing
+    /// (backup schemas, recipient, shares, grants, shared catalogs). Views, materialized
+    /// views and other unsupported types are left out (logged).
+    async fn plan(
+        &self,
+        request: &ReplicationRequest,
+        dry_run: bool,
+        _parallelism: usize,
+    ) -> Result<Vec<PlannedItem>, EngineError> {
+        if request.source_root != self.source_root {
+            return Err(DatabricksError::Config(format!(
+                "no Databricks engine for {}: this worker's config needs the same `databricks` section",
+                request.source_root
+            ))
+            .into());
+        }
+        let tables = self.pair.discover().await?;
+        let supported: Vec<SourceTable> = tables
+            .into_iter()
+            .filter(|t| {
+                let ok = t.supported();
+                if !ok {
+                    tracing::info!(table = %t.full_name(), table_type = %t.info.table_type, "not replicated: unsupported table type");
+                }
+                ok
+            })
+            .collect();
+        if !dry_run {
+            let valid: Vec<SourceTable> = supported
+                .iter()
+                .filter(|t| t.name().is_ok())
+                .cloned()
+                .collect();
+            self.pair.prepare(&valid).await?;
+        }
+        Ok(supported
+            .iter()
+            .map(|t| {
+                let target_catalog = self.pair.config().catalogs[t.mapping].target();
+                PlannedItem::new(
+                    t.full_name(),
+                    format!("{}/{}", self.source_root, t.full_name()),
+                    format!(
+                        "{}/{target_catalog}.{}.{}",
+                        self.target_root, t.info.schema_name, t.info.name
+                    ),
+                )
+            })
+            .collect())
+    }
+
+    async fn clone_table(&self, task: &CloneTask, _ctx: &CloneContext) -> Result<Cloned, Failure> {
+        let step = self.replicate(&task.source).await.map_err(failure)?;
+        tracing::info!(statements = ?step.statement_ids, "databricks clone succeeded");
+        Ok(Cloned {
+            source_version: None,
+            target_version: None,
+            committed: step
+                .metrics
+                .as_ref()
+                .is_some_and(|m| m.num_copied_files > 0 || m.num_removed_files > 0),
+            metrics: step.metrics,
+            statement_ids: step.statement_ids,
+        })
+    }
+
+    async fn check(
+        &self,
+        task: &ReconcileTask,
+        _ctx: &CheckContext<'_>,
+    ) -> Result<Checked, Failure> {
+        let r = self.reconcile(&task.source).await.map_err(failure)?;
+        Ok(Checked {
+            source_version: task.source_version,
+            target_version: None,
+            source_rows: r.source_rows,
+            target_rows: r.target_rows,
+            checks: r.checks,
+            keys: None,
+            partitions: Vec::new(),
+            depth: ValidationDepth::Deep,
+            statement_ids: r.statement_ids,
+        })
+    }
+
+    /// Connectivity and access on both workspaces; fails with every check that did not pass.
+    async fn probe(&self, _request: &ReplicationRequest) -> anyhow::Result<Vec<String>> {
+        let probes = self.pair.validate().await;
+        let failed: Vec<String> = probes
+            .iter()
+            .filter(|p| !p.ok)
+            .map(|p| format!("{}: {}", p.check, p.detail))
+            .collect();
+        anyhow::ensure!(failed.is_empty(), "{}", failed.join("; "));
+        Ok(probes.into_iter().map(|p| p.check).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_locations() {
+        assert_eq!(
+            split("databricks:https://h.example:443/c.s.t"),
+            Some(("databricks:https://h.example:443", "c.s.t"))
+        );
+        assert_eq!(
+            split("databricks:http://127.0.0.1:9/c.s.we`ird;x"),
+            Some(("databricks:http://127.0.0.1:9", "c.s.we`ird;x"))
+        );
+        assert_eq!(split("/local/path"), None);
+    }
+}

@@ -1,0 +1,257 @@
+//! The engine seam: what a worker does with a task, whatever engine runs it.
+//!
+//! An [`Engine`] plans a request into tasks, runs one attempt of a clone task, checks a
+//! replica, and probes access. The services hold an [`Engines`] value — built once from the
+//! config and handed in at spawn — and ask it for the engine a message names; they never
+//! branch on the engine themselves. Two implementations:
+//!
+//! - [`native::NativeEngine`]: Delta tables on object stores (local, S3, Azure) through
+//!   `replicator-lake`, no Databricks compute;
+//! - [`databricks::DatabricksEngine`]: Unity Catalog tables, cloned by `DEEP CLONE` on the
+//!   warehouses over the SQL Statement Execution, Unity Catalog and Delta Sharing APIs.
+//!
+//! A new kind of work (a view, a volume, a grant set, an ingested SQL table, a Snowflake
+//! mirror entry) is a new implementation or a new task kind behind this seam: see
+//! `docs/architecture.md`.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use replicator_common::config::Reconciliation;
+use replicator_common::retry::Retryable;
+use replicator_lake::clone::ProgressFn;
+use replicator_proto::Engine as EngineKind;
+use replicator_proto::{
+    Check, CloneMetrics, CloneTask, ErrorKind, KeyDiff, PartitionDiff, ReconcileTask,
+    ReplicationRequest, TaskError, Validation, ValidationDepth,
+};
+use replicator_store::Store;
+use uuid::Uuid;
+
+pub mod databricks;
+pub mod native;
+
+pub use databricks::DatabricksEngine;
+pub use native::NativeEngine;
+
+/// Why a request could not be planned or probed.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Lake(#[from] replicator_lake::LakeError),
+    #[error("databricks: {0}")]
+    Databricks(#[from] replicator_databricks::DatabricksError),
+    #[error("a pinned version needs exactly one table, but {0} matched")]
+    PinnedVersion(usize),
+    /// The request names an engine this process was not configured for.
+    #[error("{0}")]
+    NotConfigured(String),
+}
+
+/// One table (or object) of a plan: what one task will replicate.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlannedItem {
+    pub task_id: Uuid,
+    pub table: String,
+    pub source: String,
+    pub target: String,
+    /// Filled by dry runs: the source version and what the clone would do.
+    pub source_version: Option<u64>,
+    pub would: Option<CloneMetrics>,
+    /// Filled by dry runs when the table cannot be cloned.
+    pub problem: Option<String>,
+}
+
+impl PlannedItem {
+    /// An item with a fresh task ID and nothing worked out yet.
+    pub fn new(table: String, source: String, target: String) -> Self {
+        Self {
+            task_id: Uuid::now_v7(),
+            table,
+            source,
+            target,
+            source_version: None,
+            would: None,
+            problem: None,
+        }
+    }
+}
+
+/// What one clone attempt did.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Cloned {
+    pub source_version: Option<u64>,
+    pub target_version: Option<u64>,
+    /// A new target version was committed (false: the target was already up to date).
+    pub committed: bool,
+    pub metrics: Option<CloneMetrics>,
+    /// Warehouse statements that ran, in order (Databricks engine).
+    pub statement_ids: Vec<String>,
+}
+
+/// What checking a replica found (the checks ran; they may have failed).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Checked {
+    pub source_version: Option<u64>,
+    pub target_version: Option<u64>,
+    pub source_rows: Option<u64>,
+    pub target_rows: Option<u64>,
+    pub checks: Vec<Check>,
+    pub keys: Option<KeyDiff>,
+    pub partitions: Vec<PartitionDiff>,
+    pub depth: ValidationDepth,
+    pub statement_ids: Vec<String>,
+}
+
+impl Checked {
+    /// `matched` when every check passed, else `mismatched`.
+    pub fn outcome(&self) -> Validation {
+        if self.checks.iter().all(|c| c.passed) {
+            Validation::Matched
+        } else {
+            Validation::Mismatched
+        }
+    }
+}
+
+/// Why an attempt failed: the error as the result message carries it, whether another
+/// attempt may help, and the statements that ran before it failed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Failure {
+    pub error: TaskError,
+    /// Another attempt may succeed (a storage hiccup, a commit conflict). An engine that
+    /// retries inside (the Databricks engine retries each statement) says `false`.
+    pub retry: bool,
+    pub statement_ids: Vec<String>,
+}
+
+impl Failure {
+    pub fn new(kind: ErrorKind, message: impl Into<String>, retry: bool) -> Self {
+        Self {
+            error: TaskError {
+                kind,
+                message: message.into(),
+            },
+            retry,
+            statement_ids: Vec::new(),
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.error.message)
+    }
+}
+
+impl Retryable for Failure {
+    fn is_transient(&self) -> bool {
+        self.retry
+    }
+}
+
+impl From<replicator_lake::LakeError> for Failure {
+    fn from(e: replicator_lake::LakeError) -> Self {
+        Self::new(e.kind(), e.to_string(), e.is_transient())
+    }
+}
+
+/// What a clone attempt is given besides its task.
+#[derive(Clone, Default)]
+pub struct CloneContext {
+    /// Files copied at once within the clone.
+    pub parallelism: usize,
+    /// Observer of copy progress.
+    pub progress: Option<ProgressFn>,
+}
+
+/// What a check is given besides its task.
+pub struct CheckContext<'a> {
+    /// The configured checks (per table) and how often to validate deeply.
+    pub checks: &'a Reconciliation,
+    /// Where the last deep validation of each pair is remembered.
+    pub store: &'a Store,
+}
+
+/// What a worker does with a task, for one engine.
+#[async_trait]
+pub trait Engine: Send + Sync {
+    /// The engine a message names to reach this one.
+    fn kind(&self) -> EngineKind;
+
+    /// Expand a request into one item per table. With `dry_run`, also work out (reads only)
+    /// what each clone would do, and prepare nothing.
+    async fn plan(
+        &self,
+        request: &ReplicationRequest,
+        dry_run: bool,
+        parallelism: usize,
+    ) -> Result<Vec<PlannedItem>, EngineError>;
+
+    /// One attempt at a clone task. Idempotent: a rerun converges to the same target.
+    async fn clone_table(&self, task: &CloneTask, ctx: &CloneContext) -> Result<Cloned, Failure>;
+
+    /// Check a replica against its source.
+    async fn check(&self, task: &ReconcileTask, ctx: &CheckContext<'_>)
+    -> Result<Checked, Failure>;
+
+    /// Check what can be checked without changing anything (roots, access, the objects a
+    /// request selects); returns what was found (table names, or the checks that passed).
+    async fn probe(&self, request: &ReplicationRequest) -> anyhow::Result<Vec<String>>;
+}
+
+/// The engines of one process, built once from its config and handed to every service.
+#[derive(Clone)]
+pub struct Engines {
+    native: Arc<NativeEngine>,
+    databricks: Option<Arc<DatabricksEngine>>,
+}
+
+impl Default for Engines {
+    /// The native engine with no configured roots (options from the environment only).
+    fn default() -> Self {
+        Self::native(replicator_lake::StorageRoots::default())
+    }
+}
+
+impl Engines {
+    /// The native engine over `storage`, and the Databricks engine if the config has a
+    /// `databricks` section (its secrets are read now, from their references).
+    pub fn from_config(config: &replicator_common::Config) -> Result<Self, EngineError> {
+        let storage = replicator_lake::StorageRoots::from_config(config)?;
+        let databricks = match &config.databricks {
+            Some(d) => Some(Arc::new(DatabricksEngine::from_config(d)?)),
+            None => None,
+        };
+        Ok(Self {
+            native: Arc::new(NativeEngine::new(storage)),
+            databricks,
+        })
+    }
+
+    /// Only the native engine, over `storage` (tests, the one-table commands).
+    pub fn native(storage: replicator_lake::StorageRoots) -> Self {
+        Self {
+            native: Arc::new(NativeEngine::new(storage)),
+            databricks: None,
+        }
+    }
+
+    /// The native engine.
+    pub fn native_engine(&self) -> &NativeEngine {
+        &self.native
+    }
+
+    /// The engine a message names.
+    pub fn get(&self, kind: EngineKind) -> Result<&dyn Engine, EngineError> {
+        match kind {
+            EngineKind::Native => Ok(self.native.as_ref()),
+            EngineKind::Databricks => match &self.databricks {
+                Some(d) => Ok(d.as_ref()),
+                None => Err(EngineError::NotConfigured(
+                    "no Databricks engine: this worker's config needs the same `databricks` section".into(),
+                )),
+            },
+        }
+    }
+}

@@ -1,0 +1,370 @@
+//! The one worker skeleton: everything a task worker does around its work, written once.
+//!
+//! For each delivery, in order:
+//!
+//! 1. **lease** — when the work names a key (a clone's target), take the key's lease in the
+//!    store for this delivery; held by another delivery → the delivery is deferred;
+//! 2. **already done?** — a task whose stage already has its result recorded (a redelivered
+//!    task) is not worked again: one `skipped` attempt is recorded, the work's
+//!    [`Work::after_skip`] runs (the cloner re-queues a validation the first delivery may
+//!    have died before queueing), and the delivery is acked;
+//! 3. **attempts with retry** — every try is one attempt row (`succeeded`, `retrying` or
+//!    `failed`); a failure that says another try may help is retried with the shared
+//!    backoff, up to `retry.max_attempts`;
+//! 4. **record and publish** — the work turns the outcome into its result message, records
+//!    it (only the first result of a task stands) and publishes it;
+//! 5. **settle** ([`settle`]) — the one rule for every stage:
+//!    - recording or publishing failed → **nack** (redelivered; the result is recorded again);
+//!    - the result was not the first (a redelivery raced another) → **ack**;
+//!    - the work failed after its retries → **dead letter** with the reason, so `replay`
+//!      can send it back once the cause is fixed;
+//!    - otherwise (a clone done, a validation that ran — matched or not) → **ack**.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use replicator_bus::{BusRef, Delivery};
+use replicator_common::metrics;
+use replicator_common::retry::{RetryPolicy, Retryable};
+use replicator_common::shutdown::CancellationToken;
+use replicator_proto::Message;
+use replicator_store::{Recorded, Stage, Store, status};
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+mod lease;
+
+use lease::Lease;
+
+/// What a service supplies: its work on one task, and how its result is recorded.
+#[async_trait]
+pub trait Work: Send + Sync + 'static {
+    /// The task message the service consumes.
+    type Task: Message + Clone;
+    /// What one successful attempt produced.
+    type Output: Send;
+    /// Why an attempt failed, and whether another may help.
+    type Error: Retryable + std::fmt::Display + Send;
+    /// The result message recorded and published.
+    type Result: Send + Sync;
+
+    /// The service's name in metrics and logs (`cloner`).
+    const SERVICE: &'static str;
+    /// The task stage this work records attempts and results under.
+    const STAGE: Stage;
+
+    /// The queue the service consumes.
+    fn queue(&self) -> &'static str;
+    /// The tracing span of one task.
+    fn span(task: &Self::Task) -> tracing::Span;
+    /// The task's ID and the attempt number its message carries.
+    fn ids(task: &Self::Task) -> (Uuid, u32);
+    /// The key only one delivery may work on at a time (a clone's target), if any.
+    fn lease_key(&self, _task: &Self::Task) -> Option<String> {
+        None
+    }
+
+    /// One attempt at the work.
+    async fn attempt(&self, task: &Self::Task) -> Result<Self::Output, Self::Error>;
+
+    /// The result message of the final outcome, after `retries` retries, `took` in all.
+    fn result(
+        &self,
+        task: &Self::Task,
+        outcome: Result<Self::Output, Self::Error>,
+        retries: u32,
+        took: Duration,
+    ) -> Self::Result;
+
+    /// The result's error message when the work failed (dead-lettered with it).
+    fn failure(result: &Self::Result) -> Option<&str>;
+
+    /// Record the result (the first one of a task stands) and publish what follows it.
+    async fn record(
+        &self,
+        task: &Self::Task,
+        result: &Self::Result,
+        bus: &BusRef,
+        store: &Store,
+    ) -> anyhow::Result<Recorded>;
+
+    /// After a redelivered task was skipped because its stage had its result already.
+    async fn after_skip(
+        &self,
+        _task: &Self::Task,
+        _status: &str,
+        _bus: &BusRef,
+        _store: &Store,
+    ) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+/// How a worker runs: its identity, concurrency, retries and lease length.
+#[derive(Clone, Debug)]
+pub struct WorkerSettings {
+    /// This worker's identity in leases and attempts.
+    pub worker: String,
+    /// Tasks handled at once.
+    pub concurrency: usize,
+    pub retry: RetryPolicy,
+    /// How long a lease lasts unless renewed (renewed every third of it while the work runs).
+    pub lease_ttl: Duration,
+}
+
+/// Whether a task in `status` has the result of `stage` recorded already.
+pub fn stage_done(stage: Stage, status: &str) -> bool {
+    match stage {
+        Stage::Clone => status != status::QUEUED && status != status::CLONING,
+        Stage::Reconcile => status::TERMINAL.contains(&status),
+    }
+}
+
+/// What to do with a delivery once its result is recorded (or not).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Settle {
+    Ack,
+    /// Redeliver (recording or publishing failed).
+    Nack(String),
+    /// Park in dead letters with the reason (`replay` sends it back).
+    DeadLetter(String),
+}
+
+/// The one settle rule of every worker (see the crate docs).
+pub fn settle(
+    stage: Stage,
+    recorded: Result<&Recorded, String>,
+    failure: Option<&str>,
+    retries: u32,
+) -> Settle {
+    let recorded = match recorded {
+        Ok(r) => r,
+        Err(e) => return Settle::Nack(e),
+    };
+    if !recorded.first {
+        return Settle::Ack;
+    }
+    match failure {
+        None => Settle::Ack,
+        Some(err) => Settle::DeadLetter(format!(
+            "{} failed after {retries} retries: {err}",
+            stage_name(stage)
+        )),
+    }
+}
+
+fn stage_name(stage: Stage) -> &'static str {
+    match stage {
+        Stage::Clone => "clone",
+        Stage::Reconcile => "validation",
+    }
+}
+
+/// Start consuming the work's queue; returns once the consumer is attached. The worker stops
+/// taking tasks when `shutdown` fires and returns after in-flight tasks finish.
+pub async fn spawn<W: Work>(
+    work: Arc<W>,
+    bus: BusRef,
+    store: Store,
+    settings: WorkerSettings,
+    shutdown: CancellationToken,
+) -> anyhow::Result<JoinHandle<()>> {
+    let concurrency = settings.concurrency;
+    let consumer = bus.consume(work.queue(), concurrency).await?;
+    let settings = Arc::new(settings);
+    Ok(tokio::spawn(replicator_bus::worker::serve(
+        consumer,
+        concurrency,
+        shutdown,
+        W::span,
+        move |task, delivery| {
+            let (work, bus, store, settings) =
+                (work.clone(), bus.clone(), store.clone(), settings.clone());
+            async move { handle(work.as_ref(), task, delivery, &bus, &store, &settings).await }
+        },
+    )))
+}
+
+/// Work one delivery: lease, skip if done, attempts with retry, record, publish, settle.
+pub async fn handle<W: Work>(
+    work: &W,
+    task: W::Task,
+    delivery: Delivery,
+    bus: &BusRef,
+    store: &Store,
+    settings: &WorkerSettings,
+) {
+    let started = Instant::now();
+    let run_id = task.header().run_id;
+    let (task_id, _) = W::ids(&task);
+    let lease = match work.lease_key(&task) {
+        None => None,
+        Some(key) => {
+            match Lease::take(&key, task_id, store, &settings.worker, settings.lease_ttl).await {
+                Ok(l) => Some(l),
+                Err(reason) => {
+                    tracing::info!(%reason, "task deferred");
+                    delivery.defer(&reason);
+                    return;
+                }
+            }
+        }
+    };
+    if let Ok(Some(state)) = store.task_status(task_id).await
+        && stage_done(W::STAGE, &state)
+    {
+        skip(work, &task, &state, delivery, bus, store, settings).await;
+        if let Some(lease) = lease {
+            lease.release(store).await;
+        }
+        return;
+    }
+    let _in_flight = metrics::in_flight(W::SERVICE);
+    let attempts = AtomicU32::new(0);
+    let (outcome, retries) = settings
+        .retry
+        .retry(
+            || async {
+                let n = attempts.fetch_add(1, Ordering::SeqCst) + 1;
+                let id = store
+                    .attempt_started(run_id, task_id, W::STAGE, n, &settings.worker)
+                    .await
+                    .ok();
+                let r = work.attempt(&task).await;
+                if let Some(id) = id {
+                    let (o, e) = match &r {
+                        Ok(_) => ("succeeded", None),
+                        Err(e) if e.is_transient() => ("retrying", Some(e.to_string())),
+                        Err(e) => ("failed", Some(e.to_string())),
+                    };
+                    if let Err(err) = store.attempt_finished(id, o, e.as_deref()).await {
+                        tracing::warn!(error = %err, "could not record the attempt");
+                    }
+                }
+                r
+            },
+            |e: &W::Error, delay| tracing::warn!(error = %e, delay_ms = delay.as_millis() as u64, "attempt failed, retrying"),
+        )
+        .await;
+    let result = work.result(&task, outcome, retries, started.elapsed());
+    let recorded = work.record(&task, &result, bus, store).await;
+    if let Some(lease) = lease {
+        lease.release(store).await;
+    }
+    let failure = W::failure(&result);
+    metrics::task_done(W::SERVICE, failure.is_none(), started.elapsed());
+    let recorded = recorded.map_err(|e| e.to_string());
+    if let Ok(r) = &recorded
+        && !r.first
+    {
+        tracing::info!(status = %r.status, "the task's result was recorded by another delivery; this one is in the attempts only");
+    }
+    match settle(
+        W::STAGE,
+        recorded.as_ref().map_err(Clone::clone),
+        failure,
+        retries,
+    ) {
+        Settle::Ack => delivery.ack(),
+        Settle::Nack(e) => {
+            tracing::warn!(error = %e, "could not record or publish the result; the task will be redelivered");
+            delivery.nack(&e);
+        }
+        Settle::DeadLetter(reason) => delivery.dead_letter(&reason),
+    }
+}
+
+/// A delivery of a task whose stage has its result: recorded as a skipped attempt, then
+/// acked (nacked if what follows the skip could not be published).
+async fn skip<W: Work>(
+    work: &W,
+    task: &W::Task,
+    state: &str,
+    delivery: Delivery,
+    bus: &BusRef,
+    store: &Store,
+    settings: &WorkerSettings,
+) {
+    tracing::info!(status = %state, "task delivered again after its result was recorded; the recorded result stands, this delivery is in the attempts only");
+    let run_id = task.header().run_id;
+    let (task_id, attempt) = W::ids(task);
+    if let Ok(id) = store
+        .attempt_started(run_id, task_id, W::STAGE, attempt, &settings.worker)
+        .await
+    {
+        let why = format!("task already {state}");
+        if let Err(e) = store.attempt_finished(id, "skipped", Some(&why)).await {
+            tracing::warn!(error = %e, "could not record the attempt");
+        }
+    }
+    match work.after_skip(task, state, bus, store).await {
+        Ok(()) => delivery.ack(),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not publish what follows the task; it will be redelivered");
+            delivery.nack(&e.to_string());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recorded(first: bool) -> Recorded {
+        Recorded {
+            first,
+            status: "cloned".into(),
+        }
+    }
+
+    #[test]
+    fn a_result_that_could_not_be_recorded_is_redelivered() {
+        assert_eq!(
+            settle(Stage::Clone, Err("db down".into()), None, 0),
+            Settle::Nack("db down".into())
+        );
+        assert_eq!(
+            settle(Stage::Reconcile, Err("db down".into()), Some("x"), 2),
+            Settle::Nack("db down".into())
+        );
+    }
+
+    #[test]
+    fn a_later_delivery_is_acked_whatever_its_outcome() {
+        let r = recorded(false);
+        assert_eq!(settle(Stage::Clone, Ok(&r), Some("boom"), 3), Settle::Ack);
+        assert_eq!(settle(Stage::Reconcile, Ok(&r), None, 0), Settle::Ack);
+    }
+
+    #[test]
+    fn a_first_failure_is_dead_lettered_with_its_reason_on_every_stage() {
+        let r = recorded(true);
+        assert_eq!(
+            settle(Stage::Clone, Ok(&r), Some("missing file"), 2),
+            Settle::DeadLetter("clone failed after 2 retries: missing file".into())
+        );
+        assert_eq!(
+            settle(Stage::Reconcile, Ok(&r), Some("cannot read"), 0),
+            Settle::DeadLetter("validation failed after 0 retries: cannot read".into())
+        );
+        assert_eq!(settle(Stage::Clone, Ok(&r), None, 0), Settle::Ack);
+    }
+
+    #[test]
+    fn a_stage_is_done_once_its_result_is_recorded() {
+        for s in ["queued", "cloning"] {
+            assert!(!stage_done(Stage::Clone, s), "{s}");
+        }
+        for s in ["cloned", "reconciling", "succeeded", "failed", "mismatched"] {
+            assert!(stage_done(Stage::Clone, s), "{s}");
+        }
+        for s in ["queued", "cloning", "cloned", "reconciling"] {
+            assert!(!stage_done(Stage::Reconcile, s), "{s}");
+        }
+        for s in ["succeeded", "failed", "mismatched"] {
+            assert!(stage_done(Stage::Reconcile, s), "{s}");
+        }
+    }
+}
