@@ -26,7 +26,7 @@ use replicator_common::config::{Reconciliation, TableChecks};
 use replicator_common::retry::RetryPolicy;
 use replicator_common::shutdown::CancellationToken;
 use replicator_lake::compare::{CompareOptions, Comparison, compare};
-use replicator_lake::inspect::{CountMethod, TableInfo, count_rows, schema_diff, table_info};
+use replicator_lake::inspect::{CountMethod, SnapshotSummary, count_rows, schema_diff, table_info};
 use replicator_lake::{LakeError, TableLocation};
 use replicator_proto::{
     Check, Header, KeyDiff, PartitionDiff, ReconcileResult, ReconcileTask, TaskError, Validation,
@@ -185,7 +185,10 @@ pub async fn validate(
 }
 
 /// A table's row count: from its log statistics when complete, else by scanning.
-async fn counted(loc: &TableLocation, info: &TableInfo) -> Result<(u64, CountMethod), LakeError> {
+async fn counted(
+    loc: &TableLocation,
+    info: &SnapshotSummary,
+) -> Result<(u64, CountMethod), LakeError> {
     match info.stats_rows {
         Some(n) => Ok((n, CountMethod::Stats)),
         None => count_rows(loc, Some(info.version))
