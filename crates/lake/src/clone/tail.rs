@@ -1,4 +1,5 @@
-//! The incremental fast path: replay only the source commits the target has not seen.
+//! The incremental fast path: replay only the source commits the target has not seen. It
+//! yields the same [`ClonePlan`] as the full diff of both snapshots (`plan.rs`).
 //!
 //! A target whose latest commit is a `CLONE` written by this engine from the same source
 //! holds exactly the source's snapshot at that commit's `sourceVersion` (S). Bringing it to

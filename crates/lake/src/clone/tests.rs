@@ -336,3 +336,24 @@ async fn an_incremental_plan_adds_and_removes_the_same_on_both_paths() {
     );
     assert_eq!(s.keys().collect::<Vec<_>>(), t.keys().collect::<Vec<_>>());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_overtaken_by_another_commit_is_a_conflict() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dst) = (at(dir.path().join("src")), at(dir.path().join("dst")));
+    table(&src, "emea").await;
+    deep_clone(&src, &dst, &Default::default()).await.unwrap();
+    crate::sample::append(&src, &crate::sample::orders(10, 10, "amer"))
+        .await
+        .unwrap();
+    let stale = plan_clone(&src, &dst, &Default::default()).await.unwrap();
+    assert_eq!(stale.target_version(), Some(0));
+    // Another clone commits version 1 first.
+    let other = deep_clone(&src, &dst, &Default::default()).await.unwrap();
+    assert_eq!(other.target_version, 1);
+    let err = execute(stale, &Default::default()).await.unwrap_err();
+    assert!(
+        matches!(err, LakeError::CommitConflict { version: 1, .. }),
+        "{err}"
+    );
+}
