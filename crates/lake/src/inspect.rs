@@ -11,9 +11,10 @@ use serde_json::Value;
 use crate::clone::load;
 use crate::{LakeError, TableLocation};
 
-/// A snapshot's shape.
+/// A summary of one snapshot of a table: its version, shape, files and statistics row count.
+/// (Unity Catalog's description of a table is `replicator_databricks::TableInfo`.)
 #[derive(Clone, Debug, PartialEq)]
-pub struct TableInfo {
+pub struct SnapshotSummary {
     pub version: u64,
     /// Top-level columns: (name, type as JSON, nullable).
     pub columns: Vec<(String, Value, bool)>,
@@ -57,7 +58,10 @@ fn snapshot_and_metadata<'a>(
 }
 
 /// Version, schema, files and (when available) statistics row count of a table.
-pub async fn table_info(loc: &TableLocation, version: Option<u64>) -> Result<TableInfo, LakeError> {
+pub async fn table_info(
+    loc: &TableLocation,
+    version: Option<u64>,
+) -> Result<SnapshotSummary, LakeError> {
     let table = load(loc, version).await?;
     let url = loc.url().as_str();
     let (snap, metadata) = snapshot_and_metadata(&table, url, version)?;
@@ -84,7 +88,7 @@ pub async fn table_info(loc: &TableLocation, version: Option<u64>) -> Result<Tab
             _ => None,
         };
     }
-    Ok(TableInfo {
+    Ok(SnapshotSummary {
         version: snap.version(),
         columns,
         partition_columns,
@@ -97,7 +101,7 @@ pub async fn table_info(loc: &TableLocation, version: Option<u64>) -> Result<Tab
 pub async fn count_rows(
     loc: &TableLocation,
     version: Option<u64>,
-) -> Result<(u64, CountMethod, TableInfo), LakeError> {
+) -> Result<(u64, CountMethod, SnapshotSummary), LakeError> {
     let info = table_info(loc, version).await?;
     if let Some(n) = info.stats_rows {
         return Ok((n, CountMethod::Stats, info));
@@ -190,7 +194,7 @@ pub fn sorted_rows(batches: &[RecordBatch]) -> Result<Vec<String>, LakeError> {
 /// The differences between two tables' schemas and partitioning, one line each; empty when
 /// they match. Struct columns are compared field by field (`address.city`), so a change
 /// deep in a nested column is named precisely.
-pub fn schema_diff(source: &TableInfo, target: &TableInfo) -> Vec<String> {
+pub fn schema_diff(source: &SnapshotSummary, target: &SnapshotSummary) -> Vec<String> {
     let mut out = Vec::new();
     diff_fields("", &source.columns, &target.columns, &mut out);
     if source.partition_columns != target.partition_columns {

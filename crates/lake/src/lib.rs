@@ -5,7 +5,8 @@
 //! - [`location`]: where a table lives (a local path or `file://` URL, an object store and a
 //!   prefix in it);
 //! - [`clone`]: `deep_clone(source, target, options)` with the semantics of Databricks
-//!   `CREATE OR REPLACE TABLE t DEEP CLONE s [VERSION AS OF n]`: copy first, commit last;
+//!   `CREATE OR REPLACE TABLE t DEEP CLONE s [VERSION AS OF n]`: copy first, commit last; as
+//!   a plan (`plan_clone`, a [`ClonePlan`]) and its execution (`clone::execute`);
 //! - [`discover`]: find Delta tables at any depth under a root, name them, filter them;
 //! - [`inspect`]: row counts (from log statistics or by scanning), schemas, and rows for
 //!   comparison;
@@ -26,7 +27,7 @@ pub mod location;
 pub mod sample;
 pub mod unchanged;
 
-pub use clone::{CloneOptions, CloneProgress, CloneReport, deep_clone};
+pub use clone::{CloneOptions, ClonePlan, CloneProgress, CloneReport, deep_clone, plan_clone};
 pub use discover::{DiscoveredTable, TableMatcher, discover};
 pub use error::LakeError;
 pub use location::{StorageRoots, TableLocation};

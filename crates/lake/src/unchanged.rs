@@ -7,7 +7,7 @@
 
 use object_store::ObjectStoreExt;
 
-use crate::clone::{fingerprint, tail::commit_versions};
+use crate::clone::{commit_versions, fingerprint};
 use crate::{LakeError, TableLocation};
 
 /// A commit of a table: its version and the fingerprint of its commit file.

@@ -11,7 +11,7 @@
 
 use replicator_common::config::TableChecks;
 use replicator_lake::compare::{CompareOptions, Comparison, compare};
-use replicator_lake::inspect::{CountMethod, TableInfo, count_rows, schema_diff, table_info};
+use replicator_lake::inspect::{CountMethod, SnapshotSummary, count_rows, schema_diff, table_info};
 use replicator_lake::{LakeError, TableLocation};
 use replicator_proto::{Check, KeyDiff, PartitionDiff};
 
@@ -141,7 +141,7 @@ pub async fn check_pair(
 }
 
 /// A table's row count: from its log statistics when complete, else by scanning.
-async fn counted(loc: &TableLocation, info: &TableInfo) -> Result<(u64, CountMethod), LakeError> {
+async fn counted(loc: &TableLocation, info: &SnapshotSummary) -> Result<(u64, CountMethod), LakeError> {
     match info.stats_rows {
         Some(n) => Ok((n, CountMethod::Stats)),
         None => count_rows(loc, Some(info.version))

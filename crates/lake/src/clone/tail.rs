@@ -1,4 +1,5 @@
-//! The incremental fast path: replay only the source commits the target has not seen.
+//! The incremental fast path: replay only the source commits the target has not seen. It
+//! yields the same [`ClonePlan`] as the full diff of both snapshots (`plan.rs`).
 //!
 //! A target whose latest commit is a `CLONE` written by this engine from the same source
 //! holds exactly the source's snapshot at that commit's `sourceVersion` (S). Bringing it to
@@ -18,15 +19,14 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use deltalake::kernel::{Add, Remove};
-use futures::TryStreamExt;
 use replicator_proto::CloneMetrics;
 use serde_json::{Value, json};
 
-use super::{
-    CloneCommit, CloneOptions, CloneReport, Copied, ENGINE_INFO, SOURCE_COMMIT_PARAM, SourceFile,
-    TargetLock, TargetState, cancelled, commit_info, copy_files, fingerprint, interrupted,
-    read_commit, source_file, split_log_name,
-};
+use super::CloneOptions;
+use super::commit::{ENGINE_INFO, SOURCE_COMMIT_PARAM, fingerprint};
+use super::paths::{SourceFile, source_file};
+use super::plan::{ClonePlan, copies_for};
+use super::snapshot::{TargetState, commit_info, commit_versions, read_commit};
 use crate::{LakeError, TableLocation};
 
 /// A file key: (path in the target, deletion vector id).
@@ -43,15 +43,14 @@ struct LastClone {
     source_commit: String,
 }
 
-/// Try the fast path. `Ok(None)` means "not applicable: run the full diff".
-pub(super) async fn clone_tail(
+/// Plan from the log tail. `Ok(None)` means "not applicable: run the full diff".
+pub(super) async fn plan_tail(
     source: &TableLocation,
     target: &TableLocation,
     options: &CloneOptions,
-    started: Instant,
     state: &TargetState,
-    lock: &mut TargetLock,
-) -> Result<Option<CloneReport>, LakeError> {
+    started: Instant,
+) -> Result<Option<ClonePlan>, LakeError> {
     if options.timestamp.is_some() {
         return Ok(None);
     }
@@ -70,20 +69,6 @@ pub(super) async fn clone_tail(
     if v < s || v > latest {
         return Ok(None);
     }
-    let mut metrics = CloneMetrics {
-        source_table_size: last.source_table_size,
-        source_num_of_files: last.source_num_of_files,
-        ..Default::default()
-    };
-    // A report at source version V without a new target version.
-    let uncommitted = |metrics: CloneMetrics| CloneReport {
-        source_version: v,
-        target_version: last.target_version,
-        committed: false,
-        metrics,
-        duration_ms: started.elapsed().as_millis() as u64,
-        log_tail: true,
-    };
 
     // Read S..=V at once, then net the actions of S+1..=V out in order. Commit S is read for
     // its fingerprint: it proves the source is still the table that was cloned.
@@ -102,13 +87,35 @@ pub(super) async fn clone_tail(
     else {
         return Ok(None);
     };
+    // At source version V, against the target's last clone.
+    let mut plan = ClonePlan {
+        source: source.clone(),
+        target: target.clone(),
+        source_version: v,
+        target_version: Some(last.target_version),
+        log_tail: Some(v - s),
+        copies: Vec::new(),
+        table_actions: Vec::new(),
+        removes: Vec::new(),
+        adds: Vec::new(),
+        metrics: CloneMetrics {
+            source_table_size: last.source_table_size,
+            source_num_of_files: last.source_num_of_files,
+            ..Default::default()
+        },
+        source_commit: Some(source_commit),
+        in_commit_after: last.in_commit_timestamp,
+        staged_commits: state.staged_commits.clone(),
+        started,
+    };
     if v == s || (added.is_empty() && removed.is_empty()) {
         // Only commits that change no file (commitInfo-only, `txn`, change data).
-        return Ok(Some(uncommitted(metrics)));
+        return Ok(Some(plan));
     }
 
     let added_size: u64 = added.values().map(|f| f.size).sum();
     let removed_size: u64 = removed.values().map(|(_, size)| size).sum();
+    let metrics = &mut plan.metrics;
     metrics.source_table_size =
         (metrics.source_table_size + added_size).saturating_sub(removed_size);
     metrics.source_num_of_files =
@@ -116,56 +123,11 @@ pub(super) async fn clone_tail(
     metrics.num_removed_files = removed.len() as u64;
     metrics.removed_files_size = removed_size;
 
-    // The target existed before: files copied by a failed attempt are left for the retry.
-    match copy_files(
-        source,
-        target,
-        v,
-        added.values(),
-        options,
-        &mut metrics,
-        lock,
-    )
-    .await
-    {
-        Ok(Copied::DryRun) => {
-            return Ok(Some(uncommitted(metrics)));
-        }
-        Ok(Copied::Done(_)) | Err(_) if cancelled(options) => {
-            return Err(interrupted(source, target, false));
-        }
-        Ok(Copied::Done(_)) => {}
-        Err((e, _)) => return Err(e),
-    }
-
-    let mut actions: Vec<Value> = removed
-        .into_values()
-        .map(|(r, _)| json!({ "remove": r }))
-        .collect();
-    actions.extend(added.into_values().map(|f| json!({ "add": f.add })));
-    let commit = CloneCommit {
-        source,
-        source_version: v,
-        source_commit: Some(source_commit),
-        metrics: &metrics,
-        read_version: Some(last.target_version),
-        in_commit_after: last.in_commit_timestamp,
-    };
-    let next_version = commit.write(target, actions).await?;
-    tracing::info!(
-        %source, %target, source_version = v, target_version = next_version,
-        copied_files = metrics.num_copied_files, copied_bytes = metrics.copied_files_size,
-        removed_files = metrics.num_removed_files, replayed_commits = v - s,
-        "clone committed (log tail)"
-    );
-    Ok(Some(CloneReport {
-        source_version: v,
-        target_version: next_version,
-        committed: true,
-        metrics,
-        duration_ms: started.elapsed().as_millis() as u64,
-        log_tail: true,
-    }))
+    plan.copies = copies_for(source, target, v, added.values(), options).await?;
+    plan.count_copies();
+    plan.removes = removed.into_values().collect();
+    plan.adds = added.into_values().map(|f| f.add).collect();
+    Ok(Some(plan))
 }
 
 /// The target's latest commit, when it is a clone of `source` written by this engine.
@@ -204,55 +166,6 @@ fn last_clone(source: &TableLocation, state: &TargetState) -> Option<LastClone> 
         }),
         _ => None,
     }
-}
-
-/// Versions of the commit files (`NNNNNNNNNNNNNNNNNNNN.json`) in a `_delta_log`, sorted;
-/// only those after `after` when given.
-pub(crate) async fn commit_versions(
-    loc: &TableLocation,
-    after: impl Into<Option<u64>>,
-) -> Result<Vec<u64>, LakeError> {
-    let after = after.into();
-    let version_of = |name: &str| {
-        split_log_name(name)
-            .filter(|(_, rest)| *rest == ".json")
-            .and_then(|(version, _)| version.parse::<u64>().ok())
-    };
-    let mut versions: Vec<u64> = if let Some(dir) = loc.local_dir() {
-        // One directory read, no stat per entry.
-        match std::fs::read_dir(dir.join("_delta_log")) {
-            Ok(entries) => entries
-                .filter_map(|e| e.ok())
-                .filter_map(|e| e.file_name().to_str().and_then(version_of))
-                .collect(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => {
-                return Err(LakeError::Invalid(format!(
-                    "cannot list {}/_delta_log: {e}",
-                    dir.display()
-                )));
-            }
-        }
-    } else {
-        let prefix = loc.object_path("_delta_log");
-        let listing = match after {
-            Some(s) => {
-                let offset = loc.object_path(&format!("_delta_log/{s:020}.json"));
-                loc.store().list_with_offset(Some(&prefix), &offset)
-            }
-            None => loc.store().list(Some(&prefix)),
-        };
-        listing
-            .try_filter_map(|meta| async move { Ok(meta.location.filename().and_then(version_of)) })
-            .try_collect()
-            .await
-            .map_err(|e| LakeError::store(&prefix, e))?
-    };
-    if let Some(s) = after {
-        versions.retain(|v| *v > s);
-    }
-    versions.sort_unstable();
-    Ok(versions)
 }
 
 /// Net the file actions of consecutive commits: the files added and still present at the
