@@ -10,7 +10,7 @@ use bytes::Bytes;
 use replicator_proto::DeadLetter;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 
-use crate::{Acker, Bus, BusError, Consumer, Delivery, Subscription, topic_matches};
+use crate::{Acker, Bus, BusError, Consumer, Delivery, Nacked, Subscription, topic_matches};
 
 /// The in-process bus.
 #[derive(Clone)]
@@ -258,12 +258,13 @@ impl Acker for MemoryAcker {
     }
     fn nack(&self, reason: &str) {
         if let Some(m) = self.msg.lock().expect("acker lock").take() {
-            if m.deliveries >= self.queue.max_deliveries {
-                let reason = format!("gave up after {} deliveries: {reason}", m.deliveries);
-                self.queue.bury(m, &reason);
-            } else {
-                tracing::debug!(queue = %self.queue.name, deliveries = m.deliveries, reason, "message requeued");
-                self.queue.push(m);
+            match crate::nacked(m.deliveries, self.queue.max_deliveries, reason) {
+                Nacked::GiveUp { reason } => self.queue.bury(m, &reason),
+                // No delays in one process: straight back on the queue.
+                Nacked::Retry { .. } => {
+                    tracing::debug!(queue = %self.queue.name, deliveries = m.deliveries, reason, "message requeued");
+                    self.queue.push(m);
+                }
             }
         }
     }
@@ -407,6 +408,132 @@ mod tests {
             clones.next().await.unwrap(),
             ("clone.succeeded".into(), b("b"))
         );
+    }
+
+    #[tokio::test]
+    async fn a_nack_on_the_last_delivery_dead_letters_with_the_reason() {
+        let bus = MemoryBus::new(10, 2);
+        bus.publish("q", b("{}")).await.unwrap();
+        let mut c = bus.consume("q", 1).await.unwrap();
+        c.next().await.unwrap().nack("boom");
+        assert!(
+            bus.dead_letters("q").await.unwrap().is_empty(),
+            "one more try"
+        );
+        let d = c.next().await.unwrap();
+        assert_eq!(d.deliveries, 2);
+        d.nack("boom again");
+        let dead = bus.dead_letters("q").await.unwrap();
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].reason, "gave up after 2 deliveries: boom again");
+        assert_eq!(dead[0].deliveries, 2);
+        assert_eq!(dead[0].queue, "q");
+        assert_eq!(bus.depth("q"), 0);
+    }
+
+    #[tokio::test]
+    async fn an_explicit_dead_letter_is_kept_announced_and_frees_its_slot() {
+        let bus = MemoryBus::new(1, 5);
+        let mut events = bus.subscribe("#").await.unwrap();
+        let run = uuid::Uuid::from_u128(7);
+        let payload = format!("{{\"run_id\":\"{run}\",\"n\":1}}");
+        bus.publish("q", b(&payload)).await.unwrap();
+        let mut c = bus.consume("q", 1).await.unwrap();
+        c.next()
+            .await
+            .unwrap()
+            .dead_letter("permanent: no such table");
+        // Not redelivered, whatever `max_deliveries` allows.
+        assert_eq!(bus.depth("q"), 0);
+        let dead = bus.dead_letters("q").await.unwrap();
+        assert_eq!(dead.len(), 1);
+        assert_eq!(
+            (
+                dead[0].reason.as_str(),
+                dead[0].deliveries,
+                dead[0].payload.as_str()
+            ),
+            ("permanent: no such table", 1, payload.as_str())
+        );
+        assert_eq!(dead[0].header.run_id, run, "the run can account for it");
+        // Announced on the events topic as the dead letter itself.
+        let (key, body) = events.next().await.unwrap();
+        assert_eq!(key, replicator_proto::names::events::DEAD_LETTER);
+        let announced: DeadLetter = replicator_proto::decode(&body).unwrap();
+        assert_eq!(announced, dead[0]);
+        // A queue of capacity 1 takes the next message: the dead letter holds no slot.
+        tokio::time::timeout(Duration::from_secs(5), bus.publish("q", b("next")))
+            .await
+            .expect("a dead letter does not take queue capacity")
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn replay_moves_the_chosen_dead_letters_and_keeps_the_rest_in_order() {
+        let bus = MemoryBus::new(10, 5);
+        for p in ["a", "b", "c", "d"] {
+            bus.publish("q", b(p)).await.unwrap();
+        }
+        let mut c = bus.consume("q", 1).await.unwrap();
+        for _ in 0..4 {
+            let d = c.next().await.unwrap();
+            let reason = format!("bad {}", String::from_utf8_lossy(&d.payload));
+            d.dead_letter(&reason);
+        }
+        let moved = bus
+            .replay("q", &|d| d.payload == "b" || d.payload == "d")
+            .await
+            .unwrap();
+        assert_eq!(moved, 2);
+        let kept: Vec<String> = bus
+            .dead_letters("q")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|d| d.payload)
+            .collect();
+        assert_eq!(kept, ["a", "c"]);
+        for want in ["b", "d"] {
+            let d = c.next().await.unwrap();
+            assert_eq!((d.payload.as_ref(), d.deliveries), (want.as_bytes(), 1));
+            d.ack();
+        }
+        assert_eq!(bus.depth("q"), 0);
+        // Nothing chosen: nothing moves, nothing is lost.
+        assert_eq!(bus.replay("q", &|_| false).await.unwrap(), 0);
+        assert_eq!(bus.dead_letters("q").await.unwrap().len(), 2);
+        // Dead letters are per queue.
+        assert!(bus.dead_letters("other").await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_acked_message_is_never_redelivered() {
+        let bus = MemoryBus::new(10, 1);
+        bus.publish("q", b("x")).await.unwrap();
+        let mut c = bus.consume("q", 1).await.unwrap();
+        c.next().await.unwrap().ack();
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), c.next())
+                .await
+                .is_err(),
+            "an acked message came back"
+        );
+        assert!(bus.dead_letters("q").await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_closed_bus_refuses_publishes_and_subscriptions() {
+        let bus = MemoryBus::new(10, 3);
+        bus.close();
+        assert!(matches!(
+            bus.publish("q", b("x")).await,
+            Err(BusError::Closed)
+        ));
+        assert!(matches!(
+            bus.publish_event("run.planned", b("x")).await,
+            Err(BusError::Closed)
+        ));
+        assert!(matches!(bus.subscribe("#").await, Err(BusError::Closed)));
     }
 
     #[tokio::test]
