@@ -1,5 +1,8 @@
-//! Helpers shared by the CLI tests: run the real `replicator` binary.
+//! Helpers shared by the CLI tests: run the real `replicator` binary; [`fleet`] runs it as
+//! a fleet of `replicator serve` processes over a real broker and database.
 #![allow(dead_code)]
+
+pub mod fleet;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

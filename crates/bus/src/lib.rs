@@ -114,6 +114,29 @@ pub fn dead_letter(
     }
 }
 
+/// What a nack does with a delivery, the same in every backend.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Nacked {
+    /// Deliver it again after the delay of retry `tier` (0 after a first delivery; a
+    /// backend repeats its last delay past the end of its list).
+    Retry { tier: usize },
+    /// It was the last delivery `max_deliveries` allows: dead-letter it with `reason`.
+    GiveUp { reason: String },
+}
+
+/// The rule of a nack on delivery number `deliveries` (1 for the first).
+pub(crate) fn nacked(deliveries: u32, max_deliveries: u32, reason: &str) -> Nacked {
+    if deliveries >= max_deliveries {
+        Nacked::GiveUp {
+            reason: format!("gave up after {deliveries} deliveries: {reason}"),
+        }
+    } else {
+        Nacked::Retry {
+            tier: deliveries.saturating_sub(1) as usize,
+        }
+    }
+}
+
 /// A stream of deliveries from one work queue.
 #[async_trait]
 pub trait Consumer: Send {
@@ -273,7 +296,125 @@ pub async fn connect(settings: &BusSettings) -> Result<BusRef, BusError> {
 
 #[cfg(test)]
 mod tests {
-    use super::topic_matches;
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// Records how a delivery was settled.
+    #[derive(Clone, Default)]
+    struct Recorder(Arc<Mutex<Vec<String>>>);
+
+    impl Acker for Recorder {
+        fn ack(&self) {
+            self.0.lock().unwrap().push("ack".into());
+        }
+        fn nack(&self, reason: &str) {
+            self.0.lock().unwrap().push(format!("nack: {reason}"));
+        }
+        fn dead_letter(&self, reason: &str) {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("dead_letter: {reason}"));
+        }
+    }
+
+    fn delivery(acker: &Recorder) -> Delivery {
+        Delivery::new("q".into(), Bytes::new(), 1, Box::new(acker.clone()))
+    }
+
+    #[test]
+    fn a_delivery_is_settled_exactly_once() {
+        let r = Recorder::default();
+        delivery(&r).ack();
+        delivery(&r).nack("flaky");
+        delivery(&r).dead_letter("broken");
+        // Without a delay of its own, a backend defers as a nack.
+        delivery(&r).defer("busy");
+        assert_eq!(
+            *r.0.lock().unwrap(),
+            ["ack", "nack: flaky", "dead_letter: broken", "nack: busy"]
+        );
+    }
+
+    #[test]
+    fn a_delivery_dropped_unanswered_is_nacked() {
+        let r = Recorder::default();
+        drop(delivery(&r));
+        assert_eq!(
+            *r.0.lock().unwrap(),
+            ["nack: delivery dropped without ack (handler crashed or was cancelled)"]
+        );
+    }
+
+    #[test]
+    fn a_dead_letter_keeps_the_payload_and_finds_its_run() {
+        let run = uuid::Uuid::from_u128(42);
+        let payload = format!("{{\"run_id\":\"{run}\",\"schema_version\":99}}");
+        let d = dead_letter("tasks.clone", "unsupported", 3, payload.as_bytes());
+        assert_eq!(d.header.run_id, run);
+        assert_eq!(
+            (d.queue.as_str(), d.reason.as_str(), d.deliveries),
+            ("tasks.clone", "unsupported", 3)
+        );
+        assert_eq!(d.payload, payload);
+        // Not JSON, or no run: the nil run, the bytes kept as they were (lossily).
+        let d = dead_letter("q", "malformed", 1, b"{not json\xff");
+        assert_eq!(d.header.run_id, uuid::Uuid::nil());
+        assert_eq!(d.payload, "{not json\u{fffd}");
+        assert_eq!(run_id_of(b"{\"run_id\": 7}"), None);
+    }
+
+    #[test]
+    fn a_nack_retries_with_growing_delays_until_the_last_delivery() {
+        assert_eq!(nacked(1, 3, "flaky"), Nacked::Retry { tier: 0 });
+        assert_eq!(nacked(2, 3, "flaky"), Nacked::Retry { tier: 1 });
+        assert_eq!(
+            nacked(3, 3, "flaky"),
+            Nacked::GiveUp {
+                reason: "gave up after 3 deliveries: flaky".into()
+            }
+        );
+        // Delivered more often than allowed (the limit was lowered meanwhile): give up too.
+        assert!(matches!(nacked(7, 3, "x"), Nacked::GiveUp { .. }));
+        assert!(matches!(nacked(1, 1, "x"), Nacked::GiveUp { .. }));
+    }
+
+    #[test]
+    fn bus_errors_say_whether_retrying_helps() {
+        assert!(BusError::Denied("no".into()).is_permanent());
+        assert!(!BusError::Backend("down".into()).is_permanent());
+        assert!(!BusError::Closed.is_permanent());
+    }
+
+    #[tokio::test]
+    async fn the_memory_bus_is_not_for_separate_processes() {
+        let settings = BusSettings {
+            backend: "memory".into(),
+            url: String::new(),
+            prefix: "p".into(),
+            quorum: false,
+            retry_delays: Vec::new(),
+            max_deliveries: 3,
+            partitions: 1,
+            create_topics: false,
+        };
+        let Err(e) = connect(&settings).await else {
+            panic!("connected to a memory bus")
+        };
+        assert!(e.to_string().contains("replicator run CONFIG"), "{e}");
+        let other = BusSettings {
+            backend: "zeromq".into(),
+            ..settings
+        };
+        let Err(e) = connect(&other).await else {
+            panic!("connected to an unknown backend")
+        };
+        assert_eq!(
+            e.to_string(),
+            "bus backend error: unknown bus backend `zeromq`"
+        );
+    }
 
     #[test]
     fn topic_patterns() {

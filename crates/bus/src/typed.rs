@@ -60,4 +60,66 @@ mod tests {
         );
         assert_eq!(dead[0].payload, "{not json");
     }
+
+    fn task() -> CloneTask {
+        CloneTask {
+            header: replicator_proto::Header::new(uuid::Uuid::from_u128(9)),
+            task_id: uuid::Uuid::now_v7(),
+            attempt: 1,
+            table: "sales.orders".into(),
+            source: "file:///a".into(),
+            target: "file:///b".into(),
+            version: None,
+            operation: replicator_proto::Operation::All,
+            engine: replicator_proto::Engine::Native,
+            replace: false,
+            external_roots: Vec::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_decodable_message_is_handed_over_with_its_delivery() {
+        let bus = MemoryBus::new(10, 3);
+        let sent = task();
+        publish(&bus, "q", &sent).await.unwrap();
+        let mut c = bus.consume("q", 1).await.unwrap();
+        let (got, delivery) = accept::<CloneTask>(c.next().await.unwrap()).expect("decodes");
+        assert_eq!(got, sent);
+        assert_eq!(delivery.deliveries, 1);
+        delivery.ack();
+        assert!(bus.dead_letters("q").await.unwrap().is_empty());
+        assert_eq!(bus.depth("q"), 0);
+    }
+
+    #[tokio::test]
+    async fn an_undecodable_message_is_announced_with_its_run() {
+        let bus = MemoryBus::new(10, 3);
+        let mut events = bus.subscribe("dead_letter").await.unwrap();
+        // A task of run 9 with a field missing: its run can still account for it.
+        let mut v = serde_json::to_value(task()).unwrap();
+        v.as_object_mut().unwrap().remove("target");
+        bus.publish("q", Bytes::from(v.to_string())).await.unwrap();
+        let mut c = bus.consume("q", 1).await.unwrap();
+        assert!(accept::<CloneTask>(c.next().await.unwrap()).is_none());
+        let (_, body) = events.next().await.unwrap();
+        let letter: replicator_proto::DeadLetter = replicator_proto::decode(&body).unwrap();
+        assert_eq!(letter.header.run_id, uuid::Uuid::from_u128(9));
+        assert!(
+            letter.reason.contains("missing field `target`"),
+            "{}",
+            letter.reason
+        );
+        assert_eq!(letter.deliveries, 1, "dead-lettered at once, not retried");
+    }
+
+    #[tokio::test]
+    async fn typed_events_reach_subscribers_as_sent() {
+        let bus = MemoryBus::new(10, 3);
+        let mut events = bus.subscribe("clone.*").await.unwrap();
+        let sent = task();
+        publish_event(&bus, "clone.succeeded", &sent).await.unwrap();
+        let (key, body) = events.next().await.unwrap();
+        assert_eq!(key, "clone.succeeded");
+        assert_eq!(replicator_proto::decode::<CloneTask>(&body).unwrap(), sent);
+    }
 }

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use replicator_proto::DeadLetter;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 
-use crate::{Acker, Bus, BusError, Consumer, Delivery, Subscription, topic_matches};
+use crate::{Acker, Bus, BusError, Consumer, Delivery, Nacked, Subscription, topic_matches};
 
 /// The in-process bus.
 #[derive(Clone)]
@@ -258,12 +258,13 @@ impl Acker for MemoryAcker {
     }
     fn nack(&self, reason: &str) {
         if let Some(m) = self.msg.lock().expect("acker lock").take() {
-            if m.deliveries >= self.queue.max_deliveries {
-                let reason = format!("gave up after {} deliveries: {reason}", m.deliveries);
-                self.queue.bury(m, &reason);
-            } else {
-                tracing::debug!(queue = %self.queue.name, deliveries = m.deliveries, reason, "message requeued");
-                self.queue.push(m);
+            match crate::nacked(m.deliveries, self.queue.max_deliveries, reason) {
+                Nacked::GiveUp { reason } => self.queue.bury(m, &reason),
+                // No delays in one process: straight back on the queue.
+                Nacked::Retry { .. } => {
+                    tracing::debug!(queue = %self.queue.name, deliveries = m.deliveries, reason, "message requeued");
+                    self.queue.push(m);
+                }
             }
         }
     }
@@ -306,116 +307,4 @@ impl Subscription for MemorySubscription {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    fn b(s: &str) -> Bytes {
-        Bytes::from(s.to_owned())
-    }
-
-    #[tokio::test]
-    async fn ack_removes_and_nack_redelivers() {
-        let bus = MemoryBus::new(10, 3);
-        bus.publish("q", b("one")).await.unwrap();
-        let mut c = bus.consume("q", 1).await.unwrap();
-        let d = c.next().await.unwrap();
-        assert_eq!((d.payload.as_ref(), d.deliveries), (&b"one"[..], 1));
-        d.nack("try again");
-        let d = c.next().await.unwrap();
-        assert_eq!(d.deliveries, 2);
-        d.ack();
-        assert_eq!(bus.depth("q"), 0);
-        assert!(bus.dead_letters("q").await.unwrap().is_empty());
-    }
-
-    #[tokio::test]
-    async fn dropped_delivery_is_redelivered_then_dead_lettered() {
-        let bus = MemoryBus::new(10, 2);
-        let mut events = bus.subscribe("dead_letter").await.unwrap();
-        bus.publish(
-            "q",
-            b("{\"run_id\":\"00000000-0000-0000-0000-000000000001\"}"),
-        )
-        .await
-        .unwrap();
-        let mut c = bus.consume("q", 1).await.unwrap();
-        drop(c.next().await.unwrap());
-        drop(c.next().await.unwrap());
-        let dead = bus.dead_letters("q").await.unwrap();
-        assert_eq!(dead.len(), 1);
-        assert_eq!(dead[0].deliveries, 2);
-        assert!(
-            dead[0].reason.contains("gave up after 2 deliveries"),
-            "{}",
-            dead[0].reason
-        );
-        assert_eq!(dead[0].header.run_id, uuid::Uuid::from_u128(1));
-        assert_eq!(events.next().await.unwrap().0, "dead_letter");
-        assert_eq!(bus.replay("q", &|_| true).await.unwrap(), 1);
-        let d = c.next().await.unwrap();
-        assert_eq!(d.deliveries, 1, "a replayed message starts over");
-        d.ack();
-    }
-
-    #[tokio::test]
-    async fn a_deferred_message_comes_back_later_without_counting() {
-        let bus = MemoryBus::new(10, 2);
-        bus.publish("q", b("busy")).await.unwrap();
-        let mut c = bus.consume("q", 1).await.unwrap();
-        for _ in 0..5 {
-            let d = c.next().await.unwrap();
-            assert_eq!(d.deliveries, 1, "a deferral is not a delivery");
-            let at = tokio::time::Instant::now();
-            d.defer("table busy");
-            assert_eq!(bus.depth("q"), 0, "not back at once");
-            let d = c.next().await.unwrap();
-            assert!(at.elapsed() >= DEFER_DELAY, "{:?}", at.elapsed());
-            d.defer("table busy");
-        }
-        let d = c.next().await.unwrap();
-        assert_eq!(d.deliveries, 1);
-        d.ack();
-        assert!(bus.dead_letters("q").await.unwrap().is_empty());
-    }
-
-    #[tokio::test]
-    async fn queues_are_bounded() {
-        let bus = MemoryBus::new(2, 3);
-        bus.publish("q", b("1")).await.unwrap();
-        bus.publish("q", b("2")).await.unwrap();
-        let third = tokio::time::timeout(Duration::from_millis(50), bus.publish("q", b("3"))).await;
-        assert!(third.is_err(), "publish must wait while the queue is full");
-        let mut c = bus.consume("q", 1).await.unwrap();
-        c.next().await.unwrap().ack();
-        tokio::time::timeout(Duration::from_secs(5), bus.publish("q", b("3")))
-            .await
-            .unwrap()
-            .unwrap();
-    }
-
-    #[tokio::test]
-    async fn events_reach_matching_subscribers_only() {
-        let bus = MemoryBus::new(10, 3);
-        let mut all = bus.subscribe("#").await.unwrap();
-        let mut clones = bus.subscribe("clone.*").await.unwrap();
-        bus.publish_event("run.planned", b("a")).await.unwrap();
-        bus.publish_event("clone.succeeded", b("b")).await.unwrap();
-        assert_eq!(all.next().await.unwrap().0, "run.planned");
-        assert_eq!(all.next().await.unwrap().0, "clone.succeeded");
-        assert_eq!(
-            clones.next().await.unwrap(),
-            ("clone.succeeded".into(), b("b"))
-        );
-    }
-
-    #[tokio::test]
-    async fn consumers_end_when_closed() {
-        let bus = MemoryBus::new(10, 3);
-        let mut c = bus.consume("q", 1).await.unwrap();
-        let h = tokio::spawn(async move { c.next().await.is_none() });
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        bus.close();
-        assert!(h.await.unwrap());
-    }
-}
+mod tests;
