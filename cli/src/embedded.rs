@@ -76,8 +76,8 @@ pub async fn validate(config: &Config) -> anyhow::Result<Vec<String>> {
         .as_ref()
         .filter(|_| config.source.root.is_empty())
     {
-        let probes = replicator_databricks::Engine::from_config(d, false)?
-            .validate()
+        let probes = replicator_databricks::WorkspacePair::from_config(d, false)?
+            .probe()
             .await;
         let failed: Vec<String> = probes
             .iter()

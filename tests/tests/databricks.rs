@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use replicator_common::Config;
 use replicator_common::databricks::DatabricksConfig;
-use replicator_databricks::ops::{DbOperation, Report, TableStatus};
-use replicator_databricks::{DatabricksError, Engine};
+use replicator_databricks::ops::{DbOperation, Report, TableVerdict};
+use replicator_databricks::{DatabricksError, WorkspacePair};
 use replicator_lake::TableLocation;
 use replicator_lake::inspect::{read_batches, sorted_rows};
 use replicator_lake::sample;
@@ -163,7 +163,7 @@ databricks:
     }
 
     async fn run(&self, op: DbOperation, extra: &str) -> Report {
-        Engine::from_config(&self.config(extra), false)
+        WorkspacePair::from_config(&self.config(extra), false)
             .unwrap()
             .run(op)
             .await
@@ -209,15 +209,15 @@ async fn backup_replication_reconciliation_then_an_incremental_second_run() {
     assert_eq!(r.sharing.len(), 9, "{:#?}", r.sharing);
     assert_eq!(
         find(&r, "discovery", "prod.sales.daily_mv").status,
-        TableStatus::Skipped
+        TableVerdict::Skipped
     );
     let backup = find(&r, "backup", "prod.sales.events");
-    assert_eq!(backup.status, TableStatus::Succeeded);
+    assert_eq!(backup.status, TableVerdict::Succeeded);
     assert!(!backup.statement_ids.is_empty());
     for t in ["orders", "customers", "events"] {
         let full = format!("prod.sales.{t}");
         let rep = find(&r, "replication", &full);
-        assert_eq!(rep.status, TableStatus::Succeeded, "{rep:#?}");
+        assert_eq!(rep.status, TableVerdict::Succeeded, "{rep:#?}");
         let ids = &rep.statement_ids;
         assert!(!ids.is_empty());
         for id in ids {
@@ -228,7 +228,7 @@ async fn backup_replication_reconciliation_then_an_incremental_second_run() {
             "{rep:#?}"
         );
         let rec = find(&r, "reconciliation", &full);
-        assert_eq!(rec.status, TableStatus::Matched, "{rec:#?}");
+        assert_eq!(rec.status, TableVerdict::Matched, "{rec:#?}");
         // row_count, schema, missing_rows, extra_rows
         assert_eq!(rec.checks.len(), 4, "{rec:#?}");
         assert_eq!(rec.source_rows, rec.target_rows);
@@ -292,7 +292,7 @@ async fn throttling_storms_are_ridden_out_honouring_retry_after() {
 
     // A storm longer than the retry budget fails cleanly, with the status in the error.
     env.src.faults(|f| f.throttle = 100);
-    let err = Engine::from_config(&env.config(""), false)
+    let err = WorkspacePair::from_config(&env.config(""), false)
         .unwrap()
         .run(DbOperation::Backup)
         .await
@@ -322,7 +322,7 @@ async fn a_failed_statement_fails_only_its_table_and_transient_failures_are_retr
     });
     let r = env.run(DbOperation::All, "").await;
     let orders = find(&r, "replication", "prod.sales.orders");
-    assert_eq!(orders.status, TableStatus::Failed);
+    assert_eq!(orders.status, TableVerdict::Failed);
     let err = orders.error.as_ref().unwrap();
     assert!(err.message.contains("FAILED: INTERNAL_ERROR"), "{err:?}");
     assert_eq!(orders.statement_ids.len(), 1);
@@ -334,15 +334,15 @@ async fn a_failed_statement_fails_only_its_table_and_transient_failures_are_retr
     assert!(env.table(&env.tgt, "prod", "sales", "orders").is_none());
     // The transient failure was retried: two statements, the second succeeded.
     let customers = find(&r, "replication", "prod.sales.customers");
-    assert_eq!(customers.status, TableStatus::Succeeded, "{customers:#?}");
+    assert_eq!(customers.status, TableVerdict::Succeeded, "{customers:#?}");
     assert_eq!(customers.statement_ids.len(), 2);
     assert_eq!(
         find(&r, "reconciliation", "prod.sales.customers").status,
-        TableStatus::Matched
+        TableVerdict::Matched
     );
     assert_eq!(
         find(&r, "replication", "prod.sales.events").status,
-        TableStatus::Succeeded
+        TableVerdict::Succeeded
     );
     // The next run finishes the job.
     let r2 = env.run(DbOperation::All, "").await;
@@ -359,14 +359,14 @@ async fn a_statement_outliving_its_timeout_is_cancelled() {
     let mut config = env.config("");
     config.client.statement_timeout_ms = 1000;
     let started = Instant::now();
-    let r = Engine::from_config(&config, false)
+    let r = WorkspacePair::from_config(&config, false)
         .unwrap()
         .run(DbOperation::Replication)
         .await
         .unwrap();
     assert!(started.elapsed() < Duration::from_secs(10));
     let customers = find(&r, "replication", "prod.sales.customers");
-    assert_eq!(customers.status, TableStatus::Failed);
+    assert_eq!(customers.status, TableVerdict::Failed);
     assert!(
         customers
             .error
@@ -382,14 +382,14 @@ async fn a_statement_outliving_its_timeout_is_cancelled() {
     assert!(env.table(&env.tgt, "prod", "sales", "customers").is_none());
     assert_eq!(
         find(&r, "replication", "prod.sales.orders").status,
-        TableStatus::Succeeded
+        TableVerdict::Succeeded
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_oauth_token_is_refreshed_once() {
     let env = Env::new().await;
-    let engine = Engine::from_config(&env.config(""), false).unwrap();
+    let engine = WorkspacePair::from_config(&env.config(""), false).unwrap();
     assert!(engine.run(DbOperation::All).await.unwrap().is_success());
     // One token for the whole run: it is cached.
     assert_eq!(env.tgt.token_requests(), 1);
@@ -400,7 +400,7 @@ async fn an_expired_oauth_token_is_refreshed_once() {
 
     // A wrong secret is an authentication error that does not leak the secret.
     std::fs::write(env.dir.path().join("tgt.secret"), "wrong-secret").unwrap();
-    let r = Engine::from_config(&env.config(""), false)
+    let r = WorkspacePair::from_config(&env.config(""), false)
         .unwrap()
         .run(DbOperation::Reconciliation)
         .await
@@ -448,7 +448,7 @@ async fn odd_table_names_are_quoted_or_refused() {
     // Unity Catalog forbids periods and spaces in names: refused before any SQL.
     for name in ["a.b", "x; DROP TABLE y"] {
         let refused = find(&r, "discovery", &format!("prod.sales.{name}"));
-        assert_eq!(refused.status, TableStatus::Failed);
+        assert_eq!(refused.status, TableVerdict::Failed);
         let msg = &refused.error.as_ref().unwrap().message;
         assert!(msg.contains("invalid identifier"), "{msg}");
     }
@@ -456,11 +456,11 @@ async fn odd_table_names_are_quoted_or_refused() {
         let full = format!("prod.sales.{name}");
         assert_eq!(
             find(&r, "replication", &full).status,
-            TableStatus::Succeeded
+            TableVerdict::Succeeded
         );
         assert_eq!(
             find(&r, "reconciliation", &full).status,
-            TableStatus::Matched
+            TableVerdict::Matched
         );
         let t = env.table(&env.tgt, "prod", "sales", name).unwrap();
         assert_eq!(rows(&t.location).await, rows(&odd).await);
@@ -478,7 +478,7 @@ async fn odd_table_names_are_quoted_or_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dry_run_prints_everything_and_changes_nothing() {
     let env = Env::new().await;
-    let r = Engine::from_config(&env.config(""), true)
+    let r = WorkspacePair::from_config(&env.config(""), true)
         .unwrap()
         .run(DbOperation::All)
         .await
@@ -506,22 +506,22 @@ async fn dry_run_prints_everything_and_changes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn validate_only_checks_access_and_byo_sharing_refuses_to_create() {
     let env = Env::new().await;
-    let engine = Engine::from_config(&env.config(""), false).unwrap();
-    let probes = engine.validate().await;
+    let engine = WorkspacePair::from_config(&env.config(""), false).unwrap();
+    let probes = engine.probe().await;
     assert!(probes.iter().all(|p| p.ok), "{probes:#?}");
     assert!(env.src.changes().is_empty() && env.tgt.changes().is_empty());
 
     let byo = "  sharing: { mode: byo }\n";
-    let probes = Engine::from_config(&env.config(byo), false)
+    let probes = WorkspacePair::from_config(&env.config(byo), false)
         .unwrap()
-        .validate()
+        .probe()
         .await;
     assert!(
         probes
             .iter()
             .any(|p| !p.ok && p.check.contains("prod_shared"))
     );
-    let err = Engine::from_config(&env.config(byo), false)
+    let err = WorkspacePair::from_config(&env.config(byo), false)
         .unwrap()
         .run(DbOperation::Backup)
         .await
@@ -552,7 +552,7 @@ async fn schema_enforcement_refuses_a_streaming_table_with_another_schema() {
     let before = rows(&tgt_events).await;
     let r = env.run(DbOperation::All, "").await;
     let ev = find(&r, "replication", "prod.sales.events");
-    assert_eq!(ev.status, TableStatus::Failed);
+    assert_eq!(ev.status, TableVerdict::Failed);
     let msg = &ev.error.as_ref().unwrap().message;
     assert!(
         msg.contains("schema enforcement") && msg.contains("`note`"),
@@ -772,7 +772,7 @@ async fn backing_tables_are_found_where_databricks_keeps_them() {
     );
     assert_eq!(
         find(&r, "backup", "prod.sales.clicks").status,
-        TableStatus::Succeeded
+        TableVerdict::Succeeded
     );
 }
 
@@ -797,7 +797,7 @@ async fn oauth_tokens_are_refreshed_before_they_expire() {
         .unwrap()
         .databricks
         .unwrap();
-    let engine = Engine::from_config(&config, false).unwrap();
+    let engine = WorkspacePair::from_config(&config, false).unwrap();
     engine.target.metastore_global_id().await.unwrap();
     engine.target.metastore_global_id().await.unwrap();
     assert_eq!(short.token_requests(), 1, "cached");
@@ -830,7 +830,7 @@ async fn reconciliation_reports_missing_rows_with_examples_read_across_result_ch
     let keys = "  reconciliation_keys: { prod.sales.orders: [id, region] }\n";
     let r = env.run(DbOperation::Reconciliation, keys).await;
     let orders = find(&r, "reconciliation", "prod.sales.orders");
-    assert_eq!(orders.status, TableStatus::Mismatched);
+    assert_eq!(orders.status, TableVerdict::Mismatched);
     assert_eq!(
         (orders.source_rows, orders.target_rows),
         (Some(55), Some(50))
@@ -855,7 +855,7 @@ async fn reconciliation_reports_missing_rows_with_examples_read_across_result_ch
     assert_eq!(chunks, 2);
     assert_eq!(
         find(&r, "reconciliation", "prod.sales.customers").status,
-        TableStatus::Matched
+        TableVerdict::Matched
     );
 }
 
@@ -876,7 +876,7 @@ async fn reconciliation_finds_rows_only_the_target_has_even_with_equal_counts() 
     let keys = "  reconciliation_keys: { prod.sales.customers: [id, region] }\n";
     let r = env.run(DbOperation::Reconciliation, keys).await;
     let rec = find(&r, "reconciliation", "prod.sales.customers");
-    assert_eq!(rec.status, TableStatus::Mismatched, "{rec:#?}");
+    assert_eq!(rec.status, TableVerdict::Mismatched, "{rec:#?}");
     let check = |name: &str| {
         rec.checks
             .iter()
@@ -921,7 +921,7 @@ async fn reconciliation_finds_rows_only_the_target_has_even_with_equal_counts() 
     }
     // A replica that matches passes both.
     let orders = find(&r, "reconciliation", "prod.sales.orders");
-    assert_eq!(orders.status, TableStatus::Matched, "{orders:#?}");
+    assert_eq!(orders.status, TableVerdict::Matched, "{orders:#?}");
     assert!(
         orders
             .checks
@@ -942,7 +942,7 @@ async fn a_404_that_is_not_about_the_object_is_an_error_not_an_absent_object() {
     let r = env.run(DbOperation::Replication, "").await;
     for t in ["orders", "customers", "events"] {
         let rep = find(&r, "replication", &format!("prod.sales.{t}"));
-        assert_eq!(rep.status, TableStatus::Failed, "{rep:#?}");
+        assert_eq!(rep.status, TableVerdict::Failed, "{rep:#?}");
         let msg = &rep.error.as_ref().unwrap().message;
         assert!(
             msg.contains("no such API endpoint")
@@ -964,7 +964,7 @@ async fn a_404_that_is_not_about_the_object_is_an_error_not_an_absent_object() {
     let env = Env::new().await;
     env.src
         .faults(|f| f.endpoint_not_found = vec!["/api/2.1/unity-catalog/recipients/".into()]);
-    let err = Engine::from_config(&env.config(""), false)
+    let err = WorkspacePair::from_config(&env.config(""), false)
         .unwrap()
         .run(DbOperation::Backup)
         .await
@@ -980,9 +980,9 @@ async fn a_404_that_is_not_about_the_object_is_an_error_not_an_absent_object() {
         env.src.changes()
     );
     // validate-only reports it as a failed check instead of "missing; backup creates it".
-    let probes = Engine::from_config(&env.config(""), false)
+    let probes = WorkspacePair::from_config(&env.config(""), false)
         .unwrap()
-        .validate()
+        .probe()
         .await;
     let p = probes
         .iter()

@@ -12,13 +12,13 @@ use std::sync::{Arc, OnceLock, RwLock};
 use replicator_common::databricks::DatabricksConfig;
 
 use crate::ops::{Reconciled, SourceTable, Step};
-use crate::{DatabricksError, Engine};
+use crate::{DatabricksError, WorkspacePair};
 
 /// Scheme prefix of Databricks locations.
 pub const SCHEME: &str = "databricks:";
 
-fn engines() -> &'static RwLock<HashMap<String, Arc<Engine>>> {
-    static ENGINES: OnceLock<RwLock<HashMap<String, Arc<Engine>>>> = OnceLock::new();
+fn engines() -> &'static RwLock<HashMap<String, Arc<WorkspacePair>>> {
+    static ENGINES: OnceLock<RwLock<HashMap<String, Arc<WorkspacePair>>>> = OnceLock::new();
     ENGINES.get_or_init(Default::default)
 }
 
@@ -38,8 +38,8 @@ pub fn is_databricks(location: &str) -> bool {
 }
 
 /// Build the engine of a `databricks` section and make it findable by its source root.
-pub fn register(config: &DatabricksConfig) -> Result<Arc<Engine>, DatabricksError> {
-    let engine = Arc::new(Engine::from_config(config, false)?);
+pub fn register(config: &DatabricksConfig) -> Result<Arc<WorkspacePair>, DatabricksError> {
+    let engine = Arc::new(WorkspacePair::from_config(config, false)?);
     let (source, _) = roots(config);
     engines()
         .write()
@@ -57,7 +57,7 @@ pub fn configure(config: &replicator_common::Config) -> Result<(), DatabricksErr
 }
 
 /// The engine of a root or location.
-pub fn engine(location: &str) -> Result<Arc<Engine>, DatabricksError> {
+pub fn engine(location: &str) -> Result<Arc<WorkspacePair>, DatabricksError> {
     let (root, _) = split(location).unwrap_or((location, ""));
     engines()
         .read()
@@ -130,7 +130,9 @@ pub async fn plan(source_root: &str, prepare: bool) -> Result<Vec<PlannedTable>,
         .collect())
 }
 
-async fn source_table(location: &str) -> Result<(Arc<Engine>, SourceTable), DatabricksError> {
+async fn source_table(
+    location: &str,
+) -> Result<(Arc<WorkspacePair>, SourceTable), DatabricksError> {
     let engine = engine(location)?;
     let (_, full_name) = split(location)
         .ok_or_else(|| DatabricksError::Config(format!("not a Databricks location: {location}")))?;
