@@ -4,8 +4,8 @@
 //! through planner, cloners and reconcilers.
 
 use replicator_common::Config;
-use replicator_databricks::Engine;
-use replicator_databricks::ops::{DbOperation, Report, TableStatus};
+use replicator_databricks::WorkspacePair;
+use replicator_databricks::ops::{DbOperation, Report, TableVerdict};
 
 /// What the command should do.
 #[derive(Clone, Copy, Debug)]
@@ -23,7 +23,7 @@ pub async fn run(config: &Config, opts: Options) -> u8 {
         eprintln!("error: the config has no `databricks` section");
         return 2;
     };
-    let engine = match Engine::from_config(db, opts.dry_run) {
+    let pair = match WorkspacePair::from_config(db, opts.dry_run) {
         Ok(e) => e,
         Err(e) => {
             eprintln!("error: {e}");
@@ -31,7 +31,7 @@ pub async fn run(config: &Config, opts: Options) -> u8 {
         }
     };
     if opts.validate_only {
-        let probes = engine.validate().await;
+        let probes = pair.probe().await;
         if opts.json {
             println!(
                 "{}",
@@ -49,7 +49,7 @@ pub async fn run(config: &Config, opts: Options) -> u8 {
         }
         return if probes.iter().all(|p| p.ok) { 0 } else { 1 };
     }
-    match engine.run(opts.operation).await {
+    match pair.run(opts.operation).await {
         Err(e) => {
             eprintln!("error: {e}");
             1
@@ -81,11 +81,11 @@ fn print_report(r: &Report) {
     }
     for t in &r.tables {
         let status = match t.status {
-            TableStatus::Succeeded => "succeeded",
-            TableStatus::Failed => "FAILED",
-            TableStatus::Skipped => "skipped",
-            TableStatus::Matched => "matched",
-            TableStatus::Mismatched => "MISMATCHED",
+            TableVerdict::Succeeded => "succeeded",
+            TableVerdict::Failed => "FAILED",
+            TableVerdict::Skipped => "skipped",
+            TableVerdict::Matched => "matched",
+            TableVerdict::Mismatched => "MISMATCHED",
         };
         let mut detail = String::new();
         if let Some(m) = &t.metrics {

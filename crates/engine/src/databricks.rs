@@ -46,7 +46,7 @@ pub fn split(location: &str) -> Option<(&str, &str)> {
 
 /// The Databricks engine of one `databricks` section: both workspaces and the catalogs.
 pub struct DatabricksEngine {
-    pair: Arc<replicator_databricks::Engine>,
+    pair: Arc<replicator_databricks::WorkspacePair>,
     source_root: String,
     target_root: String,
 }
@@ -54,7 +54,7 @@ pub struct DatabricksEngine {
 impl DatabricksEngine {
     /// Build the engine of a `databricks` section (secrets read now, from their references).
     pub fn from_config(config: &DatabricksConfig) -> Result<Self, DatabricksError> {
-        let pair = Arc::new(replicator_databricks::Engine::from_config(config, false)?);
+        let pair = Arc::new(replicator_databricks::WorkspacePair::from_config(config, false)?);
         let (source_root, target_root) = roots(config);
         Ok(Self {
             pair,
@@ -210,7 +210,7 @@ impl Engine for DatabricksEngine {
 
     /// Connectivity and access on both workspaces; fails with every check that did not pass.
     async fn probe(&self, _request: &ReplicationRequest) -> anyhow::Result<Vec<String>> {
-        let probes = self.pair.validate().await;
+        let probes = self.pair.probe().await;
         let failed: Vec<String> = probes
             .iter()
             .filter(|p| !p.ok)

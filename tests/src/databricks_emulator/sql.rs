@@ -1,0 +1,293 @@
+//! The SQL the engine emits, parsed strictly: object names must be backtick-quoted, and any
+//! other shape is a syntax error, as a warehouse answers it.
+
+#[derive(Clone, Debug, PartialEq)]
+enum Tok {
+    /// A bare word, as written.
+    Word(String),
+    /// A backtick-quoted identifier, unquoted.
+    Quoted(String),
+    Num(String),
+    Sym(char),
+}
+
+pub(super) type SqlError = (String, String);
+
+fn syntax(near: &str) -> SqlError {
+    (
+        "BAD_REQUEST".into(),
+        format!("[PARSE_SYNTAX_ERROR] Syntax error at or near '{near}'. SQLSTATE: 42601"),
+    )
+}
+
+fn tokenize(sql: &str) -> Result<Vec<Tok>, SqlError> {
+    let mut out = Vec::new();
+    let mut it = sql.chars().peekable();
+    while let Some(&c) = it.peek() {
+        if c.is_whitespace() {
+            it.next();
+        } else if c == '`' {
+            it.next();
+            let mut s = String::new();
+            loop {
+                match it.next() {
+                    None => return Err(syntax("`")),
+                    Some('`') if it.peek() == Some(&'`') => {
+                        it.next();
+                        s.push('`');
+                    }
+                    Some('`') => break,
+                    Some(ch) => s.push(ch),
+                }
+            }
+            out.push(Tok::Quoted(s));
+        } else if c.is_ascii_alphabetic() || c == '_' {
+            let mut s = String::new();
+            while let Some(&ch) = it.peek() {
+                if ch.is_ascii_alphanumeric() || ch == '_' {
+                    s.push(ch);
+                    it.next();
+                } else {
+                    break;
+                }
+            }
+            out.push(Tok::Word(s));
+        } else if c.is_ascii_digit() {
+            let mut s = String::new();
+            while let Some(&ch) = it.peek().filter(|ch| ch.is_ascii_digit()) {
+                s.push(ch);
+                it.next();
+            }
+            out.push(Tok::Num(s));
+        } else if matches!(c, '.' | '(' | ')' | ',' | '*') {
+            it.next();
+            out.push(Tok::Sym(c));
+        } else {
+            return Err(syntax(&c.to_string()));
+        }
+    }
+    Ok(out)
+}
+
+struct Parser {
+    toks: Vec<Tok>,
+    pos: usize,
+}
+
+impl Parser {
+    fn near(&self) -> String {
+        match self.toks.get(self.pos) {
+            None => "end of input".into(),
+            Some(Tok::Word(w) | Tok::Num(w)) => w.clone(),
+            Some(Tok::Quoted(q)) => format!("`{q}`"),
+            Some(Tok::Sym(c)) => c.to_string(),
+        }
+    }
+    fn kw(&mut self, k: &str) -> Result<(), SqlError> {
+        match self.toks.get(self.pos) {
+            Some(Tok::Word(w)) if w.eq_ignore_ascii_case(k) => {
+                self.pos += 1;
+                Ok(())
+            }
+            _ => Err(syntax(&self.near())),
+        }
+    }
+    fn is_kw(&self, k: &str) -> bool {
+        matches!(self.toks.get(self.pos), Some(Tok::Word(w)) if w.eq_ignore_ascii_case(k))
+    }
+    fn sym(&mut self, c: char) -> Result<(), SqlError> {
+        if self.toks.get(self.pos) == Some(&Tok::Sym(c)) {
+            self.pos += 1;
+            Ok(())
+        } else {
+            Err(syntax(&self.near()))
+        }
+    }
+    /// Object names must be quoted: the engine always quotes them.
+    fn ident(&mut self) -> Result<String, SqlError> {
+        match self.toks.get(self.pos) {
+            Some(Tok::Quoted(q)) => {
+                self.pos += 1;
+                Ok(q.clone())
+            }
+            _ => Err(syntax(&self.near())),
+        }
+    }
+    fn name3(&mut self) -> Result<[String; 3], SqlError> {
+        let c = self.ident()?;
+        self.sym('.')?;
+        let s = self.ident()?;
+        self.sym('.')?;
+        let t = self.ident()?;
+        Ok([c, s, t])
+    }
+    fn columns(&mut self) -> Result<Vec<String>, SqlError> {
+        let mut cols = vec![self.ident()?];
+        while self.toks.get(self.pos) == Some(&Tok::Sym(',')) {
+            self.pos += 1;
+            cols.push(self.ident()?);
+        }
+        Ok(cols)
+    }
+    fn end(&self) -> Result<(), SqlError> {
+        if self.pos == self.toks.len() {
+            Ok(())
+        } else {
+            Err(syntax(&self.near()))
+        }
+    }
+    /// `( SELECT cols FROM a EXCEPT SELECT cols FROM b )`
+    #[allow(clippy::type_complexity)]
+    fn except(&mut self) -> Result<(Vec<String>, [String; 3], Vec<String>, [String; 3]), SqlError> {
+        self.sym('(')?;
+        self.kw("SELECT")?;
+        let a = self.columns()?;
+        self.kw("FROM")?;
+        let from = self.name3()?;
+        self.kw("EXCEPT")?;
+        self.kw("SELECT")?;
+        let b = self.columns()?;
+        self.kw("FROM")?;
+        let other = self.name3()?;
+        self.sym(')')?;
+        Ok((a, from, b, other))
+    }
+    /// `COUNT ( * ) AS n FROM`
+    fn count_prefix(&mut self) -> Result<(), SqlError> {
+        self.kw("COUNT")?;
+        self.sym('(')?;
+        self.sym('*')?;
+        self.sym(')')?;
+        self.kw("AS")?;
+        self.kw("n")?;
+        self.kw("FROM")
+    }
+}
+
+pub(super) enum Stmt2 {
+    CreateCatalog(String, Option<(String, String)>),
+    CreateSchema(String, String),
+    DeepClone([String; 3], [String; 3]),
+    Count([String; 3]),
+    Except(Vec<String>, [String; 3], Vec<String>, [String; 3]),
+    /// `SELECT cols FROM (SELECT cols FROM a EXCEPT SELECT cols FROM b) LIMIT n`
+    ExceptRows(Vec<String>, [String; 3], Vec<String>, [String; 3], usize),
+    SelectOne,
+}
+
+pub(super) fn parse(sql: &str) -> Result<Stmt2, SqlError> {
+    let mut p = Parser {
+        toks: tokenize(sql)?,
+        pos: 0,
+    };
+    let stmt = if p.is_kw("CREATE") {
+        p.kw("CREATE")?;
+        if p.is_kw("CATALOG") {
+            p.kw("CATALOG")?;
+            p.kw("IF")?;
+            p.kw("NOT")?;
+            p.kw("EXISTS")?;
+            let c = p.ident()?;
+            let share = if p.is_kw("USING") {
+                p.kw("USING")?;
+                p.kw("SHARE")?;
+                let prov = p.ident()?;
+                p.sym('.')?;
+                Some((prov, p.ident()?))
+            } else {
+                None
+            };
+            Stmt2::CreateCatalog(c, share)
+        } else if p.is_kw("SCHEMA") {
+            p.kw("SCHEMA")?;
+            p.kw("IF")?;
+            p.kw("NOT")?;
+            p.kw("EXISTS")?;
+            let c = p.ident()?;
+            p.sym('.')?;
+            Stmt2::CreateSchema(c, p.ident()?)
+        } else {
+            p.kw("OR")?;
+            p.kw("REPLACE")?;
+            p.kw("TABLE")?;
+            let target = p.name3()?;
+            p.kw("DEEP")?;
+            p.kw("CLONE")?;
+            Stmt2::DeepClone(target, p.name3()?)
+        }
+    } else {
+        p.kw("SELECT")?;
+        if matches!(p.toks.get(p.pos), Some(Tok::Num(n)) if n == "1") {
+            p.pos += 1;
+            p.kw("AS")?;
+            p.kw("ok")?;
+            Stmt2::SelectOne
+        } else if p.is_kw("COUNT") {
+            p.count_prefix()?;
+            if p.toks.get(p.pos) == Some(&Tok::Sym('(')) {
+                let (a, from, b, other) = p.except()?;
+                Stmt2::Except(a, from, b, other)
+            } else {
+                Stmt2::Count(p.name3()?)
+            }
+        } else {
+            let outer = p.columns()?;
+            p.kw("FROM")?;
+            let (a, from, b, other) = p.except()?;
+            if outer != a {
+                return Err(syntax("SELECT"));
+            }
+            p.kw("LIMIT")?;
+            let limit = match p.toks.get(p.pos) {
+                Some(Tok::Num(n)) => n.parse().map_err(|_| syntax(n))?,
+                _ => return Err(syntax(&p.near())),
+            };
+            p.pos += 1;
+            Stmt2::ExceptRows(a, from, b, other, limit)
+        }
+    };
+    p.end()?;
+    Ok(stmt)
+}
+
+pub(super) fn quoted3(n: &[String; 3]) -> String {
+    n.iter()
+        .map(|p| format!("`{}`", p.replace('`', "``")))
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+pub(super) fn not_found(n: &[String; 3]) -> SqlError {
+    (
+        "BAD_REQUEST".into(),
+        format!(
+            "[TABLE_OR_VIEW_NOT_FOUND] The table or view {} cannot be found. SQLSTATE: 42P01",
+            quoted3(n)
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_only_the_engine_shapes() {
+        assert!(matches!(
+            parse("CREATE OR REPLACE TABLE `a`.`b`.`c` DEEP CLONE `d`.`e`.`f`"),
+            Ok(Stmt2::DeepClone(..))
+        ));
+        assert!(
+            matches!(parse("SELECT COUNT(*) AS n FROM `a`.`b`.`c``;x`"), Ok(Stmt2::Count(n)) if n[2] == "c`;x")
+        );
+        for bad in [
+            "SELECT COUNT(*) AS n FROM a.b.c",
+            "SELECT COUNT(*) AS n FROM `a`.`b`.`c`; DROP TABLE `x`",
+            "DROP TABLE `a`.`b`.`c`",
+            "SELECT COUNT(*) AS n FROM `a`.`b`.`c",
+        ] {
+            let e = parse(bad).err().unwrap_or_else(|| panic!("{bad} parsed"));
+            assert!(e.1.contains("PARSE_SYNTAX_ERROR"), "{bad}: {e:?}");
+        }
+    }
+}

@@ -1,0 +1,339 @@
+//! What the warehouse does with a parsed statement, on the Delta tables behind the
+//! metastores: `DEEP CLONE` really clones, `COUNT(*)` really counts, `EXCEPT` really compares
+//! rows; shared catalogs are followed to their provider's metastore.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+
+use arrow::array::RecordBatch;
+use arrow::util::display::{ArrayFormatter, FormatOptions};
+use replicator_lake::{CloneOptions, TableLocation, deep_clone, inspect};
+use uuid::Uuid;
+
+use super::sql::{SqlError, Stmt2, not_found, parse, quoted3};
+use super::state::{Catalog, Inner, Metastore, Table};
+
+/// Where a readable table lives, following shared catalogs to their provider's metastore.
+fn resolve(ms: &BTreeMap<String, Metastore>, me: &str, n: &[String; 3]) -> Result<Table, SqlError> {
+    let m = &ms[me];
+    let cat = m.catalogs.get(&n[0]).ok_or_else(|| not_found(n))?;
+    if let Some((provider, share)) = &cat.share {
+        let (pid, pm) = ms
+            .iter()
+            .find(|(_, pm)| &pm.provider_name == provider)
+            .ok_or_else(|| not_found(n))?;
+        let recipient = pm
+            .recipients
+            .iter()
+            .find(|(_, gid)| *gid == me)
+            .map(|(r, _)| r.clone())
+            .ok_or_else(|| {
+                (
+                    "PERMISSION_DENIED".to_owned(),
+                    format!("no recipient for this metastore in {pid}"),
+                )
+            })?;
+        let sh = pm.shares.get(share).ok_or_else(|| not_found(n))?;
+        if !sh
+            .grants
+            .get(&recipient)
+            .is_some_and(|p| p.contains("SELECT"))
+        {
+            return Err((
+                "PERMISSION_DENIED".into(),
+                format!("recipient {recipient} has no SELECT on share {share}"),
+            ));
+        }
+        let source_schema = sh
+            .objects
+            .iter()
+            .filter(|(_, t)| t == "SCHEMA")
+            .find_map(|(o, _)| {
+                o.split_once('.')
+                    .filter(|(_, s)| *s == n[1])
+                    .map(|(c, s)| (c.to_owned(), s.to_owned()))
+            })
+            .ok_or_else(|| not_found(n))?;
+        return pm
+            .catalogs
+            .get(&source_schema.0)
+            .and_then(|c| c.schemas.get(&source_schema.1))
+            .and_then(|s| s.get(&n[2]))
+            .cloned()
+            .ok_or_else(|| not_found(n));
+    }
+    cat.schemas
+        .get(&n[1])
+        .and_then(|s| s.get(&n[2]))
+        .cloned()
+        .ok_or_else(|| not_found(n))
+}
+
+fn location(t: &Table) -> Result<TableLocation, SqlError> {
+    TableLocation::parse(&t.location.to_string_lossy())
+        .map_err(|e| ("INTERNAL_ERROR".into(), e.to_string()))
+}
+
+fn lake(e: replicator_lake::LakeError) -> SqlError {
+    ("INTERNAL_ERROR".into(), e.to_string())
+}
+
+/// Rows of `batches` projected on `cols`, rendered as text.
+fn project(batches: &[RecordBatch], cols: &[String]) -> Result<BTreeSet<String>, SqlError> {
+    let options = FormatOptions::default().with_null("NULL");
+    let mut out = BTreeSet::new();
+    for b in batches {
+        let schema = b.schema();
+        let fmts = cols
+            .iter()
+            .map(|c| {
+                let i = schema.index_of(c).map_err(|_| {
+                    (
+                        "BAD_REQUEST".to_owned(),
+                        format!("[UNRESOLVED_COLUMN] A column `{c}` cannot be resolved"),
+                    )
+                })?;
+                ArrayFormatter::try_new(b.column(i).as_ref(), &options)
+                    .map_err(|e| ("INTERNAL_ERROR".to_owned(), e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        for r in 0..b.num_rows() {
+            out.insert(
+                fmts.iter()
+                    .map(|f| f.value(r).to_string())
+                    .collect::<Vec<_>>()
+                    .join("\u{1}"),
+            );
+        }
+    }
+    Ok(out)
+}
+
+pub(super) type Rows = (Vec<String>, Vec<Vec<Option<String>>>);
+
+pub(super) async fn execute(st: &Inner, sql: &str) -> Result<Rows, SqlError> {
+    let stmt = parse(sql)?;
+    let me = st.metastore.clone();
+    let world = &st.world.metastores;
+    match stmt {
+        Stmt2::SelectOne => Ok((vec!["ok".into()], vec![vec![Some("1".into())]])),
+        Stmt2::CreateCatalog(name, share) => {
+            let mut ms = world.lock().unwrap();
+            if let Some((prov, sh)) = &share {
+                let found = ms
+                    .iter()
+                    .find(|(_, m)| &m.provider_name == prov)
+                    .map(|(id, m)| {
+                        (
+                            m.recipients.values().any(|g| *g == me),
+                            m.shares.contains_key(sh),
+                            id.clone(),
+                        )
+                    });
+                match found {
+                    Some((true, true, _)) => {}
+                    Some((false, _, _)) | None => {
+                        return Err((
+                            "BAD_REQUEST".into(),
+                            format!("[PROVIDER_NOT_FOUND] provider {prov} not found"),
+                        ));
+                    }
+                    Some((true, false, _)) => {
+                        return Err((
+                            "BAD_REQUEST".into(),
+                            format!("[SHARE_NOT_FOUND] share {prov}.{sh} not found"),
+                        ));
+                    }
+                }
+            }
+            ms.get_mut(&me)
+                .unwrap()
+                .catalogs
+                .entry(name)
+                .or_insert_with(|| Catalog {
+                    share,
+                    schemas: BTreeMap::new(),
+                });
+            Ok((vec![], vec![]))
+        }
+        Stmt2::CreateSchema(c, s) => {
+            let mut ms = world.lock().unwrap();
+            let cat = ms
+                .get_mut(&me)
+                .unwrap()
+                .catalogs
+                .get_mut(&c)
+                .ok_or_else(|| {
+                    (
+                        "BAD_REQUEST".to_owned(),
+                        format!("[NO_SUCH_CATALOG_EXCEPTION] catalog `{c}` not found"),
+                    )
+                })?;
+            if cat.share.is_some() {
+                return Err((
+                    "BAD_REQUEST".into(),
+                    "cannot create a schema in a shared catalog".into(),
+                ));
+            }
+            cat.schemas.entry(s).or_default();
+            Ok((vec![], vec![]))
+        }
+        Stmt2::Count(n) => {
+            let t = resolve(&world.lock().unwrap(), &me, &n)?;
+            let (rows, _, _) = inspect::count_rows(&location(&t)?, None)
+                .await
+                .map_err(lake)?;
+            Ok((vec!["n".into()], vec![vec![Some(rows.to_string())]]))
+        }
+        Stmt2::Except(a, from, b, other) => {
+            let n = except(world, &me, &a, &from, &b, &other).await?.len();
+            Ok((vec!["n".into()], vec![vec![Some(n.to_string())]]))
+        }
+        Stmt2::ExceptRows(a, from, b, other, limit) => {
+            let rows = except(world, &me, &a, &from, &b, &other)
+                .await?
+                .into_iter()
+                .take(limit)
+                .map(|r| {
+                    r.split('\u{1}')
+                        .map(|v| (v != "NULL").then(|| v.to_owned()))
+                        .collect()
+                })
+                .collect();
+            Ok((a, rows))
+        }
+        Stmt2::DeepClone(target, source) => {
+            let (src, dest, existing) = {
+                let ms = world.lock().unwrap();
+                let src = resolve(&ms, &me, &source)?;
+                let m = &ms[&me];
+                let cat = m.catalogs.get(&target[0]).ok_or_else(|| {
+                    (
+                        "BAD_REQUEST".to_owned(),
+                        format!(
+                            "[NO_SUCH_CATALOG_EXCEPTION] catalog `{}` not found",
+                            target[0]
+                        ),
+                    )
+                })?;
+                if cat.share.is_some() {
+                    return Err((
+                        "BAD_REQUEST".into(),
+                        format!("catalog `{}` is a shared catalog and read-only", target[0]),
+                    ));
+                }
+                let schema = cat.schemas.get(&target[1]).ok_or_else(|| {
+                    (
+                        "BAD_REQUEST".to_owned(),
+                        format!(
+                            "[SCHEMA_NOT_FOUND] schema `{}`.`{}` not found",
+                            target[0], target[1]
+                        ),
+                    )
+                })?;
+                let existing = schema.get(&target[2]).cloned();
+                if let Some(e) = &existing
+                    && e.table_type != "MANAGED"
+                    && e.table_type != "EXTERNAL"
+                {
+                    return Err((
+                        "BAD_REQUEST".into(),
+                        format!(
+                            "[STREAMING_TABLE_OPERATION_NOT_ALLOWED] cannot CREATE OR REPLACE {} which is a {}",
+                            quoted3(&target),
+                            e.table_type
+                        ),
+                    ));
+                }
+                let dest = existing
+                    .as_ref()
+                    .map(|e| e.location.clone())
+                    .unwrap_or_else(|| m.root.join("tables").join(Uuid::new_v4().to_string()));
+                (src, dest, existing)
+            };
+            // `CREATE OR REPLACE`: the statement itself says replace.
+            let report = deep_clone(
+                &location(&src)?,
+                &TableLocation::parse(&dest.to_string_lossy()).map_err(lake)?,
+                &CloneOptions {
+                    replace: true,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(lake)?;
+            if existing.is_none() {
+                let mut ms = world.lock().unwrap();
+                if let Some(schema) = ms
+                    .get_mut(&me)
+                    .unwrap()
+                    .catalogs
+                    .get_mut(&target[0])
+                    .and_then(|c| c.schemas.get_mut(&target[1]))
+                {
+                    schema.entry(target[2].clone()).or_insert(Table {
+                        table_type: "MANAGED".into(),
+                        location: dest,
+                        properties: BTreeMap::new(),
+                    });
+                }
+            }
+            let m = report.metrics;
+            let cols = [
+                "source_table_size",
+                "source_num_of_files",
+                "num_removed_files",
+                "num_copied_files",
+                "removed_files_size",
+                "copied_files_size",
+            ];
+            let vals = [
+                m.source_table_size,
+                m.source_num_of_files,
+                m.num_removed_files,
+                m.num_copied_files,
+                m.removed_files_size,
+                m.copied_files_size,
+            ];
+            Ok((
+                cols.iter().map(|c| c.to_string()).collect(),
+                vec![vals.iter().map(|v| Some(v.to_string())).collect()],
+            ))
+        }
+    }
+}
+
+/// Distinct rows of `a` over `from` that are not rows of `b` over `other`, rendered and
+/// sorted.
+async fn except(
+    world: &Mutex<BTreeMap<String, Metastore>>,
+    me: &str,
+    a: &[String],
+    from: &[String; 3],
+    b: &[String],
+    other: &[String; 3],
+) -> Result<Vec<String>, SqlError> {
+    if a.len() != b.len() {
+        return Err((
+            "BAD_REQUEST".into(),
+            "[NUM_COLUMNS_MISMATCH] EXCEPT sides differ".into(),
+        ));
+    }
+    let (ta, tb) = {
+        let ms = world.lock().unwrap();
+        (resolve(&ms, me, from)?, resolve(&ms, me, other)?)
+    };
+    let left = project(
+        &inspect::read_batches(&location(&ta)?, None)
+            .await
+            .map_err(lake)?,
+        a,
+    )?;
+    let right = project(
+        &inspect::read_batches(&location(&tb)?, None)
+            .await
+            .map_err(lake)?,
+        b,
+    )?;
+    Ok(left.difference(&right).cloned().collect())
+}
