@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use replicator_bus::{BusRef, Delivery};
 use replicator_proto::{CloneTask, Outcome, TaskError};
-use replicator_store::{Stage, Store};
+use replicator_store::{AttemptOutcome, Stage, Store};
 
 use crate::{ClonerConfig, Lease};
 
@@ -56,8 +56,8 @@ pub(crate) async fn handle(
     msg.duration_ms = started.elapsed().as_millis() as u64;
     if let Some(id) = attempt {
         let (outcome, error) = match &msg.error {
-            None => ("succeeded", None),
-            Some(e) => ("failed", Some(e.message.as_str())),
+            None => (AttemptOutcome::Succeeded, None),
+            Some(e) => (AttemptOutcome::Failed, Some(e.message.as_str())),
         };
         if let Err(e) = store.attempt_finished(id, outcome, error).await {
             tracing::warn!(error = %e, "could not record the attempt");

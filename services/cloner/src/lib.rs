@@ -27,7 +27,7 @@ use replicator_common::retry::RetryPolicy;
 use replicator_common::shutdown::CancellationToken;
 use replicator_lake::{CloneOptions, CloneProgress, LakeError, TableLocation, deep_clone};
 use replicator_proto::{CloneResult, CloneTask, Header, Outcome, ReconcileTask, TaskError, names};
-use replicator_store::{LeaseToken, Recorded, Stage, Store, status};
+use replicator_store::{AttemptOutcome, LeaseToken, Recorded, Stage, Store, TaskStatus};
 use tokio::task::JoinHandle;
 
 mod databricks;
@@ -209,9 +209,9 @@ pub async fn handle(
                             let r = deep_clone(&job.0, &job.1, &job.2).await;
                             if let Some(id) = id {
                                 let (o, e) = match &r {
-                                    Ok(_) => ("succeeded", None),
-                                    Err(e) if e.is_transient() => ("retrying", Some(e.to_string())),
-                                    Err(e) => ("failed", Some(e.to_string())),
+                                    Ok(_) => (AttemptOutcome::Succeeded, None),
+                                    Err(e) if e.is_transient() => (AttemptOutcome::Retrying, Some(e.to_string())),
+                                    Err(e) => (AttemptOutcome::Failed, Some(e.to_string())),
                                 };
                                 if let Err(err) = store.attempt_finished(id, o, e.as_deref()).await {
                                     tracing::warn!(error = %err, "could not record the attempt");
@@ -317,7 +317,7 @@ async fn settle(
     };
     if !recorded.first {
         tracing::info!(
-            status = %recorded.status,
+            status = recorded.status.map_or("", TaskStatus::as_str),
             outcome = ?msg.outcome,
             "task delivered again after its clone result was recorded; the recorded result stands, this delivery is in the attempts only"
         );
@@ -362,7 +362,8 @@ async fn publish(
     // waiting at `cloned` queues one too, whatever its own outcome: the first delivery may
     // have died between recording and publishing, and without this the task would wait
     // forever (the reconciler skips a task that is already validated).
-    let queue_validation = (succeeded && recorded.first) || recorded.status == status::CLONED;
+    let queue_validation =
+        (succeeded && recorded.first) || recorded.status == Some(TaskStatus::Cloned);
     if reconcile_next && queue_validation {
         let next = ReconcileTask {
             header: Header::new(task.header.run_id),

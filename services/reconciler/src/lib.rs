@@ -32,7 +32,7 @@ use replicator_proto::{
     Check, Header, KeyDiff, PartitionDiff, ReconcileResult, ReconcileTask, TaskError, Validation,
     names,
 };
-use replicator_store::{Stage, Store, status};
+use replicator_store::{AttemptOutcome, Stage, Store, TaskStatus};
 use tokio::task::JoinHandle;
 
 mod databricks;
@@ -314,7 +314,7 @@ pub async fn handle(
     // A task validated already (its reconcile task was queued twice: see the cloner) is
     // not checked again; the delivery is kept as an attempt.
     if let Ok(Some(state)) = store.task_status(task.task_id).await
-        && status::TERMINAL.contains(&state.as_str())
+        && state.is_terminal()
     {
         tracing::info!(status = %state, "task already finished; not validated again");
         if let Ok(id) = store
@@ -328,7 +328,9 @@ pub async fn handle(
             .await
         {
             let why = format!("task already {state}");
-            let _ = store.attempt_finished(id, "skipped", Some(&why)).await;
+            let _ = store
+                .attempt_finished(id, AttemptOutcome::Skipped, Some(&why))
+                .await;
         }
         return delivery.ack();
     }
@@ -441,9 +443,9 @@ async fn settle(
     }
     if let Some(id) = attempt_id {
         let outcome = if msg.outcome == Validation::Failed {
-            "failed"
+            AttemptOutcome::Failed
         } else {
-            "succeeded"
+            AttemptOutcome::Succeeded
         };
         let _ = store
             .attempt_finished(id, outcome, msg.error.as_ref().map(|e| e.message.as_str()))
@@ -460,7 +462,7 @@ async fn settle(
             typed::publish_event(bus.as_ref(), key, &msg).await?;
         } else {
             // Validated twice at once: the first result recorded stands.
-            tracing::info!(status = %recorded.status, "the task's validation was recorded by another delivery; this one is in the attempts only");
+            tracing::info!(status = recorded.status.map_or("", TaskStatus::as_str), "the task's validation was recorded by another delivery; this one is in the attempts only");
         }
         anyhow::Ok(())
     }
