@@ -156,8 +156,7 @@ pub async fn watch(
     };
     // Tasks that finished before `watch` subscribed count too.
     let tasks = store.tasks(run_id).await?;
-    let mut progress =
-        RunProgress::from_statuses(run.operation, tasks.iter().map(|t| t.status.as_str()));
+    let mut progress = RunProgress::from_statuses(run.operation, tasks.iter().map(|t| t.status));
     let mut poll = tokio::time::interval(Duration::from_secs(2));
     let summary = loop {
         tokio::select! {

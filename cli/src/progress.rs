@@ -3,6 +3,7 @@
 //! run that does not validate, or any validation result.
 
 use replicator_proto::{Operation, names};
+use replicator_store::TaskStatus;
 
 /// Finished tasks of one run, from its events or its stored task statuses.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,15 +44,15 @@ impl RunProgress {
     }
 
     /// The progress recorded in the store: tasks by status.
-    pub fn from_statuses<'a>(
+    pub fn from_statuses(
         operation: Operation,
-        statuses: impl IntoIterator<Item = &'a str>,
+        statuses: impl IntoIterator<Item = TaskStatus>,
     ) -> Self {
         let mut p = Self::new(operation);
         let (mut total, mut done) = (0, 0);
         for s in statuses {
             total += 1;
-            if replicator_store::status::TERMINAL.contains(&s) {
+            if s.is_terminal() {
                 done += 1;
             }
         }
@@ -90,9 +91,10 @@ mod tests {
 
     #[test]
     fn stored_statuses_count_terminal_tasks() {
+        use TaskStatus::*;
         let p = RunProgress::from_statuses(
             Operation::All,
-            ["succeeded", "cloned", "failed", "mismatched", "queued"],
+            [Succeeded, Cloned, Failed, Mismatched, Queued],
         );
         assert_eq!((p.total, p.done), (Some(5), 3));
     }

@@ -14,7 +14,7 @@ use replicator_proto::{
     CloneTask, Engine, Header, Operation, ReplicationRequest, TableFilter, names,
 };
 use replicator_reconciler::ReconcilerConfig;
-use replicator_store::{AttemptLog, NewTask, Store};
+use replicator_store::{AttemptLog, AttemptOutcome, NewTask, Store};
 use uuid::Uuid;
 
 struct Harness {
@@ -192,6 +192,7 @@ impl Harness {
             .await
             .unwrap()
             .unwrap()
+            .to_string()
     }
 
     async fn dead_letters(&self) -> usize {
@@ -260,7 +261,7 @@ async fn a_task_delivered_twice_at_once_is_cloned_one_delivery_at_a_time_and_rec
     assert_eq!(
         validations
             .iter()
-            .filter(|a| a.outcome.as_deref() == Some("succeeded"))
+            .filter(|a| a.outcome == Some(AttemptOutcome::Succeeded))
             .count(),
         1,
         "validated once: {validations:?}"

@@ -105,8 +105,7 @@ pub async fn status(args: StatusArgs, logs: &Logs) -> ExitCode {
         Err(e) => return fail(1, one_line(&e)),
         Ok(found) => found,
     };
-    let progress =
-        RunProgress::from_statuses(run.operation, tasks.iter().map(|t| t.status.as_str()));
+    let progress = RunProgress::from_statuses(run.operation, tasks.iter().map(|t| t.status));
     if args.json {
         let tasks: Vec<_> = tasks
             .iter()

@@ -54,7 +54,9 @@ pub struct DatabricksEngine {
 impl DatabricksEngine {
     /// Build the engine of a `databricks` section (secrets read now, from their references).
     pub fn from_config(config: &DatabricksConfig) -> Result<Self, DatabricksError> {
-        let pair = Arc::new(replicator_databricks::WorkspacePair::from_config(config, false)?);
+        let pair = Arc::new(replicator_databricks::WorkspacePair::from_config(
+            config, false,
+        )?);
         let (source_root, target_root) = roots(config);
         Ok(Self {
             pair,

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 use uuid::Uuid;
 
-use crate::{Store, StoreError, opt_i64, status};
+use crate::{Store, StoreError, TaskStatus, opt_i64};
 
 /// A deep validation that matched: where both logs stood and what it counted.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -108,10 +108,10 @@ impl Store {
             "SELECT 1 FROM tasks WHERE run_id = $1 AND status IN ($2, $3, $4, $5) LIMIT 1",
         )
         .bind(run_id.to_string())
-        .bind(status::QUEUED)
-        .bind(status::CLONING)
-        .bind(status::CLONED)
-        .bind(status::RECONCILING)
+        .bind(TaskStatus::Queued.as_str())
+        .bind(TaskStatus::Cloning.as_str())
+        .bind(TaskStatus::Cloned.as_str())
+        .bind(TaskStatus::Reconciling.as_str())
         .fetch_optional(&self.pool)
         .await?;
         Ok(row.is_some())

@@ -30,7 +30,7 @@ use replicator_common::metrics;
 use replicator_common::retry::{RetryPolicy, Retryable};
 use replicator_common::shutdown::CancellationToken;
 use replicator_proto::Message;
-use replicator_store::{Recorded, Stage, Store, status};
+use replicator_store::{AttemptOutcome, Recorded, Stage, Store, TaskStatus};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
@@ -94,7 +94,7 @@ pub trait Work: Send + Sync + 'static {
     async fn after_skip(
         &self,
         _task: &Self::Task,
-        _status: &str,
+        _status: TaskStatus,
         _bus: &BusRef,
         _store: &Store,
     ) -> anyhow::Result<()> {
@@ -112,14 +112,6 @@ pub struct WorkerSettings {
     pub retry: RetryPolicy,
     /// How long a lease lasts unless renewed (renewed every third of it while the work runs).
     pub lease_ttl: Duration,
-}
-
-/// Whether a task in `status` has the result of `stage` recorded already.
-pub fn stage_done(stage: Stage, status: &str) -> bool {
-    match stage {
-        Stage::Clone => status != status::QUEUED && status != status::CLONING,
-        Stage::Reconcile => status::TERMINAL.contains(&status),
-    }
 }
 
 /// What to do with a delivery once its result is recorded (or not).
@@ -213,9 +205,9 @@ pub async fn handle<W: Work>(
         }
     };
     if let Ok(Some(state)) = store.task_status(task_id).await
-        && stage_done(W::STAGE, &state)
+        && state.has_result(W::STAGE)
     {
-        skip(work, &task, &state, delivery, bus, store, settings).await;
+        skip(work, &task, state, delivery, bus, store, settings).await;
         if let Some(lease) = lease {
             lease.release(store).await;
         }
@@ -235,9 +227,11 @@ pub async fn handle<W: Work>(
                 let r = work.attempt(&task).await;
                 if let Some(id) = id {
                     let (o, e) = match &r {
-                        Ok(_) => ("succeeded", None),
-                        Err(e) if e.is_transient() => ("retrying", Some(e.to_string())),
-                        Err(e) => ("failed", Some(e.to_string())),
+                        Ok(_) => (AttemptOutcome::Succeeded, None),
+                        Err(e) if e.is_transient() => {
+                            (AttemptOutcome::Retrying, Some(e.to_string()))
+                        }
+                        Err(e) => (AttemptOutcome::Failed, Some(e.to_string())),
                     };
                     if let Err(err) = store.attempt_finished(id, o, e.as_deref()).await {
                         tracing::warn!(error = %err, "could not record the attempt");
@@ -259,7 +253,7 @@ pub async fn handle<W: Work>(
     if let Ok(r) = &recorded
         && !r.first
     {
-        tracing::info!(status = %r.status, "the task's result was recorded by another delivery; this one is in the attempts only");
+        tracing::info!(status = ?r.status, "the task's result was recorded by another delivery; this one is in the attempts only");
     }
     match settle(
         W::STAGE,
@@ -281,7 +275,7 @@ pub async fn handle<W: Work>(
 async fn skip<W: Work>(
     work: &W,
     task: &W::Task,
-    state: &str,
+    state: TaskStatus,
     delivery: Delivery,
     bus: &BusRef,
     store: &Store,
@@ -295,7 +289,10 @@ async fn skip<W: Work>(
         .await
     {
         let why = format!("task already {state}");
-        if let Err(e) = store.attempt_finished(id, "skipped", Some(&why)).await {
+        if let Err(e) = store
+            .attempt_finished(id, AttemptOutcome::Skipped, Some(&why))
+            .await
+        {
             tracing::warn!(error = %e, "could not record the attempt");
         }
     }
@@ -315,7 +312,7 @@ mod tests {
     fn recorded(first: bool) -> Recorded {
         Recorded {
             first,
-            status: "cloned".into(),
+            status: Some(TaskStatus::Cloned),
         }
     }
 
@@ -350,21 +347,5 @@ mod tests {
             Settle::DeadLetter("validation failed after 0 retries: cannot read".into())
         );
         assert_eq!(settle(Stage::Clone, Ok(&r), None, 0), Settle::Ack);
-    }
-
-    #[test]
-    fn a_stage_is_done_once_its_result_is_recorded() {
-        for s in ["queued", "cloning"] {
-            assert!(!stage_done(Stage::Clone, s), "{s}");
-        }
-        for s in ["cloned", "reconciling", "succeeded", "failed", "mismatched"] {
-            assert!(stage_done(Stage::Clone, s), "{s}");
-        }
-        for s in ["queued", "cloning", "cloned", "reconciling"] {
-            assert!(!stage_done(Stage::Reconcile, s), "{s}");
-        }
-        for s in ["succeeded", "failed", "mismatched"] {
-            assert!(stage_done(Stage::Reconcile, s), "{s}");
-        }
     }
 }

@@ -27,7 +27,7 @@ use replicator_lake::CloneProgress;
 use replicator_proto::{
     CloneResult, CloneTask, ErrorKind, Header, Outcome, ReconcileTask, TaskError, names,
 };
-use replicator_store::{Recorded, Stage, Store, status};
+use replicator_store::{Recorded, Stage, Store, TaskStatus};
 use replicator_worker::{Work, WorkerSettings};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
@@ -199,7 +199,9 @@ impl Work for Cloner {
         let recorded = store.record_clone(msg, reconciles).await?;
         // A first successful result queues its validation; so does a later one while the
         // task still waits at `cloned` (see `after_skip`).
-        if reconciles && ((succeeded && recorded.first) || recorded.status == status::CLONED) {
+        if reconciles
+            && ((succeeded && recorded.first) || recorded.status == Some(TaskStatus::Cloned))
+        {
             let version = if succeeded { msg.source_version } else { None };
             queue_validation(task, version, bus).await?;
         }
@@ -221,11 +223,11 @@ impl Work for Cloner {
     async fn after_skip(
         &self,
         task: &CloneTask,
-        state: &str,
+        state: TaskStatus,
         bus: &BusRef,
         _store: &Store,
     ) -> anyhow::Result<()> {
-        if task.operation.reconciles() && state == status::CLONED {
+        if task.operation.reconciles() && state == TaskStatus::Cloned {
             // This delivery knows no version: the validation reads the latest.
             queue_validation(task, None, bus).await?;
         }

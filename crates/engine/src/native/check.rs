@@ -141,7 +141,10 @@ pub async fn check_pair(
 }
 
 /// A table's row count: from its log statistics when complete, else by scanning.
-async fn counted(loc: &TableLocation, info: &SnapshotSummary) -> Result<(u64, CountMethod), LakeError> {
+async fn counted(
+    loc: &TableLocation,
+    info: &SnapshotSummary,
+) -> Result<(u64, CountMethod), LakeError> {
     match info.stats_rows {
         Some(n) => Ok((n, CountMethod::Stats)),
         None => count_rows(loc, Some(info.version))
