@@ -302,7 +302,7 @@ async fn cli_main(cli: Cli) -> ExitCode {
     // Logging is set up once per command: from the config's `log` section when the command
     // reads a config (`--log-json` and `--log-level` win), else from the flags alone.
     let init_logs = |log: Option<&replicator_common::config::Log>, default_level: &str| {
-        let format = if log_json || log.is_some_and(|l| l.format == "json") {
+        let format = if log_json || log.is_some_and(|l| l.format == LogFormat::Json) {
             LogFormat::Json
         } else {
             LogFormat::Text
