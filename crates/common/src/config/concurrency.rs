@@ -94,23 +94,4 @@ mod tests {
             "{err}"
         );
     }
-
-    #[test]
-    fn unknown_keys_are_named() {
-        let err = Config::from_yaml(
-            &format!("{MINIMAL}concurrency: {{ colners: 3 }}\n"),
-            none(),
-            &[],
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(
-            err.contains("concurrency") && err.contains("colners"),
-            "{err}"
-        );
-        let err = Config::from_yaml(&format!("{MINIMAL}bogus: 1\n"), none(), &[])
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("bogus"), "{err}");
-    }
 }

@@ -185,6 +185,25 @@ mod tests {
     }
 
     #[test]
+    fn unknown_keys_are_named() {
+        let err = Config::from_yaml(
+            &format!("{MINIMAL}concurrency: {{ colners: 3 }}\n"),
+            none(),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("concurrency") && err.contains("colners"),
+            "{err}"
+        );
+        let err = Config::from_yaml(&format!("{MINIMAL}bogus: 1\n"), none(), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bogus"), "{err}");
+    }
+
+    #[test]
     fn only_version_one_exists() {
         assert_eq!(Config::from_yaml(MINIMAL, none(), &[]).unwrap().version, 1);
         let err = Config::from_yaml(MINIMAL, none(), &["version=2".into()])
