@@ -20,7 +20,7 @@ use crate::runtime::{self, Deps, open_store};
 /// The bus settings of a config.
 pub fn bus_settings(config: &Config) -> anyhow::Result<BusSettings> {
     Ok(BusSettings {
-        backend: config.bus.backend.clone(),
+        backend: config.bus.backend.to_string(),
         url: config.bus.resolved_url().context("bus.url")?,
         prefix: config.bus.prefix.clone(),
         quorum: config.bus.quorum,

@@ -79,7 +79,11 @@ fn manifests_match_the_config_and_the_cli() {
     let text = config_text(&docs);
     let config = Config::from_yaml(&text, std::iter::empty(), &[])
         .unwrap_or_else(|e| panic!("the ConfigMap's replicator.yaml is not a valid config: {e}"));
-    assert_ne!(config.bus.backend, "memory", "a fleet needs a broker");
+    assert_ne!(
+        config.bus.backend,
+        replicator_common::config::BusBackend::Memory,
+        "a fleet needs a broker"
+    );
     assert!(
         config.state.url.starts_with("postgres"),
         "a fleet shares PostgreSQL state"

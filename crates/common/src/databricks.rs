@@ -194,45 +194,58 @@ impl Default for ClientTuning {
 
 impl DatabricksConfig {
     /// Checks beyond types: secrets are references, each workspace has one way to log in.
+    /// Keys are relative to the section (`source.host`); [`crate::Config::validate`] places
+    /// them under `databricks`.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let key = |k: &str, m: &str| ConfigError::Key {
-            key: format!("databricks.{k}"),
-            message: m.to_owned(),
-        };
         for (side, ws) in [("source", &self.source), ("target", &self.target)] {
-            if !ws.host.starts_with("https://") && !ws.host.starts_with("http://") {
-                return Err(key(&format!("{side}.host"), "must be an https:// URL"));
-            }
-            if ws.warehouse_id.trim().is_empty() {
-                return Err(key(&format!("{side}.warehouse_id"), "must not be empty"));
-            }
-            let a = &ws.auth;
-            match (&a.token, &a.client_id, &a.client_secret) {
-                (Some(_), None, None) | (None, Some(_), Some(_)) => {}
-                _ => {
-                    return Err(key(
-                        &format!("{side}.auth"),
-                        "give either `token` or both `client_id` and `client_secret`",
-                    ));
-                }
-            }
-            for s in a.token.iter().chain(&a.client_secret) {
-                if s.env.is_some() == s.file.is_some() {
-                    return Err(key(
-                        &format!("{side}.auth"),
-                        "a secret reference needs exactly one of `env` or `file`",
-                    ));
-                }
-            }
+            ws.validate().map_err(|e| e.within(side))?;
         }
         if self.catalogs.is_empty() {
-            return Err(key("catalogs", "list at least one catalog"));
+            return Err(ConfigError::key("catalogs", "list at least one catalog"));
         }
         if self.client.concurrency == 0 {
-            return Err(key("client.concurrency", "must be at least 1"));
+            return Err(ConfigError::key("client.concurrency", "must be at least 1"));
         }
         if self.sharing.recipient.trim().is_empty() {
-            return Err(key("sharing.recipient", "must not be empty"));
+            return Err(ConfigError::key("sharing.recipient", "must not be empty"));
+        }
+        Ok(())
+    }
+}
+
+impl Workspace {
+    /// An http(s) host, a warehouse, and one way to log in.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !self.host.starts_with("https://") && !self.host.starts_with("http://") {
+            return Err(ConfigError::key("host", "must be an https:// URL"));
+        }
+        if self.warehouse_id.trim().is_empty() {
+            return Err(ConfigError::key("warehouse_id", "must not be empty"));
+        }
+        self.auth.validate().map_err(|e| e.within("auth"))
+    }
+}
+
+impl WorkspaceAuth {
+    /// Either a token or a service principal (id and secret), with references that name
+    /// one source each.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        match (&self.token, &self.client_id, &self.client_secret) {
+            (Some(_), None, None) | (None, Some(_), Some(_)) => {}
+            _ => {
+                return Err(ConfigError::key(
+                    "",
+                    "give either `token` or both `client_id` and `client_secret`",
+                ));
+            }
+        }
+        for s in self.token.iter().chain(&self.client_secret) {
+            if s.env.is_some() == s.file.is_some() {
+                return Err(ConfigError::key(
+                    "",
+                    "a secret reference needs exactly one of `env` or `file`",
+                ));
+            }
         }
         Ok(())
     }
@@ -240,6 +253,7 @@ impl DatabricksConfig {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
     use crate::Config;
 
     const BASE: &str = "databricks:\n  source: { host: https://a.example.com, warehouse_id: w1, auth: { token: { env: SRC_TOKEN } } }\n  target: { host: https://b.example.com, warehouse_id: w2, auth: { client_id: sp, client_secret: { file: /s } } }\n  catalogs: [ { source: prod } ]\n";
@@ -294,6 +308,96 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("databricks.catalogs")
+        );
+    }
+
+    #[test]
+    fn each_rule_names_its_key() {
+        for (from, to, message) in [
+            (
+                "host: https://a.example.com",
+                "host: a.example.com",
+                "`databricks.source.host`: must be an https:// URL",
+            ),
+            (
+                "warehouse_id: w2",
+                "warehouse_id: \" \"",
+                "`databricks.target.warehouse_id`: must not be empty",
+            ),
+            (
+                "{ token: { env: SRC_TOKEN } }",
+                "{ client_id: sp }",
+                "`databricks.source.auth`: give either `token` or both",
+            ),
+            (
+                "{ client_id: sp, client_secret: { file: /s } }",
+                "{ client_secret: { file: /s } }",
+                "`databricks.target.auth`: give either `token` or both",
+            ),
+            (
+                "{ token: { env: SRC_TOKEN } }",
+                "{ token: { env: SRC_TOKEN, file: /t } }",
+                "`databricks.source.auth`: a secret reference needs exactly one",
+            ),
+            (
+                "client_secret: { file: /s }",
+                "client_secret: {}",
+                "`databricks.target.auth`: a secret reference needs exactly one",
+            ),
+            (
+                "catalogs: [ { source: prod } ]",
+                "catalogs: [ { source: prod } ]\n  client: { concurrency: 0 }",
+                "`databricks.client.concurrency`: must be at least 1",
+            ),
+            (
+                "catalogs: [ { source: prod } ]",
+                "catalogs: [ { source: prod } ]\n  sharing: { recipient: \"\" }",
+                "`databricks.sharing.recipient`: must not be empty",
+            ),
+            (
+                "catalogs: [ { source: prod } ]",
+                "catalogs: [ { source: prod } ]\n  sharing: { mode: manual }",
+                "`databricks.sharing.mode`: unknown variant `manual`",
+            ),
+        ] {
+            let text = BASE.replacen(from, to, 1);
+            assert_ne!(text, BASE, "{from}");
+            let err = load(&text).unwrap_err().to_string();
+            assert!(err.contains(message), "{to}: {err}");
+        }
+    }
+
+    #[test]
+    fn defaults_and_overrides() {
+        let c = load(BASE).unwrap().databricks.unwrap();
+        assert_eq!(c.sharing, Sharing::default());
+        assert_eq!(c.client, ClientTuning::default());
+        assert!(c.validate().is_ok());
+        let c = Config::from_yaml(
+            BASE,
+            vec![(
+                "REPLICATOR__DATABRICKS__SHARING__MODE".to_owned(),
+                "byo".to_owned(),
+            )],
+            &["databricks.client.concurrency=9".into()],
+        )
+        .unwrap()
+        .databricks
+        .unwrap();
+        assert_eq!(
+            (c.sharing.mode, c.client.concurrency),
+            (SharingMode::Byo, 9)
+        );
+        let err = Config::from_yaml(
+            BASE,
+            Vec::new(),
+            &["databricks.client.concurrency=0".into()],
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            err,
+            "config key `databricks.client.concurrency`: must be at least 1"
         );
     }
 }

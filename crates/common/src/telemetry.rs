@@ -3,9 +3,11 @@
 
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
-/// Log output format.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Log output format (the config's `log.format`: `text` or `json`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LogFormat {
+    #[default]
     Text,
     Json,
 }

@@ -60,7 +60,7 @@ impl NotifierConfig {
             // The config this notifier runs with reaches the same broker and store as the
             // rest of its fleet; the memory bus dies with its process, so there a run is
             // simply run again.
-            retry_hint: if c.bus.backend == "memory" {
+            retry_hint: if c.bus.backend == replicator_common::config::BusBackend::Memory {
                 digest::Retry::RunAgain {
                     config: c.file.clone(),
                 }
