@@ -43,10 +43,10 @@ pub fn request_from(config: &Config, operation: Option<Operation>) -> Replicatio
     let (engine, source_root, target_root) = match &config.databricks {
         Some(d) if config.source.root.is_empty() => {
             let (s, t) = replicator_engine::databricks::roots(d);
-            (replicator_proto::Engine::Databricks, s, t)
+            (replicator_proto::EngineKind::Databricks, s, t)
         }
         _ => (
-            replicator_proto::Engine::Native,
+            replicator_proto::EngineKind::Native,
             config.source.root.clone(),
             config.target.root.clone(),
         ),

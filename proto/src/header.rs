@@ -77,7 +77,7 @@ pub fn encode<T: Message>(msg: &T) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{CloneTask, Engine, Operation};
+    use crate::{CloneTask, EngineKind, Operation};
 
     fn task() -> CloneTask {
         CloneTask {
@@ -89,7 +89,7 @@ mod tests {
             target: "file:///b".into(),
             version: None,
             operation: Operation::All,
-            engine: Engine::Native,
+            engine: EngineKind::Native,
             replace: false,
             external_roots: Vec::new(),
         }

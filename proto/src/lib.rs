@@ -26,7 +26,7 @@ mod tasks;
 
 pub use events::{DeadLetter, PlannedTable, RunCompleted, RunPlanned};
 pub use header::{DecodeError, Header, Message, SCHEMA_VERSION, decode, encode};
-pub use requests::{Engine, Operation, ReplicationRequest, TableFilter};
+pub use requests::{EngineKind, Operation, ReplicationRequest, TableFilter};
 pub use results::{
     Check, CloneMetrics, CloneResult, ErrorKind, KeyDiff, Outcome, PartitionDiff, ReconcileResult,
     TaskError, Validation, ValidationDepth,

@@ -54,10 +54,12 @@ impl std::str::FromStr for Operation {
     }
 }
 
-/// Which table engine runs a task.
+/// Which table engine runs a task (the seam's implementations are `replicator_engine::Engine`).
+/// Named `Engine` in the JSON Schemas, as it always was.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum Engine {
+#[schemars(rename = "Engine")]
+pub enum EngineKind {
     /// Native Delta deep clone over object stores (`replicator-lake`).
     #[default]
     Native,
@@ -115,7 +117,7 @@ pub struct ReplicationRequest {
     pub requested_by: Option<String>,
     /// The engine that expands the source and runs the tasks.
     #[serde(default)]
-    pub engine: Engine,
+    pub engine: EngineKind,
     /// Replace targets that are Delta tables not cloned from their source (`CREATE OR
     /// REPLACE`); without it such a target fails permanently, untouched.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -160,7 +162,7 @@ mod tests {
         });
         let r: ReplicationRequest = serde_json::from_value(json).unwrap();
         assert_eq!(r.operation, Operation::All);
-        assert_eq!(r.engine, Engine::Native);
+        assert_eq!(r.engine, EngineKind::Native);
         assert_eq!(r.tables, TableFilter::default());
         assert_eq!(r.tables.include, ["*"]);
         assert!(!r.replace && r.external_roots.is_empty() && r.version.is_none());

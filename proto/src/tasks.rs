@@ -4,7 +4,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::{Engine, Header, Operation};
+use crate::{EngineKind, Header, Operation};
 
 /// Work item: deep clone one table.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -27,7 +27,7 @@ pub struct CloneTask {
     pub operation: Operation,
     /// The engine that clones this table.
     #[serde(default)]
-    pub engine: Engine,
+    pub engine: EngineKind,
     /// Replace the target even when it is a Delta table not cloned from this source.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub replace: bool,
@@ -51,5 +51,5 @@ pub struct ReconcileTask {
     pub source_version: Option<u64>,
     /// The engine that validates this table.
     #[serde(default)]
-    pub engine: Engine,
+    pub engine: EngineKind,
 }

@@ -91,7 +91,7 @@ impl ObjectStore for FailAfter {
 
 fn failing(target: &TableLocation, allowed: usize) -> TableLocation {
     let store = Arc::new(FailAfter {
-        inner: target.store().clone(),
+        inner: target.object_store().clone(),
         allowed,
         writes: AtomicUsize::new(0),
     });

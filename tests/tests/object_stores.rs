@@ -423,7 +423,7 @@ async fn files_larger_than_a_chunk_stream_through_multipart_uploads() {
 async fn commit(loc: &TableLocation, version: u64, actions: &[serde_json::Value]) {
     use object_store::ObjectStoreExt;
     let body: String = actions.iter().map(|a| format!("{a}\n")).collect();
-    loc.store()
+    loc.object_store()
         .put(
             &loc.object_path(&format!("_delta_log/{version:020}.json")),
             body.into(),
@@ -439,7 +439,7 @@ fn add(path: &str, size: u64) -> serde_json::Value {
 
 async fn keys(loc: &TableLocation) -> Vec<String> {
     use futures::TryStreamExt;
-    loc.store()
+    loc.object_store()
         .list(Some(loc.prefix()))
         .map_ok(|m| m.location.to_string())
         .try_collect()
@@ -501,7 +501,7 @@ async fn s3_log_paths_and_url_spellings_are_confined() {
         .unwrap();
     {
         use object_store::ObjectStoreExt;
-        t2.store()
+        t2.object_store()
             .put(
                 &"shared/x/extra.parquet".into(),
                 b"0123456789".to_vec().into(),

@@ -11,7 +11,7 @@ use replicator_common::retry::RetryPolicy;
 use replicator_common::shutdown::CancellationToken;
 use replicator_lake::{TableLocation, sample};
 use replicator_proto::{
-    CloneTask, Engine, Header, Operation, ReplicationRequest, TableFilter, names,
+    CloneTask, EngineKind, Header, Operation, ReplicationRequest, TableFilter, names,
 };
 use replicator_reconciler::ReconcilerConfig;
 use replicator_store::{AttemptLog, AttemptOutcome, NewTask, Store};
@@ -53,7 +53,7 @@ impl Harness {
             tables: TableFilter::default(),
             version: None,
             requested_by: None,
-            engine: Engine::default(),
+            engine: EngineKind::default(),
             replace: false,
             external_roots: Vec::new(),
         };
@@ -66,7 +66,7 @@ impl Harness {
             target: target.display().to_string(),
             version: None,
             operation: Operation::All,
-            engine: Engine::default(),
+            engine: EngineKind::default(),
             replace: false,
             external_roots: Vec::new(),
         };

@@ -106,7 +106,7 @@ pub struct Logs {
 
 impl Logs {
     pub fn init(&self, log: Option<&replicator_common::config::Log>, default_level: &str) {
-        let format = if self.json || log.is_some_and(|l| l.format == "json") {
+        let format = if self.json || log.is_some_and(|l| l.format == LogFormat::Json) {
             LogFormat::Json
         } else {
             LogFormat::Text

@@ -71,7 +71,7 @@ mod tests {
             target: "file:///b".into(),
             version: None,
             operation: replicator_proto::Operation::All,
-            engine: replicator_proto::Engine::Native,
+            engine: replicator_proto::EngineKind::Native,
             replace: false,
             external_roots: Vec::new(),
         }

@@ -61,7 +61,7 @@ mod tests {
     use std::time::Duration;
 
     use bytes::Bytes;
-    use replicator_proto::{CloneTask, Engine, Header, Operation};
+    use replicator_proto::{CloneTask, EngineKind, Header, Operation};
 
     use super::*;
     use crate::{Bus, MemoryBus};
@@ -76,7 +76,7 @@ mod tests {
             target: format!("file:///dst/{table}"),
             version: None,
             operation: Operation::All,
-            engine: Engine::Native,
+            engine: EngineKind::Native,
             replace: false,
             external_roots: Vec::new(),
         }

@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use replicator_common::databricks::DatabricksConfig;
 use replicator_databricks::ops::{Reconciled, SourceTable, Step};
 use replicator_databricks::{DatabricksError, TableName};
-use replicator_proto::Engine as EngineKind;
+use replicator_proto::EngineKind;
 use replicator_proto::{CloneTask, ReconcileTask, ReplicationRequest, ValidationDepth};
 
 use crate::{

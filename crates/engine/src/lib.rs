@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use replicator_common::config::Reconciliation;
 use replicator_common::retry::Retryable;
 use replicator_lake::clone::ProgressFn;
-use replicator_proto::Engine as EngineKind;
+use replicator_proto::EngineKind;
 use replicator_proto::{
     Check, CloneMetrics, CloneTask, ErrorKind, KeyDiff, PartitionDiff, ReconcileTask,
     ReplicationRequest, TaskError, Validation, ValidationDepth,

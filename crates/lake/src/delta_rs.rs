@@ -26,7 +26,7 @@ impl ObjectStoreFactory for Stores {
     ) -> DeltaResult<(ObjectStoreRef, Path)> {
         let loc = crate::TableLocation::parse(url.as_str())
             .map_err(|e| DeltaTableError::InvalidTableLocation(e.to_string()))?;
-        Ok((loc.store().clone(), loc.prefix().clone()))
+        Ok((loc.object_store().clone(), loc.prefix().clone()))
     }
 }
 

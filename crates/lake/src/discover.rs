@@ -65,7 +65,7 @@ pub async fn discover(
             reason: "source root does not exist".into(),
         });
     }
-    let store = root.store().clone();
+    let store = root.object_store().clone();
     let base = root.prefix().clone();
     let mut found = Vec::new();
     let list = |dir: Path| {

@@ -57,7 +57,7 @@ pub async fn log_point(
         },
         None => {
             let path = loc.object_path(&relative);
-            match loc.store().get(&path).await {
+            match loc.object_store().get(&path).await {
                 Ok(r) => r.bytes().await.map_err(|e| LakeError::store(&path, e))?,
                 Err(object_store::Error::NotFound { .. }) => return Ok(None),
                 Err(e) => return Err(LakeError::store(&path, e)),

@@ -6,7 +6,7 @@ use anyhow::Context;
 use async_trait::async_trait;
 use futures::{StreamExt, TryStreamExt, stream};
 use replicator_lake::{CloneOptions, LakeError, StorageRoots, TableLocation, deep_clone, discover};
-use replicator_proto::Engine as EngineKind;
+use replicator_proto::EngineKind;
 use replicator_proto::{CloneTask, ReconcileTask, ReplicationRequest};
 
 use crate::{

@@ -62,7 +62,7 @@ pub(super) async fn plan_copies(
             // Files outside the source root (absolute-path deletion vectors) were not listed.
             let listed_size = (*src_sizes)
                 .as_ref()
-                .filter(|_| Arc::ptr_eq(&item.src_store, source.store()))
+                .filter(|_| Arc::ptr_eq(&item.src_store, source.object_store()))
                 .and_then(|m| m.get(&item.src_path).copied());
             let root = item
                 .confine
@@ -133,7 +133,7 @@ pub(super) async fn plan_copies(
             let dst = target.object_path(&item.dst_rel);
             let present = match &*tgt_sizes {
                 Some(sizes) => sizes.get(&dst) == Some(&actual),
-                None => match target.store().head(&dst).await {
+                None => match target.object_store().head(&dst).await {
                     Ok(meta) => meta.size == actual,
                     Err(object_store::Error::NotFound { .. }) => false,
                     Err(e) => return Err(LakeError::store(&dst, e)),
@@ -198,7 +198,7 @@ const LIST_THRESHOLD: usize = 16;
 
 /// The size of every object under a table root, from one (paged) listing.
 async fn list_sizes(loc: &TableLocation) -> Result<HashMap<Path, u64>, LakeError> {
-    loc.store()
+    loc.object_store()
         .list(Some(loc.prefix()))
         .map_ok(|meta| (meta.location, meta.size))
         .try_collect()

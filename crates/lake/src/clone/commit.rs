@@ -84,7 +84,7 @@ impl CloneCommit<'_> {
         }
         let log_path = target.object_path(&format!("_delta_log/{next_version:020}.json"));
         let put = target
-            .store()
+            .object_store()
             .put_opts(
                 &log_path,
                 PutPayload::from(body),
@@ -119,7 +119,14 @@ pub(crate) fn fingerprint(bytes: &[u8]) -> String {
 /// version kept only in a checkpoint).
 pub(super) async fn commit_fingerprint(loc: &TableLocation, version: u64) -> Option<String> {
     let path = loc.object_path(&format!("_delta_log/{version:020}.json"));
-    let bytes = loc.store().get(&path).await.ok()?.bytes().await.ok()?;
+    let bytes = loc
+        .object_store()
+        .get(&path)
+        .await
+        .ok()?
+        .bytes()
+        .await
+        .ok()?;
     Some(fingerprint(&bytes))
 }
 

@@ -274,10 +274,10 @@ async fn copy_one(
             let _ = std::fs::remove_file(&staged);
         }
         placed?;
-    } else if Arc::ptr_eq(&item.src_store, target.store()) {
+    } else if Arc::ptr_eq(&item.src_store, target.object_store()) {
         // Same store: server-side copy, the bytes never pass through this process.
         target
-            .store()
+            .object_store()
             .copy(&item.src_path, &to)
             .await
             .map_err(|e| LakeError::store(&to, e))?;
@@ -295,7 +295,7 @@ async fn copy_one(
             .await
             .map_err(|e| LakeError::store(&item.src_path, e))?;
         target
-            .store()
+            .object_store()
             .put(&to, PutPayload::from(bytes))
             .await
             .map_err(|e| LakeError::store(&to, e))?;
@@ -305,7 +305,7 @@ async fn copy_one(
             .await
             .expect("budget never closes");
         let upload = target
-            .store()
+            .object_store()
             .put_multipart(&to)
             .await
             .map_err(|e| LakeError::store(&to, e))?;
@@ -339,13 +339,13 @@ async fn copy_one(
             .map_err(|e| LakeError::store(&to, e))?;
     }
     let actual = target
-        .store()
+        .object_store()
         .head(&to)
         .await
         .map_err(|e| LakeError::store(&to, e))?
         .size;
     if actual != size {
-        let _ = target.store().delete(&to).await;
+        let _ = target.object_store().delete(&to).await;
         return Err(LakeError::SizeMismatch {
             path: to.to_string(),
             expected: size,
@@ -459,7 +459,7 @@ pub(super) async fn cleanup(target: &TableLocation, copied: &HashSet<String>) {
     }
     for rel in copied {
         let path = target.object_path(rel);
-        if let Err(e) = target.store().delete(&path).await {
+        if let Err(e) = target.object_store().delete(&path).await {
             tracing::warn!(%path, error = %e, "could not remove a copied file after a failed clone");
         }
     }

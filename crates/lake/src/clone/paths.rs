@@ -170,7 +170,7 @@ fn locate(
         Place::Local(real) => {
             let dir = TableLocation::parse(&real.parent().unwrap_or(real).to_string_lossy())?;
             CopyItem {
-                src_store: dir.store().clone(),
+                src_store: dir.object_store().clone(),
                 src_path: dir.object_path(&name),
                 src_file: Some(real.clone()),
                 dst_rel: name.clone(),
@@ -182,7 +182,7 @@ fn locate(
         Place::Cloud { prefix, .. } | Place::Other { prefix, .. } => {
             let joined = prefix.join("/");
             CopyItem {
-                src_store: source.store().clone(),
+                src_store: source.object_store().clone(),
                 src_path: Path::parse(&joined)
                     .unwrap_or_else(|_| prefix.iter().map(String::as_str).collect()),
                 src_file: None,
@@ -206,7 +206,7 @@ enum Located {
 
 fn relative_item(source: &TableLocation, rel: &str, size: Option<u64>) -> CopyItem {
     CopyItem {
-        src_store: source.store().clone(),
+        src_store: source.object_store().clone(),
         src_path: source.object_path(rel),
         src_file: source.local_dir().map(|d| d.join(rel)),
         dst_rel: rel.to_owned(),
@@ -381,7 +381,7 @@ mod tests {
             locate(&s3, "s3://bucket/shared/d/a.parquet", &roots),
             Ok(Located::External(item, name))
                 if name == "a.parquet" && item.src_path.as_ref() == "shared/d/a.parquet"
-                    && Arc::ptr_eq(&item.src_store, s3.store())
+                    && Arc::ptr_eq(&item.src_store, s3.object_store())
         ));
         assert!(
             reason(locate(&s3, "s3://other/shared/a.parquet", &roots)).contains("another store")

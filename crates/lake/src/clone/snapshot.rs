@@ -214,7 +214,7 @@ pub(super) async fn read_commit(
     version: u64,
 ) -> Result<Option<bytes::Bytes>, LakeError> {
     let path = loc.object_path(&format!("_delta_log/{version:020}.json"));
-    match loc.store().get(&path).await {
+    match loc.object_store().get(&path).await {
         Ok(r) => r
             .bytes()
             .await
@@ -300,7 +300,7 @@ pub(crate) async fn has_delta_log(loc: &TableLocation) -> Result<bool, LakeError
         };
     }
     let log = loc.object_path("_delta_log");
-    let mut listing = loc.store().list(Some(&log));
+    let mut listing = loc.object_store().list(Some(&log));
     while let Some(entry) = listing.next().await {
         match entry {
             Ok(meta) if meta.location.filename().is_some_and(is_log_entry) => return Ok(true),
@@ -403,9 +403,9 @@ pub(crate) async fn commit_versions(
         let listing = match after {
             Some(s) => {
                 let offset = loc.object_path(&format!("_delta_log/{s:020}.json"));
-                loc.store().list_with_offset(Some(&prefix), &offset)
+                loc.object_store().list_with_offset(Some(&prefix), &offset)
             }
-            None => loc.store().list(Some(&prefix)),
+            None => loc.object_store().list(Some(&prefix)),
         };
         listing
             .try_filter_map(|meta| async move { Ok(meta.location.filename().and_then(version_of)) })

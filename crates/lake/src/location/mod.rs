@@ -13,6 +13,13 @@ use url::Url;
 
 use crate::LakeError;
 
+mod place;
+mod roots;
+
+pub(crate) use place::{Place, real_path};
+use place::{normalize, segments};
+pub use roots::StorageRoots;
+
 /// A table root (or a root of many tables).
 #[derive(Clone)]
 pub struct TableLocation {
@@ -57,7 +64,7 @@ pub(crate) enum Cloud {
     Azure,
 }
 
-fn cloud_kind(scheme: &str) -> Option<Cloud> {
+pub(super) fn cloud_kind(scheme: &str) -> Option<Cloud> {
     match scheme {
         "s3" | "s3a" => Some(Cloud::S3),
         "az" | "azure" | "abfs" | "abfss" | "adl" => Some(Cloud::Azure),
@@ -135,75 +142,6 @@ fn cloud(
     })
 }
 
-/// The storage options of configured roots: every location at or under a root gets its
-/// root's options (endpoint, region, account…), including the locations a worker reads from
-/// a task message, which never carries them. Built once from the config and handed to the
-/// engines (no process-wide registry); cheap to clone.
-#[derive(Clone, Debug, Default)]
-pub struct StorageRoots {
-    roots: Arc<Vec<(String, StorageOptions)>>,
-}
-
-impl StorageRoots {
-    /// Roots with their options (object_store config keys; secrets already read from their
-    /// references). Roots without options are left out: they need nothing.
-    pub fn new(
-        roots: impl IntoIterator<Item = (String, std::collections::BTreeMap<String, String>)>,
-    ) -> Result<Self, LakeError> {
-        let mut out: Vec<(String, StorageOptions)> = Vec::new();
-        for (root, options) in roots {
-            if options.is_empty() || root.trim().is_empty() {
-                continue;
-            }
-            let options: StorageOptions = Arc::new(options);
-            let loc = TableLocation::parse_with(&root, options.clone())?;
-            out.retain(|(r, _)| r != loc.url().as_str());
-            out.push((loc.url().to_string(), options));
-        }
-        Ok(Self {
-            roots: Arc::new(out),
-        })
-    }
-
-    /// The source and target roots' storage options of a config (secrets read from their
-    /// references now).
-    pub fn from_config(config: &replicator_common::Config) -> Result<Self, LakeError> {
-        let mut roots = Vec::new();
-        for (name, ep) in [("source", &config.source), ("target", &config.target)] {
-            let options = ep
-                .storage_options()
-                .map_err(|e| LakeError::Invalid(format!("{name}.storage: {e}")))?;
-            roots.push((ep.root.clone(), options));
-        }
-        Self::new(roots)
-    }
-
-    /// Parse `location` with the options of the longest configured root it lies under (none:
-    /// the standard environment variables only, as [`TableLocation::parse`]).
-    pub fn resolve(&self, location: &str) -> Result<TableLocation, LakeError> {
-        let options = Url::parse(location.trim())
-            .ok()
-            .filter(|u| cloud_kind(u.scheme()).is_some())
-            .map(|mut url| {
-                if !url.path().ends_with('/') {
-                    url.set_path(&format!("{}/", url.path()));
-                }
-                self.options_for(&url)
-            })
-            .unwrap_or_default();
-        TableLocation::parse_with(location, options)
-    }
-
-    fn options_for(&self, url: &Url) -> StorageOptions {
-        self.roots
-            .iter()
-            .filter(|(root, _)| url.as_str().starts_with(root.as_str()))
-            .max_by_key(|(root, _)| root.len())
-            .map(|(_, o)| o.clone())
-            .unwrap_or_default()
-    }
-}
-
 impl TableLocation {
     /// Parse a local path (relative to the working directory) or a `file://` URL.
     pub fn parse(location: &str) -> Result<Self, LakeError> {
@@ -270,7 +208,8 @@ impl TableLocation {
         &self.url
     }
 
-    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+    /// The object store the location lives in.
+    pub fn object_store(&self) -> &Arc<dyn ObjectStore> {
         &self.store
     }
 
@@ -366,212 +305,6 @@ impl TableLocation {
             prefix: segments(self.prefix.as_ref()),
         })
     }
-}
-
-/// Where a location really is, for comparisons.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Place {
-    /// A local path with symbolic links resolved.
-    Local(PathBuf),
-    /// An object store location.
-    Cloud {
-        kind: Cloud,
-        /// Azure storage account, when known (S3 buckets are global per endpoint).
-        account: Option<String>,
-        /// Bucket or container, lower case.
-        bucket: String,
-        /// Decoded key segments.
-        prefix: Vec<String>,
-    },
-    /// A location over an explicit store (tests): the store instance and the key prefix.
-    Other { store: usize, prefix: Vec<String> },
-}
-
-fn segments(path: &str) -> Vec<String> {
-    path.split('/')
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
-}
-
-impl Place {
-    /// The place of a URL or local path string; `None` when it is not one this build reads.
-    pub(crate) fn of_str(location: &str, options: &StorageOptions) -> Option<Self> {
-        let trimmed = location.trim();
-        match Url::parse(trimmed) {
-            Ok(url) if url.scheme().len() > 1 => Self::of_url(&url, options),
-            _ => {
-                let abs = std::path::absolute(trimmed).ok()?;
-                Some(Place::Local(real_path(&normalize(&abs)?)))
-            }
-        }
-    }
-
-    /// The place of a `file://` or object store URL.
-    pub(crate) fn of_url(url: &Url, options: &StorageOptions) -> Option<Self> {
-        if url.scheme() == "file" {
-            let path = url.to_file_path().ok()?;
-            return Some(Place::Local(real_path(&normalize(&path)?)));
-        }
-        let kind = cloud_kind(url.scheme())?;
-        let decoded: Vec<String> = url
-            .path_segments()
-            .into_iter()
-            .flatten()
-            .filter(|s| !s.is_empty())
-            .map(|s| {
-                url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
-                    .next()
-                    .map(|(_, v)| v.into_owned())
-                    .unwrap_or_else(|| s.to_owned())
-            })
-            .collect();
-        if decoded.iter().any(|s| s == ".." || s == ".") {
-            return None;
-        }
-        let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
-        let (account, bucket) = match kind {
-            Cloud::S3 => (None, host),
-            Cloud::Azure if !url.username().is_empty() => (
-                host.split('.').next().map(str::to_owned),
-                url.username().to_ascii_lowercase(),
-            ),
-            Cloud::Azure => {
-                let from_options = [
-                    "azure_storage_account_name",
-                    "account_name",
-                    "azure_storage_account",
-                ]
-                .iter()
-                .find_map(|k| options.get(*k).cloned());
-                let account =
-                    from_options.or_else(|| std::env::var("AZURE_STORAGE_ACCOUNT_NAME").ok());
-                (account.map(|a| a.to_ascii_lowercase()), host)
-            }
-        };
-        Some(Place::Cloud {
-            kind,
-            account,
-            bucket,
-            prefix: decoded,
-        })
-    }
-
-    /// The store part: two places in one store can reference each other's files.
-    pub(crate) fn same_store(&self, other: &Self) -> bool {
-        match (self, other) {
-            (Place::Local(_), Place::Local(_)) => true,
-            (
-                Place::Cloud {
-                    kind: k1,
-                    account: a1,
-                    bucket: b1,
-                    ..
-                },
-                Place::Cloud {
-                    kind: k2,
-                    account: a2,
-                    bucket: b2,
-                    ..
-                },
-            ) => {
-                k1 == k2
-                    && b1 == b2
-                    && match (a1, a2) {
-                        (Some(a1), Some(a2)) => a1 == a2,
-                        // An account we cannot know may be the same one.
-                        _ => true,
-                    }
-            }
-            (Place::Other { store: s1, .. }, Place::Other { store: s2, .. }) => s1 == s2,
-            _ => false,
-        }
-    }
-
-    /// `other`'s path relative to this place when it is inside it (empty: the same place).
-    pub(crate) fn relative(&self, other: &Self) -> Option<String> {
-        if !self.same_store(other) {
-            return None;
-        }
-        match (self, other) {
-            (Place::Local(root), Place::Local(p)) => {
-                let rest = p.strip_prefix(root).ok()?;
-                let parts: Option<Vec<&str>> =
-                    rest.components().map(|c| c.as_os_str().to_str()).collect();
-                Some(parts?.join("/"))
-            }
-            (Place::Cloud { prefix: root, .. }, Place::Cloud { prefix: p, .. })
-            | (Place::Other { prefix: root, .. }, Place::Other { prefix: p, .. }) => {
-                p.strip_prefix(root.as_slice()).map(|rest| rest.join("/"))
-            }
-            _ => None,
-        }
-    }
-
-    /// One place is the other or lies inside it.
-    pub(crate) fn overlaps(&self, other: &Self) -> bool {
-        if let (Place::Local(a), Place::Local(b)) = (self, other) {
-            // By path components, so a name that is not UTF-8 cannot make it fail open.
-            return a.starts_with(b) || b.starts_with(a);
-        }
-        self.relative(other).is_some() || other.relative(self).is_some()
-    }
-
-    /// The same place.
-    pub(crate) fn same(&self, other: &Self) -> bool {
-        if let (Place::Local(a), Place::Local(b)) = (self, other) {
-            return a == b;
-        }
-        self.relative(other).is_some_and(|r| r.is_empty())
-    }
-}
-
-/// `path` with symbolic links resolved: the real path of its nearest existing ancestor
-/// followed by the components that do not exist yet (a dangling link is followed to where it
-/// points). `path` must be absolute.
-pub(crate) fn real_path(path: &std::path::Path) -> PathBuf {
-    real_path_at(path, 0)
-}
-
-fn real_path_at(path: &std::path::Path, depth: u32) -> PathBuf {
-    if let Ok(real) = std::fs::canonicalize(path) {
-        return real;
-    }
-    // A dangling symbolic link: follow it by hand (bounded, as the kernel bounds loops).
-    if depth < 40
-        && std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
-        && let Ok(to) = std::fs::read_link(path)
-    {
-        let base = path
-            .parent()
-            .map(|p| real_path_at(p, depth + 1))
-            .unwrap_or_default();
-        if let Some(next) = normalize(&base.join(to)) {
-            return real_path_at(&next, depth + 1);
-        }
-    }
-    match (path.parent(), path.file_name()) {
-        (Some(parent), Some(name)) => real_path_at(parent, depth).join(name),
-        _ => path.to_owned(),
-    }
-}
-
-/// Lexically resolve `.` and `..` (no symlink resolution: the target may not exist yet).
-fn normalize(p: &std::path::Path) -> Option<PathBuf> {
-    use std::path::Component;
-    let mut out = PathBuf::new();
-    for c in p.components() {
-        match c {
-            Component::ParentDir => {
-                if !out.pop() {
-                    return None;
-                }
-            }
-            Component::CurDir => {}
-            other => out.push(other),
-        }
-    }
-    Some(out)
 }
 
 #[cfg(test)]
