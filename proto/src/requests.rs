@@ -54,8 +54,9 @@ impl std::str::FromStr for Operation {
     }
 }
 
-/// Which table engine runs a task (the seam's implementations are `replicator_engine::Engine`).
-/// Named `Engine` in the JSON Schemas, as it always was.
+// Named `Engine` in the JSON Schemas, as it always was; the engines themselves are
+// `replicator_engine::Engine` implementations.
+/// Which table engine runs a task.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 #[schemars(rename = "Engine")]
