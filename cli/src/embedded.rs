@@ -9,7 +9,7 @@ use replicator_common::Config;
 use replicator_common::shutdown::CancellationToken;
 use replicator_engine::Engines;
 use replicator_planner::RunPlan;
-use replicator_proto::{Header, Operation, ReplicationRequest, RunCompleted, names};
+use replicator_proto::{Operation, ReplicationRequest, RunCompleted, names};
 
 use crate::output;
 use crate::progress::RunProgress;
@@ -39,30 +39,10 @@ pub enum RunOutput {
 
 /// The request a config describes.
 pub fn request_from(config: &Config, operation: Option<Operation>) -> ReplicationRequest {
-    // A config with only a `databricks` section replicates between Unity Catalog metastores.
-    let (engine, source_root, target_root) = match &config.databricks {
-        Some(d) if config.source.root.is_empty() => {
-            let (s, t) = replicator_engine::databricks::roots(d);
-            (replicator_proto::EngineKind::Databricks, s, t)
-        }
-        _ => (
-            replicator_proto::EngineKind::Native,
-            config.source.root.clone(),
-            config.target.root.clone(),
-        ),
-    };
-    ReplicationRequest {
-        header: Header::new(uuid::Uuid::now_v7()),
-        operation: operation.unwrap_or(config.operation),
-        source_root,
-        target_root,
-        tables: (&config.tables).into(),
-        version: None,
-        requested_by: Some(format!("replicator-cli/{}", env!("CARGO_PKG_VERSION"))),
-        engine,
-        replace: config.cloning.replace,
-        external_roots: config.cloning.external_roots.clone(),
-    }
+    config.request(
+        operation,
+        Some(format!("replicator-cli/{}", env!("CARGO_PKG_VERSION"))),
+    )
 }
 
 /// Check what can be checked without changing anything: the config (already validated when

@@ -193,6 +193,12 @@ impl Default for ClientTuning {
 }
 
 impl DatabricksConfig {
+    /// The source and target roots of this section: `databricks:<workspace URL>`.
+    pub fn roots(&self) -> (String, String) {
+        let root = |host: &str| format!("databricks:{}", host.trim_end_matches('/'));
+        (root(&self.source.host), root(&self.target.host))
+    }
+
     /// Checks beyond types: secrets are references, each workspace has one way to log in.
     /// Keys are relative to the section (`source.host`); [`crate::Config::validate`] places
     /// them under `databricks`.

@@ -25,14 +25,9 @@ use crate::{
 /// Scheme prefix of Databricks locations.
 pub const SCHEME: &str = "databricks:";
 
-/// `databricks:<host>` of a workspace URL.
-fn root(host: &str) -> String {
-    format!("{SCHEME}{}", host.trim_end_matches('/'))
-}
-
 /// The source and target roots of a `databricks` section.
 pub fn roots(config: &DatabricksConfig) -> (String, String) {
-    (root(&config.source.host), root(&config.target.host))
+    config.roots()
 }
 
 /// `databricks:<host>/<catalog.schema.table>` → (`databricks:<host>`, `catalog.schema.table`).

@@ -33,6 +33,7 @@ mod load;
 mod log;
 mod notifications;
 mod reconciliation;
+mod request;
 mod retry;
 mod secret;
 mod shape;
