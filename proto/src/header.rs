@@ -92,6 +92,7 @@ mod tests {
             engine: EngineKind::Native,
             replace: false,
             external_roots: Vec::new(),
+            as_of: None,
         }
     }
 

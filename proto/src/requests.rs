@@ -127,6 +127,13 @@ pub struct ReplicationRequest {
     /// reference (in the source's own store).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub external_roots: Vec<String>,
+    /// Clone every table as of this instant (`TIMESTAMP AS OF`): one consistent cut across
+    /// the run's tables. Latest when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub as_of: Option<chrono::DateTime<chrono::Utc>>,
+    /// The sync group this run brings to a new cut, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
 }
 
 #[cfg(test)]

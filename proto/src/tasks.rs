@@ -34,6 +34,9 @@ pub struct CloneTask {
     /// Roots outside the source table that absolute paths in its log may reference.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub external_roots: Vec<String>,
+    /// Clone the source as of this instant (`TIMESTAMP AS OF`; the run's consistent cut).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub as_of: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Work item: validate one target against its source.

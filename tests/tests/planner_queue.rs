@@ -43,6 +43,8 @@ async fn requests_become_tasks_and_bad_requests_become_dead_letters() {
         engine: Default::default(),
         replace: false,
         external_roots: Vec::new(),
+        as_of: None,
+        group: None,
     };
     bus.publish(names::REQUESTS, Bytes::from_static(b"{definitely not json"))
         .await

@@ -56,6 +56,8 @@ impl Harness {
             engine: EngineKind::default(),
             replace: false,
             external_roots: Vec::new(),
+            as_of: None,
+            group: None,
         };
         let task = CloneTask {
             header: Header::new(run_id),
@@ -69,6 +71,7 @@ impl Harness {
             engine: EngineKind::default(),
             replace: false,
             external_roots: Vec::new(),
+            as_of: None,
         };
         let new = NewTask {
             task_id: task.task_id,

@@ -74,6 +74,7 @@ mod tests {
             engine: replicator_proto::EngineKind::Native,
             replace: false,
             external_roots: Vec::new(),
+            as_of: None,
         }
     }
 

@@ -15,6 +15,8 @@ pub(crate) fn request() -> ReplicationRequest {
         engine: Default::default(),
         replace: false,
         external_roots: Vec::new(),
+        as_of: None,
+        group: None,
     }
 }
 

@@ -127,6 +127,7 @@ pub async fn submit(
                     engine: request.engine,
                     replace: request.replace,
                     external_roots: request.external_roots.clone(),
+                    as_of: request.as_of,
                 };
                 (names::CLONE_TASKS, replicator_proto::encode(&task).into())
             } else {

@@ -39,6 +39,8 @@ impl Config {
             engine,
             replace: self.cloning.replace,
             external_roots: self.cloning.external_roots.clone(),
+            as_of: None,
+            group: None,
         }
     }
 }

@@ -66,6 +66,8 @@ impl NativeEngine {
     ) -> Result<CloneOptions, LakeError> {
         Ok(CloneOptions {
             version: task.version,
+            // A sync group's consistent cut: every table as of one instant.
+            timestamp: task.as_of,
             parallelism: ctx.parallelism,
             progress: ctx.progress.clone(),
             // A target that is not this source's replica fails permanently unless the run
@@ -112,10 +114,12 @@ impl Engine for NativeEngine {
             return Ok(items);
         }
         // A dry run is the clone's plan without its execution, per table, in parallel.
-        let (version, replace, external) = (request.version, request.replace, &roots.external);
+        let (version, as_of) = (request.version, request.as_of);
+        let (replace, external) = (request.replace, &roots.external);
         let items = stream::iter(items.into_iter().map(|mut item| async move {
             let options = CloneOptions {
                 version,
+                timestamp: as_of,
                 dry_run: true,
                 parallelism: 8,
                 replace,
@@ -202,6 +206,8 @@ mod tests {
             engine: EngineKind::Native,
             replace: false,
             external_roots: Vec::new(),
+            as_of: None,
+            group: None,
         }
     }
 
