@@ -30,6 +30,7 @@ mod notifications;
 mod open;
 mod runs;
 mod state;
+mod sync;
 mod tasks;
 #[cfg(test)]
 mod testing;
@@ -44,6 +45,7 @@ pub use open::Backend;
 pub use runs::{NewTask, RunProgress, RunRecord};
 pub use state::{AttemptOutcome, Stage, TaskStatus, UnknownState};
 pub(crate) use state::{clone_pending_sql, terminal_sql};
+pub use sync::{CutTable, Fire, GroupState, SyncStatus};
 pub use tasks::{Recorded, TaskRecord};
 pub use validations::DeepValidation;
 
