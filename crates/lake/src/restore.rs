@@ -465,6 +465,38 @@ mod tests {
         assert_eq!(rows(&t, None).await, 10);
     }
 
+    #[tokio::test]
+    async fn a_restored_replica_is_still_the_clone_s_replica() {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, dst) = (loc(&dir, "src"), loc(&dir, "dst"));
+        three_appends(&src).await;
+        let options = crate::CloneOptions::default();
+        let first = crate::deep_clone(&src, &dst, &options).await.unwrap();
+        sample::append(&src, &sample::orders(30, 4, "eu"))
+            .await
+            .unwrap();
+        let second = crate::deep_clone(&src, &dst, &options).await.unwrap();
+        assert_eq!(rows(&dst, None).await, 26);
+        // Failover: the replica goes back to the first cut; the source is not touched.
+        let src_log = std::fs::read_dir(dir.path().join("src/_delta_log"))
+            .unwrap()
+            .count();
+        let report = restore(&dst, first.target_version).await.unwrap();
+        assert_eq!(report.table_version_before, second.target_version);
+        assert_eq!(rows(&dst, None).await, 22);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("src/_delta_log"))
+                .unwrap()
+                .count(),
+            src_log
+        );
+        // The next clone brings it forward again (a full diff: its latest commit is the
+        // restore's).
+        let third = crate::deep_clone(&src, &dst, &options).await.unwrap();
+        assert!(third.committed && !third.log_tail);
+        assert_eq!(rows(&dst, None).await, 26);
+    }
+
     #[test]
     fn protocols_are_merged_never_downgraded() {
         let legacy = json!({"minReaderVersion": 1, "minWriterVersion": 2});
