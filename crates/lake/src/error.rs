@@ -51,7 +51,7 @@ pub enum LakeError {
     )]
     NotAReplica { target: String, source_url: String },
     #[error(
-        "commit conflict: version {version} of {url} was committed by another writer while this clone ran"
+        "commit conflict: version {version} of {url} was committed by another writer while this one was being prepared"
     )]
     CommitConflict { url: String, version: u64 },
     #[error("storage error on {path}: {}", one_line(&.source.to_string()))]

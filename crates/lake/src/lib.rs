@@ -13,8 +13,11 @@
 //! - [`compare`]: key-level reconciliation (missing, extra and changed keys) and
 //!   per-partition checksums, streamed with bounded memory;
 //! - [`export`]: replace a partition of a Delta table in one commit (audit export);
+//! - [`restore`]: `RESTORE TABLE … TO VERSION AS OF n` with one new commit (failover);
+//! - [`sync_meta`]: the sync groups' metadata table (one row per group, both regions);
 //! - [`unchanged`]: where a table's log stands (a commit's version and fingerprint), read
-//!   without a snapshot, to prove a replica pair unchanged since its last deep validation.
+//!   without a snapshot, to prove a replica pair unchanged since its last deep validation,
+//!   and the newest commit after an instant (what a sync group's cut does not cover).
 
 pub mod clone;
 pub mod compare;
@@ -24,7 +27,9 @@ pub mod error;
 pub mod export;
 pub mod inspect;
 pub mod location;
+pub mod restore;
 pub mod sample;
+pub mod sync_meta;
 pub mod unchanged;
 
 pub use clone::{CloneOptions, ClonePlan, CloneProgress, CloneReport, deep_clone, plan_clone};

@@ -49,9 +49,12 @@ use commit::{CloneCommit, commit_fingerprint};
 use copy::{TargetLock, cancelled, cleanup, copy_all, interrupted};
 use snapshot::TargetState;
 
-pub(crate) use commit::fingerprint;
+pub(crate) use commit::{fingerprint, new_commit_info, put_commit};
 pub use copy::STAGING_DIR;
+pub(crate) use paths::dv_unique_id;
 pub use plan::ClonePlan;
+pub(crate) use plan::domain_changes;
+pub(crate) use snapshot::{commit_info, domain_metadata, read_commit};
 pub(crate) use snapshot::{commit_versions, has_delta_log, load};
 
 /// Called as files finish copying.
@@ -279,6 +282,25 @@ pub async fn execute(plan: ClonePlan, options: &CloneOptions) -> Result<CloneRep
     })
 }
 
-fn json_err(e: serde_json::Error) -> LakeError {
+/// Check that every file the `adds` (actions of `loc`'s own snapshot at `version`) reference
+/// is in `loc` as the log records it — data files with their logged size, deletion-vector
+/// files large enough for their deletion vectors — with the clone's checks and path rules
+/// (a path outside the table root is refused: no external root is allowed). Reads only.
+/// A commit that re-adds files of the table's own history (`RESTORE`) calls it before
+/// committing: a vacuumed file is a [`LakeError::MissingFile`].
+pub(crate) async fn check_present(
+    loc: &TableLocation,
+    version: u64,
+    adds: Vec<deltalake::kernel::Add>,
+) -> Result<(), LakeError> {
+    let files = adds
+        .into_iter()
+        .map(|add| paths::source_file(loc, loc, add, &[]))
+        .collect::<Result<Vec<_>, _>>()?;
+    plan::copies_for(loc, loc, version, files.iter(), &CloneOptions::default()).await?;
+    Ok(())
+}
+
+pub(crate) fn json_err(e: serde_json::Error) -> LakeError {
     LakeError::Invalid(format!("cannot serialize a log action: {e}"))
 }

@@ -42,7 +42,7 @@ pub(super) struct SourceFile {
 }
 
 /// The identity of a deletion vector (`storageType + pathOrInlineDv [+ @offset]`).
-pub(super) fn dv_unique_id(dv: &DeletionVectorDescriptor) -> String {
+pub(crate) fn dv_unique_id(dv: &DeletionVectorDescriptor) -> String {
     match dv.offset {
         Some(o) => format!("{}{}@{o}", dv.storage_type, dv.path_or_inline_dv),
         None => format!("{}{}", dv.storage_type, dv.path_or_inline_dv),

@@ -343,7 +343,10 @@ fn same_metadata(a: &Value, b: &Value) -> bool {
 }
 
 /// The domain metadata actions that make the target's domains equal the source's.
-fn domain_changes(src: &BTreeMap<String, String>, tgt: &BTreeMap<String, String>) -> Vec<Value> {
+pub(crate) fn domain_changes(
+    src: &BTreeMap<String, String>,
+    tgt: &BTreeMap<String, String>,
+) -> Vec<Value> {
     let mut out = Vec::new();
     for (domain, config) in src {
         if tgt.get(domain) != Some(config) {

@@ -190,7 +190,7 @@ impl TargetState {
 }
 
 /// The `commitInfo` of a commit file.
-pub(super) fn commit_info(body: &[u8]) -> Option<Value> {
+pub(crate) fn commit_info(body: &[u8]) -> Option<Value> {
     body.split(|b| *b == b'\n')
         .filter_map(|line| serde_json::from_slice::<Value>(line).ok())
         .find_map(|a| a.get("commitInfo").cloned())
@@ -209,7 +209,7 @@ fn last_clone_source(body: &[u8]) -> Option<String> {
 }
 
 /// The body of commit `version` of `loc`, or `None` when there is no such file.
-pub(super) async fn read_commit(
+pub(crate) async fn read_commit(
     loc: &TableLocation,
     version: u64,
 ) -> Result<Option<bytes::Bytes>, LakeError> {
@@ -335,7 +335,7 @@ pub(super) fn split_log_name(name: &str) -> Option<(&str, &str)> {
 ///
 /// Domain metadata needs the `domainMetadata` writer feature: without it there is nothing to
 /// read, and we skip the second log replay that reading would cost.
-pub(super) async fn domain_metadata(
+pub(crate) async fn domain_metadata(
     table: &DeltaTable,
     version: u64,
     protocol: &Value,
