@@ -225,3 +225,45 @@ async fn a_clone_as_of_an_instant_has_the_rows_of_that_instant() {
     let step = p.replicate_table(&t, None).await.unwrap();
     assert_eq!(step.metrics.unwrap().num_copied_files, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streaming_table_is_backed_up_as_of_the_instant_then_replicated_as_it_is() {
+    let env = Env::new().await;
+    let r = env.run(DbOperation::All, "").await;
+    assert!(r.is_success(), "{r:#?}");
+    let events = env.source_path("events");
+    let at_cut = rows(&events).await;
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let cut = Utc::now();
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    sample::append(&loc(&events), &sample::orders(700, 4, "late"))
+        .await
+        .unwrap();
+
+    let p = pair(&env);
+    let t = p.source_table("prod.sales.events").await.unwrap();
+    env.src.clear_log();
+    env.tgt.clear_log();
+    p.backup_table(&t, Some(cut)).await.unwrap();
+    p.replicate_table(&t, Some(cut)).await.unwrap();
+    let backing = env
+        .table(
+            &env.tgt,
+            "__databricks_internal",
+            "__dlt_materialization_schema_p_2222_bbbb",
+            "events",
+        )
+        .unwrap();
+    assert_eq!(rows(&backing.location).await, at_cut);
+    // The instant is applied where the source's commits are: on the backup.
+    let src: Vec<String> = env.src.statements().into_iter().map(|(_, s)| s).collect();
+    assert!(
+        src.iter().any(|s| s.contains("TIMESTAMP AS OF")),
+        "{src:#?}"
+    );
+    let tgt: Vec<String> = env.tgt.statements().into_iter().map(|(_, s)| s).collect();
+    assert!(
+        tgt.iter().all(|s| !s.contains("TIMESTAMP AS OF")),
+        "{tgt:#?}"
+    );
+}

@@ -38,32 +38,32 @@ fn bad(message: impl Into<String>) -> Response {
     )
 }
 
-/// `limit` within `1..=max`, `default` when absent; `Err` answers the request.
-fn limit(q: &HashMap<String, String>, default: usize, max: usize) -> Result<usize, Response> {
+/// `limit` within `1..=max`, `default` when absent; `Err` is the message of a 400.
+fn limit(q: &HashMap<String, String>, default: usize, max: usize) -> Result<usize, String> {
     match q.get("limit") {
         None => Ok(default),
         Some(l) => match l.parse::<usize>() {
             // "If a request specifies a limit of 0, the service instead uses the maximum limit."
             Ok(0) => Ok(max),
             Ok(n) if n <= max => Ok(n),
-            _ => Err(bad(format!("limit must be between 1 and {max}, not {l}"))),
+            _ => Err(format!("limit must be between 1 and {max}, not {l}")),
         },
     }
 }
 
-fn flag(q: &HashMap<String, String>, name: &str) -> Result<bool, Response> {
+fn flag(q: &HashMap<String, String>, name: &str) -> Result<bool, String> {
     match q.get(name).map(String::as_str) {
         None | Some("false") => Ok(false),
         Some("true") => Ok(true),
-        Some(v) => Err(bad(format!("{name} must be true or false, not {v}"))),
+        Some(v) => Err(format!("{name} must be true or false, not {v}")),
     }
 }
 
-fn millis(q: &HashMap<String, String>, name: &str) -> Result<Option<i64>, Response> {
+fn millis(q: &HashMap<String, String>, name: &str) -> Result<Option<i64>, String> {
     q.get(name)
         .map(|v| {
             v.parse::<i64>()
-                .map_err(|_| bad(format!("{name}: not epoch milliseconds: {v}")))
+                .map_err(|_| format!("{name}: not epoch milliseconds: {v}"))
         })
         .transpose()
 }
@@ -115,7 +115,7 @@ pub(super) fn jobs_get(st: &Inner, rest: &[&str], q: &HashMap<String, String>) -
 fn list_jobs(st: &Inner, q: &HashMap<String, String>) -> Response {
     let size = match limit(q, 20, 100) {
         Ok(n) => n,
-        Err(r) => return r,
+        Err(m) => return bad(m),
     };
     let jobs = st.jobs.lock().unwrap();
     let items = jobs
@@ -143,7 +143,7 @@ fn list_runs(st: &Inner, q: &HashMap<String, String>) -> Response {
         let active_only = flag(q, "active_only")?;
         let completed_only = flag(q, "completed_only")?;
         if active_only && completed_only {
-            return Err(bad("active_only and completed_only cannot both be true"));
+            return Err("active_only and completed_only cannot both be true".to_owned());
         }
         let from = millis(q, "start_time_from")?;
         let to = millis(q, "start_time_to")?;
@@ -151,14 +151,14 @@ fn list_runs(st: &Inner, q: &HashMap<String, String>) -> Response {
             .get("job_id")
             .map(|j| {
                 j.parse::<i64>()
-                    .map_err(|_| bad(format!("job_id: not a number: {j}")))
+                    .map_err(|_| format!("job_id: not a number: {j}"))
             })
             .transpose()?;
         Ok((size, active_only, completed_only, from, to, job_id))
     })();
     let (size, active_only, completed_only, from, to, job_id) = match parsed {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(m) => return bad(m),
     };
     let fields = st.faults.lock().unwrap().run_fields;
     let jobs = st.jobs.lock().unwrap();

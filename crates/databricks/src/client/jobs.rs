@@ -14,8 +14,8 @@
 //!   `next_page_token`;
 //! - `GET /api/2.2/jobs/runs/list?job_id=…&active_only|completed_only=true&start_time_from=…`:
 //!   `start_time_from` is epoch milliseconds (runs that *started* at or after it);
-//!   `active_only` and `completed_only` cannot both be true; `limit` is at most 25 (default
-//!   20); the answer has `runs` "from most recently started to least" (left out when there
+//!   `active_only` and `completed_only` cannot both be true; `limit` is "greater than 0 and
+//!   less than 25" (default 20); the answer has `runs` "from most recently started to least" (left out when there
 //!   are none), `has_more` and `next_page_token`. `offset` is deprecated since June 2023;
 //!   pages follow `page_token`;
 //! - a run has `job_id`, `run_id`, `start_time` and `end_time` in epoch milliseconds
@@ -39,8 +39,6 @@ use super::WorkspaceClient;
 
 /// Page size of `jobs/list` (the API allows 1 to 100).
 const JOBS_PAGE: u32 = 100;
-/// Page size of `jobs/runs/list` (the API allows at most 25).
-const RUNS_PAGE: u32 = 25;
 
 /// A job as `jobs/list` describes it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -229,10 +227,9 @@ impl WorkspaceClient {
                 "jobs/runs/list: active_only and completed_only cannot both be true".into(),
             ));
         }
-        let mut query = vec![
-            ("job_id", q.job_id.to_string()),
-            ("limit", RUNS_PAGE.to_string()),
-        ];
+        // No `limit`: the default page (20). The reference says a limit must be "less than
+        // 25" where older pages said "less or equal to 25".
+        let mut query = vec![("job_id", q.job_id.to_string())];
         if q.active_only {
             query.push(("active_only", "true".into()));
         }
