@@ -267,3 +267,47 @@ async fn a_streaming_table_is_backed_up_as_of_the_instant_then_replicated_as_it_
         "{tgt:#?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_engine_clones_a_task_as_of_its_instant() {
+    use replicator_engine::{CloneContext, DatabricksEngine, Engine};
+    use replicator_proto::{CloneTask, EngineKind, Header};
+
+    let env = Env::new().await;
+    let r = env.run(DbOperation::All, "").await;
+    assert!(r.is_success(), "{r:#?}");
+    let orders = env.source_path("orders");
+    let at_cut = rows(&orders).await;
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let cut = Utc::now();
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    sample::append(&loc(&orders), &sample::orders(50, 3, "late"))
+        .await
+        .unwrap();
+
+    let config = env.config("");
+    let (source_root, target_root) = replicator_engine::databricks::roots(&config);
+    let engine = DatabricksEngine::from_config(&config).unwrap();
+    let task = CloneTask {
+        header: Header::new(uuid::Uuid::now_v7()),
+        task_id: uuid::Uuid::now_v7(),
+        attempt: 1,
+        table: "prod.sales.orders".into(),
+        source: format!("{source_root}/prod.sales.orders"),
+        target: format!("{target_root}/prod.sales.orders"),
+        version: None,
+        operation: Default::default(),
+        engine: EngineKind::Databricks,
+        replace: false,
+        external_roots: Vec::new(),
+        as_of: Some(cut),
+    };
+    let ctx = CloneContext {
+        parallelism: 1,
+        progress: None,
+    };
+    let cloned = engine.clone_table(&task, &ctx).await.unwrap();
+    assert!(!cloned.statement_ids.is_empty());
+    let target = env.table(&env.tgt, "prod", "sales", "orders").unwrap();
+    assert_eq!(rows(&target.location).await, at_cut);
+}
