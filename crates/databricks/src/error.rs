@@ -77,6 +77,9 @@ pub enum DatabricksError {
     /// An operation refused a table (unsupported type, schema mismatch, missing object).
     #[error("{0}")]
     Refused(String),
+    /// No job of the workspace at `host` has the name a sync group's `workflow` gives.
+    #[error("workflow `{workflow}` not found in {host}")]
+    WorkflowNotFound { workflow: String, host: String },
 }
 
 /// Whether a Databricks REST `error_code` says the object asked for does not exist
@@ -148,7 +151,8 @@ impl Retryable for DatabricksError {
             | Self::Auth { .. }
             | Self::Timeout { .. }
             | Self::Protocol { .. }
-            | Self::Refused(_) => false,
+            | Self::Refused(_)
+            | Self::WorkflowNotFound { .. } => false,
         }
     }
 }
@@ -207,5 +211,14 @@ mod tests {
         assert!(st("TEMPORARILY_UNAVAILABLE", "").is_transient());
         assert!(st("BAD_REQUEST", "[DELTA_CONCURRENT_APPEND] x").is_transient());
         assert!(!st("BAD_REQUEST", "[TABLE_OR_VIEW_NOT_FOUND] x").is_transient());
+        let missing = DatabricksError::WorkflowNotFound {
+            workflow: "core_product_job".into(),
+            host: "https://adb-1.azuredatabricks.net".into(),
+        };
+        assert!(!missing.is_transient());
+        assert_eq!(
+            missing.to_string(),
+            "workflow `core_product_job` not found in https://adb-1.azuredatabricks.net"
+        );
     }
 }

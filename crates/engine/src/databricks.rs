@@ -73,19 +73,23 @@ impl DatabricksEngine {
         self.pair.source_table(full_name).await
     }
 
-    /// Clone one table: a streaming table is backed up on the source, then replicated;
-    /// other tables are replicated.
-    async fn replicate(&self, source: &str) -> Result<Step, (Vec<String>, DatabricksError)> {
+    /// Clone one table (as of `as_of`, a sync group's cut, when given): a streaming table is
+    /// backed up on the source, then replicated; other tables are replicated.
+    async fn replicate(
+        &self,
+        source: &str,
+        as_of: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<Step, (Vec<String>, DatabricksError)> {
         let t = self
             .source_table(source)
             .await
             .map_err(|e| (Vec::new(), e))?;
         let mut ids = Vec::new();
         if t.is_streaming() {
-            let b = self.pair.backup_table(&t).await?;
+            let b = self.pair.backup_table(&t, as_of).await?;
             ids = b.statement_ids;
         }
-        match self.pair.replicate_table(&t).await {
+        match self.pair.replicate_table(&t, as_of).await {
             Ok(mut step) => {
                 ids.append(&mut step.statement_ids);
                 step.statement_ids = ids;
@@ -172,7 +176,10 @@ impl Engine for DatabricksEngine {
     }
 
     async fn clone_table(&self, task: &CloneTask, _ctx: &CloneContext) -> Result<Cloned, Failure> {
-        let step = self.replicate(&task.source).await.map_err(failure)?;
+        let step = self
+            .replicate(&task.source, task.as_of)
+            .await
+            .map_err(failure)?;
         tracing::info!(statements = ?step.statement_ids, "databricks clone succeeded");
         Ok(Cloned {
             source_version: None,

@@ -10,6 +10,10 @@
 //!   SUCCEEDED / FAILED / CANCELED; results as `manifest` + `result.data_array`;
 //! - Unity Catalog: metastore summary, catalogs, schemas and tables (list with `max_results`
 //!   and `page_token`, optionally with empty pages in between; get by name);
+//! - the Jobs API 2.2: `GET /api/2.2/jobs/list` (`name`, `limit`, `page_token`) and
+//!   `GET /api/2.2/jobs/runs/list` (`job_id`, `active_only`, `completed_only`,
+//!   `start_time_from`/`start_time_to`, `limit`, `page_token`), over jobs and runs the test adds
+//!   per workspace ([`Workspace::add_job`], [`Workspace::add_run`]);
 //! - Delta Sharing: recipients, shares (`include_shared_data`, `PATCH` updates), share
 //!   permissions, providers (derived from recipients other metastores created for this one).
 //!
@@ -17,7 +21,8 @@
 //! shows up as a provider in the target, and a catalog created `USING SHARE` reads the
 //! source's tables. Tables are local Delta directories handled by the native engine
 //! (`replicator-lake`): `DEEP CLONE` really clones, `COUNT(*)` really counts, `EXCEPT`
-//! really compares rows. Only the SQL shapes the engine emits are understood, parsed
+//! really compares rows, `DEEP CLONE … TIMESTAMP AS OF` clones the
+//! version of that instant (refusing one after the latest commit, as Delta does). Only the SQL shapes the engine emits are understood, parsed
 //! strictly (object names must be backtick-quoted); anything else fails like a warehouse
 //! does, with a syntax error.
 //!
@@ -31,6 +36,7 @@
 //! run between a client's read and its create. Every call, statement and cancel is recorded
 //! for assertions.
 
+mod jobs;
 mod server;
 mod sharing;
 mod sql;
@@ -40,4 +46,4 @@ mod unity_catalog;
 mod warehouse;
 
 pub use server::Workspace;
-pub use state::{Call, Faults, Table, WorkspaceAuth, World};
+pub use state::{Call, Faults, RunFields, RunResult, Table, WorkspaceAuth, World};

@@ -12,8 +12,11 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use super::jobs::jobs_get;
 use super::sharing::uc_change;
-use super::state::{Call, Faults, Inner, WorkspaceAuth, World, state_name};
+use super::state::{
+    Call, Faults, Inner, Job, JobRun, Jobs, RunResult, WorkspaceAuth, World, state_name,
+};
 use super::statements::{cancel, poll, result_chunk, submit};
 use super::unity_catalog::uc_get;
 
@@ -51,6 +54,7 @@ impl Workspace {
             calls: Mutex::new(Vec::new()),
             sql: Mutex::new(Vec::new()),
             cancels: Mutex::new(Vec::new()),
+            jobs: Mutex::new(Jobs::default()),
         });
         let state = inner.clone();
         let app = Router::new().fallback(
@@ -70,6 +74,45 @@ impl Workspace {
             inner,
             server,
         }
+    }
+
+    /// Add a job named `name` to this workspace; returns its `job_id`.
+    pub fn add_job(&self, name: &str) -> i64 {
+        let mut jobs = self.inner.jobs.lock().unwrap();
+        jobs.next_id += 1;
+        let job_id = 1000 + jobs.next_id;
+        jobs.jobs.push(Job {
+            job_id,
+            name: name.to_owned(),
+            runs: Vec::new(),
+        });
+        job_id
+    }
+
+    /// Add a run of job `job_id` that started at `start` and ended at `end` with `result`
+    /// (`end` is ignored for a run still going); returns its `run_id`.
+    pub fn add_run(
+        &self,
+        job_id: i64,
+        start: chrono::DateTime<chrono::Utc>,
+        end: chrono::DateTime<chrono::Utc>,
+        result: RunResult,
+    ) -> i64 {
+        let mut jobs = self.inner.jobs.lock().unwrap();
+        jobs.next_id += 1;
+        let run_id = 50_000 + jobs.next_id;
+        let job = jobs
+            .jobs
+            .iter_mut()
+            .find(|j| j.job_id == job_id)
+            .expect("add_run: no such job");
+        job.runs.push(JobRun {
+            run_id,
+            start_ms: start.timestamp_millis(),
+            end_ms: end.timestamp_millis(),
+            result,
+        });
+        run_id
     }
 
     /// Change the injected faults.
@@ -251,6 +294,7 @@ async fn handle(
             result_chunk(&st, id, n)
         }
         ("GET", ["api", "2.1", "unity-catalog", rest @ ..]) => uc_get(&st, rest, &q).await,
+        ("GET", ["api", "2.2", "jobs", rest @ ..]) => jobs_get(&st, rest, &q),
         ("POST" | "PATCH", ["api", "2.1", "unity-catalog", rest @ ..]) => {
             let name = match (method.as_str(), rest) {
                 ("POST", [_]) => body["name"].as_str(),

@@ -8,6 +8,8 @@ enum Tok {
     /// A backtick-quoted identifier, unquoted.
     Quoted(String),
     Num(String),
+    /// A single-quoted string literal, unquoted.
+    Str(String),
     Sym(char),
 }
 
@@ -41,6 +43,21 @@ fn tokenize(sql: &str) -> Result<Vec<Tok>, SqlError> {
                 }
             }
             out.push(Tok::Quoted(s));
+        } else if c == '\'' {
+            it.next();
+            let mut s = String::new();
+            loop {
+                match it.next() {
+                    None => return Err(syntax("'")),
+                    Some('\'') if it.peek() == Some(&'\'') => {
+                        it.next();
+                        s.push('\'');
+                    }
+                    Some('\'') => break,
+                    Some(ch) => s.push(ch),
+                }
+            }
+            out.push(Tok::Str(s));
         } else if c.is_ascii_alphabetic() || c == '_' {
             let mut s = String::new();
             while let Some(&ch) = it.peek() {
@@ -80,6 +97,7 @@ impl Parser {
             None => "end of input".into(),
             Some(Tok::Word(w) | Tok::Num(w)) => w.clone(),
             Some(Tok::Quoted(q)) => format!("`{q}`"),
+            Some(Tok::Str(q)) => format!("'{q}'"),
             Some(Tok::Sym(c)) => c.to_string(),
         }
     }
@@ -167,7 +185,8 @@ impl Parser {
 pub(super) enum Stmt2 {
     CreateCatalog(String, Option<(String, String)>),
     CreateSchema(String, String),
-    DeepClone([String; 3], [String; 3]),
+    /// `CREATE OR REPLACE TABLE t DEEP CLONE s [TIMESTAMP AS OF 'instant']`
+    DeepClone([String; 3], [String; 3], Option<String>),
     Count([String; 3]),
     Except(Vec<String>, [String; 3], Vec<String>, [String; 3]),
     /// `SELECT cols FROM (SELECT cols FROM a EXCEPT SELECT cols FROM b) LIMIT n`
@@ -213,7 +232,22 @@ pub(super) fn parse(sql: &str) -> Result<Stmt2, SqlError> {
             let target = p.name3()?;
             p.kw("DEEP")?;
             p.kw("CLONE")?;
-            Stmt2::DeepClone(target, p.name3()?)
+            let source = p.name3()?;
+            let as_of = if p.is_kw("TIMESTAMP") {
+                p.kw("TIMESTAMP")?;
+                p.kw("AS")?;
+                p.kw("OF")?;
+                match p.toks.get(p.pos) {
+                    Some(Tok::Str(ts)) => {
+                        p.pos += 1;
+                        Some(ts.clone())
+                    }
+                    _ => return Err(syntax(&p.near())),
+                }
+            } else {
+                None
+            };
+            Stmt2::DeepClone(target, source, as_of)
         }
     } else {
         p.kw("SELECT")?;
@@ -278,6 +312,9 @@ mod tests {
             Ok(Stmt2::DeepClone(..))
         ));
         assert!(
+            matches!(parse("CREATE OR REPLACE TABLE `a`.`b`.`c` DEEP CLONE `d`.`e`.`f` TIMESTAMP AS OF '2026-11-20T12:00:00.000000Z'"), Ok(Stmt2::DeepClone(_, _, Some(ts))) if ts == "2026-11-20T12:00:00.000000Z")
+        );
+        assert!(
             matches!(parse("SELECT COUNT(*) AS n FROM `a`.`b`.`c``;x`"), Ok(Stmt2::Count(n)) if n[2] == "c`;x")
         );
         for bad in [
@@ -285,6 +322,8 @@ mod tests {
             "SELECT COUNT(*) AS n FROM `a`.`b`.`c`; DROP TABLE `x`",
             "DROP TABLE `a`.`b`.`c`",
             "SELECT COUNT(*) AS n FROM `a`.`b`.`c",
+            "CREATE OR REPLACE TABLE `a`.`b`.`c` DEEP CLONE `d`.`e`.`f` TIMESTAMP AS OF 5",
+            "CREATE OR REPLACE TABLE `a`.`b`.`c` DEEP CLONE `d`.`e`.`f` TIMESTAMP AS OF '2026",
         ] {
             let e = parse(bad).err().unwrap_or_else(|| panic!("{bad} parsed"));
             assert!(e.1.contains("PARSE_SYNTAX_ERROR"), "{bad}: {e:?}");

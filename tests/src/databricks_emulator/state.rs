@@ -180,6 +180,62 @@ pub struct Faults {
     /// then meets the existing object (409 `RESOURCE_ALREADY_EXISTS`). Each entry is used
     /// once.
     pub concurrent_create: Vec<String>,
+    /// Which state fields runs carry in `jobs/runs/list` answers.
+    pub run_fields: RunFields,
+}
+
+/// How a run of an emulated job ends, or that it has not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunResult {
+    Success,
+    /// Terminated with task failures (`FAILED` / `RUN_EXECUTION_ERROR`).
+    Failed,
+    /// Cancelled by a user (`CANCELED` / `USER_CANCELED`).
+    Canceled,
+    /// Still going (`RUNNING`); its end time is ignored.
+    Running,
+    /// Waiting for a slot (`QUEUED`); its end time is ignored.
+    Queued,
+}
+
+impl RunResult {
+    pub(super) fn active(self) -> bool {
+        matches!(self, Self::Running | Self::Queued)
+    }
+}
+
+/// Which state fields runs carry in `jobs/runs/list` answers: both (what Jobs API 2.2
+/// sends: `status`, and `state`, deprecated), or one of them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RunFields {
+    #[default]
+    Both,
+    /// Only `state` (`life_cycle_state`, `result_state`), as Jobs API 2.1 answers.
+    StateOnly,
+    /// Only `status` (`state`, `termination_details`).
+    StatusOnly,
+}
+
+#[derive(Clone, Debug)]
+pub(super) struct JobRun {
+    pub(super) run_id: i64,
+    pub(super) start_ms: i64,
+    pub(super) end_ms: i64,
+    pub(super) result: RunResult,
+}
+
+#[derive(Clone, Debug)]
+pub(super) struct Job {
+    pub(super) job_id: i64,
+    pub(super) name: String,
+    pub(super) runs: Vec<JobRun>,
+}
+
+/// The jobs of one workspace (jobs belong to a workspace, not to a metastore).
+#[derive(Clone, Debug, Default)]
+pub(super) struct Jobs {
+    pub(super) next_id: i64,
+    pub(super) jobs: Vec<Job>,
 }
 
 /// How clients may log in.
@@ -234,6 +290,7 @@ pub(super) struct Inner {
     pub(super) calls: Mutex<Vec<Call>>,
     pub(super) sql: Mutex<Vec<(String, String)>>,
     pub(super) cancels: Mutex<Vec<String>>,
+    pub(super) jobs: Mutex<Jobs>,
 }
 
 pub(super) fn state_name(s: &StmtState) -> &'static str {

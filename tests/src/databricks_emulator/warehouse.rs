@@ -202,7 +202,8 @@ pub(super) async fn execute(st: &Inner, sql: &str) -> Result<Rows, SqlError> {
                 .collect();
             Ok((a, rows))
         }
-        Stmt2::DeepClone(target, source) => {
+        Stmt2::DeepClone(target, source, as_of) => {
+            let as_of = as_of.map(|ts| instant(&ts)).transpose()?;
             let (src, dest, existing) = {
                 let ms = world.lock().unwrap();
                 let src = resolve(&ms, &me, &source)?;
@@ -251,12 +252,17 @@ pub(super) async fn execute(st: &Inner, sql: &str) -> Result<Rows, SqlError> {
                     .unwrap_or_else(|| m.root.join("tables").join(Uuid::new_v4().to_string()));
                 (src, dest, existing)
             };
+            let src_loc = location(&src)?;
+            if let Some(ts) = as_of {
+                refuse_after_latest_commit(&src_loc, ts).await?;
+            }
             // `CREATE OR REPLACE`: the statement itself says replace.
             let report = deep_clone(
-                &location(&src)?,
+                &src_loc,
                 &TableLocation::parse(&dest.to_string_lossy()).map_err(lake)?,
                 &CloneOptions {
                     replace: true,
+                    timestamp: as_of,
                     ..Default::default()
                 },
             )
@@ -301,6 +307,42 @@ pub(super) async fn execute(st: &Inner, sql: &str) -> Result<Rows, SqlError> {
             ))
         }
     }
+}
+
+/// The instant of a `TIMESTAMP AS OF` string: an ISO 8601 timestamp with its offset, as a
+/// string cast to `TIMESTAMP` reads it.
+fn instant(ts: &str) -> Result<chrono::DateTime<chrono::Utc>, SqlError> {
+    chrono::DateTime::parse_from_rfc3339(ts)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|_| {
+            (
+                "BAD_REQUEST".into(),
+                format!("[DELTA_TIME_TRAVEL_INVALID_BEGIN_VALUE] The time travel timestamp '{ts}' is not a valid timestamp. SQLSTATE: 42604"),
+            )
+        })
+}
+
+/// Delta refuses to time-travel to an instant later than the table's latest commit
+/// (`DELTA_TIMESTAMP_GREATER_THAN_COMMIT`, SQLSTATE 42816; delta-io/delta
+/// `DeltaHistoryManager.getActiveCommitAtTime` with `canReturnLastCommit = false`), which
+/// delta-rs would answer with the latest version.
+async fn refuse_after_latest_commit(
+    loc: &TableLocation,
+    ts: chrono::DateTime<chrono::Utc>,
+) -> Result<(), SqlError> {
+    let versions = inspect::version_timestamps(loc).await.map_err(lake)?;
+    if let Some(&(_, last)) = versions.iter().max_by_key(|(v, _)| *v)
+        && ts.timestamp_millis() > last
+    {
+        let last = chrono::DateTime::from_timestamp_millis(last).unwrap_or_default();
+        return Err((
+            "BAD_REQUEST".into(),
+            format!(
+                "[DELTA_TIMESTAMP_GREATER_THAN_COMMIT] The provided timestamp ({ts}) is after the latest version available to this table ({last}). Please use a timestamp before or at {last}. SQLSTATE: 42816"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Distinct rows of `a` over `from` that are not rows of `b` over `other`, rendered and

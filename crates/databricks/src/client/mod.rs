@@ -9,11 +9,12 @@
 //!   `wait_timeout`, polled until a terminal state, cancelled when the client's own
 //!   `statement_timeout` runs out, results read inline (`JSON_ARRAY`) chunk by chunk;
 //! - Unity Catalog listings follow `next_page_token` until it is absent (a page may be empty
-//!   and still carry a token);
+//!   and still carry a token); Jobs API listings (`/api/2.2/jobs/list`, `…/runs/list`) too;
 //! - with a [`Journal`] in dry-run mode, reads (GET) are sent but every SQL statement and
 //!   every other call is recorded instead of sent.
 
 mod answer;
+mod jobs;
 mod statement;
 mod unity_catalog;
 
@@ -33,6 +34,9 @@ use crate::auth::{Auth, Credentials};
 
 pub(crate) use answer::retry_after;
 use answer::{error_answer, success_body};
+pub use jobs::{
+    JobInfo, JobSettings, RunInfo, RunOutcome, RunState, RunStatus, RunsQuery, TerminationDetails,
+};
 pub use statement::StatementResult;
 pub use unity_catalog::{
     CatalogInfo, ColumnInfo, ProviderInfo, RecipientInfo, SchemaInfo, ShareInfo, SharedObject,

@@ -1,6 +1,8 @@
 //! Backup (source workspace): each streaming table's backing table is deep-cloned into the
 //! backup catalog, from where a share carries it to the target.
 
+use chrono::{DateTime, Utc};
+
 use crate::client::WorkspaceClient;
 use crate::{DatabricksError, Ident, TableName};
 
@@ -76,19 +78,22 @@ pub(super) async fn find_backing_table(
 }
 
 impl WorkspacePair {
-    /// Backup of one streaming table: deep clone its backing table into the backup catalog.
+    /// Backup of one streaming table: deep clone its backing table into the backup catalog;
+    /// with `as_of`, the backing table as of that instant (`TIMESTAMP AS OF`).
     pub async fn backup_table(
         &self,
         t: &SourceTable,
+        as_of: Option<DateTime<Utc>>,
     ) -> Result<Step, (Vec<String>, DatabricksError)> {
         let mut ids = Vec::new();
-        let r = self.backup_inner(t, &mut ids).await;
+        let r = self.backup_inner(t, as_of, &mut ids).await;
         r.map_err(|e| (ids, e))
     }
 
     async fn backup_inner(
         &self,
         t: &SourceTable,
+        as_of: Option<DateTime<Utc>>,
         ids: &mut Vec<String>,
     ) -> Result<Step, DatabricksError> {
         let name = t.name()?;
@@ -114,12 +119,9 @@ impl WorkspacePair {
         self.ensure_schema(&self.source, &backup, &name.schema, ids)
             .await?;
         let dest = name.in_catalog(&backup);
-        let sql = format!(
-            "CREATE OR REPLACE TABLE {} DEEP CLONE {}",
-            dest.quoted(),
-            backing.quoted()
-        );
-        let r = self.run_sql(&self.source, &sql, ids).await?;
+        let r = self
+            .deep_clone(&self.source, &dest, &backing, as_of, ids)
+            .await?;
         Ok(Step {
             statement_ids: ids.clone(),
             metrics: clone_metrics(&r),

@@ -20,6 +20,9 @@
 //! so a second run makes no create or alter call. With `sharing.mode: byo` nothing is
 //! created; missing objects are errors naming them.
 //!
+//! - **workflow triggers** (`workflows`): the newest successful run of a sync group's
+//!   workflow in the source workspace, and runs of it active in the target.
+//!
 //! One table failing (a failed statement, a timeout, a refused name) does not stop the
 //! others; its report carries the error and the statement IDs. A DEEP CLONE commits
 //! atomically on the warehouse, so a failed or cancelled clone leaves the previous target
@@ -32,6 +35,7 @@ mod replication;
 mod run;
 mod sharing;
 mod types;
+mod workflows;
 
 use std::time::Duration;
 
@@ -47,6 +51,7 @@ pub use replication::column_diff;
 pub use types::{
     DbOperation, Probe, Reconciled, Report, SourceTable, Step, TableReport, TableVerdict,
 };
+pub use workflows::{ActiveRun, WorkflowRun, newest_success};
 
 /// Both workspaces and the configuration.
 #[derive(Debug)]

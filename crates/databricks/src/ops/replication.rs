@@ -1,26 +1,92 @@
 //! Replication (target workspace): each table deep-cloned from the shared catalog, a
 //! streaming table into the backing table of the target's own streaming table.
+//!
+//! A clone as of an instant (a sync group's consistent cut) puts the temporal specification
+//! on the source name: `CREATE OR REPLACE TABLE t DEEP CLONE s TIMESTAMP AS OF
+//! '2026-11-20T12:00:00.000000Z'` — the syntax is `… [SHALLOW | DEEP] CLONE source_table_name
+//! …` where "source_table_name … may contain a temporal specification"
+//! (<https://docs.databricks.com/sql/language-manual/delta-clone.html>), and a timestamp
+//! expression may be a string that can be cast to a timestamp, such as
+//! `'2018-10-18T22:15:12.013Z'` (<https://docs.databricks.com/delta/history.html>). Delta
+//! refuses an instant after the table's latest commit (`DELTA_TIMESTAMP_GREATER_THAN_COMMIT`,
+//! SQLSTATE 42816): the table has not changed since that commit, so its state as of the
+//! instant is its latest version, and the clone is run again without the specification.
 
-use crate::client::{TableInfo, TableType};
-use crate::{DatabricksError, Ident};
+use chrono::{DateTime, SecondsFormat, Utc};
+
+use crate::client::{StatementResult, TableInfo, TableType, WorkspaceClient};
+use crate::{DatabricksError, Ident, TableName};
 
 use super::backup::find_backing_table;
 use super::{SourceTable, Step, WorkspacePair, clone_metrics};
 
+/// The SQL literal of an instant: `'2026-11-20T12:00:00.000000Z'` (UTC, microseconds, the
+/// precision of a Databricks `TIMESTAMP`).
+pub fn timestamp_literal(ts: DateTime<Utc>) -> String {
+    format!("'{}'", ts.to_rfc3339_opts(SecondsFormat::Micros, true))
+}
+
+/// `CREATE OR REPLACE TABLE into DEEP CLONE from [TIMESTAMP AS OF '…']`.
+pub fn deep_clone_sql(into: &TableName, from: &TableName, as_of: Option<DateTime<Utc>>) -> String {
+    let mut sql = format!(
+        "CREATE OR REPLACE TABLE {} DEEP CLONE {}",
+        into.quoted(),
+        from.quoted()
+    );
+    if let Some(ts) = as_of {
+        sql.push_str(" TIMESTAMP AS OF ");
+        sql.push_str(&timestamp_literal(ts));
+    }
+    sql
+}
+
+/// Delta's refusal of a `TIMESTAMP AS OF` later than the table's latest commit.
+fn after_latest_commit(e: &DatabricksError) -> bool {
+    matches!(e, DatabricksError::Statement { code, message, .. }
+        if code.contains("DELTA_TIMESTAMP_GREATER_THAN_COMMIT")
+            || message.contains("DELTA_TIMESTAMP_GREATER_THAN_COMMIT"))
+}
+
 impl WorkspacePair {
-    /// Replication of one table into the target metastore.
+    /// Replication of one table into the target metastore; with `as_of`, the source as of
+    /// that instant (`TIMESTAMP AS OF`). A streaming table is cloned from its backup as it
+    /// is: the instant applies to the backup ([`WorkspacePair::backup_table`]), whose own
+    /// commits are later than the source's.
     pub async fn replicate_table(
         &self,
         t: &SourceTable,
+        as_of: Option<DateTime<Utc>>,
     ) -> Result<Step, (Vec<String>, DatabricksError)> {
         let mut ids = Vec::new();
-        let r = self.replicate_inner(t, &mut ids).await;
+        let r = self.replicate_inner(t, as_of, &mut ids).await;
         r.map_err(|e| (ids, e))
+    }
+
+    /// `DEEP CLONE` of `from` into `into` on `client`, as of `as_of` when given (see the
+    /// module documentation for an instant after the latest commit).
+    pub(super) async fn deep_clone(
+        &self,
+        client: &WorkspaceClient,
+        into: &TableName,
+        from: &TableName,
+        as_of: Option<DateTime<Utc>>,
+        ids: &mut Vec<String>,
+    ) -> Result<StatementResult, DatabricksError> {
+        let sql = deep_clone_sql(into, from, as_of);
+        match self.run_sql(client, &sql, ids).await {
+            Err(e) if as_of.is_some() && after_latest_commit(&e) => {
+                tracing::info!(source = %from, "no commit since the instant asked: cloning the latest version");
+                self.run_sql(client, &deep_clone_sql(into, from, None), ids)
+                    .await
+            }
+            r => r,
+        }
     }
 
     async fn replicate_inner(
         &self,
         t: &SourceTable,
+        as_of: Option<DateTime<Utc>>,
         ids: &mut Vec<String>,
     ) -> Result<Step, DatabricksError> {
         let name = t.name()?;
@@ -66,12 +132,11 @@ impl WorkspacePair {
             }
             (name.in_catalog(&Ident::new(&m.shared())?), target)
         };
-        let sql = format!(
-            "CREATE OR REPLACE TABLE {} DEEP CLONE {}",
-            into.quoted(),
-            from.quoted()
-        );
-        let r = self.run_sql(&self.target, &sql, ids).await?;
+        // The backup of a streaming table was taken as of the instant already.
+        let as_of = if t.is_streaming() { None } else { as_of };
+        let r = self
+            .deep_clone(&self.target, &into, &from, as_of, ids)
+            .await?;
         Ok(Step {
             statement_ids: ids.clone(),
             metrics: clone_metrics(&r),
@@ -155,6 +220,31 @@ mod tests {
             pipeline_id: None,
             storage_location: None,
         }
+    }
+
+    #[test]
+    fn a_clone_as_of_an_instant_puts_it_on_the_source() {
+        let into = TableName::new("dr", "s", "t").unwrap();
+        let from = TableName::new("prod_shared", "s", "t`x").unwrap();
+        assert_eq!(
+            deep_clone_sql(&into, &from, None),
+            "CREATE OR REPLACE TABLE `dr`.`s`.`t` DEEP CLONE `prod_shared`.`s`.`t``x`"
+        );
+        let ts = DateTime::parse_from_rfc3339("2026-11-20T12:00:00.123Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(
+            deep_clone_sql(&into, &from, Some(ts)),
+            "CREATE OR REPLACE TABLE `dr`.`s`.`t` DEEP CLONE `prod_shared`.`s`.`t``x` TIMESTAMP AS OF '2026-11-20T12:00:00.123000Z'"
+        );
+        let refused = DatabricksError::Statement {
+            statement_id: "s".into(),
+            state: "FAILED".into(),
+            code: "BAD_REQUEST".into(),
+            message: "[DELTA_TIMESTAMP_GREATER_THAN_COMMIT] The provided timestamp is after the latest version available to this table. SQLSTATE: 42816".into(),
+        };
+        assert!(after_latest_commit(&refused));
+        assert!(!after_latest_commit(&DatabricksError::Refused("x".into())));
     }
 
     #[test]

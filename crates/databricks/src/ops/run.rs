@@ -70,7 +70,7 @@ impl WorkspacePair {
             }
             let streaming: Vec<&SourceTable> = usable.iter().filter(|t| t.is_streaming()).collect();
             let reports: Vec<TableReport> = stream::iter(streaming)
-                .map(|t| self.report_step("backup", t, self.backup_table(t)))
+                .map(|t| self.report_step("backup", t, self.backup_table(t, None)))
                 .buffered(parallel)
                 .collect()
                 .await;
@@ -94,7 +94,7 @@ impl WorkspacePair {
                 .sharing
                 .extend(self.setup_target_sharing(&usable).await?);
             let reports: Vec<TableReport> = stream::iter(&usable)
-                .map(|t| self.report_step("replication", t, self.replicate_table(t)))
+                .map(|t| self.report_step("replication", t, self.replicate_table(t, None)))
                 .buffered(parallel)
                 .collect()
                 .await;
