@@ -355,3 +355,161 @@ fn strings(v: Vec<String>) -> Yaml {
 fn mapping<const N: usize>(entries: [(&str, Yaml); N]) -> Yaml {
     Yaml::Mapping(entries.into_iter().map(|(k, v)| (k.into(), v)).collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::config::test_support::none;
+
+    /// The seed's JSON block, verbatim.
+    const SEED: &str = include_str!("../../../../tests/fixtures/seed_002_sync.json");
+
+    fn seed() -> Json {
+        serde_json::from_str(SEED).unwrap()
+    }
+
+    fn load(imported: &SeedImport) -> Config {
+        Config::from_yaml(&imported.to_yaml(), none(), &[]).unwrap()
+    }
+
+    #[test]
+    fn the_seed_maps_to_a_config_with_its_three_groups() {
+        let imported = import(&seed()).unwrap();
+        assert_eq!(
+            imported.groups,
+            vec![
+                "core_product: 4 tables, workflow core_product_job",
+                "example_group_1: 1 table, workflow example_workflow_1",
+                "scheduled_sync: 3 tables",
+            ]
+        );
+        let c = load(&imported);
+        let s = c.sync.as_ref().unwrap();
+        let location = "abfss://container@storageaccount.dfs.core.windows.net/";
+        assert_eq!(s.primary.as_deref(), Some(location));
+        assert_eq!(s.secondary.as_deref(), Some(location));
+        assert_eq!((c.source.root.as_str(), c.target.root.as_str()), (location, location));
+        assert_eq!(s.default_schedule.as_deref(), Some("0 */12 * * *"));
+        assert_eq!(s.max_retries, 3);
+        assert_eq!(s.notify.success, vec!["mohit.singh@databricks.com".to_owned()]);
+        assert_eq!(s.notify.failure, vec!["mohit.singh@databricks.com".to_owned()]);
+        let core = s.group("core_product").unwrap();
+        assert_eq!(core.owner, vec!["mohit.singh@databricks.com".to_owned()]);
+        assert_eq!(core.tables, vec!["core_raw", "core_silver", "core_gold", "job_metadata"]);
+        assert_eq!(core.workflow.as_deref(), Some("core_product_job"));
+        assert_eq!(s.group("scheduled_sync").unwrap().workflow, None);
+        assert!(s.check_groups().is_empty(), "{:?}", s.check_groups());
+        assert_eq!(s.valid_groups().len(), 3);
+        // The workspace is kept, commented out, with its token as a reference.
+        assert!(c.databricks.is_none());
+        let yaml = imported.to_yaml();
+        assert!(yaml.contains("# databricks:\n#   source:\n#     host: https://<workspace-1>.databricks.com\n"), "{yaml}");
+        assert!(yaml.contains("#         env: DATABRICKS_TOKEN\n"), "{yaml}");
+    }
+
+    #[test]
+    fn what_is_not_mapped_is_named() {
+        let imported = import(&seed()).unwrap();
+        let notes = imported.notes.join("\n");
+        for words in [
+            "workspaces[0].workspace_name `dr_test_east_workspace`: not mapped",
+            "workspaces[0].workspace_instance_url `https://<workspace-1>.databricks.com`: written as a commented-out `databricks` section",
+            "workspaces[0].workspace_pat_key: empty: the token is read from $DATABRICKS_TOKEN",
+            "source.root, target.root: set to the sync locations",
+        ] {
+            assert!(notes.contains(words), "{words}\n{notes}");
+        }
+        // An empty secret scope is nothing to report; a named one, a PAT key, other
+        // workspaces and unknown keys are.
+        assert!(!notes.contains("secret_scope"), "{notes}");
+        let mut doc = seed();
+        doc["secret_scope"] = "dr-scope".into();
+        doc["extra"] = 1.into();
+        doc["workspaces"][0]["workspace_pat_key"] = "dr-pat".into();
+        doc["workspaces"][0]["sync_max_retries"] = "three".into();
+        doc["workspaces"][0]["sync_groups"][0]["schedule"] = "* * * * *".into();
+        let mut second = doc["workspaces"][0].clone();
+        second["workspace_name"] = "west".into();
+        doc["workspaces"].as_array_mut().unwrap().push(second);
+        let imported = import(&doc).unwrap();
+        let notes = imported.notes.join("\n");
+        for words in [
+            "secret_scope `dr-scope`: Databricks secret scopes are not read",
+            "extra: unknown key, not mapped",
+            "workspaces[1] `west`: not mapped",
+            "workspaces[0].workspace_pat_key `dr-pat`: the token is read from the file /run/secrets/dr-pat",
+            "workspaces[0].sync_max_retries `three`: not a whole number",
+            "workspaces[0].sync_groups[0].schedule: unknown key, not mapped",
+        ] {
+            assert!(notes.contains(words), "{words}\n{notes}");
+        }
+        assert!(imported.to_yaml().contains("#         file: /run/secrets/dr-pat\n"));
+        assert!(!imported.to_yaml().contains("dr-scope"));
+        assert_eq!(load(&imported).sync.unwrap().max_retries, 3);
+    }
+
+    #[test]
+    fn values_may_be_numbers_lists_or_separated_strings() {
+        let mut doc = seed();
+        let ws = &mut doc["workspaces"][0];
+        ws["sync_max_retries"] = 5.into();
+        ws["sync_failure_notification"] = "a@example.com; b@example.com,".into();
+        ws["sync_success_notification"] = serde_json::json!(["c@example.com"]);
+        ws["sync_groups"][1]["group_owner_email"] = "x@example.com, y@example.com".into();
+        ws["sync_groups"][1]["workflow"] = "".into();
+        let c = load(&import(&doc).unwrap());
+        let s = c.sync.unwrap();
+        assert_eq!(s.max_retries, 5);
+        assert_eq!(s.notify.failure, vec!["a@example.com", "b@example.com"]);
+        assert_eq!(s.notify.success, vec!["c@example.com"]);
+        let g = s.group("example_group_1").unwrap();
+        assert_eq!(g.owner, vec!["x@example.com", "y@example.com"]);
+        assert_eq!(g.workflow, None);
+    }
+
+    #[test]
+    fn only_the_seed_shape_is_taken_for_one() {
+        assert!(from_json_text("source: { root: /a }\n").is_none());
+        assert!(from_json_text("{ \"source\": { \"root\": \"/a\" } }").is_none());
+        assert!(from_json_text("{ not json").is_none());
+        assert!(from_json_text(SEED).unwrap().is_ok());
+        let err = from_json_text("{ \"workspaces\": [] }").unwrap().unwrap_err();
+        assert!(err.contains("`workspaces` is empty"), "{err}");
+        assert!(import(&serde_json::json!([1])).is_err());
+    }
+
+    #[test]
+    fn config_load_accepts_the_json_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dr_sync.json");
+        let mut doc = seed();
+        doc["workspaces"][0]["sync_location_primary"] = "primary".into();
+        doc["workspaces"][0]["sync_groups"][2]["tables"] = serde_json::json!([]);
+        std::fs::write(&path, serde_json::to_string_pretty(&doc).unwrap()).unwrap();
+        let c = Config::load(&path, &["sync.max_retries=4".into()]).unwrap();
+        let s = c.sync.as_ref().unwrap();
+        assert_eq!(s.max_retries, 4, "overrides apply");
+        // Relative locations resolve against the file's directory, as a YAML config's do.
+        assert_eq!(s.primary_root(&c), dir.path().join("primary").to_string_lossy());
+        assert_eq!(c.source.root, dir.path().join("primary").to_string_lossy());
+        // The group without tables is reported and skipped; the others run.
+        assert_eq!(
+            s.check_groups(),
+            vec![(
+                "scheduled_sync".to_owned(),
+                "sync.groups[2].tables: list at least one table".to_owned()
+            )]
+        );
+        let valid: Vec<&str> = s.valid_groups().iter().map(|g| g.name.as_str()).collect();
+        assert_eq!(valid, vec!["core_product", "example_group_1"]);
+        // A bad default schedule refuses the file, naming the key.
+        doc["workspaces"][0]["sync_default_schedule"] = "*/5 * * * *".into();
+        std::fs::write(&path, serde_json::to_string(&doc).unwrap()).unwrap();
+        let err = Config::load(&path, &[]).unwrap_err().to_string();
+        assert!(err.starts_with("config key `sync.default_schedule`"), "{err}");
+        std::fs::write(&path, "{ \"workspaces\": [] }").unwrap();
+        let err = Config::load(&path, &[]).unwrap_err().to_string();
+        assert!(err.contains("`workspaces` is empty"), "{err}");
+    }
+}
