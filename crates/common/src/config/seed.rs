@@ -100,24 +100,24 @@ pub fn import(doc: &Json) -> Result<SeedImport, String> {
                     ));
                 }
             }
-            other => notes.push(format!("{other}: unknown key, not mapped")),
+            other => notes.push(format!("{other}: unknown key")),
         }
     }
     for (i, other) in workspaces.iter().enumerate().skip(1) {
         let name = other.get("workspace_name").map(text).unwrap_or_default();
         notes.push(format!(
-            "workspaces[{i}] `{name}`: not mapped: a config describes one workspace (import it \
-             from a file of its own)"
+            "workspaces[{i}] `{name}`: a config describes one workspace (import it from a file \
+             of its own)"
         ));
     }
     for k in ws.keys() {
         if !WORKSPACE_KEYS.contains(&k.as_str()) {
-            notes.push(format!("workspaces[0].{k}: unknown key, not mapped"));
+            notes.push(format!("workspaces[0].{k}: unknown key"));
         }
     }
     if let Some(name) = ws.get("workspace_name").map(text).filter(|n| !n.is_empty()) {
         notes.push(format!(
-            "workspaces[0].workspace_name `{name}`: not mapped (a name only)"
+            "workspaces[0].workspace_name `{name}`: a name only"
         ));
     }
 
@@ -140,8 +140,8 @@ pub fn import(doc: &Json) -> Result<SeedImport, String> {
     }
     if config.contains_key("source") || config.contains_key("target") {
         notes.push(
-            "source.root, target.root: set to the sync locations; the file names tables, not \
-             their storage: point the roots at where the tables live if that is elsewhere"
+            "source.root, target.root: not in the file (it names tables, not their storage): set \
+             to the sync locations; point them at where the tables live if that is elsewhere"
                 .into(),
         );
     }
@@ -159,7 +159,7 @@ pub fn import(doc: &Json) -> Result<SeedImport, String> {
                 sync.insert("max_retries".into(), Yaml::Number(n.into()));
             }
             Err(_) => notes.push(format!(
-                "workspaces[0].sync_max_retries `{}`: not a whole number, not mapped (default 3)",
+                "workspaces[0].sync_max_retries `{}`: not a whole number (the default, 3, applies)",
                 text(v)
             )),
         },
@@ -184,19 +184,19 @@ pub fn import(doc: &Json) -> Result<SeedImport, String> {
     let listed = ws.get("sync_groups");
     let list = listed.and_then(Json::as_array).cloned().unwrap_or_default();
     if listed.is_some_and(|l| !l.is_array()) {
-        notes.push("workspaces[0].sync_groups: not a list, not mapped".into());
+        notes.push("workspaces[0].sync_groups: not a list".into());
     }
     for (i, g) in list.iter().enumerate() {
         let Some(g) = g.as_object() else {
             notes.push(format!(
-                "workspaces[0].sync_groups[{i}]: not an object, not mapped"
+                "workspaces[0].sync_groups[{i}]: not an object"
             ));
             continue;
         };
         for k in g.keys() {
             if !GROUP_KEYS.contains(&k.as_str()) {
                 notes.push(format!(
-                    "workspaces[0].sync_groups[{i}].{k}: unknown key, not mapped"
+                    "workspaces[0].sync_groups[{i}].{k}: unknown key"
                 ));
             }
         }
@@ -413,10 +413,10 @@ mod tests {
         let imported = import(&seed()).unwrap();
         let notes = imported.notes.join("\n");
         for words in [
-            "workspaces[0].workspace_name `dr_test_east_workspace`: not mapped",
+            "workspaces[0].workspace_name `dr_test_east_workspace`: a name only",
             "workspaces[0].workspace_instance_url `https://<workspace-1>.databricks.com`: written as a commented-out `databricks` section",
             "workspaces[0].workspace_pat_key: empty: the token is read from $DATABRICKS_TOKEN",
-            "source.root, target.root: set to the sync locations",
+            "source.root, target.root: not in the file",
         ] {
             assert!(notes.contains(words), "{words}\n{notes}");
         }
@@ -436,11 +436,11 @@ mod tests {
         let notes = imported.notes.join("\n");
         for words in [
             "secret_scope `dr-scope`: Databricks secret scopes are not read",
-            "extra: unknown key, not mapped",
-            "workspaces[1] `west`: not mapped",
+            "extra: unknown key",
+            "workspaces[1] `west`: a config describes one workspace",
             "workspaces[0].workspace_pat_key `dr-pat`: the token is read from the file /run/secrets/dr-pat",
             "workspaces[0].sync_max_retries `three`: not a whole number",
-            "workspaces[0].sync_groups[0].schedule: unknown key, not mapped",
+            "workspaces[0].sync_groups[0].schedule: unknown key",
         ] {
             assert!(notes.contains(words), "{words}\n{notes}");
         }
