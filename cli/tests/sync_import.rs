@@ -41,13 +41,19 @@ fn the_seed_file_imports_as_a_config_with_its_three_groups() {
             "group scheduled_sync: 3 tables",
         ]
     );
-    assert!(lines[3..].iter().all(|l| l.starts_with("not mapped: ")), "{err}");
+    assert!(
+        lines[3..].iter().all(|l| l.starts_with("not mapped: ")),
+        "{err}"
+    );
     for field in [
         "workspace_name",
         "workspace_instance_url",
         "workspace_pat_key",
     ] {
-        assert!(err.contains(&format!("not mapped: workspaces[0].{field}")), "{err}");
+        assert!(
+            err.contains(&format!("not mapped: workspaces[0].{field}")),
+            "{err}"
+        );
     }
     assert!(!err.contains("invalid"), "{err}");
     // The same file is a config as it is.
@@ -69,7 +75,11 @@ fn a_bad_group_is_reported_by_name_and_skipped() {
     let config = load(&stdout(&out));
     let sync = config.sync.unwrap();
     assert_eq!(sync.groups.len(), 4);
-    let valid: Vec<&str> = sync.valid_groups().iter().map(|g| g.name.as_str()).collect();
+    let valid: Vec<&str> = sync
+        .valid_groups()
+        .iter()
+        .map(|g| g.name.as_str())
+        .collect();
     assert_eq!(valid, ["core_product", "example_group_1", "scheduled_sync"]);
     // Loaded directly, the file is accepted: the bad group does not refuse it.
     let direct = Config::load(&file, &[]).unwrap();

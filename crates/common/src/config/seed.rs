@@ -188,16 +188,12 @@ pub fn import(doc: &Json) -> Result<SeedImport, String> {
     }
     for (i, g) in list.iter().enumerate() {
         let Some(g) = g.as_object() else {
-            notes.push(format!(
-                "workspaces[0].sync_groups[{i}]: not an object"
-            ));
+            notes.push(format!("workspaces[0].sync_groups[{i}]: not an object"));
             continue;
         };
         for k in g.keys() {
             if !GROUP_KEYS.contains(&k.as_str()) {
-                notes.push(format!(
-                    "workspaces[0].sync_groups[{i}].{k}: unknown key"
-                ));
+                notes.push(format!("workspaces[0].sync_groups[{i}].{k}: unknown key"));
             }
         }
         let name = g.get("group_name").map(text).unwrap_or_default();
@@ -389,14 +385,26 @@ mod tests {
         let location = "abfss://container@storageaccount.dfs.core.windows.net/";
         assert_eq!(s.primary.as_deref(), Some(location));
         assert_eq!(s.secondary.as_deref(), Some(location));
-        assert_eq!((c.source.root.as_str(), c.target.root.as_str()), (location, location));
+        assert_eq!(
+            (c.source.root.as_str(), c.target.root.as_str()),
+            (location, location)
+        );
         assert_eq!(s.default_schedule.as_deref(), Some("0 */12 * * *"));
         assert_eq!(s.max_retries, 3);
-        assert_eq!(s.notify.success, vec!["mohit.singh@databricks.com".to_owned()]);
-        assert_eq!(s.notify.failure, vec!["mohit.singh@databricks.com".to_owned()]);
+        assert_eq!(
+            s.notify.success,
+            vec!["mohit.singh@databricks.com".to_owned()]
+        );
+        assert_eq!(
+            s.notify.failure,
+            vec!["mohit.singh@databricks.com".to_owned()]
+        );
         let core = s.group("core_product").unwrap();
         assert_eq!(core.owner, vec!["mohit.singh@databricks.com".to_owned()]);
-        assert_eq!(core.tables, vec!["core_raw", "core_silver", "core_gold", "job_metadata"]);
+        assert_eq!(
+            core.tables,
+            vec!["core_raw", "core_silver", "core_gold", "job_metadata"]
+        );
         assert_eq!(core.workflow.as_deref(), Some("core_product_job"));
         assert_eq!(s.group("scheduled_sync").unwrap().workflow, None);
         assert!(s.check_groups().is_empty(), "{:?}", s.check_groups());
@@ -404,7 +412,12 @@ mod tests {
         // The workspace is kept, commented out, with its token as a reference.
         assert!(c.databricks.is_none());
         let yaml = imported.to_yaml();
-        assert!(yaml.contains("# databricks:\n#   source:\n#     host: https://<workspace-1>.databricks.com\n"), "{yaml}");
+        assert!(
+            yaml.contains(
+                "# databricks:\n#   source:\n#     host: https://<workspace-1>.databricks.com\n"
+            ),
+            "{yaml}"
+        );
         assert!(yaml.contains("#         env: DATABRICKS_TOKEN\n"), "{yaml}");
     }
 
@@ -444,7 +457,11 @@ mod tests {
         ] {
             assert!(notes.contains(words), "{words}\n{notes}");
         }
-        assert!(imported.to_yaml().contains("#         file: /run/secrets/dr-pat\n"));
+        assert!(
+            imported
+                .to_yaml()
+                .contains("#         file: /run/secrets/dr-pat\n")
+        );
         assert!(!imported.to_yaml().contains("dr-scope"));
         assert_eq!(load(&imported).sync.unwrap().max_retries, 3);
     }
@@ -474,7 +491,9 @@ mod tests {
         assert!(from_json_text("{ \"source\": { \"root\": \"/a\" } }").is_none());
         assert!(from_json_text("{ not json").is_none());
         assert!(from_json_text(SEED).unwrap().is_ok());
-        let err = from_json_text("{ \"workspaces\": [] }").unwrap().unwrap_err();
+        let err = from_json_text("{ \"workspaces\": [] }")
+            .unwrap()
+            .unwrap_err();
         assert!(err.contains("`workspaces` is empty"), "{err}");
         assert!(import(&serde_json::json!([1])).is_err());
     }
@@ -491,7 +510,10 @@ mod tests {
         let s = c.sync.as_ref().unwrap();
         assert_eq!(s.max_retries, 4, "overrides apply");
         // Relative locations resolve against the file's directory, as a YAML config's do.
-        assert_eq!(s.primary_root(&c), dir.path().join("primary").to_string_lossy());
+        assert_eq!(
+            s.primary_root(&c),
+            dir.path().join("primary").to_string_lossy()
+        );
         assert_eq!(c.source.root, dir.path().join("primary").to_string_lossy());
         // The group without tables is reported and skipped; the others run.
         assert_eq!(
@@ -507,7 +529,10 @@ mod tests {
         doc["workspaces"][0]["sync_default_schedule"] = "*/5 * * * *".into();
         std::fs::write(&path, serde_json::to_string(&doc).unwrap()).unwrap();
         let err = Config::load(&path, &[]).unwrap_err().to_string();
-        assert!(err.starts_with("config key `sync.default_schedule`"), "{err}");
+        assert!(
+            err.starts_with("config key `sync.default_schedule`"),
+            "{err}"
+        );
         std::fs::write(&path, "{ \"workspaces\": [] }").unwrap();
         let err = Config::load(&path, &[]).unwrap_err().to_string();
         assert!(err.contains("`workspaces` is empty"), "{err}");
