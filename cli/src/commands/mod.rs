@@ -17,6 +17,7 @@ pub mod databricks;
 pub mod fleet;
 pub mod reconcile;
 pub mod run;
+pub mod sync;
 
 #[derive(Parser)]
 #[command(
@@ -68,6 +69,11 @@ pub enum Command {
     Databricks(databricks::Args),
     /// Create a sample Delta estate and config in DIR, then replicate it.
     Demo(run::DemoArgs),
+    /// Disaster-recovery sync groups (docs/sync.md).
+    Sync {
+        #[command(subcommand)]
+        command: sync::SyncCommand,
+    },
 }
 
 impl Cli {
@@ -169,5 +175,6 @@ pub async fn main(cli: Cli) -> ExitCode {
         Command::Replay(args) => fleet::replay(args, &logs).await,
         Command::Databricks(args) => databricks::run(args, &logs).await,
         Command::Demo(args) => run::demo(args, &logs).await,
+        Command::Sync { command } => sync::run(command, &logs).await,
     }
 }

@@ -14,7 +14,9 @@ use super::{Config, ConfigError};
 pub const ENV_PREFIX: &str = "REPLICATOR__";
 
 impl Config {
-    /// Load a config file, applying environment and CLI overrides, then validate it.
+    /// Load a config file, applying environment and CLI overrides, then validate it. A JSON
+    /// file in the DR sync job's shape (an object with `workspaces`) is converted by
+    /// [`super::seed::import`] first; `replicator sync import` shows what it did not map.
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self, ConfigError> {
         // Read at most one byte past the limit: from_yaml refuses a text that long.
         let read_error = |source| ConfigError::Read {
@@ -33,6 +35,16 @@ impl Config {
         }
         let text = String::from_utf8(bytes)
             .map_err(|e| read_error(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
+        // A DR sync job's JSON file is converted first (`seed`), then loads as YAML does.
+        let text = match super::seed::from_json_text(&text) {
+            None => text,
+            Some(Ok(imported)) => imported.to_yaml(),
+            Some(Err(e)) => {
+                return Err(ConfigError::Invalid(format!(
+                    "a DR sync job's JSON file: {e}"
+                )));
+            }
+        };
         let mut config = Self::from_yaml(&text, std::env::vars(), overrides)?;
         if let Some(dir) = path.parent() {
             config.resolve_paths(dir);
@@ -53,6 +65,16 @@ impl Config {
         }
         if let Some(p) = resolve(&self.target.root) {
             self.target.root = p;
+        }
+        if let Some(sync) = &mut self.sync {
+            for root in [&mut sync.primary, &mut sync.secondary]
+                .into_iter()
+                .flatten()
+            {
+                if let Some(p) = resolve(root) {
+                    *root = p;
+                }
+            }
         }
         for root in &mut self.cloning.external_roots {
             if let Some(p) = resolve(root) {

@@ -13,7 +13,8 @@
 //! One module per section, each with its types and a `validate` whose error keys are
 //! relative to the section ([`ConfigError::within`] places them); [`Config::validate`] runs
 //! them in order. Loading and overrides are in `load`, the size and nesting pre-scan in
-//! `shape`, error messages in `error`, secret references in `secret`. A value from a fixed
+//! `shape`, error messages in `error`, secret references in `secret`; a DR sync job's JSON
+//! file is converted by `seed` (see [`seed::import`]). A value from a fixed
 //! list is an enum with its YAML spelling from serde (`rename_all`); an unknown word is
 //! refused in one line that names the key and the accepted words.
 
@@ -36,8 +37,10 @@ mod reconciliation;
 mod request;
 mod retry;
 mod secret;
+pub mod seed;
 mod shape;
 mod state;
+mod sync;
 mod tables;
 
 pub use bus::{BusBackend, BusConfig};
@@ -54,6 +57,7 @@ pub use reconciliation::{Period, Reconciliation, TableChecks, TableReconciliatio
 pub use secret::{SecretRef, StorageValue};
 pub use shape::{MAX_CONFIG_BYTES, MAX_NESTING};
 pub use state::State;
+pub use sync::{Schedule, SyncConfig, SyncGroup, SyncNotify};
 pub use tables::Tables;
 
 /// The whole configuration.
@@ -96,6 +100,9 @@ pub struct Config {
     /// Replication between Unity Catalog metastores by the Databricks engine.
     #[serde(default)]
     pub databricks: Option<crate::databricks::DatabricksConfig>,
+    /// Disaster-recovery sync groups (docs/sync.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync: Option<SyncConfig>,
     /// The file this config was loaded from (absolute when it exists), set by
     /// [`Config::load`]; never read from YAML. The notifier names it in its digests.
     #[serde(skip)]
@@ -158,6 +165,11 @@ impl Config {
             .validate()
             .map_err(|e| e.within("notifications"))?;
         self.state.validate().map_err(|e| e.within("state"))?;
+        // Only the section's own rules: a group with a problem is reported and skipped
+        // when syncing (`SyncConfig::check_groups`), it does not refuse the config.
+        if let Some(sync) = &self.sync {
+            sync.validate().map_err(|e| e.within("sync"))?;
+        }
         Ok(())
     }
 }
