@@ -50,7 +50,7 @@ pub fn request_from(config: &Config, operation: Option<Operation>) -> Replicatio
 /// connectivity and access on both workspaces).
 pub async fn validate(config: &Config) -> anyhow::Result<Vec<String>> {
     let request = request_from(config, None);
-    let engines = Engines::from_config(config)?;
+    let engines = Engines::only_for(config, request.engine)?;
     engines.get(request.engine)?.probe(&request).await
 }
 
@@ -69,17 +69,45 @@ pub async fn run(config: &Config, opts: &RunOptions) -> anyhow::Result<RunOutput
                 .await?;
         return Ok(RunOutput::Planned(plan));
     }
+    let completed = in_process(
+        config,
+        opts.progress,
+        request.operation,
+        |deps| async move {
+            let plan = replicator_planner::submit(&request, &deps.engines, &deps.bus, &deps.store)
+                .await
+                .map_err(|e| anyhow::Error::from(e).context("planning the run"))?;
+            Ok((plan.run_id, plan.items.len() as u64))
+        },
+    )
+    .await?;
+    Ok(RunOutput::Completed(completed))
+}
+
+/// Run every service but the planner in this process over the memory bus and the configured
+/// store, let `start` put a run on it (it returns the run's ID and how many tables it has),
+/// and wait until that run completes. A run of `operation` (progress counts tasks the same
+/// way `watch` does); `progress` draws a bar on a terminal.
+pub async fn in_process<F, Fut>(
+    config: &Config,
+    progress: bool,
+    operation: Operation,
+    start: F,
+) -> anyhow::Result<RunCompleted>
+where
+    F: FnOnce(Deps) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<(uuid::Uuid, u64)>>,
+{
     let memory = MemoryBus::new(config.bus.queue_capacity, config.bus.max_deliveries);
     let deps = Deps::open(config, Arc::new(memory.clone()) as BusRef).await?;
     let shutdown = CancellationToken::new();
-    let run_id = request.header.run_id;
 
     // Subscribe before anything is published, so no event is missed.
     let mut events = deps.bus.subscribe("#").await?;
     let bar = output::progress_bar(
         0,
         "{spinner} [{elapsed_precise}] [{bar:30}] {pos}/{len} tables  {msg}",
-        opts.progress,
+        progress,
     );
     let copies = {
         let bar = bar.clone();
@@ -113,16 +141,15 @@ pub async fn run(config: &Config, opts: &RunOptions) -> anyhow::Result<RunOutput
         }
     };
 
-    let plan =
-        match replicator_planner::submit(&request, &deps.engines, &deps.bus, &deps.store).await {
-            Ok(p) => p,
-            Err(e) => {
-                finish(handles).await;
-                return Err(anyhow::Error::from(e).context("planning the run"));
-            }
-        };
-    bar.set_length(plan.items.len() as u64);
-    let mut progress = RunProgress::new(request.operation);
+    let (run_id, tables) = match start(deps.clone()).await {
+        Ok(started) => started,
+        Err(e) => {
+            finish(handles).await;
+            return Err(e);
+        }
+    };
+    bar.set_length(tables);
+    let mut count = RunProgress::new(operation);
     let completed = loop {
         let next = tokio::select! {
             e = events.next() => e,
@@ -136,7 +163,7 @@ pub async fn run(config: &Config, opts: &RunOptions) -> anyhow::Result<RunOutput
             finish(handles).await;
             anyhow::bail!("the bus closed before run {run_id} completed");
         };
-        if progress.on_event(&key) {
+        if count.on_event(&key, RunProgress::task_of(&payload)) {
             bar.inc(1);
         }
         if key == names::events::RUN_COMPLETED
@@ -148,5 +175,5 @@ pub async fn run(config: &Config, opts: &RunOptions) -> anyhow::Result<RunOutput
     };
     bar.finish_and_clear();
     finish(handles).await;
-    Ok(RunOutput::Completed(completed))
+    Ok(completed)
 }

@@ -156,7 +156,8 @@ pub async fn watch(
     };
     // Tasks that finished before `watch` subscribed count too.
     let tasks = store.tasks(run_id).await?;
-    let mut progress = RunProgress::from_statuses(run.operation, tasks.iter().map(|t| t.status));
+    let mut progress =
+        RunProgress::from_statuses(run.operation, tasks.iter().map(|t| (t.task_id, t.status)));
     let mut poll = tokio::time::interval(Duration::from_secs(2));
     let summary = loop {
         tokio::select! {
@@ -181,7 +182,7 @@ pub async fn watch(
                     let done: RunCompleted = serde_json::from_value(value)?;
                     break done.summary;
                 }
-                progress.on_event(&key);
+                progress.on_event(&key, RunProgress::task_of(&payload));
                 on_event(&key, &value, &progress);
             }
         }

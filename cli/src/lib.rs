@@ -21,3 +21,4 @@ pub mod fleet;
 pub mod output;
 pub mod progress;
 pub mod runtime;
+pub mod sync;

@@ -10,6 +10,7 @@ use replicator_common::Config;
 use replicator_common::shutdown::CancellationToken;
 use replicator_engine::Engines;
 use replicator_notifier::NotifierConfig;
+use replicator_planner::sync::{Syncer, SystemClock};
 use replicator_reconciler::ReconcilerConfig;
 use replicator_store::Store;
 use tokio::task::JoinHandle;
@@ -84,7 +85,37 @@ pub async fn start(
         let (bus, store, engines) = (deps.bus.clone(), deps.store.clone(), deps.engines.clone());
         let h = match s {
             Service::Planner => {
-                replicator_planner::spawn(bus, store, engines, shutdown.clone()).await
+                let syncer = Syncer::new(
+                    std::sync::Arc::new(config.clone()),
+                    engines.clone(),
+                    bus.clone(),
+                    store.clone(),
+                    std::sync::Arc::new(SystemClock),
+                );
+                match replicator_planner::spawn(bus, store, engines, shutdown.clone()).await {
+                    // With sync groups, the planner also runs their scheduler.
+                    Ok(planner) => Ok(match (syncer, &config.sync) {
+                        (Some(syncer), Some(sync)) => {
+                            let scheduler = replicator_planner::sync::spawn(
+                                std::sync::Arc::new(syncer),
+                                sync.poll.0,
+                                shutdown.clone(),
+                            );
+                            // The planner's end ends both: on shutdown the scheduler finishes
+                            // its pass; with the broker gone it stops at once.
+                            let stopping = shutdown.clone();
+                            tokio::spawn(async move {
+                                let _ = planner.await;
+                                if !stopping.is_cancelled() {
+                                    scheduler.abort();
+                                }
+                                let _ = scheduler.await;
+                            })
+                        }
+                        _ => planner,
+                    }),
+                    Err(e) => Err(e),
+                }
             }
             Service::Cloner => {
                 replicator_cloner::spawn(

@@ -51,3 +51,24 @@ pub struct DeadLetter {
     /// The original message, verbatim.
     pub payload: String,
 }
+
+/// Event: a sync group's outcome (`sync.succeeded`, `sync.failed`) or its lag passing the
+/// group's RPO (`sync.lagging`), for the notifier to tell `recipients`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SyncNotice {
+    #[serde(flatten)]
+    pub header: Header,
+    pub group: String,
+    /// The group's consistent cut this notice is about (the new one on success, the kept one
+    /// otherwise).
+    #[serde(default)]
+    pub cut_at: Option<chrono::DateTime<chrono::Utc>>,
+    #[serde(default)]
+    pub message: Option<String>,
+    /// For `sync.lagging`: how far behind the primary the group is.
+    #[serde(default)]
+    pub lag_seconds: Option<u64>,
+    /// Who is told: the group's owners and the configured success/failure addresses.
+    #[serde(default)]
+    pub recipients: Vec<String>,
+}

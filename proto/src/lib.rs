@@ -24,7 +24,7 @@ mod results;
 mod summaries;
 mod tasks;
 
-pub use events::{DeadLetter, PlannedTable, RunCompleted, RunPlanned};
+pub use events::{DeadLetter, PlannedTable, RunCompleted, RunPlanned, SyncNotice};
 pub use header::{DecodeError, Header, Message, SCHEMA_VERSION, decode, encode};
 pub use requests::{EngineKind, Operation, ReplicationRequest, TableFilter};
 pub use results::{
@@ -57,6 +57,7 @@ message! {
     ReconcileResult => "reconcile_result",
     RunCompleted => "run_completed",
     DeadLetter => "dead_letter",
+    SyncNotice => "sync_notice",
 }
 
 #[cfg(test)]

@@ -18,4 +18,7 @@ pub mod events {
     pub const RECONCILE_MISMATCHED: &str = "reconcile.mismatched";
     pub const RECONCILE_FAILED: &str = "reconcile.failed";
     pub const DEAD_LETTER: &str = "dead_letter";
+    pub const SYNC_SUCCEEDED: &str = "sync.succeeded";
+    pub const SYNC_FAILED: &str = "sync.failed";
+    pub const SYNC_LAGGING: &str = "sync.lagging";
 }

@@ -88,7 +88,17 @@ fn tool(name: &str) -> PathBuf {
 
 fn moto() -> &'static Server {
     static S: OnceLock<Server> = OnceLock::new();
-    S.get_or_init(|| {
+    S.get_or_init(start_moto)
+}
+
+/// A second S3 endpoint, for two clusters that both have a bucket of one name.
+fn other_moto() -> &'static Server {
+    static S: OnceLock<Server> = OnceLock::new();
+    S.get_or_init(start_moto)
+}
+
+fn start_moto() -> Server {
+    {
         let port = free_port();
         let dir = tempfile::tempdir().unwrap();
         let child = spawn_watched(
@@ -106,7 +116,7 @@ fn moto() -> &'static Server {
             port,
             _dir: dir,
         }
-    })
+    }
 }
 
 fn azurite() -> &'static Server {
@@ -178,12 +188,29 @@ fn python(script: &str) {
 }
 
 fn bucket(name: &str) -> String {
+    bucket_on(moto(), name)
+}
+
+fn bucket_on(server: &Server, name: &str) -> String {
     python(&format!(
         "import boto3; boto3.client('s3', endpoint_url='http://127.0.0.1:{}', aws_access_key_id='testing', \
          aws_secret_access_key='testing', region_name='us-east-1').create_bucket(Bucket='{name}')",
-        moto().port
+        server.port
     ));
     format!("s3://{name}")
+}
+
+fn s3_options_of(server: &Server) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            "aws_endpoint".to_owned(),
+            format!("http://127.0.0.1:{}", server.port),
+        ),
+        ("aws_allow_http".to_owned(), "true".to_owned()),
+        ("aws_access_key_id".to_owned(), "testing".to_owned()),
+        ("aws_secret_access_key".to_owned(), "testing".to_owned()),
+        ("aws_region".to_owned(), "us-east-1".to_owned()),
+    ])
 }
 
 fn container(name: &str) -> String {
@@ -538,4 +565,34 @@ async fn s3_log_paths_and_url_spellings_are_confined() {
         "{:?}",
         keys(&d2).await
     );
+}
+
+/// Two roots in buckets of one name on two S3 endpoints (a DR copy between two S3-compatible
+/// clusters): every read of a table — delta-rs's own loads included — goes to its root's
+/// endpoint, whatever was resolved before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roots_in_same_named_buckets_on_two_endpoints_keep_their_own_options() {
+    let name = "replicator-twin";
+    let (a, b) = (bucket_on(moto(), name), bucket_on(other_moto(), name));
+    assert_eq!(a, b);
+    let roots = replicator_lake::StorageRoots::new([
+        (format!("{a}/src"), s3_options_of(moto())),
+        (format!("{b}/dst"), s3_options_of(other_moto())),
+    ])
+    .unwrap();
+    let src = roots.resolve(&format!("{a}/src/t")).unwrap();
+    sample::create(&src, &sample::orders(0, 10, "eu"), &[])
+        .await
+        .unwrap();
+    let before = replicator_lake::inspect::table_info(&src, None)
+        .await
+        .unwrap()
+        .version;
+    // A worker resolves the target too: same bucket name, the other endpoint.
+    let _dst = roots.resolve(&format!("{b}/dst/t")).unwrap();
+    let after = replicator_lake::inspect::table_info(&src, None)
+        .await
+        .expect("the source is read from its own endpoint")
+        .version;
+    assert_eq!(before, after);
 }

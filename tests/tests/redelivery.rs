@@ -367,3 +367,48 @@ async fn a_failed_redelivery_of_a_cloned_task_still_queues_its_validation() {
         "the validation the first delivery never queued"
     );
 }
+
+/// The first delivery's validation is lost, the source moves on, and the broker redelivers
+/// the clone task: the skipped redelivery queues the validation of the version that was
+/// cloned (not of the source's latest), so a correct replica is reported matched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_skipped_redelivery_queues_the_validation_of_the_cloned_version() {
+    use replicator_proto::ReconcileTask;
+    let h = Harness::new().await;
+    let shutdown = CancellationToken::new();
+    let cloner = h.cloner(&shutdown).await;
+    h.deliver().await;
+    h.settled("clone", names::CLONE_TASKS, 1).await;
+    assert_eq!(h.status().await, "cloned");
+    let mut c = h.bus.consume(names::RECONCILE_TASKS, 1).await.unwrap();
+    let (first, d) = typed::accept::<ReconcileTask>(c.next().await.unwrap()).unwrap();
+    d.ack();
+    let src = TableLocation::parse(&h.task.source).unwrap();
+    sample::append(&src, &sample::orders(300, 100, "us"))
+        .await
+        .unwrap();
+    h.deliver().await;
+    h.settled("clone", names::CLONE_TASKS, 2).await;
+    shutdown.cancel();
+    cloner.await.unwrap();
+    let (second, d) = typed::accept::<ReconcileTask>(c.next().await.unwrap()).unwrap();
+    d.ack();
+    drop(c);
+    assert_eq!(
+        second.source_version, first.source_version,
+        "the cloned version"
+    );
+    typed::publish(&h.bus, names::RECONCILE_TASKS, &second)
+        .await
+        .unwrap();
+    let shutdown = CancellationToken::new();
+    let reconciler = h.reconciler(&shutdown).await;
+    h.settled("reconcile", names::RECONCILE_TASKS, 1).await;
+    shutdown.cancel();
+    reconciler.await.unwrap();
+    assert_eq!(
+        h.results().await.last().unwrap(),
+        &("reconcile".to_string(), "matched".to_string()),
+        "a correct replica of what was cloned"
+    );
+}

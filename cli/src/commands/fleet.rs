@@ -105,7 +105,8 @@ pub async fn status(args: StatusArgs, logs: &Logs) -> ExitCode {
         Err(e) => return fail(1, one_line(&e)),
         Ok(found) => found,
     };
-    let progress = RunProgress::from_statuses(run.operation, tasks.iter().map(|t| t.status));
+    let progress =
+        RunProgress::from_statuses(run.operation, tasks.iter().map(|t| (t.task_id, t.status)));
     if args.json {
         let tasks: Vec<_> = tasks
             .iter()

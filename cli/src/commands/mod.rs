@@ -18,6 +18,7 @@ pub mod fleet;
 pub mod reconcile;
 pub mod run;
 pub mod sync;
+pub mod sync_ops;
 
 #[derive(Parser)]
 #[command(

@@ -19,11 +19,27 @@ pub enum SyncCommand {
         /// The JSON file.
         file: PathBuf,
     },
+    /// Every group: status, last consistent cut, lag, RPO, next firing, the newest source
+    /// commit the cut does not cover, the last error.
+    Status(super::sync_ops::StatusArgs),
+    /// Sync one group now (on the embedded default, in this process; on a broker, published
+    /// for the fleet).
+    Trigger(super::sync_ops::GroupArgs),
+    /// Bring the group's tables in the secondary back to its last consistent cut (a dry run
+    /// unless `--execute`).
+    Failover(super::sync_ops::ActArgs),
+    /// Replicate the group back from the secondary to the primary (a dry run unless
+    /// `--execute`).
+    Failback(super::sync_ops::ActArgs),
 }
 
 pub async fn run(command: SyncCommand, logs: &Logs) -> ExitCode {
     match command {
         SyncCommand::Import { file } => import(&file, logs),
+        SyncCommand::Status(args) => super::sync_ops::status(args, logs).await,
+        SyncCommand::Trigger(args) => super::sync_ops::trigger(args, logs).await,
+        SyncCommand::Failover(args) => super::sync_ops::failover(args, logs).await,
+        SyncCommand::Failback(args) => super::sync_ops::failback(args, logs).await,
     }
 }
 

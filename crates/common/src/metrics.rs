@@ -8,6 +8,7 @@
 //! | `replicator_bytes_copied_total` | | bytes copied by clones |
 //! | `replicator_queue_depth` | `queue` | messages waiting (RabbitMQ) or consumer lag (Kafka) |
 //! | `replicator_up` | `service` | 1 while the service serves |
+//! | `replicator_group_lag_seconds` | `group` | age of a sync group's last consistent cut |
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -25,6 +26,7 @@ struct Metrics {
     bytes: IntCounter,
     depth: IntGaugeVec,
     up: IntGaugeVec,
+    group_lag: IntGaugeVec,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
@@ -66,6 +68,14 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         &["service"],
     )
     .expect("metric");
+    let group_lag = IntGaugeVec::new(
+        Opts::new(
+            "replicator_group_lag_seconds",
+            "Age of a sync group's last consistent cut, in seconds",
+        ),
+        &["group"],
+    )
+    .expect("metric");
     for c in [
         Box::new(tasks.clone()) as Box<dyn prometheus::core::Collector>,
         Box::new(duration.clone()),
@@ -73,6 +83,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         Box::new(bytes.clone()),
         Box::new(depth.clone()),
         Box::new(up.clone()),
+        Box::new(group_lag.clone()),
     ] {
         registry.register(c).expect("metric registered once");
     }
@@ -84,6 +95,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         bytes,
         depth,
         up,
+        group_lag,
     }
 });
 
@@ -126,6 +138,14 @@ pub fn queue_depth(queue: &str, depth: u64) {
         .depth
         .with_label_values(&[queue])
         .set(depth.min(i64::MAX as u64) as i64);
+}
+
+/// How far behind the primary a sync group is: the age of its last consistent cut.
+pub fn group_lag(group: &str, lag: Duration) {
+    METRICS
+        .group_lag
+        .with_label_values(&[group])
+        .set(lag.as_secs().min(i64::MAX as u64) as i64);
 }
 
 /// Whether `service` is serving.

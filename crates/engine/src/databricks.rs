@@ -12,6 +12,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use replicator_common::databricks::DatabricksConfig;
 use replicator_databricks::ops::{Reconciled, SourceTable, Step};
 use replicator_databricks::{DatabricksError, TableName};
@@ -141,8 +142,11 @@ impl Engine for DatabricksEngine {
             .into());
         }
         let tables = self.pair.discover().await?;
+        // The request's filter, over `catalog.schema.table` (a sync group names its tables).
+        let matcher = replicator_lake::TableMatcher::new(&request.tables)?;
         let supported: Vec<SourceTable> = tables
             .into_iter()
+            .filter(|t| matcher.matches(&t.full_name()))
             .filter(|t| {
                 let ok = t.supported();
                 if !ok {
@@ -210,6 +214,40 @@ impl Engine for DatabricksEngine {
             depth: ValidationDepth::Deep,
             statement_ids: r.statement_ids,
         })
+    }
+
+    async fn workflow_ended(
+        &self,
+        workflow: &str,
+        since: Option<DateTime<Utc>>,
+    ) -> Result<Option<DateTime<Utc>>, EngineError> {
+        Ok(self
+            .pair
+            .last_successful_run(workflow, since)
+            .await?
+            .map(|r| r.end_time))
+    }
+
+    async fn secondary_activity(&self, workflow: &str) -> Result<Vec<String>, EngineError> {
+        Ok(self
+            .pair
+            .active_runs_in_secondary(workflow)
+            .await?
+            .into_iter()
+            .map(|r| format!("{workflow} run {} in the secondary workspace", r.run_id))
+            .collect())
+    }
+
+    async fn table_version(&self, location: &str) -> Result<u64, EngineError> {
+        Err(EngineError::NotConfigured(format!(
+            "{location}: reading a Unity Catalog table's version (DESCRIBE HISTORY) is not supported by the Databricks engine yet"
+        )))
+    }
+
+    async fn restore(&self, location: &str, _version: u64) -> Result<String, EngineError> {
+        Err(EngineError::NotConfigured(format!(
+            "{location}: failover with the Databricks engine (RESTORE TABLE on the target warehouse) is not supported yet"
+        )))
     }
 
     /// Connectivity and access on both workspaces; fails with every check that did not pass.

@@ -17,6 +17,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use replicator_common::config::Reconciliation;
 use replicator_common::retry::Retryable;
 use replicator_lake::clone::ProgressFn;
@@ -40,12 +41,21 @@ pub enum EngineError {
     #[error(transparent)]
     Lake(#[from] replicator_lake::LakeError),
     #[error("databricks: {0}")]
-    Databricks(#[from] replicator_databricks::DatabricksError),
+    Databricks(replicator_databricks::DatabricksError),
+    /// An engine could not be set up from the config (its message says which section).
+    #[error(transparent)]
+    Setup(replicator_databricks::DatabricksError),
     #[error("a pinned version needs exactly one table, but {0} matched")]
     PinnedVersion(usize),
     /// The request names an engine this process was not configured for.
     #[error("{0}")]
     NotConfigured(String),
+}
+
+impl From<replicator_databricks::DatabricksError> for EngineError {
+    fn from(e: replicator_databricks::DatabricksError) -> Self {
+        Self::Databricks(e)
+    }
 }
 
 /// One table (or object) of a plan: what one task will replicate.
@@ -198,6 +208,41 @@ pub trait Engine: Send + Sync {
     /// Check what can be checked without changing anything (roots, access, the objects a
     /// request selects); returns what was found (table names, or the checks that passed).
     async fn probe(&self, request: &ReplicationRequest) -> anyhow::Result<Vec<String>>;
+
+    /// The newest commit of the source table at `location` after `instant` — what a cut at
+    /// `instant` does not cover — as (version, commit time). `None` when the table has no
+    /// later commit, or the engine cannot tell.
+    async fn newest_commit_after(
+        &self,
+        _location: &str,
+        _instant: DateTime<Utc>,
+    ) -> Result<Option<(u64, DateTime<Utc>)>, EngineError> {
+        Ok(None)
+    }
+
+    /// When the newest successful run of `workflow` ended, if it ended after `since` (any
+    /// time with `None`): a sync group's workflow trigger.
+    async fn workflow_ended(
+        &self,
+        workflow: &str,
+        _since: Option<DateTime<Utc>>,
+    ) -> Result<Option<DateTime<Utc>>, EngineError> {
+        Err(EngineError::NotConfigured(format!(
+            "workflow `{workflow}`: workflow triggers need the Databricks engine"
+        )))
+    }
+
+    /// Runs of `workflow` active in the secondary region (which should be passive).
+    async fn secondary_activity(&self, _workflow: &str) -> Result<Vec<String>, EngineError> {
+        Ok(Vec::new())
+    }
+
+    /// The latest version of the target table at `location`.
+    async fn table_version(&self, location: &str) -> Result<u64, EngineError>;
+
+    /// Bring the target table at `location` back to `version` with a new commit (history is
+    /// kept), as `RESTORE TABLE … TO VERSION AS OF` does. Returns what it did.
+    async fn restore(&self, location: &str, version: u64) -> Result<String, EngineError>;
 }
 
 /// The engines of one process, built once from its config and handed to every service.
@@ -220,13 +265,29 @@ impl Engines {
     pub fn from_config(config: &replicator_common::Config) -> Result<Self, EngineError> {
         let storage = replicator_lake::StorageRoots::from_config(config)?;
         let databricks = match &config.databricks {
-            Some(d) => Some(Arc::new(DatabricksEngine::from_config(d)?)),
+            Some(d) => Some(Arc::new(
+                DatabricksEngine::from_config(d).map_err(EngineError::Setup)?,
+            )),
             None => None,
         };
         Ok(Self {
             native: Arc::new(NativeEngine::new(storage)),
             databricks,
         })
+    }
+
+    /// The native engine, and the engine `kind` (read from the config only when needed:
+    /// checking a native config reads no Databricks secret).
+    pub fn only_for(
+        config: &replicator_common::Config,
+        kind: EngineKind,
+    ) -> Result<Self, EngineError> {
+        match kind {
+            EngineKind::Native => Ok(Self::native(replicator_lake::StorageRoots::from_config(
+                config,
+            )?)),
+            EngineKind::Databricks => Self::from_config(config),
+        }
     }
 
     /// Only the native engine, over `storage` (tests, the one-table commands).
@@ -242,16 +303,27 @@ impl Engines {
         &self.native
     }
 
-    /// The engine a message names.
-    pub fn get(&self, kind: EngineKind) -> Result<&dyn Engine, EngineError> {
+    /// The engine a message names, for a task or request at `location` (named in the error
+    /// when this process has no such engine).
+    pub fn get_for(&self, kind: EngineKind, location: &str) -> Result<&dyn Engine, EngineError> {
         match kind {
             EngineKind::Native => Ok(self.native.as_ref()),
             EngineKind::Databricks => match &self.databricks {
                 Some(d) => Ok(d.as_ref()),
-                None => Err(EngineError::NotConfigured(
-                    "no Databricks engine: this worker's config needs the same `databricks` section".into(),
-                )),
+                None => {
+                    let root = databricks::split(location).map_or(location, |(r, _)| r);
+                    Err(EngineError::Setup(
+                        replicator_databricks::DatabricksError::Config(format!(
+                            "no Databricks engine for {root}: this worker's config needs the same `databricks` section"
+                        )),
+                    ))
+                }
             },
         }
+    }
+
+    /// The engine a message names.
+    pub fn get(&self, kind: EngineKind) -> Result<&dyn Engine, EngineError> {
+        self.get_for(kind, "databricks:")
     }
 }

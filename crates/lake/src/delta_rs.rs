@@ -22,9 +22,14 @@ impl ObjectStoreFactory for Stores {
     fn parse_url_opts(
         &self,
         url: &Url,
-        _config: &StorageConfig,
+        config: &StorageConfig,
     ) -> DeltaResult<(ObjectStoreRef, Path)> {
-        let loc = crate::TableLocation::parse(url.as_str())
+        // The options `TableLocation` handed to the builder (its root's): the store cache
+        // then returns the store configured with them, not another root's in a bucket of the
+        // same name.
+        let options: std::collections::BTreeMap<String, String> =
+            config.raw().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let loc = crate::TableLocation::parse_with(url.as_str(), Arc::new(options))
             .map_err(|e| DeltaTableError::InvalidTableLocation(e.to_string()))?;
         Ok((loc.object_store().clone(), loc.prefix().clone()))
     }

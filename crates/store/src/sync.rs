@@ -79,6 +79,8 @@ pub struct GroupState {
     pub failures: u32,
     /// When the lag alert for the current cut was sent.
     pub rpo_alerted_at: Option<DateTime<Utc>>,
+    /// When the group was first seen: its schedule's ticks count from then.
+    pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
@@ -105,7 +107,7 @@ fn uuid(v: Option<String>) -> Option<Uuid> {
     v.and_then(|s| s.parse().ok())
 }
 
-const GROUP_COLUMNS: &str = "name, status, message, cut_at, cut_run_id, cut_tables, attempt_at, attempt_run_id, attempt_trigger, failures, rpo_alerted_at, updated_at";
+const GROUP_COLUMNS: &str = "name, status, message, cut_at, cut_run_id, cut_tables, attempt_at, attempt_run_id, attempt_trigger, failures, rpo_alerted_at, created_at, updated_at";
 
 fn group_from(r: &sqlx::any::AnyRow) -> Result<GroupState, StoreError> {
     let tables: Option<String> = r.get(5);
@@ -123,7 +125,8 @@ fn group_from(r: &sqlx::any::AnyRow) -> Result<GroupState, StoreError> {
         attempt_trigger: r.get(8),
         failures: r.get::<i64, _>(9) as u32,
         rpo_alerted_at: from_ms(r.get(10)),
-        updated_at: from_ms(r.get(11)).unwrap_or_default(),
+        created_at: from_ms(r.get(11)).unwrap_or_default(),
+        updated_at: from_ms(r.get(12)).unwrap_or_default(),
     })
 }
 
@@ -164,14 +167,15 @@ impl Store {
         }))
     }
 
-    /// Record a group the config names (status `never` until its first sync); a group
-    /// already recorded is left as it is.
-    pub async fn ensure_group(&self, name: &str) -> Result<(), StoreError> {
+    /// Record a group the config names, first seen at `at` (status `never` until its first
+    /// sync); a group already recorded is left as it is.
+    pub async fn ensure_group(&self, name: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO sync_groups (name, status, failures, updated_at) VALUES ($1, 'never', 0, $2)
-             ON CONFLICT (name) DO NOTHING",
+            "INSERT INTO sync_groups (name, status, failures, created_at, updated_at)
+             VALUES ($1, 'never', 0, $2, $3) ON CONFLICT (name) DO NOTHING",
         )
         .bind(name)
+        .bind(ms(at))
         .bind(Utc::now().timestamp_millis())
         .execute(&self.pool)
         .await?;
@@ -186,7 +190,7 @@ impl Store {
         run_id: Uuid,
         fired_by: &str,
     ) -> Result<(), StoreError> {
-        self.ensure_group(group).await?;
+        self.ensure_group(group, at).await?;
         sqlx::query(
             "UPDATE sync_groups SET status = 'in-progress', attempt_at = $1, attempt_run_id = $2,
                attempt_trigger = $3, updated_at = $4 WHERE name = $5",
@@ -245,7 +249,7 @@ impl Store {
     /// Mark a group failed without a sync (it failed its checks, or the secondary region is
     /// not available): its cut is kept.
     pub async fn group_refused(&self, group: &str, message: &str) -> Result<(), StoreError> {
-        self.ensure_group(group).await?;
+        self.ensure_group(group, Utc::now()).await?;
         sqlx::query(
             "UPDATE sync_groups SET status = 'failed', message = $1, updated_at = $2 WHERE name = $3",
         )

@@ -208,6 +208,7 @@ pub async fn handle<W: Work>(
         && state.has_result(W::STAGE)
     {
         skip(work, &task, state, delivery, bus, store, settings).await;
+        metrics::task_done(W::SERVICE, true, started.elapsed());
         if let Some(lease) = lease {
             lease.release(store).await;
         }
@@ -239,7 +240,7 @@ pub async fn handle<W: Work>(
                 }
                 r
             },
-            |e: &W::Error, delay| tracing::warn!(error = %e, delay_ms = delay.as_millis() as u64, "attempt failed, retrying"),
+            |e: &W::Error, delay| tracing::warn!(error = %e, delay_ms = delay.as_millis() as u64, "{} attempt failed, retrying", stage_name(W::STAGE)),
         )
         .await;
     let result = work.result(&task, outcome, retries, started.elapsed());
@@ -253,7 +254,7 @@ pub async fn handle<W: Work>(
     if let Ok(r) = &recorded
         && !r.first
     {
-        tracing::info!(status = ?r.status, "the task's result was recorded by another delivery; this one is in the attempts only");
+        tracing::info!(status = %r.status.map(|s| s.as_str()).unwrap_or(""), "the task's result was recorded by another delivery; this one is in the attempts only");
     }
     match settle(
         W::STAGE,

@@ -124,7 +124,7 @@ impl Work for Cloner {
     async fn attempt(&self, task: &CloneTask) -> Result<Cloned, Failure> {
         let engine = self
             .engines
-            .get(task.engine)
+            .get_for(task.engine, &task.source)
             .map_err(|e| Failure::new(ErrorKind::Permanent, e.to_string(), false))?;
         let ctx = CloneContext {
             parallelism: self.copy_parallelism,
@@ -225,11 +225,15 @@ impl Work for Cloner {
         task: &CloneTask,
         state: TaskStatus,
         bus: &BusRef,
-        _store: &Store,
+        store: &Store,
     ) -> anyhow::Result<()> {
         if task.operation.reconciles() && state == TaskStatus::Cloned {
-            // This delivery knows no version: the validation reads the latest.
-            queue_validation(task, None, bus).await?;
+            // The version the recorded clone left in the target: the validation compares the
+            // source at that version, not at its latest.
+            let version = store
+                .last_source_version(&task.source, &task.target)
+                .await?;
+            queue_validation(task, version, bus).await?;
         }
         Ok(())
     }

@@ -23,6 +23,8 @@ use uuid::Uuid;
 
 pub use replicator_engine::PlannedItem;
 
+pub mod sync;
+
 /// Why a request could not be planned.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
@@ -52,7 +54,7 @@ pub async fn plan(
     parallelism: usize,
 ) -> Result<RunPlan, PlanError> {
     let items = engines
-        .get(request.engine)?
+        .get_for(request.engine, &request.source_root)?
         .plan(request, dry_run, parallelism)
         .await?;
     Ok(RunPlan {
@@ -80,6 +82,18 @@ pub async fn submit(
         });
     }
     let plan = plan(request, engines, false, 1).await?;
+    publish_plan(request, plan, bus, store).await
+}
+
+/// Record the run and the tasks of a plan made for `request`, publish the tasks and
+/// `run.planned`.
+pub async fn publish_plan(
+    request: &ReplicationRequest,
+    plan: RunPlan,
+    bus: &BusRef,
+    store: &Store,
+) -> Result<RunPlan, PlanError> {
+    let run_id = request.header.run_id;
     let tasks: Vec<NewTask> = plan
         .items
         .iter()
@@ -179,10 +193,18 @@ pub async fn spawn(
                 _ = shutdown.cancelled() => break,
                 d = consumer.next() => match d { Some(d) => d, None => break },
             };
-            let Some((request, delivery)) = typed::accept::<ReplicationRequest>(delivery) else {
+            let Some((mut request, delivery)) = typed::accept::<ReplicationRequest>(delivery)
+            else {
                 continue;
             };
             let run_id = request.header.run_id;
+            // A request for a sync group (from `sync trigger`, the scheduler, or any client)
+            // is that group's sync as of its instant (now when it names none).
+            if let Err(e) = sync::record_group_request(&mut request, &store).await {
+                tracing::warn!(%run_id, error = %e, "cannot record the group's sync; the request will be redelivered");
+                delivery.nack(&e.to_string());
+                continue;
+            }
             match submit(&request, &engines, &bus, &store).await {
                 Ok(_) => delivery.ack(),
                 Err(e @ (PlanError::Store(_) | PlanError::Bus(_))) => {

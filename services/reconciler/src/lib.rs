@@ -101,7 +101,7 @@ impl Work for Reconciler {
     async fn attempt(&self, task: &ReconcileTask) -> Result<Checked, Failure> {
         let engine = self
             .engines
-            .get(task.engine)
+            .get_for(task.engine, &task.source)
             .map_err(|e| Failure::new(ErrorKind::Permanent, e.to_string(), false))?;
         let ctx = CheckContext {
             checks: &self.checks,

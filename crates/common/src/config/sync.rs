@@ -40,8 +40,16 @@ pub struct SyncConfig {
     pub max_retries: u32,
     #[serde(default)]
     pub notify: SyncNotify,
+    /// How often the planner looks at the groups: due ticks, workflow runs, new commits,
+    /// finished syncs (default 5 s).
+    #[serde(default = "five_seconds")]
+    pub poll: Period,
     #[serde(default)]
     pub groups: Vec<SyncGroup>,
+}
+
+fn five_seconds() -> Period {
+    Period(Duration::from_secs(5))
 }
 
 impl Default for SyncConfig {
@@ -53,6 +61,7 @@ impl Default for SyncConfig {
             min_interval: thirty_minutes(),
             max_retries: three(),
             notify: SyncNotify::default(),
+            poll: five_seconds(),
             groups: Vec::new(),
         }
     }
@@ -103,6 +112,10 @@ pub struct SyncGroup {
     /// Retries of a failed cut; `sync.max_retries` otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retries: Option<u32>,
+    /// Also sync when any of the group's source tables has a new commit since its last cut
+    /// (native engine; the planner reads the logs' tails every `sync.poll`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub on_commit: bool,
 }
 
 /// A list of strings, or one string as a one-item list.

@@ -4,6 +4,7 @@
 
 use anyhow::Context;
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt, stream};
 use replicator_lake::{CloneOptions, LakeError, StorageRoots, TableLocation, deep_clone, discover};
 use replicator_proto::EngineKind;
@@ -163,6 +164,39 @@ impl Engine for NativeEngine {
         ctx: &CheckContext<'_>,
     ) -> Result<Checked, Failure> {
         depth::check(&self.storage, task, ctx).await
+    }
+
+    async fn newest_commit_after(
+        &self,
+        location: &str,
+        instant: DateTime<Utc>,
+    ) -> Result<Option<(u64, DateTime<Utc>)>, EngineError> {
+        let table = self.resolve(location)?;
+        Ok(replicator_lake::unchanged::newest_commit_after(&table, instant).await?)
+    }
+
+    /// From the log's listing and its latest commit only (no snapshot is loaded).
+    async fn table_version(&self, location: &str) -> Result<u64, EngineError> {
+        let table = self.resolve(location)?;
+        match replicator_lake::unchanged::log_point(&table, None, None).await? {
+            Some(p) => Ok(p.version),
+            None => Err(replicator_lake::LakeError::NotATable {
+                url: table.url().to_string(),
+            }
+            .into()),
+        }
+    }
+
+    async fn restore(&self, location: &str, version: u64) -> Result<String, EngineError> {
+        let table = self.resolve(location)?;
+        let r = replicator_lake::restore::restore(&table, version).await?;
+        Ok(match r.new_version {
+            Some(v) if r.committed => format!(
+                "{table}: restored version {version} as version {v} ({} files added, {} removed)",
+                r.files_added, r.files_removed
+            ),
+            _ => format!("{table}: already at version {version}"),
+        })
     }
 
     async fn probe(&self, request: &ReplicationRequest) -> anyhow::Result<Vec<String>> {

@@ -14,6 +14,7 @@ CREATE TABLE sync_groups (
     attempt_trigger TEXT,
     failures        BIGINT NOT NULL DEFAULT 0, -- failed syncs since the last cut
     rpo_alerted_at  BIGINT,                   -- the lag alert sent for the current cut
+    created_at      BIGINT NOT NULL,          -- first seen: schedule ticks count from here
     updated_at      BIGINT NOT NULL
 );
 
