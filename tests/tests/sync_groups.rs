@@ -100,7 +100,13 @@ impl Estate {
             .await
             .unwrap();
         let shutdown = CancellationToken::new();
-        let services = runtime::start(&config, &deps, &Service::ALL, None, &shutdown)
+        // The services, with a planner that runs no scheduler of its own: the test drives
+        // the one scheduler, on its clock.
+        let services_config = Config {
+            sync: None,
+            ..config.clone()
+        };
+        let services = runtime::start(&services_config, &deps, &Service::ALL, None, &shutdown)
             .await
             .unwrap();
         let clock = Arc::new(ManualClock::new(next_tick() - chrono::Duration::minutes(1)));
@@ -290,6 +296,34 @@ async fn groups_advance_by_consistent_cuts_and_a_failed_table_keeps_its_group_at
         assert!(snapshot.version >= want, "{t}");
     }
 
+    // Failback of `sales`: the secondary's tables replicated back over the primary's.
+    let dry = replicator_cli::sync::failback(&cfg, "sales", false)
+        .await
+        .unwrap();
+    assert!(
+        dry.iter()
+            .any(|l| l.starts_with("sales.orders: would copy")),
+        "{dry:?}"
+    );
+    sample::append(&e.source("sales.orders"), &sample::orders(7000, 5, "eu"))
+        .await
+        .unwrap();
+    assert_ne!(
+        e.rows(&e.source("sales.orders")).await,
+        e.rows(&e.target("sales.orders")).await
+    );
+    let done = replicator_cli::sync::failback(&cfg, "sales", true)
+        .await
+        .unwrap();
+    assert_eq!(done.len(), 2, "{done:?}");
+    for t in ["sales.orders", "sales.customers"] {
+        assert_eq!(
+            e.rows(&e.source(t)).await,
+            e.rows(&e.target(t)).await,
+            "{t} failed back"
+        );
+    }
+
     // The failure and the owners were told.
     let mut keys = Vec::new();
     while let Ok(Some((key, payload))) =
@@ -397,9 +431,52 @@ async fn two_planners_fire_each_tick_once() {
         e.deps.store.sync_groups().await.unwrap()
     );
     e.settle().await;
-    // The next tick, from the other planner once the first one's lease is gone.
+    // The next tick, with both planners again.
     e.clock.advance(chrono::Duration::minutes(30));
     let (a, b) = tokio::join!(e.syncer.tick(), other.tick());
     assert_eq!(a.unwrap().len() + b.unwrap().len(), 3);
+    e.settle().await;
+
+    // Every planner down for three ticks: on start, each group fires once, at the latest.
+    e.clock.advance(chrono::Duration::minutes(95));
+    e.syncer.step_down().await;
+    let fired = other.tick().await.unwrap();
+    let latest = e.clock.now() - chrono::Duration::minutes(6);
+    assert_eq!(fired.len(), 3, "{fired:?}");
+    assert!(fired.iter().all(|f| f.at == latest), "{fired:?}");
+    assert!(other.tick().await.unwrap().is_empty());
+    e.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_naming_a_group_on_the_requests_queue_syncs_it() {
+    let e = Estate::new().await;
+    // Any client: a request for the `marketing` group, without an instant.
+    let mut request = e.config.request(None, Some("a client".into()));
+    request.tables = replicator_proto::TableFilter {
+        include: vec!["marketing.*".into()],
+        exclude: Vec::new(),
+    };
+    request.group = Some("marketing".into());
+    replicator_bus::typed::publish(e.deps.bus.as_ref(), names::REQUESTS, &request)
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        e.syncer.finish_completed().await.unwrap();
+        if let Some(g) = e.deps.store.sync_group("marketing").await.unwrap()
+            && g.status == SyncStatus::Success
+        {
+            assert_eq!(g.attempt_trigger.as_deref(), Some("message"));
+            assert_eq!(g.cut_tables.len(), 2, "{g:?}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        e.rows(&e.target("marketing.events")).await,
+        e.rows(&e.source("marketing.events")).await
+    );
     e.stop().await;
 }

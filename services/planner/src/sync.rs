@@ -523,7 +523,15 @@ impl Syncer {
             )
             .collect();
         for loc in [&primary, &secondary] {
-            replicator_lake::sync_meta::merge_config(loc, &config_rows, now).await?;
+            let (r, _) = self
+                .config
+                .retry
+                .retry(
+                    || replicator_lake::sync_meta::merge_config(loc, &config_rows, now),
+                    |e, _| tracing::debug!(error = %e, "metadata table write conflicted; retrying"),
+                )
+                .await;
+            r?;
         }
         *self.merged.lock().expect("merged") = Some(rows);
         Ok(())
@@ -543,34 +551,31 @@ impl Syncer {
         };
         let now = self.clock.now();
         for loc in [&primary, &secondary] {
-            let r = match status {
-                // A new cut: its instant and when the sync ended.
-                SyncStatus::Success => {
-                    replicator_lake::sync_meta::set_status(
-                        loc,
-                        group,
-                        status.as_str(),
-                        cut,
-                        Some(now),
-                        None,
-                        false,
-                    )
-                    .await
-                }
-                // In progress or failed: the previous cut's timestamps stay.
-                _ => {
-                    replicator_lake::sync_meta::set_status(
-                        loc,
-                        group,
-                        status.as_str(),
-                        None,
-                        None,
-                        message,
-                        true,
-                    )
-                    .await
-                }
+            // A new cut: its instant and when the sync ended. In progress or failed: the
+            // previous cut's timestamps stay. A concurrent writer (a `sync trigger` beside the
+            // fleet) makes a commit conflict: read again and retry.
+            let (start, end, keep) = match status {
+                SyncStatus::Success => (cut, Some(now), false),
+                _ => (None, None, true),
             };
+            let (r, _) = self
+                .config
+                .retry
+                .retry(
+                    || {
+                        replicator_lake::sync_meta::set_status(
+                            loc,
+                            group,
+                            status.as_str(),
+                            start,
+                            end,
+                            message,
+                            keep,
+                        )
+                    },
+                    |e, _| tracing::debug!(error = %e, "metadata table write conflicted; retrying"),
+                )
+                .await;
             if let Err(e) = r {
                 tracing::warn!(%group, table = %loc, error = %e, "cannot write the group's status to the metadata table");
             }
