@@ -56,11 +56,7 @@ async fn a_triggered_group_reaches_its_cut_through_the_fleet() {
             assert_eq!(second["status"], "never", "{groups}");
             break first;
         }
-        assert!(
-            Instant::now() < deadline,
-            "{groups}\n{}",
-            fleet.logs()
-        );
+        assert!(Instant::now() < deadline, "{groups}\n{}", fleet.logs());
         std::thread::sleep(Duration::from_millis(300));
     };
     assert!(first["last_cut"].is_string(), "{first}");
