@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use replicator_common::databricks::DatabricksConfig;
 use replicator_databricks::ops::{Reconciled, SourceTable, Step};
-use replicator_databricks::{DatabricksError, TableName};
+use replicator_databricks::{DatabricksError, Ident, TableName};
 use replicator_proto::EngineKind;
 use replicator_proto::{CloneTask, ReconcileTask, ReplicationRequest, ValidationDepth};
 
@@ -75,12 +75,14 @@ impl DatabricksEngine {
     }
 
     /// Clone one table (as of `as_of`, a sync group's cut, when given): a streaming table is
-    /// backed up on the source, then replicated; other tables are replicated.
+    /// backed up on the source, then replicated; other tables are replicated, and the
+    /// version the clone left the target at is read (`DESCRIBE HISTORY`) for a cut to
+    /// record. A streaming table's clone goes into its backing table: no version is read.
     async fn replicate(
         &self,
         source: &str,
         as_of: Option<chrono::DateTime<chrono::Utc>>,
-    ) -> Result<Step, (Vec<String>, DatabricksError)> {
+    ) -> Result<(Step, Option<u64>), (Vec<String>, DatabricksError)> {
         let t = self
             .source_table(source)
             .await
@@ -93,14 +95,43 @@ impl DatabricksEngine {
         match self.pair.replicate_table(&t, as_of).await {
             Ok(mut step) => {
                 ids.append(&mut step.statement_ids);
+                let version = if t.is_streaming() {
+                    None
+                } else {
+                    let target = self.target_name(&t).map_err(|e| (ids.clone(), e))?;
+                    let (v, mut more) = self
+                        .pair
+                        .target_version(&target)
+                        .await
+                        .map_err(|e| (ids.clone(), e))?;
+                    ids.append(&mut more);
+                    Some(v)
+                };
                 step.statement_ids = ids;
-                Ok(step)
+                Ok((step, version))
             }
             Err((mut more, e)) => {
                 ids.append(&mut more);
                 Err((ids, e))
             }
         }
+    }
+
+    /// The target table a location names; only the configured target workspace's.
+    fn target_table(&self, location: &str) -> Result<TableName, DatabricksError> {
+        match split(location) {
+            Some((root, full_name)) if root == self.target_root => TableName::parse(full_name),
+            _ => Err(DatabricksError::Config(format!(
+                "{location} is not a table of this engine's target workspace ({})",
+                self.target_root
+            ))),
+        }
+    }
+
+    /// The target table of a source table, as planning maps it.
+    fn target_name(&self, t: &SourceTable) -> Result<TableName, DatabricksError> {
+        let catalog = Ident::new(&self.pair.config().catalogs[t.mapping].target())?;
+        Ok(t.name()?.in_catalog(&catalog))
     }
 
     async fn reconcile(&self, source: &str) -> Result<Reconciled, (Vec<String>, DatabricksError)> {
@@ -180,14 +211,16 @@ impl Engine for DatabricksEngine {
     }
 
     async fn clone_table(&self, task: &CloneTask, _ctx: &CloneContext) -> Result<Cloned, Failure> {
-        let step = self
+        let (step, version) = self
             .replicate(&task.source, task.as_of)
             .await
             .map_err(failure)?;
-        tracing::info!(statements = ?step.statement_ids, "databricks clone succeeded");
+        tracing::info!(statements = ?step.statement_ids, ?version, "databricks clone succeeded");
         Ok(Cloned {
             source_version: None,
-            target_version: None,
+            // The version the clone left the target at: a sync group's cut records it for
+            // failover.
+            target_version: version,
             committed: step
                 .metrics
                 .as_ref()
@@ -238,16 +271,21 @@ impl Engine for DatabricksEngine {
             .collect())
     }
 
+    /// The version of a target table (`DESCRIBE HISTORY … LIMIT 1` on the target warehouse).
     async fn table_version(&self, location: &str) -> Result<u64, EngineError> {
-        Err(EngineError::NotConfigured(format!(
-            "{location}: reading a Unity Catalog table's version (DESCRIBE HISTORY) is not supported by the Databricks engine yet"
-        )))
+        let t = self.target_table(location)?;
+        Ok(self.pair.target_version(&t).await?.0)
     }
 
-    async fn restore(&self, location: &str, _version: u64) -> Result<String, EngineError> {
-        Err(EngineError::NotConfigured(format!(
-            "{location}: failover with the Databricks engine (RESTORE TABLE on the target warehouse) is not supported yet"
-        )))
+    /// Restore a target table to `version` with a new commit (`RESTORE TABLE … TO VERSION
+    /// AS OF` on the target warehouse); the statement IDs.
+    async fn restore(&self, location: &str, version: u64) -> Result<String, EngineError> {
+        let t = self.target_table(location)?;
+        let ids = self.pair.restore_target(&t, version).await?;
+        Ok(format!(
+            "{location} restored to version {version} (statements {})",
+            ids.join(", ")
+        ))
     }
 
     /// Connectivity and access on both workspaces; fails with every check that did not pass.

@@ -36,6 +36,7 @@
 //! run between a client's read and its create. Every call, statement and cancel is recorded
 //! for assertions.
 
+mod history;
 mod jobs;
 mod server;
 mod sharing;

@@ -147,6 +147,16 @@ impl Parser {
         }
         Ok(cols)
     }
+    fn num(&mut self) -> Result<usize, SqlError> {
+        match self.toks.get(self.pos) {
+            Some(Tok::Num(n)) => {
+                let v = n.parse().map_err(|_| syntax(n))?;
+                self.pos += 1;
+                Ok(v)
+            }
+            _ => Err(syntax(&self.near())),
+        }
+    }
     fn end(&self) -> Result<(), SqlError> {
         if self.pos == self.toks.len() {
             Ok(())
@@ -192,6 +202,10 @@ pub(super) enum Stmt2 {
     /// `SELECT cols FROM (SELECT cols FROM a EXCEPT SELECT cols FROM b) LIMIT n`
     ExceptRows(Vec<String>, [String; 3], Vec<String>, [String; 3], usize),
     SelectOne,
+    /// `DESCRIBE HISTORY t [LIMIT n]`
+    History([String; 3], Option<usize>),
+    /// `RESTORE TABLE t TO VERSION AS OF n`
+    Restore([String; 3], u64),
 }
 
 pub(super) fn parse(sql: &str) -> Result<Stmt2, SqlError> {
@@ -199,7 +213,27 @@ pub(super) fn parse(sql: &str) -> Result<Stmt2, SqlError> {
         toks: tokenize(sql)?,
         pos: 0,
     };
-    let stmt = if p.is_kw("CREATE") {
+    let stmt = if p.is_kw("DESCRIBE") {
+        p.kw("DESCRIBE")?;
+        p.kw("HISTORY")?;
+        let t = p.name3()?;
+        let limit = if p.is_kw("LIMIT") {
+            p.kw("LIMIT")?;
+            Some(p.num()?)
+        } else {
+            None
+        };
+        Stmt2::History(t, limit)
+    } else if p.is_kw("RESTORE") {
+        p.kw("RESTORE")?;
+        p.kw("TABLE")?;
+        let t = p.name3()?;
+        p.kw("TO")?;
+        p.kw("VERSION")?;
+        p.kw("AS")?;
+        p.kw("OF")?;
+        Stmt2::Restore(t, p.num()? as u64)
+    } else if p.is_kw("CREATE") {
         p.kw("CREATE")?;
         if p.is_kw("CATALOG") {
             p.kw("CATALOG")?;
@@ -272,11 +306,7 @@ pub(super) fn parse(sql: &str) -> Result<Stmt2, SqlError> {
                 return Err(syntax("SELECT"));
             }
             p.kw("LIMIT")?;
-            let limit = match p.toks.get(p.pos) {
-                Some(Tok::Num(n)) => n.parse().map_err(|_| syntax(n))?,
-                _ => return Err(syntax(&p.near())),
-            };
-            p.pos += 1;
+            let limit = p.num()?;
             Stmt2::ExceptRows(a, from, b, other, limit)
         }
     };
@@ -317,7 +347,17 @@ mod tests {
         assert!(
             matches!(parse("SELECT COUNT(*) AS n FROM `a`.`b`.`c``;x`"), Ok(Stmt2::Count(n)) if n[2] == "c`;x")
         );
+        assert!(matches!(
+            parse("DESCRIBE HISTORY `a`.`b`.`c` LIMIT 1"),
+            Ok(Stmt2::History(_, Some(1)))
+        ));
+        assert!(matches!(
+            parse("RESTORE TABLE `a`.`b`.`c` TO VERSION AS OF 3"),
+            Ok(Stmt2::Restore(_, 3))
+        ));
         for bad in [
+            "DESCRIBE HISTORY a.b.c",
+            "RESTORE TABLE `a`.`b`.`c` TO VERSION AS OF '3'",
             "SELECT COUNT(*) AS n FROM a.b.c",
             "SELECT COUNT(*) AS n FROM `a`.`b`.`c`; DROP TABLE `x`",
             "DROP TABLE `a`.`b`.`c`",

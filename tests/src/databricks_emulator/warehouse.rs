@@ -69,12 +69,12 @@ fn resolve(ms: &BTreeMap<String, Metastore>, me: &str, n: &[String; 3]) -> Resul
         .ok_or_else(|| not_found(n))
 }
 
-fn location(t: &Table) -> Result<TableLocation, SqlError> {
+pub(super) fn location(t: &Table) -> Result<TableLocation, SqlError> {
     TableLocation::parse(&t.location.to_string_lossy())
         .map_err(|e| ("INTERNAL_ERROR".into(), e.to_string()))
 }
 
-fn lake(e: replicator_lake::LakeError) -> SqlError {
+pub(super) fn lake(e: replicator_lake::LakeError) -> SqlError {
     ("INTERNAL_ERROR".into(), e.to_string())
 }
 
@@ -117,6 +117,23 @@ pub(super) async fn execute(st: &Inner, sql: &str) -> Result<Rows, SqlError> {
     let world = &st.world.metastores;
     match stmt {
         Stmt2::SelectOne => Ok((vec!["ok".into()], vec![vec![Some("1".into())]])),
+        Stmt2::History(n, limit) => {
+            let t = resolve(&world.lock().unwrap(), &me, &n)?;
+            super::history::describe(&t.location, limit).await
+        }
+        Stmt2::Restore(n, version) => {
+            let t = {
+                let ms = world.lock().unwrap();
+                if ms[&me].catalogs.get(&n[0]).is_some_and(|c| c.share.is_some()) {
+                    return Err((
+                        "BAD_REQUEST".into(),
+                        format!("catalog `{}` is a shared catalog and read-only", n[0]),
+                    ));
+                }
+                resolve(&ms, &me, &n)?
+            };
+            super::history::restore(&location(&t)?, version).await
+        }
         Stmt2::CreateCatalog(name, share) => {
             let mut ms = world.lock().unwrap();
             if let Some((prov, sh)) = &share {

@@ -29,6 +29,7 @@
 //! version in place.
 
 mod backup;
+mod history;
 mod probe;
 mod reconciliation;
 mod replication;
@@ -47,6 +48,7 @@ use crate::client::{ClientOptions, Journal, StatementResult, TableInfo, Workspac
 use crate::{Credentials, DatabricksError, Ident};
 
 pub use backup::{INTERNAL_CATALOG, backing_table_candidates, materialization_schema};
+pub use history::{describe_history_sql, restore_sql};
 pub use replication::column_diff;
 pub use types::{
     DbOperation, Probe, Reconciled, Report, SourceTable, Step, TableReport, TableVerdict,
