@@ -49,7 +49,9 @@ async fn clone(engine: &DatabricksEngine, task: &CloneTask) -> Cloned {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_target_table_is_restored_to_a_cloned_version_with_history_kept() {
     let env = Env::new().await;
-    let r = env.run(replicator_databricks::ops::DbOperation::All, "").await;
+    let r = env
+        .run(replicator_databricks::ops::DbOperation::All, "")
+        .await;
     assert!(r.is_success(), "{r:#?}");
     let config = env.config("");
     let (source_root, target_root) = replicator_engine::databricks::roots(&config);
@@ -74,7 +76,10 @@ async fn a_target_table_is_restored_to_a_cloned_version_with_history_kept() {
     assert_ne!(rows(&target.location).await, first_rows);
 
     let done = engine.restore(&t.target, v1).await.unwrap();
-    assert!(done.contains(&format!("restored to version {v1}")), "{done}");
+    assert!(
+        done.contains(&format!("restored to version {v1}")),
+        "{done}"
+    );
     assert_eq!(rows(&target.location).await, first_rows);
     // A new commit: history is kept, the version moves forward.
     let v3 = engine.table_version(&t.target).await.unwrap();
@@ -87,7 +92,10 @@ async fn a_target_table_is_restored_to_a_cloned_version_with_history_kept() {
         .execute("DESCRIBE HISTORY `prod`.`sales`.`orders` LIMIT 2")
         .await
         .unwrap();
-    assert_eq!(&h.columns[..5], ["version", "timestamp", "userId", "userName", "operation"]);
+    assert_eq!(
+        &h.columns[..5],
+        ["version", "timestamp", "userId", "userName", "operation"]
+    );
     assert_eq!(h.get(0, "version"), Some(v3.to_string().as_str()));
     assert_eq!(h.get(0, "operation"), Some("RESTORE"));
     assert_eq!(h.get(1, "version"), Some(v2.to_string().as_str()));
@@ -186,7 +194,11 @@ async fn sync_failover_restores_a_table_that_moved_past_the_cut() {
     let db = config.databricks.clone().unwrap();
     let (source_root, target_root) = replicator_engine::databricks::roots(&db);
     let engine = DatabricksEngine::from_config(&db).unwrap();
-    clone(&engine, &task(&source_root, &target_root, "prod.sales.orders")).await;
+    clone(
+        &engine,
+        &task(&source_root, &target_root, "prod.sales.orders"),
+    )
+    .await;
     assert_ne!(rows(&target.location).await, at_cut);
 
     // Dry run: says what it would do, changes nothing.

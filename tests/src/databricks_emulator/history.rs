@@ -49,7 +49,7 @@ fn commit_info(dir: &Path, v: u64) -> serde_json::Map<String, serde_json::Value>
 pub(super) async fn describe(dir: &Path, limit: Option<usize>) -> Result<Rows, SqlError> {
     let loc = TableLocation::parse(&dir.to_string_lossy()).map_err(lake)?;
     let mut versions = inspect::version_timestamps(&loc).await.map_err(lake)?;
-    versions.sort_by(|a, b| b.0.cmp(&a.0));
+    versions.sort_by_key(|v| std::cmp::Reverse(v.0));
     let rows = versions
         .into_iter()
         .take(limit.unwrap_or(usize::MAX))

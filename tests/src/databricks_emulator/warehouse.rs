@@ -124,7 +124,11 @@ pub(super) async fn execute(st: &Inner, sql: &str) -> Result<Rows, SqlError> {
         Stmt2::Restore(n, version) => {
             let t = {
                 let ms = world.lock().unwrap();
-                if ms[&me].catalogs.get(&n[0]).is_some_and(|c| c.share.is_some()) {
+                if ms[&me]
+                    .catalogs
+                    .get(&n[0])
+                    .is_some_and(|c| c.share.is_some())
+                {
                     return Err((
                         "BAD_REQUEST".into(),
                         format!("catalog `{}` is a shared catalog and read-only", n[0]),

@@ -22,7 +22,10 @@ pub fn describe_history_sql(table: &TableName) -> String {
 
 /// `RESTORE TABLE t TO VERSION AS OF v`.
 pub fn restore_sql(table: &TableName, version: u64) -> String {
-    format!("RESTORE TABLE {} TO VERSION AS OF {version}", table.quoted())
+    format!(
+        "RESTORE TABLE {} TO VERSION AS OF {version}",
+        table.quoted()
+    )
 }
 
 impl WorkspacePair {
