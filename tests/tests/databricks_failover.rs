@@ -100,6 +100,15 @@ async fn a_target_table_is_restored_to_a_cloned_version_with_history_kept() {
     assert_eq!(h.get(0, "operation"), Some("RESTORE"));
     assert_eq!(h.get(1, "version"), Some(v2.to_string().as_str()));
 
+    // A version the table never had is the warehouse's error, and changes nothing.
+    let e = engine
+        .restore(&t.target, v3 + 5)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("DELTA_CANNOT_RESTORE_TABLE_VERSION"), "{e}");
+    assert_eq!(engine.table_version(&t.target).await.unwrap(), v3);
+
     // A location of another workspace is refused, naming it.
     let other = format!("{source_root}/prod.sales.orders");
     let e = engine.restore(&other, v1).await.unwrap_err().to_string();

@@ -79,14 +79,14 @@ pub(super) async fn restore(loc: &TableLocation, version: u64) -> Result<Rows, S
     let before = inspect::log_facts(loc, None).await.map_err(lake)?.files;
     replicator_lake::restore::restore(loc, version)
         .await
-        .map_err(|e| {
-            let message = e.to_string();
-            let code = if message.contains("version") {
-                "[DELTA_CANNOT_RESTORE_TABLE_VERSION]"
-            } else {
-                "[INTERNAL_ERROR]"
-            };
-            ("BAD_REQUEST".to_owned(), format!("{code} {message}"))
+        .map_err(|e| match e {
+            replicator_lake::LakeError::VersionUnavailable { version, detail, .. } => (
+                "BAD_REQUEST".to_owned(),
+                format!(
+                    "[DELTA_CANNOT_RESTORE_TABLE_VERSION] Cannot restore table to version {version}: {detail}. SQLSTATE: 22003"
+                ),
+            ),
+            e => lake(e),
         })?;
     let after = inspect::log_facts(loc, None).await.map_err(lake)?.files;
     let only = |a: &BTreeMap<String, (i64, Option<i64>)>,
