@@ -103,8 +103,10 @@ done
 # every table's log for the commits a cut does not cover).
 status() { "$REPLICATOR" sync status --config "$BENCH_DIR/sync.yaml" --json; }
 cut_count() {
-    psql -h 127.0.0.1 -U postgres -d "$DB" -tAc \
-        "SELECT count(*) FROM sync_groups WHERE status = 'success' AND cut_at >= $1 * 1000"
+    local n
+    n=$(psql -h 127.0.0.1 -U postgres -d "$DB" -tAc \
+        "SELECT count(*) FROM sync_groups WHERE status = 'success' AND cut_at >= $(($1 * 1000))") || n=0
+    echo "${n:-0}"
 }
 # wait_cuts AT: until every group has a cut at or after AT; prints when (epoch s, fraction).
 wait_cuts() {
