@@ -124,6 +124,25 @@ async fn a_successful_workflow_run_triggers_one_sync_as_of_its_end() {
         );
     }
 
+    // A commit on the source after the cut is what `sync status` says the cut does not cover.
+    let status = syncer.status().await.unwrap();
+    let core = status.iter().find(|g| g.group == "core").unwrap();
+    assert_eq!(core.newest_uncovered_commit, None, "{core:?}");
+    replicator_lake::sample::append(
+        &databricks_env::loc(&env.source_path("orders")),
+        &replicator_lake::sample::orders(900, 5, "eu"),
+    )
+    .await
+    .unwrap();
+    let status = syncer.status().await.unwrap();
+    let core = status.iter().find(|g| g.group == "core").unwrap();
+    let uncovered = core
+        .newest_uncovered_commit
+        .as_ref()
+        .expect("a newer commit");
+    assert_eq!(uncovered.table, "prod.sales.orders");
+    assert!(uncovered.committed_at > at, "{uncovered:?}");
+
     // The same run does not trigger again.
     clock.advance(chrono::Duration::minutes(5));
     assert!(syncer.tick().await.unwrap().is_empty());

@@ -272,6 +272,27 @@ impl Engine for DatabricksEngine {
     }
 
     /// The version of a target table (`DESCRIBE HISTORY … LIMIT 1` on the target warehouse).
+    /// The source table's latest commit (`DESCRIBE HISTORY … LIMIT 1` on the source
+    /// warehouse), when it is after `instant`.
+    async fn newest_commit_after(
+        &self,
+        location: &str,
+        instant: DateTime<Utc>,
+    ) -> Result<Option<(u64, DateTime<Utc>)>, EngineError> {
+        let t = match split(location) {
+            Some((root, full_name)) if root == self.source_root => TableName::parse(full_name)?,
+            _ => {
+                return Err(DatabricksError::Config(format!(
+                    "{location} is not a table of this engine's source workspace ({})",
+                    self.source_root
+                ))
+                .into());
+            }
+        };
+        let (version, at) = self.pair.source_head(&t).await?;
+        Ok((at > instant).then_some((version, at)))
+    }
+
     async fn table_version(&self, location: &str) -> Result<u64, EngineError> {
         let t = self.target_table(location)?;
         Ok(self.pair.target_version(&t).await?.0)

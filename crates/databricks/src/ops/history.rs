@@ -28,6 +28,17 @@ pub fn restore_sql(table: &TableName, version: u64) -> String {
     )
 }
 
+/// A `timestamp` as the Statement Execution API returns it in JSON_ARRAY results: ISO 8601
+/// (`2024-05-01T12:00:00.000Z`, or with an offset), or `YYYY-MM-DD HH:MM:SS[.fff]` in UTC.
+fn parse_timestamp(s: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Some(t.with_timezone(&chrono::Utc));
+    }
+    chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f")
+        .ok()
+        .map(|t| t.and_utc())
+}
+
 impl WorkspacePair {
     /// The version the target table `table` is at, with the statement IDs.
     pub async fn target_version(
@@ -50,6 +61,27 @@ impl WorkspacePair {
         Ok((version, ids))
     }
 
+    /// The source table `table`'s latest commit: its version and timestamp (for what a
+    /// group's cut does not cover).
+    pub async fn source_head(
+        &self,
+        table: &TableName,
+    ) -> Result<(u64, chrono::DateTime<chrono::Utc>), DatabricksError> {
+        let mut ids = Vec::new();
+        let r = self
+            .run_sql(&self.source, &describe_history_sql(table), &mut ids)
+            .await?;
+        let version = r.get(0, "version").and_then(|v| v.parse::<u64>().ok());
+        let at = r.get(0, "timestamp").and_then(parse_timestamp);
+        match (version, at) {
+            (Some(v), Some(t)) => Ok((v, t)),
+            _ => Err(DatabricksError::Refused(format!(
+                "DESCRIBE HISTORY {table} returned no version and timestamp (statements {})",
+                ids.join(", ")
+            ))),
+        }
+    }
+
     /// Restore the target table `table` to `version` with a new commit; the statement IDs.
     pub async fn restore_target(
         &self,
@@ -66,6 +98,17 @@ impl WorkspacePair {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn history_timestamps_parse_in_both_shapes() {
+        let want = chrono::DateTime::parse_from_rfc3339("2026-11-20T08:00:00.250Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        assert_eq!(parse_timestamp("2026-11-20T08:00:00.250Z"), Some(want));
+        assert_eq!(parse_timestamp("2026-11-20T09:00:00.250+01:00"), Some(want));
+        assert_eq!(parse_timestamp("2026-11-20 08:00:00.25"), Some(want));
+        assert_eq!(parse_timestamp("yesterday"), None);
+    }
 
     #[test]
     fn statements_quote_the_name() {
