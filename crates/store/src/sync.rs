@@ -247,11 +247,13 @@ impl Store {
     }
 
     /// Mark a group failed without a sync (it failed its checks, or the secondary region is
-    /// not available): its cut is kept.
+    /// not available): its cut is kept. A sync in progress is left to finish: its own result
+    /// decides.
     pub async fn group_refused(&self, group: &str, message: &str) -> Result<(), StoreError> {
         self.ensure_group(group, Utc::now()).await?;
         sqlx::query(
-            "UPDATE sync_groups SET status = 'failed', message = $1, updated_at = $2 WHERE name = $3",
+            "UPDATE sync_groups SET status = 'failed', message = $1, updated_at = $2
+             WHERE name = $3 AND status <> 'in-progress'",
         )
         .bind(message)
         .bind(Utc::now().timestamp_millis())
@@ -386,6 +388,21 @@ mod tests {
         let g = s.sync_group("g").await.unwrap().unwrap();
         assert_eq!(g.status, SyncStatus::Failed);
         assert_eq!(g.cut_at, Some(t1), "the previous cut stands");
+        // A refusal while a sync runs leaves the sync to finish.
+        let r3 = Uuid::now_v7();
+        s.group_sync_started("g", t2, r3, "retry").await.unwrap();
+        s.group_refused("g", "secondary region not available")
+            .await
+            .unwrap();
+        assert_eq!(
+            s.sync_group("g").await.unwrap().unwrap().status,
+            SyncStatus::InProgress
+        );
+        assert!(
+            s.group_sync_finished("g", r3, true, &tables, None)
+                .await
+                .unwrap()
+        );
         assert_eq!(g.cut_run_id, Some(r1));
         assert_eq!(g.cut_tables, tables);
         assert_eq!(g.attempt_at, Some(t2));
