@@ -117,6 +117,61 @@ async fn a_target_table_is_restored_to_a_cloned_version_with_history_kept() {
     assert!(e.contains(&other), "{e}");
 }
 
+/// A streaming table's clone goes into the target pipeline's backing table: the version
+/// recorded and the table restored are the backing table's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streaming_table_is_restored_through_its_backing_table() {
+    let env = Env::new().await;
+    let r = env
+        .run(replicator_databricks::ops::DbOperation::All, "")
+        .await;
+    assert!(r.is_success(), "{r:#?}");
+    let config = env.config("");
+    let (source_root, target_root) = replicator_engine::databricks::roots(&config);
+    let engine = DatabricksEngine::from_config(&config).unwrap();
+    let t = task(&source_root, &target_root, "prod.sales.events");
+    let events = env.source_path("events");
+    let backing = env
+        .table(
+            &env.tgt,
+            "__databricks_internal",
+            "__dlt_materialization_schema_p_2222_bbbb",
+            "events",
+        )
+        .expect("the target pipeline's backing table");
+
+    let first = clone(&engine, &t).await;
+    let v1 = first
+        .target_version
+        .expect("the clone records its backing table's version");
+    let first_rows = rows(&backing.location).await;
+    assert_eq!(first_rows, rows(&events).await);
+    assert_eq!(engine.table_version(&t.target).await.unwrap(), v1);
+
+    sample::append(&loc(&events), &sample::orders(700, 4, "late"))
+        .await
+        .unwrap();
+    let second = clone(&engine, &t).await;
+    let v2 = second.target_version.unwrap();
+    assert!(v2 > v1, "{v2} > {v1}");
+    assert_ne!(rows(&backing.location).await, first_rows);
+
+    let done = engine.restore(&t.target, v1).await.unwrap();
+    assert!(
+        done.contains(&format!("restored to version {v1}")),
+        "{done}"
+    );
+    assert_eq!(rows(&backing.location).await, first_rows);
+    assert_eq!(engine.table_version(&t.target).await.unwrap(), v2 + 1);
+    let stmts: Vec<String> = env.tgt.statements().into_iter().map(|(_, s)| s).collect();
+    assert!(
+        stmts.contains(&format!(
+            "RESTORE TABLE `__databricks_internal`.`__dlt_materialization_schema_p_2222_bbbb`.`events` TO VERSION AS OF {v1}"
+        )),
+        "{stmts:#?}"
+    );
+}
+
 fn config(env: &Env) -> Config {
     let dir = env.dir.path().display();
     let extra = format!(
