@@ -1,7 +1,8 @@
 //! Failover of a sync group with the Databricks engine against the workspace emulator: a
 //! clone records the target's version (`DESCRIBE HISTORY`), `restore` brings a target table
 //! back to it with a new commit (`RESTORE TABLE … TO VERSION AS OF`), and `sync failover`
-//! restores a table that moved ahead of the group's cut.
+//! restores a table that moved ahead of the group's cut. A streaming table's version and
+//! restore are its target pipeline's backing table's (where its clone writes).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -117,6 +118,61 @@ async fn a_target_table_is_restored_to_a_cloned_version_with_history_kept() {
     assert!(e.contains(&other), "{e}");
 }
 
+/// A streaming table's clone goes into the target pipeline's backing table: the version
+/// recorded and the table restored are the backing table's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streaming_table_is_restored_through_its_backing_table() {
+    let env = Env::new().await;
+    let r = env
+        .run(replicator_databricks::ops::DbOperation::All, "")
+        .await;
+    assert!(r.is_success(), "{r:#?}");
+    let config = env.config("");
+    let (source_root, target_root) = replicator_engine::databricks::roots(&config);
+    let engine = DatabricksEngine::from_config(&config).unwrap();
+    let t = task(&source_root, &target_root, "prod.sales.events");
+    let events = env.source_path("events");
+    let backing = env
+        .table(
+            &env.tgt,
+            "__databricks_internal",
+            "__dlt_materialization_schema_p_2222_bbbb",
+            "events",
+        )
+        .expect("the target pipeline's backing table");
+
+    let first = clone(&engine, &t).await;
+    let v1 = first
+        .target_version
+        .expect("the clone records its backing table's version");
+    let first_rows = rows(&backing.location).await;
+    assert_eq!(first_rows, rows(&events).await);
+    assert_eq!(engine.table_version(&t.target).await.unwrap(), v1);
+
+    sample::append(&loc(&events), &sample::orders(700, 4, "late"))
+        .await
+        .unwrap();
+    let second = clone(&engine, &t).await;
+    let v2 = second.target_version.unwrap();
+    assert!(v2 > v1, "{v2} > {v1}");
+    assert_ne!(rows(&backing.location).await, first_rows);
+
+    let done = engine.restore(&t.target, v1).await.unwrap();
+    assert!(
+        done.contains(&format!("restored to version {v1}")),
+        "{done}"
+    );
+    assert_eq!(rows(&backing.location).await, first_rows);
+    assert_eq!(engine.table_version(&t.target).await.unwrap(), v2 + 1);
+    let stmts: Vec<String> = env.tgt.statements().into_iter().map(|(_, s)| s).collect();
+    assert!(
+        stmts.contains(&format!(
+            "RESTORE TABLE `__databricks_internal`.`__dlt_materialization_schema_p_2222_bbbb`.`events` TO VERSION AS OF {v1}"
+        )),
+        "{stmts:#?}"
+    );
+}
+
 fn config(env: &Env) -> Config {
     let dir = env.dir.path().display();
     let extra = format!(
@@ -130,7 +186,7 @@ sync:
   groups:
     - name: core
       owner: [core@example.com]
-      tables: [prod.sales.orders, prod.sales.customers]
+      tables: [prod.sales.orders, prod.sales.customers, prod.sales.events]
       workflow: core_product_job
 "#
     );
@@ -185,7 +241,7 @@ async fn sync_failover_restores_a_table_that_moved_past_the_cut() {
         assert!(tokio::time::Instant::now() < deadline, "{core:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    assert_eq!(core.cut_tables.len(), 2, "{core:?}");
+    assert_eq!(core.cut_tables.len(), 3, "{core:?}");
     assert!(
         core.cut_tables.iter().all(|t| t.target_version.is_some()),
         "{core:?}"
@@ -194,6 +250,17 @@ async fn sync_failover_restores_a_table_that_moved_past_the_cut() {
     let at_cut = rows(&target.location).await;
     let customers = env.table(&env.tgt, "prod", "sales", "customers").unwrap();
     let customers_at_cut = rows(&customers.location).await;
+    // The streaming table's data: the target pipeline's backing table.
+    let backing = env
+        .table(
+            &env.tgt,
+            "__databricks_internal",
+            "__dlt_materialization_schema_p_2222_bbbb",
+            "events",
+        )
+        .unwrap();
+    let events_at_cut = rows(&backing.location).await;
+    assert_eq!(events_at_cut, rows(&env.source_path("events")).await);
 
     // A later, incomplete sync moved orders ahead of the cut.
     let orders = env.source_path("orders");
@@ -209,6 +276,17 @@ async fn sync_failover_restores_a_table_that_moved_past_the_cut() {
     )
     .await;
     assert_ne!(rows(&target.location).await, at_cut);
+    // And the streaming table too.
+    let events = env.source_path("events");
+    sample::append(&loc(&events), &sample::orders(800, 3, "later"))
+        .await
+        .unwrap();
+    clone(
+        &engine,
+        &task(&source_root, &target_root, "prod.sales.events"),
+    )
+    .await;
+    assert_ne!(rows(&backing.location).await, events_at_cut);
 
     // Dry run: says what it would do, changes nothing.
     let plan = replicator_cli::sync::failover(&config, "core", false)
@@ -224,6 +302,11 @@ async fn sync_failover_restores_a_table_that_moved_past_the_cut() {
             .any(|l| l.starts_with("prod.sales.customers: at the cut")),
         "{plan:?}"
     );
+    assert!(
+        plan.iter()
+            .any(|l| l.starts_with("prod.sales.events: would restore version")),
+        "{plan:?}"
+    );
     assert_ne!(rows(&target.location).await, at_cut);
 
     let done = replicator_cli::sync::failover(&config, "core", true)
@@ -235,6 +318,7 @@ async fn sync_failover_restores_a_table_that_moved_past_the_cut() {
     );
     assert_eq!(rows(&target.location).await, at_cut);
     assert_eq!(rows(&customers.location).await, customers_at_cut);
+    assert_eq!(rows(&backing.location).await, events_at_cut);
     // With a new commit: the history of the later sync is kept.
     let cut_version = core
         .cut_tables

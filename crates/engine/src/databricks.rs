@@ -77,7 +77,8 @@ impl DatabricksEngine {
     /// Clone one table (as of `as_of`, a sync group's cut, when given): a streaming table is
     /// backed up on the source, then replicated; other tables are replicated, and the
     /// version the clone left the target at is read (`DESCRIBE HISTORY`) for a cut to
-    /// record. A streaming table's clone goes into its backing table: no version is read.
+    /// record. A streaming table's clone goes into its backing table: that table's version
+    /// is read (and `restore` restores that table).
     async fn replicate(
         &self,
         source: &str,
@@ -95,18 +96,14 @@ impl DatabricksEngine {
         match self.pair.replicate_table(&t, as_of).await {
             Ok(mut step) => {
                 ids.append(&mut step.statement_ids);
-                let version = if t.is_streaming() {
-                    None
-                } else {
-                    let target = self.target_name(&t).map_err(|e| (ids.clone(), e))?;
-                    let (v, mut more) = self
-                        .pair
-                        .target_version(&target)
-                        .await
-                        .map_err(|e| (ids.clone(), e))?;
-                    ids.append(&mut more);
-                    Some(v)
-                };
+                let target = self.target_name(&t).map_err(|e| (ids.clone(), e))?;
+                let (version, mut more) = self
+                    .pair
+                    .target_version(&target)
+                    .await
+                    .map_err(|e| (ids.clone(), e))?;
+                ids.append(&mut more);
+                let version = Some(version);
                 step.statement_ids = ids;
                 Ok((step, version))
             }

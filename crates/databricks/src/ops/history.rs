@@ -10,10 +10,16 @@
 //! `table_size_after_restore`, `num_of_files_after_restore`, `num_removed_files`,
 //! `num_restored_files`, `removed_files_size` and `restored_files_size`
 //! (<https://docs.databricks.com/sql/language-manual/delta-restore.html>).
+//!
+//! A streaming table's data lives in its pipeline's backing table, where replication
+//! clones it (`ops/replication.rs`): the version read and the restore are the backing
+//! table's, found the same way.
 
+use crate::client::TableType;
 use crate::{DatabricksError, TableName};
 
 use super::WorkspacePair;
+use super::backup::find_backing_table;
 
 /// `DESCRIBE HISTORY t LIMIT 1`.
 pub fn describe_history_sql(table: &TableName) -> String {
@@ -40,11 +46,29 @@ fn parse_timestamp(s: &str) -> Option<chrono::DateTime<chrono::Utc>> {
 }
 
 impl WorkspacePair {
-    /// The version the target table `table` is at, with the statement IDs.
+    /// The target table holding `table`'s data: `table` itself, or for a streaming table
+    /// its pipeline's backing table (where a clone writes).
+    pub async fn target_data_table(&self, table: &TableName) -> Result<TableName, DatabricksError> {
+        match self.target.get_table(&table.full_name()).await? {
+            Some(info) if info.kind() == TableType::StreamingTable => {
+                let pipeline = info.pipeline().ok_or_else(|| {
+                    DatabricksError::Refused(format!(
+                        "target streaming table {table} has no `pipelines.pipelineId` property"
+                    ))
+                })?;
+                find_backing_table(&self.target, pipeline, table).await
+            }
+            _ => Ok(table.clone()),
+        }
+    }
+
+    /// The version the target table `table` is at (a streaming table's: its backing
+    /// table's), with the statement IDs.
     pub async fn target_version(
         &self,
         table: &TableName,
     ) -> Result<(u64, Vec<String>), DatabricksError> {
+        let table = &self.target_data_table(table).await?;
         let mut ids = Vec::new();
         let r = self
             .run_sql(&self.target, &describe_history_sql(table), &mut ids)
@@ -82,12 +106,14 @@ impl WorkspacePair {
         }
     }
 
-    /// Restore the target table `table` to `version` with a new commit; the statement IDs.
+    /// Restore the target table `table` (a streaming table: its backing table) to
+    /// `version` with a new commit; the statement IDs.
     pub async fn restore_target(
         &self,
         table: &TableName,
         version: u64,
     ) -> Result<Vec<String>, DatabricksError> {
+        let table = &self.target_data_table(table).await?;
         let mut ids = Vec::new();
         self.run_sql(&self.target, &restore_sql(table, version), &mut ids)
             .await?;
