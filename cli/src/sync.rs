@@ -10,7 +10,7 @@ use replicator_common::config::{BusBackend, SyncGroup};
 use replicator_engine::Engines;
 use replicator_planner::sync::{Fired, GroupReport, Syncer, SystemClock};
 use replicator_proto::{Operation, RunCompleted, TableFilter};
-use replicator_store::{GroupState, Store};
+use replicator_store::GroupState;
 
 use crate::embedded;
 use crate::runtime::{Deps, open_store};
@@ -69,7 +69,7 @@ pub async fn trigger(config: &Config, name: &str) -> anyhow::Result<Triggered> {
         bus.close().await;
         return fired
             .map(Triggered::Published)
-            .with_context(|| refused(&deps.store, name));
+            .with_context(|| refused(name));
     }
     let mut fired = None;
     let slot = &mut fired;
@@ -78,7 +78,7 @@ pub async fn trigger(config: &Config, name: &str) -> anyhow::Result<Triggered> {
         let f = syncer
             .fire(&g, chrono::Utc::now(), "manual", 1)
             .await?
-            .with_context(|| refused(&deps.store, &g.name))?;
+            .with_context(|| refused(&g.name))?;
         let tables = deps.store.tasks(f.run_id).await?.len() as u64;
         let run_id = f.run_id;
         *slot = Some(f);
@@ -99,17 +99,17 @@ pub async fn trigger(config: &Config, name: &str) -> anyhow::Result<Triggered> {
             return Err(e);
         }
     };
-    let store = open_store(config).await?;
+    // The run completed: move the group's cut (or keep it) now, as the fleet's planner would.
     let deps = Deps::open(config, Arc::new(MemoryBus::new(1, 1)) as BusRef).await?;
     syncer(config, &deps)?.finish_completed().await?;
     Ok(Triggered::Ran {
         fired: fired.context("the sync did not start")?,
         run: Box::new(run),
-        group: store.sync_group(name).await?.map(Box::new),
+        group: deps.store.sync_group(name).await?.map(Box::new),
     })
 }
 
-fn refused(_store: &Store, name: &str) -> String {
+fn refused(name: &str) -> String {
     format!(
         "sync group {name} was not synced: it failed its checks, or another planner fired it (see `replicator sync status`)"
     )

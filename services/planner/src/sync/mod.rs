@@ -129,10 +129,9 @@ impl Syncer {
 
     /// The request that syncs `group` as of `at`.
     pub fn request(&self, group: &SyncGroup, at: DateTime<Utc>) -> ReplicationRequest {
-        let mut request = self.config.request(
-            Some(Operation::All).filter(|_| self.config.operation == Operation::All),
-            Some(format!("replicator-sync/{}", group.name)),
-        );
+        let mut request = self
+            .config
+            .request(None, Some(format!("replicator-sync/{}", group.name)));
         if request.operation == Operation::Reconciliation {
             // A sync clones; a reconciliation-only config still syncs by cloning.
             request.operation = Operation::All;
