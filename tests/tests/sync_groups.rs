@@ -219,6 +219,8 @@ async fn groups_advance_by_consistent_cuts_and_a_failed_table_keeps_its_group_at
         e.rows(&e.target("ops.fine")).await,
         e.rows(&e.source("ops.fine")).await
     );
+    let sales1 = e.group("sales").await;
+    let marketing1 = e.group("marketing").await;
 
     // Five minutes later: nothing is due.
     e.clock.advance(chrono::Duration::minutes(5));
@@ -241,7 +243,43 @@ async fn groups_advance_by_consistent_cuts_and_a_failed_table_keeps_its_group_at
         fired.iter().any(|f| f.group == "sales" && f.at == cut2),
         "{fired:?}"
     );
-    assert_eq!(e.group("sales").await.cut_at, Some(cut2));
+    let sales2 = e.group("sales").await;
+    assert_eq!(sales2.cut_at, Some(cut2));
+    // Only the table that moved was cloned; the other is carried into the new cut as it was.
+    let sales_run = fired.iter().find(|f| f.group == "sales").unwrap().run_id;
+    let cloned: Vec<String> = e
+        .deps
+        .store
+        .tasks(sales_run)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.table)
+        .collect();
+    assert_eq!(cloned, ["sales.orders"]);
+    let version = |g: &replicator_store::GroupState, t: &str| {
+        let c = g.cut_tables.iter().find(|c| c.table == t).unwrap();
+        (c.source_version, c.target_version)
+    };
+    assert_eq!(sales2.cut_tables.len(), 2, "{sales2:?}");
+    assert_eq!(
+        version(&sales2, "sales.customers"),
+        version(&sales1, "sales.customers")
+    );
+    assert!(version(&sales2, "sales.orders").0 > version(&sales1, "sales.orders").0);
+    // Nothing of `marketing` moved: its cut moves to the new instant without a run.
+    let marketing_run = fired
+        .iter()
+        .find(|f| f.group == "marketing")
+        .unwrap()
+        .run_id;
+    assert!(e.deps.store.run(marketing_run).await.unwrap().is_none());
+    let marketing2 = e.group("marketing").await;
+    assert_eq!(
+        (marketing2.status, marketing2.cut_at),
+        (SyncStatus::Success, Some(cut2))
+    );
+    assert_eq!(marketing2.cut_tables, marketing1.cut_tables);
     let ops = e.group("ops").await;
     assert_eq!(ops.status, SyncStatus::Failed, "{ops:?}");
     assert_eq!(ops.cut_at, Some(cut1), "the previous cut stands");

@@ -290,7 +290,18 @@ impl Engine for DatabricksEngine {
         Ok((at > instant).then_some((version, at)))
     }
 
+    /// The latest version of a table of either workspace (`DESCRIBE HISTORY` on its side's
+    /// warehouse; a target streaming table's: its backing table's).
     async fn table_version(&self, location: &str) -> Result<u64, EngineError> {
+        if let Some((root, full_name)) = split(location)
+            && root == self.source_root
+        {
+            return Ok(self
+                .pair
+                .source_head(&TableName::parse(full_name)?)
+                .await?
+                .0);
+        }
         let t = self.target_table(location)?;
         Ok(self.pair.target_version(&t).await?.0)
     }

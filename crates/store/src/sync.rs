@@ -75,6 +75,8 @@ pub struct GroupState {
     pub attempt_at: Option<DateTime<Utc>>,
     pub attempt_run_id: Option<Uuid>,
     pub attempt_trigger: Option<String>,
+    /// Tables the sync in progress carries from the previous cut (unchanged on both sides).
+    pub attempt_carry: Vec<CutTable>,
     /// Failed syncs since the last cut.
     pub failures: u32,
     /// When the lag alert for the current cut was sent.
@@ -107,22 +109,25 @@ fn uuid(v: Option<String>) -> Option<Uuid> {
     v.and_then(|s| s.parse().ok())
 }
 
-const GROUP_COLUMNS: &str = "name, status, message, cut_at, cut_run_id, cut_tables, attempt_at, attempt_run_id, attempt_trigger, failures, rpo_alerted_at, created_at, updated_at";
+const GROUP_COLUMNS: &str = "name, status, message, cut_at, cut_run_id, cut_tables, attempt_at, attempt_run_id, attempt_trigger, failures, rpo_alerted_at, created_at, updated_at, attempt_carry";
+
+fn tables_from(json: Option<String>) -> Vec<CutTable> {
+    json.and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default()
+}
 
 fn group_from(r: &sqlx::any::AnyRow) -> Result<GroupState, StoreError> {
-    let tables: Option<String> = r.get(5);
     Ok(GroupState {
         name: r.get(0),
         status: SyncStatus::parse(&r.get::<String, _>(1))?,
         message: r.get(2),
         cut_at: from_ms(r.get(3)),
         cut_run_id: uuid(r.get(4)),
-        cut_tables: tables
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .unwrap_or_default(),
+        cut_tables: tables_from(r.get(5)),
         attempt_at: from_ms(r.get(6)),
         attempt_run_id: uuid(r.get(7)),
         attempt_trigger: r.get(8),
+        attempt_carry: tables_from(r.get(13)),
         failures: r.get::<i64, _>(9) as u32,
         rpo_alerted_at: from_ms(r.get(10)),
         created_at: from_ms(r.get(11)).unwrap_or_default(),
@@ -182,22 +187,25 @@ impl Store {
         Ok(())
     }
 
-    /// A sync of `group` as of `at` started as run `run_id`.
+    /// A sync of `group` as of `at` started as run `run_id`, carrying `carried` from the
+    /// previous cut (tables it does not clone again).
     pub async fn group_sync_started(
         &self,
         group: &str,
         at: DateTime<Utc>,
         run_id: Uuid,
         fired_by: &str,
+        carried: &[CutTable],
     ) -> Result<(), StoreError> {
         self.ensure_group(group, at).await?;
         sqlx::query(
             "UPDATE sync_groups SET status = 'in-progress', attempt_at = $1, attempt_run_id = $2,
-               attempt_trigger = $3, updated_at = $4 WHERE name = $5",
+               attempt_trigger = $3, attempt_carry = $4, updated_at = $5 WHERE name = $6",
         )
         .bind(ms(at))
         .bind(run_id.to_string())
         .bind(fired_by)
+        .bind(serde_json::to_string(carried).unwrap_or_default())
         .bind(Utc::now().timestamp_millis())
         .bind(group)
         .execute(&self.pool)
@@ -363,7 +371,9 @@ mod tests {
             source_version: Some(3),
             target_version: Some(1),
         }];
-        s.group_sync_started("g", t1, r1, "schedule").await.unwrap();
+        s.group_sync_started("g", t1, r1, "schedule", &[])
+            .await
+            .unwrap();
         assert_eq!(
             s.sync_group("g").await.unwrap().unwrap().status,
             SyncStatus::InProgress
@@ -373,7 +383,14 @@ mod tests {
                 .await
                 .unwrap()
         );
-        s.group_sync_started("g", t2, r2, "schedule").await.unwrap();
+        s.group_sync_started("g", t2, r2, "schedule", &tables)
+            .await
+            .unwrap();
+        assert_eq!(
+            s.sync_group("g").await.unwrap().unwrap().attempt_carry,
+            tables,
+            "what a sync carries is kept with it"
+        );
         assert!(
             !s.group_sync_finished("g", r1, false, &[], Some("late"))
                 .await
@@ -390,7 +407,9 @@ mod tests {
         assert_eq!(g.cut_at, Some(t1), "the previous cut stands");
         // A refusal while a sync runs leaves the sync to finish.
         let r3 = Uuid::now_v7();
-        s.group_sync_started("g", t2, r3, "retry").await.unwrap();
+        s.group_sync_started("g", t2, r3, "retry", &[])
+            .await
+            .unwrap();
         s.group_refused("g", "secondary region not available")
             .await
             .unwrap();

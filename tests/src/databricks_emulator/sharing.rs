@@ -9,13 +9,20 @@ use axum::response::Response;
 use serde_json::{Value, json};
 
 use super::server::{error, ok};
-use super::state::{Inner, Metastore, Share};
+use super::state::{Inner, Metastore, Share, SharedObj};
 use super::unity_catalog::{missing, page};
 
 fn share_json(name: &str, s: &Share) -> Value {
     json!({
         "name": name,
-        "objects": s.objects.iter().map(|(n, t)| json!({"name": n, "data_object_type": t, "status": "ACTIVE"})).collect::<Vec<_>>(),
+        "objects": s.objects.iter().map(|o| {
+            let mut v = json!({"name": o.name, "data_object_type": o.kind, "status": "ACTIVE"});
+            if o.kind == "TABLE" {
+                v["history_data_sharing_status"] =
+                    json!(if o.history { "ENABLED" } else { "DISABLED" });
+            }
+            v
+        }).collect::<Vec<_>>(),
     })
 }
 
@@ -130,23 +137,51 @@ pub(super) fn uc_change(st: &Inner, method: &str, rest: &[&str], body: &Value) -
                         "data_object needs name and data_object_type",
                     );
                 };
-                if u["action"].as_str() != Some("ADD") || otype != "SCHEMA" {
+                // Shares API: `data_object_type` TABLE or SCHEMA (the two emulated), a table
+                // named `catalog.schema.table`; `history_data_sharing_status` DISABLED unless
+                // given (https://docs.databricks.com/api/workspace/shares/update).
+                if u["action"].as_str() != Some("ADD") || !matches!(otype, "SCHEMA" | "TABLE") {
                     return error(
                         StatusCode::BAD_REQUEST,
                         "INVALID_PARAMETER_VALUE",
-                        "only ADD of SCHEMA objects is emulated",
+                        "only ADD of SCHEMA and TABLE objects is emulated",
                     );
                 }
-                let ok_schema = oname.split_once('.').is_some_and(|(c, s)| {
-                    catalogs.get(c).is_some_and(|c| c.schemas.contains_key(s))
-                });
-                if !ok_schema {
-                    return missing("Schema", oname);
+                let parts: Vec<&str> = oname.split('.').collect();
+                let found = match (otype, parts.as_slice()) {
+                    ("SCHEMA", [c, s]) => {
+                        catalogs.get(*c).is_some_and(|c| c.schemas.contains_key(*s))
+                    }
+                    ("TABLE", [c, s, t]) => catalogs
+                        .get(*c)
+                        .and_then(|c| c.schemas.get(*s))
+                        .is_some_and(|s| s.contains_key(*t)),
+                    _ => false,
+                };
+                if !found {
+                    return missing(if otype == "TABLE" { "Table" } else { "Schema" }, oname);
                 }
-                if share.objects.iter().any(|(n, _)| n == oname) {
+                if share.objects.iter().any(|o| o.name == oname) {
                     return exists("Shared object", oname);
                 }
-                share.objects.push((oname.to_owned(), otype.to_owned()));
+                let history = match obj["history_data_sharing_status"].as_str() {
+                    None | Some("DISABLED") => false,
+                    Some("ENABLED") => true,
+                    Some(other) => {
+                        return error(
+                            StatusCode::BAD_REQUEST,
+                            "INVALID_PARAMETER_VALUE",
+                            format!(
+                                "history_data_sharing_status must be ENABLED or DISABLED, not {other}"
+                            ),
+                        );
+                    }
+                };
+                share.objects.push(SharedObj {
+                    name: oname.to_owned(),
+                    kind: otype.to_owned(),
+                    history,
+                });
             }
             ok(share_json(name, share))
         }

@@ -26,9 +26,18 @@ pub(super) struct Catalog {
 
 #[derive(Clone, Debug, Default)]
 pub(super) struct Share {
-    /// (name, data_object_type)
-    pub(super) objects: Vec<(String, String)>,
+    pub(super) objects: Vec<SharedObj>,
     pub(super) grants: BTreeMap<String, BTreeSet<String>>,
+}
+
+/// An entry of a share: a schema (all its tables, without their history) or a table (with
+/// its history when added with `history_data_sharing_status: ENABLED`).
+#[derive(Clone, Debug)]
+pub(super) struct SharedObj {
+    pub(super) name: String,
+    /// `SCHEMA` or `TABLE`.
+    pub(super) kind: String,
+    pub(super) history: bool,
 }
 
 #[derive(Clone, Debug)]

@@ -106,6 +106,35 @@ impl TableInfo {
 pub struct SharedObject {
     pub name: String,
     pub data_object_type: String,
+    /// `ENABLED` or `DISABLED` (the default when absent) for a table: whether its history is
+    /// shared, which time travel through the share needs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history_data_sharing_status: Option<String>,
+}
+
+impl SharedObject {
+    /// A schema entry: every table of the schema, without history.
+    pub fn schema(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            data_object_type: "SCHEMA".into(),
+            history_data_sharing_status: None,
+        }
+    }
+
+    /// A table entry (`catalog.schema.table`) shared with its history.
+    pub fn table_with_history(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            data_object_type: "TABLE".into(),
+            history_data_sharing_status: Some("ENABLED".into()),
+        }
+    }
+
+    /// The same object as `other` (by name and type; history aside).
+    pub fn same_as(&self, other: &SharedObject) -> bool {
+        self.name == other.name && self.data_object_type == other.data_object_type
+    }
 }
 
 /// A share and what it holds.
@@ -221,15 +250,15 @@ impl WorkspaceClient {
             .map(drop)
     }
 
-    /// Add schemas (`catalog.schema`) to a share.
-    pub async fn add_schemas_to_share(
+    /// Add objects (schemas, tables) to a share.
+    pub async fn add_to_share(
         &self,
         share: &str,
-        schemas: &[String],
+        objects: &[SharedObject],
     ) -> Result<(), DatabricksError> {
-        let updates: Vec<Value> = schemas
+        let updates: Vec<Value> = objects
             .iter()
-            .map(|s| json!({"action": "ADD", "data_object": {"name": s, "data_object_type": "SCHEMA"}}))
+            .map(|o| json!({"action": "ADD", "data_object": o}))
             .collect();
         let url = self.url(&["api", "2.1", "unity-catalog", "shares", share]);
         self.call(Method::PATCH, url, &[], Some(json!({ "updates": updates })))

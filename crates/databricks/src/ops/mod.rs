@@ -4,8 +4,8 @@
 //!   (`__databricks_internal.__dlt_materialization_schema_<pipeline>.<table>`, the pipeline ID
 //!   read from the table's `pipelines.pipelineId` property) is deep-cloned into the backup
 //!   catalog; then the Delta Sharing objects are set up on the source side: a recipient for
-//!   the target metastore's global ID, one share of the source catalog's schemas (managed and
-//!   external tables) and one of the backup catalog's schemas (streaming tables), the
+//!   the target metastore's global ID, one share of the source catalog's tables (managed and
+//!   external, each with its history) and one of the backup catalog's schemas (streaming tables), the
 //!   recipient granted `SELECT` on both;
 //! - **replication** (target workspace): the provider of the source metastore is found, a
 //!   catalog is created from each share (`CREATE CATALOG … USING SHARE`), and each table is

@@ -7,23 +7,37 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use replicator_common::databricks::SharingMode;
 
-use crate::client::{RecipientInfo, ShareInfo};
+use crate::client::{RecipientInfo, ShareInfo, SharedObject};
 use crate::{DatabricksError, Ident};
 
 use super::{SourceTable, WorkspacePair, vanished};
 
-/// The schemas (`catalog.schema`) of `wanted` that the share `info` does not hold.
-fn schemas_lacking(info: &ShareInfo, wanted: &[String]) -> Vec<String> {
+/// The entries of `wanted` that the share `info` does not cover: a schema entry is covered by
+/// itself; a table entry by itself or by an entry of its whole schema (a share created by an
+/// earlier version held schemas: their tables are shared, but without history).
+fn lacking(info: &ShareInfo, wanted: &[SharedObject]) -> Vec<SharedObject> {
     wanted
         .iter()
-        .filter(|s| {
-            !info
-                .objects
-                .iter()
-                .any(|o| o.data_object_type == "SCHEMA" && &&o.name == s)
+        .filter(|w| {
+            !info.objects.iter().any(|o| {
+                o.same_as(w)
+                    || (w.data_object_type == "TABLE"
+                        && o.data_object_type == "SCHEMA"
+                        && w.name
+                            .rsplit_once('.')
+                            .is_some_and(|(schema, _)| schema == o.name))
+            })
         })
         .cloned()
         .collect()
+}
+
+fn names(objects: &[SharedObject]) -> String {
+    objects
+        .iter()
+        .map(|o| o.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl WorkspacePair {
@@ -69,21 +83,26 @@ impl WorkspacePair {
                 Err(e) => return Err(e),
             },
         }
-        // share name -> schemas (`catalog.schema`) it must hold
-        let mut wanted: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        // share name -> entries it must hold. A table is shared on its own with its history,
+        // so a sync group's cut can clone it `TIMESTAMP AS OF` through the share (a schema
+        // entry cannot carry history; docs/databricks.md, "Time travel through the share").
+        // A streaming table's backup is cloned at its latest version: its schema is shared.
+        let mut wanted: BTreeMap<String, Vec<SharedObject>> = BTreeMap::new();
         for t in tables {
             let m = self.mapping(t);
-            let (share, catalog) = if t.is_streaming() {
-                (m.backup_share(), m.backup())
+            let (share, entry) = if t.is_streaming() {
+                let schema = format!("{}.{}", m.backup(), t.info.schema_name);
+                (m.backup_share(), SharedObject::schema(&schema))
             } else {
-                (m.share(), m.source.clone())
+                let table = format!("{}.{}.{}", m.source, t.info.schema_name, t.info.name);
+                (m.share(), SharedObject::table_with_history(&table))
             };
-            wanted
-                .entry(share)
-                .or_default()
-                .insert(format!("{catalog}.{}", t.info.schema_name));
+            let entries = wanted.entry(share).or_default();
+            if !entries.iter().any(|e| e.same_as(&entry)) {
+                entries.push(entry);
+            }
         }
-        for (share, schemas) in wanted {
+        for (share, entries) in wanted {
             let share = Ident::new(&share)?;
             let mut created = false;
             let existing = match self.source.get_share(share.as_str()).await? {
@@ -113,36 +132,28 @@ impl WorkspacePair {
                     Err(e) => return Err(e),
                 },
             };
-            let schemas: Vec<String> = schemas.into_iter().collect();
-            let missing = schemas_lacking(&existing, &schemas);
+            let missing = lacking(&existing, &entries);
             if !missing.is_empty() {
                 if byo {
                     return Err(DatabricksError::Refused(format!(
-                        "sharing mode byo: share `{share}` lacks schemas {missing:?}"
+                        "sharing mode byo: share `{share}` lacks {}",
+                        names(&missing)
                     )));
                 }
-                match self
-                    .source
-                    .add_schemas_to_share(share.as_str(), &missing)
-                    .await
-                {
-                    Ok(()) => {
-                        actions.push(format!("added {} to share {share}", missing.join(", ")))
-                    }
+                match self.source.add_to_share(share.as_str(), &missing).await {
+                    Ok(()) => actions.push(format!("added {} to share {share}", names(&missing))),
                     // Some were added meanwhile (a concurrent run): add what still lacks.
                     Err(e) if e.is_already_exists() => {
-                        tracing::info!(%share, "schemas added to the share concurrently; reading it back");
+                        tracing::info!(%share, "objects added to the share concurrently; reading it back");
                         let now = self
                             .source
                             .get_share(share.as_str())
                             .await?
                             .ok_or_else(|| vanished("share", share.as_str()))?;
-                        let still = schemas_lacking(&now, &missing);
+                        let still = lacking(&now, &missing);
                         if !still.is_empty() {
-                            self.source
-                                .add_schemas_to_share(share.as_str(), &still)
-                                .await?;
-                            actions.push(format!("added {} to share {share}", still.join(", ")));
+                            self.source.add_to_share(share.as_str(), &still).await?;
+                            actions.push(format!("added {} to share {share}", names(&still)));
                         }
                     }
                     Err(e) => return Err(e),
@@ -277,22 +288,30 @@ mod tests {
     use crate::client::SharedObject;
 
     #[test]
-    fn only_schemas_the_share_lacks_are_added() {
-        let obj = |name: &str, ty: &str| SharedObject {
-            name: name.into(),
-            data_object_type: ty.into(),
-        };
+    fn only_entries_the_share_lacks_are_added() {
         let share = ShareInfo {
             name: "s".into(),
-            objects: vec![obj("prod.sales", "SCHEMA"), obj("prod.hr", "TABLE")],
+            objects: vec![
+                SharedObject::schema("prod.sales"),
+                SharedObject::table_with_history("prod.hr.people"),
+            ],
         };
         let wanted = [
-            "prod.sales".to_owned(),
-            "prod.hr".to_owned(),
-            "prod.ops".to_owned(),
+            // covered by the schema entry (shared by an earlier version, without history)
+            SharedObject::table_with_history("prod.sales.orders"),
+            SharedObject::table_with_history("prod.hr.people"),
+            SharedObject::table_with_history("prod.hr.salaries"),
+            // a schema is not covered by a table of it
+            SharedObject::schema("prod.hr"),
         ];
-        // A table named like a schema is not the schema.
-        assert_eq!(schemas_lacking(&share, &wanted), ["prod.hr", "prod.ops"]);
-        assert!(schemas_lacking(&share, &wanted[..1]).is_empty());
+        let names: Vec<String> = lacking(&share, &wanted)
+            .into_iter()
+            .map(|o| o.name)
+            .collect();
+        assert_eq!(names, ["prod.hr.salaries", "prod.hr"]);
+        assert!(lacking(&share, &wanted[..2]).is_empty());
+        // a table named like a schema's prefix is not in it
+        let other = [SharedObject::table_with_history("prod.salesx.t")];
+        assert_eq!(lacking(&share, &other).len(), 1);
     }
 }

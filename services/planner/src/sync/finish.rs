@@ -46,7 +46,7 @@ impl Syncer {
             };
             let tasks = self.store.tasks(run_id).await?;
             let success = summary.is_success() && !tasks.is_empty();
-            let tables: Vec<CutTable> = tasks
+            let mut tables: Vec<CutTable> = tasks
                 .iter()
                 .map(|t| {
                     let s = summary.tables.iter().find(|s| s.task_id == t.task_id);
@@ -59,6 +59,9 @@ impl Syncer {
                     }
                 })
                 .collect();
+            // The tables the sync carried from the previous cut, unchanged.
+            tables.extend(state.attempt_carry.iter().cloned());
+            tables.sort_by(|a, b| a.table.cmp(&b.table));
             let message = (!success).then(|| {
                 let failed: Vec<String> = tasks
                     .iter()
@@ -70,28 +73,20 @@ impl Syncer {
                     .collect();
                 format!("sync failed, previous cut kept: {}", failed.join("; "))
             });
-            if !self
-                .store
-                .group_sync_finished(&state.name, run_id, success, &tables, message.as_deref())
-                .await?
-            {
-                continue;
-            }
             let at = state.attempt_at;
-            if success {
-                tracing::info!(group = %state.name, %run_id, cut = ?at, "group at its new cut");
-                self.metadata_status(&state.name, SyncStatus::Success, at, None)
-                    .await;
-            } else {
-                tracing::warn!(group = %state.name, %run_id, message = message.as_deref().unwrap_or(""), "group sync failed; previous cut kept");
-                self.metadata_status(&state.name, SyncStatus::Failed, None, message.as_deref())
-                    .await;
-            }
-            let Some(group) = self.sync.group(&state.name) else {
+            let Some(group) = self
+                .conclude(
+                    &state.name,
+                    run_id,
+                    at,
+                    success,
+                    &tables,
+                    message.as_deref(),
+                )
+                .await?
+            else {
                 continue;
             };
-            self.notify(group, success, at, message.as_deref(), None)
-                .await;
             if !success
                 && let Some(at) = at
                 && state.failures < self.sync.retries_of(group)
@@ -107,6 +102,41 @@ impl Syncer {
             }
         }
         Ok(())
+    }
+
+    /// Record how the sync of run `run_id` ended (the cut moves on success), update both
+    /// metadata tables and tell the group's recipients. The group's config when the sync was
+    /// the group's current one and the group is still configured.
+    pub(super) async fn conclude(
+        &self,
+        name: &str,
+        run_id: Uuid,
+        at: Option<DateTime<Utc>>,
+        success: bool,
+        tables: &[CutTable],
+        message: Option<&str>,
+    ) -> anyhow::Result<Option<&SyncGroup>> {
+        if !self
+            .store
+            .group_sync_finished(name, run_id, success, tables, message)
+            .await?
+        {
+            return Ok(None);
+        }
+        if success {
+            tracing::info!(group = %name, %run_id, cut = ?at, "group at its new cut");
+            self.metadata_status(name, SyncStatus::Success, at, None)
+                .await;
+        } else {
+            tracing::warn!(group = %name, %run_id, message = message.unwrap_or(""), "group sync failed; previous cut kept");
+            self.metadata_status(name, SyncStatus::Failed, None, message)
+                .await;
+        }
+        let Some(group) = self.sync.group(name) else {
+            return Ok(None);
+        };
+        self.notify(group, success, at, message, None).await;
+        Ok(Some(group))
     }
 
     /// Lag gauges per group, and the alert to the owners when a lag passes the group's RPO

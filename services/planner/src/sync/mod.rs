@@ -27,6 +27,7 @@ use uuid::Uuid;
 
 use crate::{RunPlan, plan, publish_plan};
 
+mod carry;
 mod finish;
 mod metadata;
 mod status;
@@ -272,6 +273,7 @@ impl Syncer {
                 return Ok(None);
             }
         };
+        let (planned, carried) = self.carry_unchanged(&group.name, planned, at).await?;
         let fire = Fire {
             group: group.name.clone(),
             tick: at,
@@ -283,12 +285,19 @@ impl Syncer {
             return Ok(None);
         }
         self.store
-            .group_sync_started(&group.name, at, run_id, fired_by)
+            .group_sync_started(&group.name, at, run_id, fired_by, &carried)
             .await?;
-        self.metadata_status(&group.name, SyncStatus::InProgress, None, None)
-            .await;
-        publish_plan(&request, planned, &self.bus, &self.store).await?;
-        tracing::info!(group = %group.name, %run_id, %at, fired_by, "sync fired");
+        if planned.items.is_empty() {
+            // Nothing moved on either side since the last cut: it holds as of `at` too.
+            tracing::info!(group = %group.name, %run_id, %at, fired_by, "sync fired; every table unchanged since the last cut");
+            self.conclude(&group.name, run_id, Some(at), true, &carried, None)
+                .await?;
+        } else {
+            self.metadata_status(&group.name, SyncStatus::InProgress, None, None)
+                .await;
+            publish_plan(&request, planned, &self.bus, &self.store).await?;
+            tracing::info!(group = %group.name, %run_id, %at, fired_by, "sync fired");
+        }
         Ok(Some(Fired {
             group: group.name.clone(),
             at,
@@ -350,7 +359,7 @@ pub async fn record_group_request(
     };
     store.claim_fire(&fire).await?;
     store
-        .group_sync_started(&group, at, run_id, "message")
+        .group_sync_started(&group, at, run_id, "message", &[])
         .await
 }
 
