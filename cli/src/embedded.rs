@@ -77,7 +77,7 @@ pub async fn run(config: &Config, opts: &RunOptions) -> anyhow::Result<RunOutput
             let plan = replicator_planner::submit(&request, &deps.engines, &deps.bus, &deps.store)
                 .await
                 .map_err(|e| anyhow::Error::from(e).context("planning the run"))?;
-            Ok((plan.run_id, plan.items.len() as u64))
+            Ok((plan.run_id, plan.tasks()))
         },
     )
     .await?;

@@ -79,7 +79,12 @@ pub async fn serve(
                     _ = shutdown.cancelled() => break,
                     _ = tick.tick() => {}
                 }
-                for q in [names::REQUESTS, names::CLONE_TASKS, names::RECONCILE_TASKS] {
+                for q in [
+                    names::REQUESTS,
+                    names::CLONE_TASKS,
+                    names::RECONCILE_TASKS,
+                    names::CATALOG_TASKS,
+                ] {
                     if let Some(d) = bus.depth(q).await {
                         replicator_common::metrics::queue_depth(q, d);
                     }
@@ -215,7 +220,11 @@ pub async fn replay(config: &Config, run_id: Uuid, task: Option<Uuid>) -> anyhow
         same_run && same_task
     };
     let mut moved = 0;
-    for queue in [names::CLONE_TASKS, names::RECONCILE_TASKS] {
+    for queue in [
+        names::CLONE_TASKS,
+        names::RECONCILE_TASKS,
+        names::CATALOG_TASKS,
+    ] {
         // Reopen the tasks first, so their results are recorded against a live task.
         for letter in bus.dead_letters(queue).await? {
             if matches(&letter)

@@ -82,7 +82,10 @@ pub fn summary_table(s: &RunSummary) -> String {
             format!("{} files, {}", t.copied_files, bytes(t.copied_bytes)),
             t.removed_files.to_string(),
             rows_,
-            t.error.clone().unwrap_or_default(),
+            t.error
+                .clone()
+                .or_else(|| t.detail.clone())
+                .unwrap_or_default(),
         ]);
     }
     let widths: Vec<usize> = (0..6)

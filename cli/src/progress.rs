@@ -36,7 +36,8 @@ impl RunProgress {
         match key {
             names::events::CLONE_FAILED => true,
             names::events::CLONE_SUCCEEDED => !self.reconciles,
-            k => k.starts_with("reconcile."),
+            // A catalog object's task ends at its result.
+            k => k.starts_with("reconcile.") || k.starts_with("catalog."),
         }
     }
 

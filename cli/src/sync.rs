@@ -197,7 +197,7 @@ pub async fn failback(config: &Config, name: &str, execute: bool) -> anyhow::Res
         let plan = replicator_planner::submit(&request, &deps.engines, &deps.bus, &deps.store)
             .await
             .map_err(|e| anyhow::Error::from(e).context("planning the failback"))?;
-        Ok((plan.run_id, plan.items.len() as u64))
+        Ok((plan.run_id, plan.tasks()))
     })
     .await?;
     let lines: Vec<String> = run

@@ -16,6 +16,7 @@
 //! items), `results` (what a task produced), `events` (the run's announcements and dead
 //! letters) and `summaries` (a finished run, table by table).
 
+mod catalog;
 mod events;
 mod header;
 pub mod names;
@@ -24,6 +25,7 @@ mod results;
 mod summaries;
 mod tasks;
 
+pub use catalog::{CatalogOutcome, CatalogResult, CatalogTask, ObjectKind, Shard};
 pub use events::{DeadLetter, PlannedTable, RunCompleted, RunPlanned, SyncNotice};
 pub use header::{DecodeError, Header, Message, SCHEMA_VERSION, decode, encode};
 pub use requests::{EngineKind, Operation, ReplicationRequest, TableFilter};
@@ -58,6 +60,8 @@ message! {
     RunCompleted => "run_completed",
     DeadLetter => "dead_letter",
     SyncNotice => "sync_notice",
+    CatalogTask => "catalog_task",
+    CatalogResult => "catalog_result",
 }
 
 #[cfg(test)]

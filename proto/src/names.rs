@@ -7,6 +7,9 @@ pub const REQUESTS: &str = "requests";
 pub const CLONE_TASKS: &str = "tasks.clone";
 /// Work queue for [`crate::ReconcileTask`]s, consumed by reconcilers.
 pub const RECONCILE_TASKS: &str = "tasks.reconcile";
+/// Work queue for [`crate::CatalogTask`]s (schemas, views, volumes, grants, tags), consumed
+/// by cloners.
+pub const CATALOG_TASKS: &str = "tasks.catalog";
 
 /// Routing keys on the events topic.
 pub mod events {
@@ -17,6 +20,8 @@ pub mod events {
     pub const RECONCILE_MATCHED: &str = "reconcile.matched";
     pub const RECONCILE_MISMATCHED: &str = "reconcile.mismatched";
     pub const RECONCILE_FAILED: &str = "reconcile.failed";
+    pub const CATALOG_APPLIED: &str = "catalog.applied";
+    pub const CATALOG_FAILED: &str = "catalog.failed";
     pub const DEAD_LETTER: &str = "dead_letter";
     pub const SYNC_SUCCEEDED: &str = "sync.succeeded";
     pub const SYNC_FAILED: &str = "sync.failed";

@@ -134,6 +134,10 @@ pub struct ReplicationRequest {
     /// The sync group this run brings to a new cut, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+    /// Also carry the catalog's other objects in scope — schemas, views, volumes, grants,
+    /// tags (docs/catalog.md) — as catalog tasks of the run.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub catalog: bool,
 }
 
 #[cfg(test)]

@@ -17,7 +17,14 @@ pub enum TableStatus {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct TableSummary {
     pub task_id: Uuid,
+    /// The table's name, or a catalog object's (see `kind`).
     pub table: String,
+    /// A catalog object's kind (docs/catalog.md); absent for a table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<crate::ObjectKind>,
+    /// A catalog object's account of what its task did (statements, findings).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
     pub status: TableStatus,
     #[serde(default)]
     pub source_version: Option<u64>,

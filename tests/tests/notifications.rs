@@ -22,6 +22,8 @@ fn table(name: &str, status: TableStatus, error: Option<&str>) -> TableSummary {
     TableSummary {
         task_id: Uuid::now_v7(),
         table: name.into(),
+        kind: None,
+        detail: None,
         status,
         source_version: Some(3),
         target_version: Some(1),

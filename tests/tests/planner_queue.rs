@@ -45,6 +45,7 @@ async fn requests_become_tasks_and_bad_requests_become_dead_letters() {
         external_roots: Vec::new(),
         as_of: None,
         group: None,
+        catalog: false,
     };
     bus.publish(names::REQUESTS, Bytes::from_static(b"{definitely not json"))
         .await

@@ -58,6 +58,7 @@ impl Harness {
             external_roots: Vec::new(),
             as_of: None,
             group: None,
+            catalog: false,
         };
         let task = CloneTask {
             header: Header::new(run_id),
@@ -75,6 +76,7 @@ impl Harness {
         };
         let new = NewTask {
             task_id: task.task_id,
+            kind: None,
             table: task.table.clone(),
             source: task.source.clone(),
             target: task.target.clone(),

@@ -177,6 +177,10 @@ async fn watch_run(config: &Config, run_id: uuid::Uuid, json: bool) -> ExitCode 
         pb.set_position(progress.done);
         if key.starts_with("clone.") || key.starts_with("reconcile.") {
             pb.set_message(format!("{key}: {table}"));
+        } else if key.starts_with("catalog.") {
+            let kind = v.get("kind").and_then(|t| t.as_str()).unwrap_or("");
+            let name = v.get("name").and_then(|t| t.as_str()).unwrap_or("");
+            pb.set_message(format!("{key}: {kind} {name}"));
         } else if key == "run.planned" {
             pb.set_message("planned".to_string());
         }

@@ -120,7 +120,8 @@ async fn run_loaded(config: &Config, opts: RunOptions, json: bool) -> ExitCode {
             ExitCode::SUCCESS
         }
         Ok(RunOutput::Planned(plan)) => {
-            let problems = plan.items.iter().filter(|i| i.problem.is_some()).count();
+            let problems = plan.items.iter().filter(|i| i.problem.is_some()).count()
+                + plan.would_apply.iter().filter(|w| w.is_err()).count();
             if json {
                 let items: Vec<_> = plan
                     .items
@@ -132,9 +133,24 @@ async fn run_loaded(config: &Config, opts: RunOptions, json: bool) -> ExitCode {
                         })
                     })
                     .collect();
+                let objects: Vec<_> = plan
+                    .objects
+                    .iter()
+                    .zip(&plan.would_apply)
+                    .map(|(o, w)| {
+                        let (would, problem) = match w {
+                            Ok(a) => (Some(a), None),
+                            Err(e) => (None, Some(e)),
+                        };
+                        serde_json::json!({
+                            "kind": o.kind, "name": o.name, "source": o.source, "target": o.target,
+                            "would": would, "problem": problem,
+                        })
+                    })
+                    .collect();
                 println!(
                     "{}",
-                    serde_json::json!({ "dry_run": true, "operation": plan.operation, "tables": items })
+                    serde_json::json!({ "dry_run": true, "operation": plan.operation, "tables": items, "objects": objects })
                 );
             } else {
                 println!(
@@ -154,6 +170,39 @@ async fn run_loaded(config: &Config, opts: RunOptions, json: bool) -> ExitCode {
                             m.num_removed_files
                         ),
                         (None, None) => println!("  {}", i.table),
+                    }
+                }
+                if !plan.objects.is_empty() {
+                    println!("{} catalog objects:", plan.objects.len());
+                }
+                for (o, w) in plan.objects.iter().zip(&plan.would_apply) {
+                    let label = replicator_planner::object_label(o);
+                    match w {
+                        Err(e) => println!("  {label}: cannot apply: {e}"),
+                        Ok(a)
+                            if a.statements.is_empty() && a.files_copied + a.files_deleted == 0 =>
+                        {
+                            println!("  {label}: nothing to do")
+                        }
+                        Ok(a) => {
+                            println!("  {label}:");
+                            for st in &a.statements {
+                                println!("    {st}");
+                            }
+                            if a.files_copied + a.files_deleted > 0 {
+                                println!(
+                                    "    copy {} files ({}), delete {}",
+                                    a.files_copied,
+                                    output::bytes(a.bytes_copied),
+                                    a.files_deleted
+                                );
+                            }
+                        }
+                    }
+                    if let Ok(a) = w {
+                        for f in &a.findings {
+                            println!("    reported: {f}");
+                        }
                     }
                 }
             }

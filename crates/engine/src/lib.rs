@@ -18,19 +18,22 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use replicator_common::config::Reconciliation;
+use replicator_common::config::{CatalogSettings, Reconciliation};
 use replicator_common::retry::Retryable;
 use replicator_lake::clone::ProgressFn;
 use replicator_proto::EngineKind;
 use replicator_proto::{
-    Check, CloneMetrics, CloneTask, ErrorKind, KeyDiff, PartitionDiff, ReconcileTask,
+    CatalogTask, Check, CloneMetrics, CloneTask, ErrorKind, KeyDiff, PartitionDiff, ReconcileTask,
     ReplicationRequest, TaskError, Validation, ValidationDepth,
 };
 use replicator_store::Store;
 use uuid::Uuid;
 
+mod catalog;
 pub mod databricks;
 pub mod native;
+
+pub use catalog::{Applied, DiffState, Difference, ObjectContext, PlannedObject};
 
 pub use databricks::DatabricksEngine;
 pub use native::NativeEngine;
@@ -129,6 +132,9 @@ impl Checked {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Failure {
     pub error: TaskError,
+    /// Not a failure yet: the object depends on one still missing on the target (a view's
+    /// table still being cloned). The worker defers the task, up to `catalog.wait_minutes`.
+    pub waits: bool,
     /// Another attempt may succeed (a storage hiccup, a commit conflict). An engine that
     /// retries inside (the Databricks engine retries each statement) says `false`.
     pub retry: bool,
@@ -143,7 +149,20 @@ impl Failure {
                 message: message.into(),
             },
             retry,
+            waits: false,
             statement_ids: Vec::new(),
+        }
+    }
+
+    /// The object depends on `what`, which the target does not have yet.
+    pub fn waits_for(object: &str, what: &str) -> Self {
+        Self {
+            waits: true,
+            ..Self::new(
+                ErrorKind::Transient,
+                format!("{object} waits for {what}, which the target does not have"),
+                false,
+            )
         }
     }
 }
@@ -237,12 +256,50 @@ pub trait Engine: Send + Sync {
         Ok(Vec::new())
     }
 
-    /// The latest version of the target table at `location`.
+    /// The latest version of the table at `location` (a source or a target table).
     async fn table_version(&self, location: &str) -> Result<u64, EngineError>;
 
     /// Bring the target table at `location` back to `version` with a new commit (history is
     /// kept), as `RESTORE TABLE … TO VERSION AS OF` does. Returns what it did.
     async fn restore(&self, location: &str, version: u64) -> Result<String, EngineError>;
+
+    /// The catalog objects a request carries besides its tables (docs/catalog.md), in the
+    /// order they are best applied (external locations and schemas first, grants and tags
+    /// last). None by default.
+    async fn plan_objects(
+        &self,
+        _request: &ReplicationRequest,
+        _settings: &CatalogSettings,
+    ) -> Result<Vec<PlannedObject>, EngineError> {
+        Ok(Vec::new())
+    }
+
+    /// One attempt at a catalog object: read it on both sides, apply the difference (none in
+    /// a dry run). Idempotent: a second attempt finds nothing to do.
+    async fn apply_object(
+        &self,
+        task: &CatalogTask,
+        _ctx: &ObjectContext,
+    ) -> Result<Applied, Failure> {
+        Err(Failure::new(
+            ErrorKind::Permanent,
+            format!(
+                "{} {}: this engine does not carry {}s",
+                task.kind, task.name, task.kind
+            ),
+            false,
+        ))
+    }
+
+    /// Catalog reconciliation: every object of the request's scope missing, extra or
+    /// different on the target (tables are the reconciler's).
+    async fn diff_objects(
+        &self,
+        _request: &ReplicationRequest,
+        _settings: &CatalogSettings,
+    ) -> Result<Vec<Difference>, EngineError> {
+        Ok(Vec::new())
+    }
 }
 
 /// The engines of one process, built once from its config and handed to every service.
@@ -250,6 +307,8 @@ pub trait Engine: Send + Sync {
 pub struct Engines {
     native: Arc<NativeEngine>,
     databricks: Option<Arc<DatabricksEngine>>,
+    /// How catalog objects are carried (the config's `catalog` section, or its defaults).
+    catalog: Arc<CatalogSettings>,
 }
 
 impl Default for Engines {
@@ -273,6 +332,7 @@ impl Engines {
         Ok(Self {
             native: Arc::new(NativeEngine::new(storage)),
             databricks,
+            catalog: Arc::new(config.catalog.clone().unwrap_or_default()),
         })
     }
 
@@ -283,9 +343,10 @@ impl Engines {
         kind: EngineKind,
     ) -> Result<Self, EngineError> {
         match kind {
-            EngineKind::Native => Ok(Self::native(replicator_lake::StorageRoots::from_config(
-                config,
-            )?)),
+            EngineKind::Native => Ok(Self {
+                catalog: Arc::new(config.catalog.clone().unwrap_or_default()),
+                ..Self::native(replicator_lake::StorageRoots::from_config(config)?)
+            }),
             EngineKind::Databricks => Self::from_config(config),
         }
     }
@@ -295,7 +356,13 @@ impl Engines {
         Self {
             native: Arc::new(NativeEngine::new(storage)),
             databricks: None,
+            catalog: Arc::default(),
         }
+    }
+
+    /// How catalog objects are carried (docs/catalog.md).
+    pub fn catalog_settings(&self) -> &CatalogSettings {
+        &self.catalog
     }
 
     /// The native engine.

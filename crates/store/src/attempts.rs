@@ -55,6 +55,11 @@ impl Store {
                     clone_pending_sql!()
                 ),
             ),
+            // A catalog object stays `queued` until its result: it has one stage.
+            Stage::Catalog => (
+                TaskStatus::Queued,
+                "UPDATE tasks SET status = $1, updated_at = $2 WHERE task_id = $3 AND status = 'queued'",
+            ),
             Stage::Reconcile => (
                 TaskStatus::Reconciling,
                 concat!(

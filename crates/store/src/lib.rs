@@ -24,6 +24,7 @@ use sqlx::AnyPool;
 
 mod attempts;
 mod audit;
+mod catalog;
 mod error;
 mod leases;
 mod notifications;
@@ -38,6 +39,7 @@ mod validations;
 
 pub use attempts::{AttemptLog, AttemptRecord};
 pub use audit::{AUDIT_TABLES, AuditTable, AuditType, AuditValue};
+pub use catalog::catalog_detail;
 pub use error::StoreError;
 pub use leases::LeaseToken;
 pub use notifications::NotificationRecord;

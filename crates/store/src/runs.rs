@@ -2,7 +2,9 @@
 //! summary as its tasks stand, and its completion (once).
 
 use chrono::Utc;
-use replicator_proto::{Operation, ReplicationRequest, RunSummary, TableStatus, TableSummary};
+use replicator_proto::{
+    ObjectKind, Operation, ReplicationRequest, RunSummary, TableStatus, TableSummary,
+};
 use sqlx::Row;
 use uuid::Uuid;
 
@@ -12,6 +14,8 @@ use crate::{Store, StoreError, TaskStatus, now, opt_i64, parse_time, terminal_sq
 #[derive(Clone, Debug)]
 pub struct NewTask {
     pub task_id: Uuid,
+    /// A catalog object's kind; `None` for a table.
+    pub kind: Option<ObjectKind>,
     pub table: String,
     pub source: String,
     pub target: String,
@@ -70,15 +74,15 @@ impl Store {
         // chunk, not per table (chunks stay under every database's parameter limit).
         for chunk in tasks.chunks(500) {
             let mut sql = String::from(
-                "INSERT INTO tasks (task_id, run_id, table_name, source, target, status, source_version, created_at, updated_at) VALUES ",
+                "INSERT INTO tasks (task_id, run_id, table_name, source, target, status, source_version, created_at, updated_at, kind) VALUES ",
             );
             for i in 0..chunk.len() {
-                let b = i * 8;
+                let b = i * 9;
                 if i > 0 {
                     sql.push_str(", ");
                 }
                 sql.push_str(&format!(
-                    "(${}, ${}, ${}, ${}, ${}, 'queued', ${}, ${}, ${})",
+                    "(${}, ${}, ${}, ${}, ${}, 'queued', ${}, ${}, ${}, ${})",
                     b + 1,
                     b + 2,
                     b + 3,
@@ -86,7 +90,8 @@ impl Store {
                     b + 5,
                     b + 6,
                     b + 7,
-                    b + 8
+                    b + 8,
+                    b + 9
                 ));
             }
             let mut q = sqlx::query(&sql);
@@ -99,7 +104,8 @@ impl Store {
                     .bind(&t.target)
                     .bind(opt_i64(t.source_version))
                     .bind(&ts)
-                    .bind(&ts);
+                    .bind(&ts)
+                    .bind(t.kind.map_or("table", ObjectKind::as_str));
             }
             q.execute(&mut *tx).await?;
         }
@@ -131,7 +137,7 @@ impl Store {
             .ok_or(StoreError::RunNotFound(run_id))?;
         let rows = sqlx::query(
             "SELECT task_id, table_name, status, source_version, target_version, copied_files, copied_bytes,
-                    removed_files, source_rows, target_rows, error
+                    removed_files, source_rows, target_rows, error, kind, detail
              FROM tasks WHERE run_id = $1 ORDER BY table_name",
         )
         .bind(run_id.to_string())
@@ -148,6 +154,8 @@ impl Store {
             let t = TableSummary {
                 task_id: row.get::<String, _>(0).parse().unwrap_or_default(),
                 table: row.get(1),
+                kind: ObjectKind::parse(&row.get::<String, _>(11)),
+                detail: row.get(12),
                 status,
                 source_version: row.get::<Option<i64>, _>(3).map(|v| v as u64),
                 target_version: row.get::<Option<i64>, _>(4).map(|v| v as u64),
@@ -341,6 +349,7 @@ mod tests {
             .iter()
             .map(|t| NewTask {
                 task_id: Uuid::now_v7(),
+                kind: None,
                 table: t.to_string(),
                 source: format!("/s/{t}"),
                 target: format!("/t/{t}"),

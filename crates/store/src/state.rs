@@ -69,7 +69,7 @@ impl TaskStatus {
     pub fn has_result(self, stage: Stage) -> bool {
         match stage {
             Stage::Clone => !matches!(self, Self::Queued | Self::Cloning),
-            Stage::Reconcile => self.is_terminal(),
+            Stage::Reconcile | Stage::Catalog => self.is_terminal(),
         }
     }
 }
@@ -167,6 +167,8 @@ impl fmt::Display for AttemptOutcome {
 pub enum Stage {
     Clone,
     Reconcile,
+    /// A catalog object's task (docs/catalog.md).
+    Catalog,
 }
 
 impl Stage {
@@ -174,6 +176,7 @@ impl Stage {
         match self {
             Self::Clone => "clone",
             Self::Reconcile => "reconcile",
+            Self::Catalog => "catalog",
         }
     }
 }

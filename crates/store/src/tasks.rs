@@ -282,7 +282,7 @@ impl Store {
 }
 
 /// A task's status, if the task exists, read on the pool or in a transaction.
-async fn task_status<'e>(
+pub(crate) async fn task_status<'e>(
     db: impl sqlx::Executor<'e, Database = sqlx::Any>,
     task_id: Uuid,
 ) -> Result<Option<TaskStatus>, StoreError> {
@@ -293,7 +293,7 @@ async fn task_status<'e>(
     Ok(row.map(|r| r.get::<String, _>(0).parse()).transpose()?)
 }
 
-async fn insert_outcome(
+pub(crate) async fn insert_outcome(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     task_id: Uuid,
     run_id: Uuid,

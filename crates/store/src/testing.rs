@@ -17,6 +17,7 @@ pub(crate) fn request() -> ReplicationRequest {
         external_roots: Vec::new(),
         as_of: None,
         group: None,
+        catalog: false,
     }
 }
 
@@ -60,6 +61,7 @@ pub(crate) async fn new_run(store: &crate::Store, tables: &[&str]) -> (Uuid, Vec
         .iter()
         .map(|t| crate::NewTask {
             task_id: Uuid::now_v7(),
+            kind: None,
             table: t.to_string(),
             source: format!("/s/{t}"),
             target: format!("/t/{t}"),

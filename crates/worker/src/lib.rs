@@ -13,6 +13,8 @@
 //!    backoff, up to `retry.max_attempts`;
 //! 4. **record and publish** — the work turns the outcome into its result message, records
 //!    it (only the first result of a task stands) and publishes it;
+//!    A failure the work calls "not yet" ([`Work::not_yet`]: a dependency still in flight)
+//!    records no result: the delivery is deferred and comes back later;
 //! 5. **settle** ([`settle`]) — the one rule for every stage:
 //!    - recording or publishing failed → **nack** (redelivered; the result is recorded again);
 //!    - the result was not the first (a redelivery raced another) → **ack**;
@@ -90,6 +92,15 @@ pub trait Work: Send + Sync + 'static {
         store: &Store,
     ) -> anyhow::Result<Recorded>;
 
+    /// Whether a failed attempt means "not yet" rather than "failed": a task that depends
+    /// on another still in flight (a view whose table is still being cloned). Some reason →
+    /// the delivery is deferred (delivered again later, not counted) and no result is
+    /// recorded. The work decides how long it waits before a missing dependency is a
+    /// failure.
+    fn not_yet(&self, _task: &Self::Task, _error: &Self::Error) -> Option<String> {
+        None
+    }
+
     /// After a redelivered task was skipped because its stage had its result already.
     async fn after_skip(
         &self,
@@ -151,6 +162,7 @@ fn stage_name(stage: Stage) -> &'static str {
     match stage {
         Stage::Clone => "clone",
         Stage::Reconcile => "validation",
+        Stage::Catalog => "catalog",
     }
 }
 
@@ -243,6 +255,16 @@ pub async fn handle<W: Work>(
             |e: &W::Error, delay| tracing::warn!(error = %e, delay_ms = delay.as_millis() as u64, "{} attempt failed, retrying", stage_name(W::STAGE)),
         )
         .await;
+    if let Err(e) = &outcome
+        && let Some(reason) = work.not_yet(&task, e)
+    {
+        if let Some(lease) = lease {
+            lease.release(store).await;
+        }
+        tracing::info!(%reason, "task deferred: not yet");
+        delivery.defer(&reason);
+        return;
+    }
     let result = work.result(&task, outcome, retries, started.elapsed());
     let recorded = work.record(&task, &result, bus, store).await;
     if let Some(lease) = lease {

@@ -32,6 +32,8 @@ use replicator_worker::{Work, WorkerSettings};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
+mod catalog;
+
 /// Cloner settings.
 #[derive(Clone, Debug)]
 pub struct ClonerConfig {
@@ -78,8 +80,9 @@ struct Cloner {
     progress: Option<ProgressSink>,
 }
 
-/// Start consuming `tasks.clone`; returns once the consumer is attached. The worker stops
-/// taking tasks when `shutdown` fires and returns after in-flight clones finish.
+/// Start consuming `tasks.clone` and `tasks.catalog`; returns once both consumers are
+/// attached. The workers stop taking tasks when `shutdown` fires and return after in-flight
+/// tasks finish.
 pub async fn spawn(
     bus: BusRef,
     store: Store,
@@ -88,12 +91,30 @@ pub async fn spawn(
     progress: Option<ProgressSink>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<JoinHandle<()>> {
+    let objects = Arc::new(catalog::Cataloger {
+        engines: engines.clone(),
+        settings: engines.catalog_settings().clone(),
+        parallelism: config.copy_parallelism,
+    });
     let work = Arc::new(Cloner {
         engines,
         copy_parallelism: config.copy_parallelism,
         progress,
     });
-    replicator_worker::spawn(work, bus, store, config.settings(), shutdown).await
+    let clones = replicator_worker::spawn(
+        work,
+        bus.clone(),
+        store.clone(),
+        config.settings(),
+        shutdown.clone(),
+    )
+    .await?;
+    let catalog =
+        replicator_worker::spawn(objects, bus, store, config.settings(), shutdown).await?;
+    Ok(tokio::spawn(async move {
+        let _ = clones.await;
+        let _ = catalog.await;
+    }))
 }
 
 #[async_trait]

@@ -216,6 +216,16 @@ impl<'a> Digest<'a> {
         let copied: u64 = self.tables.iter().map(|t| t.copied_bytes).sum();
         let files: u64 = self.tables.iter().map(|t| t.copied_files).sum();
         out.push_str(&format!("Copied: {files} files, {}.\n", bytes(copied)));
+        // Catalog objects (docs/catalog.md): one line each, what ran and what is reported.
+        let objects: Vec<&&TableSummary> =
+            self.tables.iter().filter(|t| t.kind.is_some()).collect();
+        if !objects.is_empty() {
+            out.push_str("\nCatalog objects:\n");
+            for t in objects {
+                let detail = t.detail.as_deref().unwrap_or(status_word(t.status));
+                out.push_str(&format!("  - {}: {detail}\n", t.table));
+            }
+        }
         let failures = self.failures();
         if !failures.is_empty() {
             out.push_str("\nFailures:\n");
@@ -318,6 +328,8 @@ mod tests {
         let table = TableSummary {
             task_id: uuid::Uuid::now_v7(),
             table: "sales.orders".into(),
+            kind: None,
+            detail: None,
             status: TableStatus::Failed,
             source_version: None,
             target_version: None,

@@ -12,16 +12,16 @@
 use futures::{StreamExt, TryStreamExt, stream};
 use replicator_bus::{BusRef, typed};
 use replicator_common::shutdown::CancellationToken;
-use replicator_engine::{EngineError, Engines};
+use replicator_engine::{Applied, EngineError, Engines, ObjectContext};
 use replicator_proto::{
-    CloneTask, Header, Operation, PlannedTable, ReconcileTask, ReplicationRequest, RunPlanned,
-    names,
+    CatalogTask, CloneTask, Header, Operation, PlannedTable, ReconcileTask, ReplicationRequest,
+    RunPlanned, names,
 };
 use replicator_store::{NewTask, Store};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-pub use replicator_engine::PlannedItem;
+pub use replicator_engine::{PlannedItem, PlannedObject};
 
 pub mod sync;
 
@@ -42,6 +42,17 @@ pub struct RunPlan {
     pub run_id: Uuid,
     pub operation: Operation,
     pub items: Vec<PlannedItem>,
+    /// The catalog objects besides tables (a request with `catalog`; docs/catalog.md).
+    pub objects: Vec<PlannedObject>,
+    /// Dry runs: per object (same order), what applying it would do, or why it cannot.
+    pub would_apply: Vec<Result<Applied, String>>,
+}
+
+impl RunPlan {
+    /// Tasks in the plan: tables and catalog objects.
+    pub fn tasks(&self) -> u64 {
+        (self.items.len() + self.objects.len()) as u64
+    }
 }
 
 /// Expand the request into its tables with the engine it names. With `dry_run`, also work
@@ -53,15 +64,68 @@ pub async fn plan(
     dry_run: bool,
     parallelism: usize,
 ) -> Result<RunPlan, PlanError> {
-    let items = engines
-        .get_for(request.engine, &request.source_root)?
-        .plan(request, dry_run, parallelism)
-        .await?;
+    let engine = engines.get_for(request.engine, &request.source_root)?;
+    let items = engine.plan(request, dry_run, parallelism).await?;
+    let settings = engines.catalog_settings();
+    let objects = if request.catalog && request.operation.clones() {
+        engine.plan_objects(request, settings).await?
+    } else {
+        Vec::new()
+    };
+    let mut would_apply = Vec::new();
+    if dry_run {
+        let ctx = ObjectContext {
+            dry_run: true,
+            settings: settings.clone(),
+            parallelism,
+        };
+        for o in &objects {
+            let task = catalog_task(request, o);
+            would_apply.push(engine.apply_object(&task, &ctx).await.map_err(|f| {
+                if f.waits {
+                    format!("after this run's tables: {f}")
+                } else {
+                    f.to_string()
+                }
+            }));
+        }
+    }
     Ok(RunPlan {
         run_id: request.header.run_id,
         operation: request.operation,
         items,
+        objects,
+        would_apply,
     })
+}
+
+/// How a catalog object is named in the run's tasks and summaries: `view prod.sales.v`,
+/// `volume raw.drops (part 2/4)`.
+pub fn object_label(o: &PlannedObject) -> String {
+    let mut label = format!("{} {}", o.kind, o.name);
+    if let Some(s) = &o.securable {
+        label = format!("grants on {} {}", s.to_lowercase(), o.name);
+    }
+    if let Some(s) = o.shard {
+        label.push_str(&format!(" (part {}/{})", s.index + 1, s.count));
+    }
+    label
+}
+
+/// The task message of a planned catalog object.
+fn catalog_task(request: &ReplicationRequest, o: &PlannedObject) -> CatalogTask {
+    CatalogTask {
+        header: Header::new(request.header.run_id),
+        task_id: o.task_id,
+        attempt: 1,
+        kind: o.kind,
+        name: o.name.clone(),
+        source: o.source.clone(),
+        target: o.target.clone(),
+        securable: o.securable.clone(),
+        shard: o.shard,
+        engine: request.engine,
+    }
 }
 
 /// Plan a request, record the run and its tasks, publish the tasks and `run.planned`.
@@ -79,6 +143,8 @@ pub async fn submit(
             run_id,
             operation: request.operation,
             items: Vec::new(),
+            objects: Vec::new(),
+            would_apply: Vec::new(),
         });
     }
     let plan = plan(request, engines, false, 1).await?;
@@ -99,11 +165,20 @@ pub async fn publish_plan(
         .iter()
         .map(|i| NewTask {
             task_id: i.task_id,
+            kind: None,
             table: i.table.clone(),
             source: i.source.clone(),
             target: i.target.clone(),
             source_version: i.source_version,
         })
+        .chain(plan.objects.iter().map(|o| NewTask {
+            task_id: o.task_id,
+            kind: Some(o.kind),
+            table: object_label(o),
+            source: o.source.clone(),
+            target: o.target.clone(),
+            source_version: None,
+        }))
         .collect();
     store.create_run(request, &tasks).await?;
     let planned = RunPlanned {
@@ -119,6 +194,11 @@ pub async fn publish_plan(
                 table: i.table.clone(),
                 source_version: i.source_version,
             })
+            .chain(plan.objects.iter().map(|o| PlannedTable {
+                task_id: o.task_id,
+                table: object_label(o),
+                source_version: None,
+            }))
             .collect(),
     };
     typed::publish_event(bus.as_ref(), names::events::RUN_PLANNED, &planned).await?;
@@ -161,6 +241,10 @@ pub async fn publish_plan(
                 )
             }
         })
+        .chain(plan.objects.iter().map(|o| {
+            let task = catalog_task(request, o);
+            (names::CATALOG_TASKS, replicator_proto::encode(&task).into())
+        }))
         .collect();
     let mut publishes = Vec::with_capacity(messages.len());
     for (queue, payload) in messages {
@@ -171,7 +255,7 @@ pub async fn publish_plan(
         .buffer_unordered(PUBLISH_CONCURRENCY)
         .try_collect::<Vec<()>>()
         .await?;
-    tracing::info!(%run_id, tables = plan.items.len(), operation = %request.operation, "run planned");
+    tracing::info!(%run_id, tables = plan.items.len(), objects = plan.objects.len(), operation = %request.operation, "run planned");
     Ok(plan)
 }
 

@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::retry::RetryPolicy;
 
 mod bus;
+mod catalog;
 mod clone;
 mod concurrency;
 mod endpoint;
@@ -44,6 +45,7 @@ mod sync;
 mod tables;
 
 pub use bus::{BusBackend, BusConfig};
+pub use catalog::{CatalogSettings, ExternalTables, GrantsSettings, VolumeSettings};
 pub use clone::CloneSettings;
 pub use concurrency::Concurrency;
 pub use endpoint::Endpoint;
@@ -103,6 +105,10 @@ pub struct Config {
     /// Disaster-recovery sync groups (docs/sync.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sync: Option<SyncConfig>,
+    /// Carry the catalog's other objects too: schemas, views, volumes, grants, tags
+    /// (docs/catalog.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catalog: Option<CatalogSettings>,
     /// The file this config was loaded from (absolute when it exists), set by
     /// [`Config::load`]; never read from YAML. The notifier names it in its digests.
     #[serde(skip)]
@@ -169,6 +175,9 @@ impl Config {
         // when syncing (`SyncConfig::check_groups`), it does not refuse the config.
         if let Some(sync) = &self.sync {
             sync.validate().map_err(|e| e.within("sync"))?;
+        }
+        if let Some(catalog) = &self.catalog {
+            catalog.validate().map_err(|e| e.within("catalog"))?;
         }
         Ok(())
     }

@@ -41,6 +41,7 @@ impl Config {
             external_roots: self.cloning.external_roots.clone(),
             as_of: None,
             group: None,
+            catalog: self.catalog.is_some(),
         }
     }
 }

@@ -242,6 +242,7 @@ mod tests {
             external_roots: Vec::new(),
             as_of: None,
             group: None,
+            catalog: false,
         }
     }
 

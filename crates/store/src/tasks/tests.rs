@@ -110,6 +110,7 @@ async fn results_of_an_unknown_task_record_nothing() {
     let (run_id, _) = new_run(&store, &["a.x"]).await;
     let ghost = NewTask {
         task_id: Uuid::now_v7(),
+        kind: None,
         table: "g.h".into(),
         source: "/s/g.h".into(),
         target: "/t/g.h".into(),
@@ -192,6 +193,7 @@ pub(crate) async fn results_are_recorded_once(url: &str) {
     let run_id = req.header.run_id;
     let task = NewTask {
         task_id: Uuid::now_v7(),
+        kind: None,
         table: "a.x".into(),
         source: "/s/a.x".into(),
         target: "/t/a.x".into(),

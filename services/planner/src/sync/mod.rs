@@ -143,6 +143,8 @@ impl Syncer {
         };
         request.as_of = Some(at);
         request.group = Some(group.name.clone());
+        // A cut is of the group's tables; the catalog's other objects sync with runs.
+        request.catalog = false;
         request
     }
 

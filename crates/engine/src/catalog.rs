@@ -1,0 +1,109 @@
+//! The catalog part of the seam (docs/catalog.md): the objects of a request besides its
+//! tables, one attempt at one of them, and the inventory diff of catalog reconciliation.
+
+use replicator_common::config::CatalogSettings;
+use replicator_proto::{CatalogOutcome, ObjectKind, Shard};
+use serde::Serialize;
+use uuid::Uuid;
+
+/// One catalog object of a plan: what one catalog task will apply.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlannedObject {
+    pub task_id: Uuid,
+    pub kind: ObjectKind,
+    /// The object's name in the source.
+    pub name: String,
+    pub source: String,
+    /// The target object, after the mappings.
+    pub target: String,
+    /// For grants: the securable type.
+    pub securable: Option<String>,
+    /// For a large volume: the part of its files this task copies.
+    pub shard: Option<Shard>,
+}
+
+impl PlannedObject {
+    pub fn new(kind: ObjectKind, name: String, source: String, target: String) -> Self {
+        Self {
+            task_id: Uuid::now_v7(),
+            kind,
+            name,
+            source,
+            target,
+            securable: None,
+            shard: None,
+        }
+    }
+}
+
+/// What one attempt at a catalog object did (or, in a dry run, would do).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Applied {
+    /// DDL / GRANT / REVOKE statements run (dry run: that would run), in order.
+    pub statements: Vec<String>,
+    /// What could only be reported.
+    pub findings: Vec<String>,
+    /// Files moved (volumes).
+    pub files_copied: u64,
+    pub bytes_copied: u64,
+    pub files_deleted: u64,
+    pub files_unchanged: u64,
+}
+
+impl Applied {
+    /// How the task ended, from what it did.
+    pub fn outcome(&self) -> CatalogOutcome {
+        if !self.statements.is_empty() || self.files_copied > 0 || self.files_deleted > 0 {
+            CatalogOutcome::Applied
+        } else if !self.findings.is_empty() {
+            CatalogOutcome::Reported
+        } else {
+            CatalogOutcome::Unchanged
+        }
+    }
+}
+
+/// What an attempt at a catalog object is given besides its task.
+#[derive(Clone, Debug)]
+pub struct ObjectContext {
+    /// Read both sides and work out the difference, change nothing.
+    pub dry_run: bool,
+    pub settings: CatalogSettings,
+    /// Files copied at once within a volume.
+    pub parallelism: usize,
+}
+
+/// One difference between the source's catalog and the target's.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Difference {
+    pub kind: ObjectKind,
+    /// The object (its source name).
+    pub name: String,
+    /// `missing`, `extra` or `different`.
+    pub state: DiffState,
+    /// What differs, in a line.
+    pub detail: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DiffState {
+    Missing,
+    Extra,
+    Different,
+}
+
+impl std::fmt::Display for Difference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match self.state {
+            DiffState::Missing => "missing on the target",
+            DiffState::Extra => "extra on the target",
+            DiffState::Different => "different",
+        };
+        write!(f, "{} {}: {state}", self.kind, self.name)?;
+        if !self.detail.is_empty() {
+            write!(f, " ({})", self.detail)?;
+        }
+        Ok(())
+    }
+}
