@@ -96,6 +96,10 @@ pub struct CatalogTask {
     /// For a large volume: the part of its files this task copies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shard: Option<Shard>,
+    /// For a volume on the native engine: only the files directly in the directory (the
+    /// loose files of a directory that also holds tables), not its subdirectories.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub loose: bool,
     /// The engine that applies this object.
     #[serde(default)]
     pub engine: EngineKind,

@@ -20,6 +20,8 @@ pub struct PlannedObject {
     pub securable: Option<String>,
     /// For a large volume: the part of its files this task copies.
     pub shard: Option<Shard>,
+    /// A native volume of loose files (see `CatalogTask::loose`).
+    pub loose: bool,
 }
 
 impl PlannedObject {
@@ -32,6 +34,7 @@ impl PlannedObject {
             target,
             securable: None,
             shard: None,
+            loose: false,
         }
     }
 }

@@ -124,6 +124,7 @@ fn catalog_task(request: &ReplicationRequest, o: &PlannedObject) -> CatalogTask 
         target: o.target.clone(),
         securable: o.securable.clone(),
         shard: o.shard,
+        loose: o.loose,
         engine: request.engine,
     }
 }
