@@ -258,7 +258,7 @@ async fn a_dry_run_issues_nothing_and_lists_every_statement() {
     let dry = sync_all(&CatalogSync::new(&source, &target, &m, &options)).await;
     assert!(env.tgt.statements().is_empty(), "{:?}", env.tgt.statements());
     let listed = statements(&dry);
-    assert!(listed.len() > 20, "{listed:#?}");
+    assert!(listed.len() >= 20, "{listed:#?}");
     assert!(listed.iter().any(|s| s.starts_with("CREATE OR REPLACE VIEW `prod_dr`.`sales`.`v_eu_ids`")));
     let sql: Vec<String> = journal.entries().into_iter().filter_map(|e| e.split_once("] ").filter(|(h, _)| h.starts_with("SQL [")).map(|(_, s)| s.to_owned())).collect();
     assert_eq!(sql, listed);

@@ -493,8 +493,8 @@ mod tests {
     #[test]
     fn literals_read_backslash_escapes_and_names_must_be_quoted() {
         let t = tokenize(r"COMMENT ON TABLE `a`.`b`.`c``d` IS 'it\'s \\ fine'").unwrap();
-        assert_eq!(t[5].1, T::Quoted("c`d".into()));
-        assert_eq!(t[7].1, T::Str(r"it's \ fine".into()));
+        assert_eq!(t[7].1, T::Quoted("c`d".into()));
+        assert_eq!(t[9].1, T::Str(r"it's \ fine".into()));
         let toks = tokenize("GRANT SELECT ON TABLE a.b.c TO `x`").unwrap();
         let mut p = P { sql: "", toks, pos: 3 };
         assert!(p.securable().unwrap_err().1.contains("PARSE_SYNTAX_ERROR"));
