@@ -44,7 +44,9 @@ pub enum MappingError {
     Catalog { object: String, catalog: String },
     #[error("{object}: location `{location}` is under no mapped prefix (`locations`)")]
     Location { object: String, location: String },
-    #[error("{object}: principal `{principal}` is not in the mapping's `principals` (strict_principals)")]
+    #[error(
+        "{object}: principal `{principal}` is not in the mapping's `principals` (strict_principals)"
+    )]
     Principal { object: String, principal: String },
     #[error("{object}: {reason}")]
     Name { object: String, reason: String },
@@ -68,25 +70,37 @@ impl Mapping {
         let bad = |m: String| Err(MappingError::Invalid(m));
         for (from, to) in &self.catalogs {
             if from.is_empty() || to.is_empty() || from.contains('.') || to.contains('.') {
-                return bad(format!("catalog rename `{from}` → `{to}`: names must be non-empty and undotted"));
+                return bad(format!(
+                    "catalog rename `{from}` → `{to}`: names must be non-empty and undotted"
+                ));
             }
         }
         for (from, to) in &self.schemas {
-            let two = |s: &str| s.split('.').filter(|p| !p.is_empty()).count() == 2 && s.matches('.').count() == 1;
+            let two = |s: &str| {
+                s.split('.').filter(|p| !p.is_empty()).count() == 2 && s.matches('.').count() == 1
+            };
             if !two(from) || !two(to) {
-                return bad(format!("schema rename `{from}` → `{to}`: both must be `catalog.schema`"));
+                return bad(format!(
+                    "schema rename `{from}` → `{to}`: both must be `catalog.schema`"
+                ));
             }
         }
         let mut seen = BTreeSet::new();
         for (from, to) in &self.locations {
             if !from.ends_with('/') || !to.ends_with('/') || !from.contains("://") {
-                return bad(format!("location rewrite `{from}` → `{to}`: both must be URLs ending with `/`"));
+                return bad(format!(
+                    "location rewrite `{from}` → `{to}`: both must be URLs ending with `/`"
+                ));
             }
             if !seen.insert(from) {
                 return bad(format!("location prefix `{from}` is given twice"));
             }
         }
-        if self.principals.iter().any(|(a, b)| a.is_empty() || b.is_empty()) {
+        if self
+            .principals
+            .iter()
+            .any(|(a, b)| a.is_empty() || b.is_empty())
+        {
             return bad("a principal mapping has an empty name".into());
         }
         Ok(())
@@ -127,7 +141,10 @@ impl Mapping {
                 reason: format!("`{full_name}` is not `catalog.schema.name`"),
             });
         };
-        Ok(format!("{}.{n}", self.map_schema(&format!("{c}.{s}"), object)?))
+        Ok(format!(
+            "{}.{n}",
+            self.map_schema(&format!("{c}.{s}"), object)?
+        ))
     }
 
     /// The target location of a source storage location: the longest mapped prefix
@@ -169,10 +186,8 @@ impl Mapping {
         sql: &str,
         dependencies: &[String],
     ) -> Result<String, MappingError> {
-        let deps: BTreeMap<String, &String> = dependencies
-            .iter()
-            .map(|d| (d.to_lowercase(), d))
-            .collect();
+        let deps: BTreeMap<String, &String> =
+            dependencies.iter().map(|d| (d.to_lowercase(), d)).collect();
         let toks = scan(sql);
         let mut out = String::with_capacity(sql.len());
         let mut copied = 0;
@@ -253,7 +268,11 @@ fn scan(sql: &str) -> Vec<Tok> {
                     v.push(b[i]);
                     i += 1;
                 }
-                toks.push(Tok::Ident(start, i, String::from_utf8_lossy(&v).into_owned()));
+                toks.push(Tok::Ident(
+                    start,
+                    i,
+                    String::from_utf8_lossy(&v).into_owned(),
+                ));
             }
             b'\'' | b'"' => {
                 i += 1;
@@ -324,7 +343,9 @@ mod tests {
         assert_eq!(m.map_schema("prod.legacy", "x").unwrap(), "archive.old");
         assert_eq!(m.map_name("prod.legacy.t", "x").unwrap(), "archive.old.t");
         assert_eq!(m.map_name("prod.sales.t", "x").unwrap(), "dr.sales.t");
-        let e = m.map_name("other.sales.t", "table other.sales.t").unwrap_err();
+        let e = m
+            .map_name("other.sales.t", "table other.sales.t")
+            .unwrap_err();
         assert_eq!(
             e.to_string(),
             "table other.sales.t: catalog `other` is not in the mapping's `catalogs`"
@@ -337,7 +358,8 @@ mod tests {
     fn locations_take_the_longest_prefix_and_refuse_the_rest() {
         let m = mapping();
         assert_eq!(
-            m.map_location("abfss://data@primary.dfs.core.windows.net/ext/t", "t").unwrap(),
+            m.map_location("abfss://data@primary.dfs.core.windows.net/ext/t", "t")
+                .unwrap(),
             "abfss://data@secondary.dfs.core.windows.net/ext/t"
         );
         assert_eq!(m.map_location("s3://a/x/y", "t").unwrap(), "s3://b/x/y");
@@ -355,7 +377,9 @@ mod tests {
         assert_eq!(m.map_principal("analysts", "x").unwrap(), "dr-analysts");
         assert_eq!(m.map_principal("a@b.com", "x").unwrap(), "a@b.com");
         m.strict_principals = true;
-        let e = m.map_principal("a@b.com", "grants on table prod.s.t").unwrap_err();
+        let e = m
+            .map_principal("a@b.com", "grants on table prod.s.t")
+            .unwrap_err();
         assert!(e.to_string().contains("`a@b.com`"), "{e}");
     }
 
@@ -385,22 +409,41 @@ mod tests {
         );
         // A struct field path `t.a.b.c` is not a three-part name.
         let out = m
-            .rewrite_view_sql("v", "SELECT s.prod.sales.orders FROM prod.sales.orders s", &deps[..1])
+            .rewrite_view_sql(
+                "v",
+                "SELECT s.prod.sales.orders FROM prod.sales.orders s",
+                &deps[..1],
+            )
             .unwrap();
-        assert_eq!(out, "SELECT s.prod.sales.orders FROM `dr`.`sales`.`orders` s");
+        assert_eq!(
+            out,
+            "SELECT s.prod.sales.orders FROM `dr`.`sales`.`orders` s"
+        );
         // A dependency named by a two-part name cannot be remapped: refused, not guessed.
         let e = m
             .rewrite_view_sql("prod.sales.v", "SELECT * FROM sales.orders", &deps[..1])
             .unwrap_err();
-        assert!(e.to_string().starts_with("prod.sales.v: depends on `prod.sales.orders`"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("prod.sales.v: depends on `prod.sales.orders`"),
+            "{e}"
+        );
         // A dependency in an unmapped catalog names the view.
         let e = m
-            .rewrite_view_sql("prod.sales.v", "SELECT * FROM other.s.t", &["other.s.t".to_owned()])
+            .rewrite_view_sql(
+                "prod.sales.v",
+                "SELECT * FROM other.s.t",
+                &["other.s.t".to_owned()],
+            )
             .unwrap_err();
         assert!(matches!(e, MappingError::Catalog { ref object, .. } if object == "prod.sales.v"));
         // Backticks in names are quoted, not broken out of.
         let out = m
-            .rewrite_view_sql("v", "SELECT * FROM prod.sales.`a``b`", &["prod.sales.a`b".to_owned()])
+            .rewrite_view_sql(
+                "v",
+                "SELECT * FROM prod.sales.`a``b`",
+                &["prod.sales.a`b".to_owned()],
+            )
             .unwrap();
         assert_eq!(out, "SELECT * FROM `dr`.`sales`.`a``b`");
     }

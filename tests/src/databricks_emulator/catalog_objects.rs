@@ -29,9 +29,9 @@ use axum::response::Response;
 use serde_json::{Value, json};
 
 use super::server::ok;
+use super::state::Inner;
 use super::state::{Metastore, Table, World};
 use super::unity_catalog::{missing, page};
-use super::state::Inner;
 
 /// A securable's metadata.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -77,7 +77,9 @@ pub struct Objects {
 
 impl Objects {
     pub fn meta(&mut self, kind: &str, name: &str) -> &mut Meta {
-        self.meta.entry((kind.to_owned(), name.to_owned())).or_default()
+        self.meta
+            .entry((kind.to_owned(), name.to_owned()))
+            .or_default()
     }
 
     pub fn column(&mut self, table: &str, column: &str) -> &mut ColumnMeta {
@@ -193,7 +195,11 @@ pub(super) fn decorate_schema(m: &Metastore, full_name: &str, v: &mut Value) {
 /// dependencies, which the list call leaves out.
 pub(super) fn decorate_table(m: &Metastore, full_name: &str, v: &mut Value, detail: bool) {
     common(m, "table", full_name, v);
-    if let Some((f, cols)) = m.objects.get("table", full_name).and_then(|t| t.row_filter.as_ref()) {
+    if let Some((f, cols)) = m
+        .objects
+        .get("table", full_name)
+        .and_then(|t| t.row_filter.as_ref())
+    {
         v["row_filter"] = json!({"function_name": f, "input_column_names": cols});
     }
     if let Some(cols) = v["columns"].as_array_mut() {
@@ -236,7 +242,10 @@ pub(super) fn exists(m: &Metastore, kind: &str, name: &str) -> bool {
     let p: Vec<&str> = name.split('.').collect();
     match (kind, p.as_slice()) {
         ("catalog", [c]) => m.catalogs.contains_key(*c),
-        ("schema", [c, s]) => m.catalogs.get(*c).is_some_and(|c| c.schemas.contains_key(*s)),
+        ("schema", [c, s]) => m
+            .catalogs
+            .get(*c)
+            .is_some_and(|c| c.schemas.contains_key(*s)),
         ("table", [c, s, t]) => m
             .catalogs
             .get(*c)

@@ -91,7 +91,10 @@ fn tokenize(sql: &str) -> Result<Vec<(usize, T)>, SqlError> {
             out.push((at, T::Str(s)));
         } else if c.is_ascii_alphanumeric() || c == '_' {
             let mut s = String::new();
-            while let Some(&(_, ch)) = it.peek().filter(|p| p.1.is_ascii_alphanumeric() || p.1 == '_') {
+            while let Some(&(_, ch)) = it
+                .peek()
+                .filter(|p| p.1.is_ascii_alphanumeric() || p.1 == '_')
+            {
                 s.push(ch);
                 it.next();
             }
@@ -129,7 +132,11 @@ impl P<'_> {
         yes
     }
     fn kw(&mut self, k: &str) -> Result<(), SqlError> {
-        if self.eat(k) { Ok(()) } else { Err(syntax(&self.near())) }
+        if self.eat(k) {
+            Ok(())
+        } else {
+            Err(syntax(&self.near()))
+        }
     }
     fn sym(&mut self, c: char) -> Result<(), SqlError> {
         if matches!(self.toks.get(self.pos), Some((_, T::Sym(s))) if *s == c) {
@@ -169,7 +176,10 @@ impl P<'_> {
         }
         Ok(parts.join("."))
     }
-    fn list<X>(&mut self, mut item: impl FnMut(&mut Self) -> Result<X, SqlError>) -> Result<Vec<X>, SqlError> {
+    fn list<X>(
+        &mut self,
+        mut item: impl FnMut(&mut Self) -> Result<X, SqlError>,
+    ) -> Result<Vec<X>, SqlError> {
         self.sym('(')?;
         let mut out = vec![item(self)?];
         while self.is_sym(',') {
@@ -187,11 +197,21 @@ impl P<'_> {
         })
     }
     fn end(&self) -> Result<(), SqlError> {
-        if self.pos == self.toks.len() { Ok(()) } else { Err(syntax(&self.near())) }
+        if self.pos == self.toks.len() {
+            Ok(())
+        } else {
+            Err(syntax(&self.near()))
+        }
     }
     /// `CATALOG c` | `SCHEMA c.s` | `TABLE|VIEW|VOLUME c.s.x` → (meta kind, keyword, name).
     fn securable(&mut self) -> Result<(&'static str, &'static str, String), SqlError> {
-        for (kw, kind, n) in [("CATALOG", "catalog", 1), ("SCHEMA", "schema", 2), ("TABLE", "table", 3), ("VIEW", "table", 3), ("VOLUME", "volume", 3)] {
+        for (kw, kind, n) in [
+            ("CATALOG", "catalog", 1),
+            ("SCHEMA", "schema", 2),
+            ("TABLE", "table", 3),
+            ("VIEW", "table", 3),
+            ("VOLUME", "volume", 3),
+        ] {
             if self.eat(kw) {
                 return Ok((kind, kw, self.name(n)?));
             }
@@ -201,9 +221,24 @@ impl P<'_> {
 }
 
 const PRIVILEGES: &[&str] = &[
-    "ALL_PRIVILEGES", "APPLY_TAG", "BROWSE", "CREATE_FUNCTION", "CREATE_MATERIALIZED_VIEW",
-    "CREATE_MODEL", "CREATE_SCHEMA", "CREATE_TABLE", "CREATE_VOLUME", "EXECUTE", "MANAGE",
-    "MODIFY", "READ_VOLUME", "REFRESH", "SELECT", "USE_CATALOG", "USE_SCHEMA", "WRITE_VOLUME",
+    "ALL_PRIVILEGES",
+    "APPLY_TAG",
+    "BROWSE",
+    "CREATE_FUNCTION",
+    "CREATE_MATERIALIZED_VIEW",
+    "CREATE_MODEL",
+    "CREATE_SCHEMA",
+    "CREATE_TABLE",
+    "CREATE_VOLUME",
+    "EXECUTE",
+    "MANAGE",
+    "MODIFY",
+    "READ_VOLUME",
+    "REFRESH",
+    "SELECT",
+    "USE_CATALOG",
+    "USE_SCHEMA",
+    "WRITE_VOLUME",
 ];
 
 /// Whether this module handles the statement (by its first words).
@@ -222,9 +257,18 @@ fn must_exist(m: &Metastore, kind: &str, name: &str) -> Result<(), SqlError> {
         return Ok(());
     }
     Err(match kind {
-        "catalog" => bad("NO_SUCH_CATALOG_EXCEPTION", format!("Catalog '{name}' not found.")),
-        "schema" => bad("SCHEMA_NOT_FOUND", format!("The schema `{name}` cannot be found. SQLSTATE: 42704")),
-        _ => bad("TABLE_OR_VIEW_NOT_FOUND", format!("The table or view `{name}` cannot be found. SQLSTATE: 42P01")),
+        "catalog" => bad(
+            "NO_SUCH_CATALOG_EXCEPTION",
+            format!("Catalog '{name}' not found."),
+        ),
+        "schema" => bad(
+            "SCHEMA_NOT_FOUND",
+            format!("The schema `{name}` cannot be found. SQLSTATE: 42704"),
+        ),
+        _ => bad(
+            "TABLE_OR_VIEW_NOT_FOUND",
+            format!("The table or view `{name}` cannot be found. SQLSTATE: 42P01"),
+        ),
     })
 }
 
@@ -236,7 +280,10 @@ fn function_exists(m: &Metastore, f: &str) -> Result<(), SqlError> {
     if m.objects.functions.contains(f) {
         Ok(())
     } else {
-        Err(bad("ROUTINE_NOT_FOUND", format!("The routine `{f}` cannot be found. SQLSTATE: 42883")))
+        Err(bad(
+            "ROUTINE_NOT_FOUND",
+            format!("The routine `{f}` cannot be found. SQLSTATE: 42883"),
+        ))
     }
 }
 
@@ -296,7 +343,11 @@ fn run(p: &mut P, m: &mut Metastore) -> Result<(), SqlError> {
         p.kw("ON")?;
         let (kind, _, name) = p.securable()?;
         p.kw("IS")?;
-        let text = if p.eat("NULL") { None } else { Some(p.string()?) };
+        let text = if p.eat("NULL") {
+            None
+        } else {
+            Some(p.string()?)
+        };
         p.end()?;
         must_exist(m, kind, &name)?;
         m.objects.meta(kind, &name).comment = text;
@@ -308,7 +359,11 @@ fn run(p: &mut P, m: &mut Metastore) -> Result<(), SqlError> {
             p.kw("NOT")?;
             p.kw("EXISTS")?;
             let name = p.name(2)?;
-            let comment = if p.eat("COMMENT") { Some(p.string()?) } else { None };
+            let comment = if p.eat("COMMENT") {
+                Some(p.string()?)
+            } else {
+                None
+            };
             let props = if p.eat("WITH") {
                 p.kw("DBPROPERTIES")?;
                 p.pairs()?
@@ -320,7 +375,10 @@ fn run(p: &mut P, m: &mut Metastore) -> Result<(), SqlError> {
             must_exist(m, "catalog", c)?;
             let cat = m.catalogs.get_mut(c).expect("exists");
             if cat.share.is_some() {
-                return Err(bad("INVALID_STATE", "cannot create a schema in a shared catalog".into()));
+                return Err(bad(
+                    "INVALID_STATE",
+                    "cannot create a schema in a shared catalog".into(),
+                ));
             }
             if cat.schemas.contains_key(s) {
                 return Ok(());
@@ -346,23 +404,44 @@ fn run(p: &mut P, m: &mut Metastore) -> Result<(), SqlError> {
         };
         must_exist(m, "schema", &format!("{c}.{s}"))?;
         if exists(m, "table", &name) && !is_view(m, &name) {
-            return Err(bad("EXPECT_VIEW_NOT_TABLE.NO_ALTERNATIVE", format!("`{name}` is a table, not a view")));
+            return Err(bad(
+                "EXPECT_VIEW_NOT_TABLE.NO_ALTERNATIVE",
+                format!("`{name}` is a table, not a view"),
+            ));
         }
-        let schema = m.catalogs.get_mut(c).and_then(|c| c.schemas.get_mut(s)).expect("exists");
+        let schema = m
+            .catalogs
+            .get_mut(c)
+            .and_then(|c| c.schemas.get_mut(s))
+            .expect("exists");
         schema.entry(v.to_owned()).or_insert(Table {
             table_type: "VIEW".into(),
             location: Default::default(),
             properties: Default::default(),
         });
-        m.objects.views.insert(name, ViewDef { definition, tables, functions });
+        m.objects.views.insert(
+            name,
+            ViewDef {
+                definition,
+                tables,
+                functions,
+            },
+        );
         return Ok(());
     }
     p.kw("ALTER")?;
     let (kind, kw, name) = p.securable()?;
     must_exist(m, kind, &name)?;
     if kind == "table" && (kw == "VIEW") != is_view(m, &name) {
-        let code = if kw == "VIEW" { "EXPECT_VIEW_NOT_TABLE.NO_ALTERNATIVE" } else { "EXPECT_TABLE_NOT_VIEW.NO_ALTERNATIVE" };
-        return Err(bad(code, format!("`{name}` cannot be altered with ALTER {kw}")));
+        let code = if kw == "VIEW" {
+            "EXPECT_VIEW_NOT_TABLE.NO_ALTERNATIVE"
+        } else {
+            "EXPECT_TABLE_NOT_VIEW.NO_ALTERNATIVE"
+        };
+        return Err(bad(
+            code,
+            format!("`{name}` cannot be altered with ALTER {kw}"),
+        ));
     }
     if p.eat("OWNER") {
         p.kw("TO")?;
@@ -393,7 +472,9 @@ fn run(p: &mut P, m: &mut Metastore) -> Result<(), SqlError> {
             p.kw("MASK")?;
             p.end()?;
             m.objects.column(&name, &column).mask = None;
-        } else if p.is("SET") && matches!(p.toks.get(p.pos + 1), Some((_, T::Word(w))) if w.eq_ignore_ascii_case("MASK")) {
+        } else if p.is("SET")
+            && matches!(p.toks.get(p.pos + 1), Some((_, T::Word(w))) if w.eq_ignore_ascii_case("MASK"))
+        {
             p.pos += 2;
             let f = p.name(3)?;
             let using = if p.eat("USING") {
@@ -418,7 +499,9 @@ fn run(p: &mut P, m: &mut Metastore) -> Result<(), SqlError> {
         m.objects.meta(kind, &name).row_filter = None;
         return Ok(());
     }
-    if p.is("SET") && matches!(p.toks.get(p.pos + 1), Some((_, T::Word(w))) if w.eq_ignore_ascii_case("ROW")) {
+    if p.is("SET")
+        && matches!(p.toks.get(p.pos + 1), Some((_, T::Word(w))) if w.eq_ignore_ascii_case("ROW"))
+    {
         p.pos += 2;
         p.kw("FILTER")?;
         let f = p.name(3)?;
@@ -433,7 +516,10 @@ fn run(p: &mut P, m: &mut Metastore) -> Result<(), SqlError> {
     set_or_unset_tags(p, tags)
 }
 
-fn set_or_unset_tags(p: &mut P, tags: &mut std::collections::BTreeMap<String, String>) -> Result<(), SqlError> {
+fn set_or_unset_tags(
+    p: &mut P,
+    tags: &mut std::collections::BTreeMap<String, String>,
+) -> Result<(), SqlError> {
     if p.eat("SET") {
         p.kw("TAGS")?;
         let pairs = p.pairs()?;
@@ -467,15 +553,25 @@ fn references(toks: &[(usize, T)], m: &Metastore) -> Result<(Vec<String>, Vec<St
             if i > 0 && dot(toks.get(i - 1)) {
                 return None;
             }
-            let (a, b, c) = (part(toks.get(i))?, part(toks.get(i + 2))?, part(toks.get(i + 4))?);
-            (dot(toks.get(i + 1)) && dot(toks.get(i + 3)) && !dot(toks.get(i + 5))).then(|| format!("{a}.{b}.{c}"))
+            let (a, b, c) = (
+                part(toks.get(i))?,
+                part(toks.get(i + 2))?,
+                part(toks.get(i + 4))?,
+            );
+            (dot(toks.get(i + 1)) && dot(toks.get(i + 3)) && !dot(toks.get(i + 5)))
+                .then(|| format!("{a}.{b}.{c}"))
         })();
         let Some(name) = name else {
             i += 1;
             continue;
         };
         if matches!(toks.get(i + 5).map(|t| &t.1), Some(T::Sym('('))) {
-            function_exists(m, &name).map_err(|_| bad("UNRESOLVED_ROUTINE", format!("Cannot resolve routine `{name}`. SQLSTATE: 42883")))?;
+            function_exists(m, &name).map_err(|_| {
+                bad(
+                    "UNRESOLVED_ROUTINE",
+                    format!("Cannot resolve routine `{name}`. SQLSTATE: 42883"),
+                )
+            })?;
             functions.push(name);
         } else {
             must_exist(m, "table", &name)?;
@@ -496,9 +592,20 @@ mod tests {
         assert_eq!(t[7].1, T::Quoted("c`d".into()));
         assert_eq!(t[9].1, T::Str(r"it's \ fine".into()));
         let toks = tokenize("GRANT SELECT ON TABLE a.b.c TO `x`").unwrap();
-        let mut p = P { sql: "", toks, pos: 3 };
+        let mut p = P {
+            sql: "",
+            toks,
+            pos: 3,
+        };
         assert!(p.securable().unwrap_err().1.contains("PARSE_SYNTAX_ERROR"));
-        let p = P { sql: "", toks: tokenize("CREATE OR REPLACE TABLE `a`").unwrap(), pos: 0 };
-        assert!(!handles(&p), "DEEP CLONE's CREATE OR REPLACE TABLE is the warehouse's");
+        let p = P {
+            sql: "",
+            toks: tokenize("CREATE OR REPLACE TABLE `a`").unwrap(),
+            pos: 0,
+        };
+        assert!(
+            !handles(&p),
+            "DEEP CLONE's CREATE OR REPLACE TABLE is the warehouse's"
+        );
     }
 }

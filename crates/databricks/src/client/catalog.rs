@@ -183,7 +183,10 @@ fn absent<T>(r: Result<T, DatabricksError>) -> Result<Option<T>, DatabricksError
 }
 
 impl WorkspaceClient {
-    pub async fn catalog_detail(&self, name: &str) -> Result<Option<CatalogDetail>, DatabricksError> {
+    pub async fn catalog_detail(
+        &self,
+        name: &str,
+    ) -> Result<Option<CatalogDetail>, DatabricksError> {
         self.get_optional(&["api", "2.1", "unity-catalog", "catalogs", name], &[])
             .await
     }
@@ -259,10 +262,7 @@ impl WorkspaceClient {
         Ok(list.map(|l| {
             let mut grants = Grants::new();
             for a in l {
-                grants
-                    .entry(a.principal)
-                    .or_default()
-                    .extend(a.privileges);
+                grants.entry(a.principal).or_default().extend(a.privileges);
             }
             grants.retain(|_, p| !p.is_empty());
             grants
@@ -300,7 +300,10 @@ impl WorkspaceClient {
     /// Whether the function `catalog.schema.function` exists.
     pub async fn function_exists(&self, full_name: &str) -> Result<bool, DatabricksError> {
         let f: Option<serde_json::Value> = self
-            .get_optional(&["api", "2.1", "unity-catalog", "functions", full_name], &[])
+            .get_optional(
+                &["api", "2.1", "unity-catalog", "functions", full_name],
+                &[],
+            )
             .await?;
         Ok(f.is_some())
     }
@@ -326,7 +329,10 @@ mod tests {
         .unwrap();
         assert_eq!(t.dependencies(), vec!["c.s.t", "c.s.f"]);
         assert_eq!(t.table_dependencies(), vec!["c.s.t"]);
-        assert_eq!(t.columns[0].mask.as_ref().unwrap().using_column_names.len(), 0);
+        assert_eq!(
+            t.columns[0].mask.as_ref().unwrap().using_column_names.len(),
+            0
+        );
         assert_eq!(t.row_filter.unwrap().input_column_names, vec!["a"]);
     }
 }

@@ -36,8 +36,8 @@ use crate::auth::{Auth, Credentials};
 pub(crate) use answer::retry_after;
 use answer::{error_answer, success_body};
 pub use catalog::{
-    CatalogDetail, ColumnDetail, ColumnMask, Dependency, DependencyList, FunctionDependency, Grants,
-    RowFilter, SchemaDetail, TableDependency, TableDetail,
+    CatalogDetail, ColumnDetail, ColumnMask, Dependency, DependencyList, FunctionDependency,
+    Grants, RowFilter, SchemaDetail, TableDependency, TableDetail,
 };
 pub use jobs::{
     JobInfo, JobSettings, RunInfo, RunOutcome, RunState, RunStatus, RunsQuery, TerminationDetails,

@@ -48,10 +48,18 @@ impl Out {
             Err(e) => return self.push(object, FindingKind::Reported, e.to_string()),
         };
         for (p, privs) in missing(&want, target) {
-            self.push(object, FindingKind::Different, format!("grants: `{p}` lacks {}", privs.join(", ")));
+            self.push(
+                object,
+                FindingKind::Different,
+                format!("grants: `{p}` lacks {}", privs.join(", ")),
+            );
         }
         for (p, privs) in missing(target, &want) {
-            self.push(object, FindingKind::Different, format!("grants: `{p}` has {} on the target only", privs.join(", ")));
+            self.push(
+                object,
+                FindingKind::Different,
+                format!("grants: `{p}` has {} on the target only", privs.join(", ")),
+            );
         }
     }
 
@@ -60,13 +68,30 @@ impl Out {
             s.filter(|s| !s.is_empty())
         }
         if norm(source) != norm(target) {
-            self.push(object, FindingKind::Different, format!("{what}: {:?} on the source, {:?} on the target", norm(source), norm(target)));
+            self.push(
+                object,
+                FindingKind::Different,
+                format!(
+                    "{what}: {:?} on the source, {:?} on the target",
+                    norm(source),
+                    norm(target)
+                ),
+            );
         }
     }
 
-    fn tags(&mut self, object: &str, source: &BTreeMap<String, String>, target: &BTreeMap<String, String>) {
+    fn tags(
+        &mut self,
+        object: &str,
+        source: &BTreeMap<String, String>,
+        target: &BTreeMap<String, String>,
+    ) {
         if source != target {
-            self.push(object, FindingKind::Different, format!("tags: {source:?} on the source, {target:?} on the target"));
+            self.push(
+                object,
+                FindingKind::Different,
+                format!("tags: {source:?} on the source, {target:?} on the target"),
+            );
         }
     }
 }
@@ -105,7 +130,14 @@ pub fn diff_catalog(source: &Inventory, target: &Inventory, mapping: &Mapping) -
         out.text(&name, "comment", s.comment.as_deref(), t.comment.as_deref());
         for (k, v) in &s.properties {
             if t.properties.get(k) != Some(v) {
-                out.push(&name, FindingKind::Different, format!("property `{k}`: {v:?} on the source, {:?} on the target", t.properties.get(k)));
+                out.push(
+                    &name,
+                    FindingKind::Different,
+                    format!(
+                        "property `{k}`: {v:?} on the source, {:?} on the target",
+                        t.properties.get(k)
+                    ),
+                );
             }
         }
         out.grants(mapping, &name, &s.grants, &t.grants);
@@ -124,43 +156,91 @@ pub fn diff_catalog(source: &Inventory, target: &Inventory, mapping: &Mapping) -
         };
         expected.insert(name.clone());
         if s.table_type == "MATERIALIZED_VIEW" {
-            out.push(&name, FindingKind::Reported, "materialized view: maintained by its own pipeline, not replicated");
+            out.push(
+                &name,
+                FindingKind::Reported,
+                "materialized view: maintained by its own pipeline, not replicated",
+            );
             continue;
         }
         match target.tables.get(&name) {
-            None => out.push(&name, FindingKind::Missing, s.table_type.to_lowercase().replace('_', " ")),
+            None => out.push(
+                &name,
+                FindingKind::Missing,
+                s.table_type.to_lowercase().replace('_', " "),
+            ),
             Some(t) => table(&mut out, mapping, &name, s, t),
         }
     }
     for name in target.tables.keys().filter(|n| !expected.contains(*n)) {
-        out.push(name, FindingKind::Extra, target.tables[name].table_type.to_lowercase().replace('_', " "));
+        out.push(
+            name,
+            FindingKind::Extra,
+            target.tables[name]
+                .table_type
+                .to_lowercase()
+                .replace('_', " "),
+        );
     }
     out.0
 }
 
 fn table(out: &mut Out, mapping: &Mapping, name: &str, s: &TableObject, t: &TableObject) {
     if s.table_type != t.table_type {
-        out.push(name, FindingKind::Different, format!("type: {} on the source, {} on the target", s.table_type, t.table_type));
+        out.push(
+            name,
+            FindingKind::Different,
+            format!(
+                "type: {} on the source, {} on the target",
+                s.table_type, t.table_type
+            ),
+        );
     }
     if s.is_view() {
-        let text = s.view_definition.as_deref().map(|d| mapping.rewrite_view_sql(name, d, &s.dependencies));
+        let text = s
+            .view_definition
+            .as_deref()
+            .map(|d| mapping.rewrite_view_sql(name, d, &s.dependencies));
         match text {
             Some(Err(e)) => out.push(name, FindingKind::Reported, e.to_string()),
-            Some(Ok(text)) if t.view_definition.as_deref() != Some(text.as_str()) => {
-                out.push(name, FindingKind::Different, "view text differs after mapping")
-            }
+            Some(Ok(text)) if t.view_definition.as_deref() != Some(text.as_str()) => out.push(
+                name,
+                FindingKind::Different,
+                "view text differs after mapping",
+            ),
             _ => {}
         }
     }
     out.text(name, "comment", s.comment.as_deref(), t.comment.as_deref());
     out.tags(name, &s.tags, &t.tags);
     out.grants(mapping, name, &s.grants, &t.grants);
-    let mapped_fn = |f: &str| mapping.map_name(f, name).unwrap_or_else(|_| format!("{f} (unmapped)"));
+    let mapped_fn = |f: &str| {
+        mapping
+            .map_name(f, name)
+            .unwrap_or_else(|_| format!("{f} (unmapped)"))
+    };
     let filter = |f: &Option<crate::client::RowFilter>, map: bool| {
-        f.as_ref().map(|f| (if map { mapped_fn(&f.function_name) } else { f.function_name.clone() }, f.input_column_names.clone()))
+        f.as_ref().map(|f| {
+            (
+                if map {
+                    mapped_fn(&f.function_name)
+                } else {
+                    f.function_name.clone()
+                },
+                f.input_column_names.clone(),
+            )
+        })
     };
     if filter(&s.row_filter, true) != filter(&t.row_filter, false) {
-        out.push(name, FindingKind::Different, format!("row filter: {:?} on the source (mapped), {:?} on the target", filter(&s.row_filter, true), filter(&t.row_filter, false)));
+        out.push(
+            name,
+            FindingKind::Different,
+            format!(
+                "row filter: {:?} on the source (mapped), {:?} on the target",
+                filter(&s.row_filter, true),
+                filter(&t.row_filter, false)
+            ),
+        );
     }
     for c in &s.columns {
         let object = format!("{name}.{}", c.name);
@@ -168,12 +248,27 @@ fn table(out: &mut Out, mapping: &Mapping, name: &str, s: &TableObject, t: &Tabl
             out.push(&object, FindingKind::Missing, "column");
             continue;
         };
-        out.text(&object, "comment", c.comment.as_deref(), tc.comment.as_deref());
+        out.text(
+            &object,
+            "comment",
+            c.comment.as_deref(),
+            tc.comment.as_deref(),
+        );
         out.tags(&object, &c.tags, &tc.tags);
-        let sm = c.mask.as_ref().map(|m| (mapped_fn(&m.function_name), m.using_column_names.clone()));
-        let tm = tc.mask.as_ref().map(|m| (m.function_name.clone(), m.using_column_names.clone()));
+        let sm = c
+            .mask
+            .as_ref()
+            .map(|m| (mapped_fn(&m.function_name), m.using_column_names.clone()));
+        let tm = tc
+            .mask
+            .as_ref()
+            .map(|m| (m.function_name.clone(), m.using_column_names.clone()));
         if sm != tm {
-            out.push(&object, FindingKind::Different, format!("mask: {sm:?} on the source (mapped), {tm:?} on the target"));
+            out.push(
+                &object,
+                FindingKind::Different,
+                format!("mask: {sm:?} on the source (mapped), {tm:?} on the target"),
+            );
         }
     }
 }

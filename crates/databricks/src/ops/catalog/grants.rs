@@ -70,19 +70,16 @@ impl CatalogSync<'_> {
             .permissions(sec.api, source_name)
             .await?
             .ok_or_else(|| {
-                CatalogError::Refused(format!(
-                    "source {} {source_name} does not exist",
-                    sec.sql
-                ))
+                CatalogError::Refused(format!("source {} {source_name} does not exist", sec.sql))
             })?;
         let tgt = match self.target.permissions(sec.api, &name).await? {
             None if self.planned(&name) => Some(Grants::new()),
             t => t,
         };
         let tgt = tgt.ok_or_else(|| CatalogError::Waits {
-                object: format!("grants on {} {name}", sec.sql),
-                missing: name.clone(),
-            })?;
+            object: format!("grants on {} {name}", sec.sql),
+            missing: name.clone(),
+        })?;
         let want = map_grants(self.mapping, &src, &object)?;
         let q = quote_name(&name)?;
         let list = |privs: &[String]| -> Result<String, CatalogError> {

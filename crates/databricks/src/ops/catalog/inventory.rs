@@ -103,7 +103,10 @@ pub async fn inventory(
         return Ok(inv);
     };
     inv.catalog = Some(CatalogObject {
-        grants: client.permissions("catalog", catalog).await?.unwrap_or_default(),
+        grants: client
+            .permissions("catalog", catalog)
+            .await?
+            .unwrap_or_default(),
         name: c.name,
         comment: c.comment,
         owner: c.owner,
@@ -115,7 +118,10 @@ pub async fn inventory(
             continue;
         }
         let full = format!("{catalog}.{}", s.name);
-        let grants = client.permissions("schema", &full).await?.unwrap_or_default();
+        let grants = client
+            .permissions("schema", &full)
+            .await?
+            .unwrap_or_default();
         inv.schemas.insert(
             full.clone(),
             SchemaObject {
@@ -173,7 +179,10 @@ async fn table_object(
         dependencies: t.dependencies(),
         table_dependencies: t.table_dependencies(),
         tags: client.entity_tags("tables", &full).await?,
-        grants: client.permissions("table", &full).await?.unwrap_or_default(),
+        grants: client
+            .permissions("table", &full)
+            .await?
+            .unwrap_or_default(),
         full_name: full,
         table_type: t.table_type,
         comment: t.comment,

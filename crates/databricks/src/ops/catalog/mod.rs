@@ -32,13 +32,13 @@ use replicator_common::mapping::{Mapping, MappingError};
 use replicator_common::retry::Retryable;
 use serde::Serialize;
 
-use crate::client::WorkspaceClient;
 use crate::DatabricksError;
+use crate::client::WorkspaceClient;
 
 pub use diff::{Finding, FindingKind, diff_catalog};
 pub use inventory::{
-    CatalogObject, ColumnObject, Inventory, InventoryFilter, SchemaObject, TableObject,
-    inventory, view_order,
+    CatalogObject, ColumnObject, Inventory, InventoryFilter, SchemaObject, TableObject, inventory,
+    view_order,
 };
 
 /// What one sync did (or, in a dry run, would do).
@@ -123,7 +123,10 @@ impl<'a> CatalogSync<'a> {
     /// Remember that this dry run would create the target object `name`.
     fn plan(&self, name: &str) {
         if self.target.is_dry_run() {
-            self.planned.lock().expect("planned lock").insert(name.to_owned());
+            self.planned
+                .lock()
+                .expect("planned lock")
+                .insert(name.to_owned());
         }
     }
 

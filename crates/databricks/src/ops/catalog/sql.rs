@@ -8,7 +8,10 @@ use super::CatalogError;
 use crate::Ident;
 
 fn refused(what: &str, value: &str, why: &str) -> CatalogError {
-    CatalogError::Refused(format!("{what} {:?}: {why}", value.escape_debug().to_string()))
+    CatalogError::Refused(format!(
+        "{what} {:?}: {why}",
+        value.escape_debug().to_string()
+    ))
 }
 
 /// A dotted name of one to three parts (`catalog`, `catalog.schema`,
@@ -37,10 +40,18 @@ pub fn quote_column(name: &str) -> Result<String, CatalogError> {
 /// A principal (user e-mail, group, service principal application ID), backtick-quoted.
 pub fn quote_principal(principal: &str) -> Result<String, CatalogError> {
     if principal.is_empty() || principal.chars().count() > 255 {
-        return Err(refused("principal", principal, "empty or longer than 255 characters"));
+        return Err(refused(
+            "principal",
+            principal,
+            "empty or longer than 255 characters",
+        ));
     }
     if principal.chars().any(char::is_control) {
-        return Err(refused("principal", principal, "it contains a control character"));
+        return Err(refused(
+            "principal",
+            principal,
+            "it contains a control character",
+        ));
     }
     Ok(format!("`{}`", principal.replace('`', "``")))
 }
@@ -96,7 +107,13 @@ pub fn securable(kind: &str) -> Result<Securable, CatalogError> {
         "FUNCTION" => ("FUNCTION", "function"),
         "EXTERNAL_LOCATION" => ("EXTERNAL LOCATION", "external_location"),
         "STORAGE_CREDENTIAL" => ("STORAGE CREDENTIAL", "storage_credential"),
-        _ => return Err(refused("securable type", kind, "not a Unity Catalog securable")),
+        _ => {
+            return Err(refused(
+                "securable type",
+                kind,
+                "not a Unity Catalog securable",
+            ));
+        }
     };
     Ok(Securable { sql, api })
 }
@@ -126,7 +143,10 @@ mod tests {
     fn names_are_quoted_or_refused() {
         assert_eq!(quote_name("c.s.t`x").unwrap(), "`c`.`s`.`t``x`");
         assert_eq!(quote_name("c").unwrap(), "`c`");
-        assert_eq!(quote_name("c.s.t'; DROP").unwrap_err().to_string().is_empty(), false);
+        // A quote is legal in a name and quoted; the space is not, and refused.
+        assert_eq!(quote_name("c.s.t'x").unwrap(), "`c`.`s`.`t'x`");
+        let e = quote_name("c.s.t'; DROP").unwrap_err().to_string();
+        assert!(e.starts_with("invalid identifier"), "{e}");
         for bad in ["c..t", "c.s.t.u", "c.s t.x", ""] {
             assert!(quote_name(bad).is_err(), "{bad}");
         }
@@ -134,7 +154,10 @@ mod tests {
 
     #[test]
     fn principals_and_literals_cannot_break_out() {
-        assert_eq!(quote_principal("group with space").unwrap(), "`group with space`");
+        assert_eq!(
+            quote_principal("group with space").unwrap(),
+            "`group with space`"
+        );
         assert_eq!(quote_principal("a`b@x.com").unwrap(), "`a``b@x.com`");
         assert!(quote_principal("a\nb").is_err());
         assert!(quote_principal("").is_err());
@@ -153,7 +176,10 @@ mod tests {
         }
         assert_eq!(securable("view").unwrap().api, "table");
         assert_eq!(securable("VOLUME").unwrap().sql, "VOLUME");
-        assert_eq!(securable("external location").unwrap().sql, "EXTERNAL LOCATION");
+        assert_eq!(
+            securable("external location").unwrap().sql,
+            "EXTERNAL LOCATION"
+        );
         assert!(securable("TABLE; DROP").is_err());
     }
 }

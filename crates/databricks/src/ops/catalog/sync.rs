@@ -151,9 +151,10 @@ impl CatalogSync<'_> {
     /// already that text. A dependency missing on the target is [`CatalogError::Waits`]; a
     /// materialized view is reported, not replicated.
     pub async fn sync_view(&self, view: &str) -> Result<Outcome, CatalogError> {
-        let src = self.source.table_detail(view).await?.ok_or_else(|| {
-            CatalogError::Refused(format!("source view {view} does not exist"))
-        })?;
+        let src =
+            self.source.table_detail(view).await?.ok_or_else(|| {
+                CatalogError::Refused(format!("source view {view} does not exist"))
+            })?;
         match src.table_type.as_str() {
             "VIEW" => {}
             "MATERIALIZED_VIEW" => {
@@ -170,9 +171,10 @@ impl CatalogSync<'_> {
                 )));
             }
         }
-        let definition = src.view_definition.as_deref().ok_or_else(|| {
-            CatalogError::Refused(format!("view {view} has no view_definition"))
-        })?;
+        let definition = src
+            .view_definition
+            .as_deref()
+            .ok_or_else(|| CatalogError::Refused(format!("view {view} has no view_definition")))?;
         let object = format!("view {view}");
         let text = self
             .mapping
@@ -188,7 +190,11 @@ impl CatalogSync<'_> {
             }
         }
         let tables: Vec<String> = src.table_dependencies();
-        for dep in src.dependencies().into_iter().filter(|d| !tables.contains(d)) {
+        for dep in src
+            .dependencies()
+            .into_iter()
+            .filter(|d| !tables.contains(d))
+        {
             let mapped = self.mapping.map_name(&dep, &object)?;
             if !self.target.function_exists(&mapped).await? {
                 return Err(CatalogError::Waits {
@@ -220,9 +226,10 @@ impl CatalogSync<'_> {
     /// the target has is reported, not removed (removing one would expose data).
     pub async fn sync_tags_and_comments(&self, table: &str) -> Result<Outcome, CatalogError> {
         let object = format!("table {table}");
-        let src = self.source.table_detail(table).await?.ok_or_else(|| {
-            CatalogError::Refused(format!("source table {table} does not exist"))
-        })?;
+        let src =
+            self.source.table_detail(table).await?.ok_or_else(|| {
+                CatalogError::Refused(format!("source table {table} does not exist"))
+            })?;
         let name = self.mapping.map_name(table, &object)?;
         let planned = self.planned(&name);
         let tgt = match self.target.table_detail(&name).await? {
@@ -251,7 +258,11 @@ impl CatalogSync<'_> {
             }
         };
         let q = quote_name(&name)?;
-        let kind = if tgt.table_type == "VIEW" { "VIEW" } else { "TABLE" };
+        let kind = if tgt.table_type == "VIEW" {
+            "VIEW"
+        } else {
+            "TABLE"
+        };
         let mut stmts = Vec::new();
         let mut findings = Vec::new();
         if comment(&src.comment) != comment(&tgt.comment) {
@@ -285,7 +296,13 @@ impl CatalogSync<'_> {
             stmts.extend(tag_statements(&head, &sct, &tct)?);
             let what = format!("column mask of {name}.{}", c.name);
             if let Some(s) = self
-                .policy(&what, &object, c.mask.as_ref().map(mask_parts), tc.mask.as_ref().map(mask_parts), &mut findings)
+                .policy(
+                    &what,
+                    &object,
+                    c.mask.as_ref().map(mask_parts),
+                    tc.mask.as_ref().map(mask_parts),
+                    &mut findings,
+                )
                 .await?
             {
                 let using = if s.1.is_empty() {
@@ -298,7 +315,13 @@ impl CatalogSync<'_> {
         }
         let what = format!("row filter of {name}");
         if let Some(s) = self
-            .policy(&what, &object, src.row_filter.as_ref().map(filter_parts), tgt.row_filter.as_ref().map(filter_parts), &mut findings)
+            .policy(
+                &what,
+                &object,
+                src.row_filter.as_ref().map(filter_parts),
+                tgt.row_filter.as_ref().map(filter_parts),
+                &mut findings,
+            )
             .await?
         {
             stmts.push(format!(
@@ -364,4 +387,3 @@ fn mask_parts(m: &ColumnMask) -> (String, Vec<String>) {
 fn filter_parts(f: &RowFilter) -> (String, Vec<String>) {
     (f.function_name.clone(), f.input_column_names.clone())
 }
-
