@@ -251,6 +251,11 @@ async fn a_catalog_is_replicated_renamed_and_a_second_sync_issues_nothing() {
             "{expected}\n{issued:#?}"
         );
     }
+    let ids: Vec<String> = first.iter().flat_map(|o| o.statement_ids.clone()).collect();
+    assert_eq!(ids.len(), issued.len());
+    for id in &ids {
+        assert_eq!(env.tgt.statement_state(id).as_deref(), Some("SUCCEEDED"));
+    }
     // A view is created after the view it reads.
     let pos = |v: &str| {
         issued
@@ -411,6 +416,7 @@ async fn a_dry_run_issues_nothing_and_lists_every_statement() {
         })
         .collect();
     assert_eq!(sql, listed);
+    assert!(dry.iter().all(|o| o.statement_ids.is_empty()));
 
     // The real run issues exactly what the dry run listed.
     let real_target = env.client(&env.tgt);

@@ -176,7 +176,8 @@ impl Mapping {
     /// A view's SQL text with its dependencies renamed: every fully qualified reference
     /// (`a.b.c`, parts bare or backtick-quoted, compared case-insensitively as Unity
     /// Catalog does) to one of `dependencies` (the view's `view_dependencies`, tables and
-    /// functions) is replaced by the mapped name, backtick-quoted. String literals and
+    /// functions) is replaced by the mapped name, backtick-quoted; a reference the mapping
+    /// does not rename keeps its spelling. String literals and
     /// comments are left alone. A dependency the text never names fully qualified (a
     /// one- or two-part name resolved against the session's catalog) cannot be remapped
     /// safely: that is an error naming the view.
@@ -212,9 +213,14 @@ impl Mapping {
             };
             match three.and_then(|(s, e, key)| deps.get(&key).map(|d| (s, e, *d))) {
                 Some((start, end, dep)) => {
-                    out.push_str(&sql[copied..start]);
-                    out.push_str(&quote_parts(&self.map_name(dep, view)?));
-                    copied = end;
+                    let mapped = self.map_name(dep, view)?;
+                    // An unrenamed reference keeps its spelling, so an identity mapping
+                    // leaves the text as it is.
+                    if !mapped.eq_ignore_ascii_case(dep) {
+                        out.push_str(&sql[copied..start]);
+                        out.push_str(&quote_parts(&mapped));
+                        copied = end;
+                    }
                     named.insert(dep.to_lowercase());
                     i += 5;
                 }
@@ -407,6 +413,10 @@ mod tests {
             out,
             "SELECT o.id, 'prod.sales.orders' AS s -- prod.sales.orders\n FROM `dr`.`sales`.`orders` o JOIN `archive`.`old`.`x` USING (id) /* prod.legacy.x */"
         );
+        // An identity mapping leaves the text alone.
+        let same: Mapping =
+            serde_json::from_value(serde_json::json!({"catalogs": {"prod": "prod"}})).unwrap();
+        assert_eq!(same.rewrite_view_sql("v", sql, &deps[..1]).unwrap(), sql);
         // A struct field path `t.a.b.c` is not a three-part name.
         let out = m
             .rewrite_view_sql(

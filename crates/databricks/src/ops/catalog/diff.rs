@@ -272,3 +272,88 @@ fn table(out: &mut Out, mapping: &Mapping, name: &str, s: &TableObject, t: &Tabl
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::catalog::inventory::SchemaObject;
+
+    fn table(name: &str, ty: &str, def: Option<&str>, deps: &[&str]) -> (String, TableObject) {
+        (
+            name.to_owned(),
+            TableObject {
+                full_name: name.to_owned(),
+                table_type: ty.to_owned(),
+                view_definition: def.map(str::to_owned),
+                dependencies: deps.iter().map(|d| d.to_string()).collect(),
+                ..Default::default()
+            },
+        )
+    }
+
+    #[test]
+    fn missing_extra_and_different_objects_are_named_after_mapping() {
+        let mapping: Mapping =
+            serde_json::from_value(serde_json::json!({"catalogs": {"p": "d"}})).unwrap();
+        let schema = |n: &str| {
+            (
+                n.to_owned(),
+                SchemaObject {
+                    full_name: n.to_owned(),
+                    ..Default::default()
+                },
+            )
+        };
+        let mut source = Inventory {
+            schemas: BTreeMap::from([schema("p.s"), schema("p.t")]),
+            tables: BTreeMap::from([
+                table("p.s.a", "MANAGED", None, &[]),
+                table("p.s.v", "VIEW", Some("SELECT * FROM p.s.a"), &["p.s.a"]),
+            ]),
+            ..Default::default()
+        };
+        source.tables.get_mut("p.s.a").unwrap().grants =
+            Grants::from([("g".to_owned(), BTreeSet::from(["SELECT".to_owned()]))]);
+        let target = Inventory {
+            schemas: BTreeMap::from([schema("d.s"), schema("d.x")]),
+            tables: BTreeMap::from([
+                table("d.s.a", "MANAGED", None, &[]),
+                // Still reads the source catalog: not the mapped text.
+                table("d.s.v", "VIEW", Some("SELECT * FROM p.s.a"), &["p.s.a"]),
+                table("d.s.z", "MANAGED", None, &[]),
+            ]),
+            ..Default::default()
+        };
+        let got: Vec<(String, FindingKind, String)> = diff_catalog(&source, &target, &mapping)
+            .into_iter()
+            .map(|f| (f.object, f.kind, f.detail))
+            .collect();
+        let f = |o: &str, k, d: &str| (o.to_owned(), k, d.to_owned());
+        assert_eq!(
+            got,
+            vec![
+                f("d.t", FindingKind::Missing, "schema"),
+                f("d.x", FindingKind::Extra, "schema"),
+                f("d.s.a", FindingKind::Different, "grants: `g` lacks SELECT"),
+                f(
+                    "d.s.v",
+                    FindingKind::Different,
+                    "view text differs after mapping"
+                ),
+                f("d.s.z", FindingKind::Extra, "managed"),
+            ]
+        );
+        // Identical after mapping: nothing.
+        assert!(
+            diff_catalog(
+                &source,
+                &source,
+                &Mapping {
+                    catalogs: BTreeMap::from([("p".to_owned(), "p".to_owned())]),
+                    ..Default::default()
+                }
+            )
+            .is_empty()
+        );
+    }
+}

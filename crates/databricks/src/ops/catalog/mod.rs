@@ -50,6 +50,9 @@ pub struct Outcome {
     pub findings: Vec<String>,
     /// Whether a statement was issued.
     pub changed: bool,
+    /// The warehouse's ID of each statement run, in order (none in a dry run), for the
+    /// audit.
+    pub statement_ids: Vec<String>,
 }
 
 /// Switches of catalog replication.
@@ -142,13 +145,18 @@ impl<'a> CatalogSync<'a> {
         statements: Vec<String>,
         findings: Vec<String>,
     ) -> Result<Outcome, CatalogError> {
+        let mut statement_ids = Vec::new();
         for s in &statements {
-            self.target.execute(s).await?;
+            let done = self.target.execute(s).await?;
+            if !self.target.is_dry_run() {
+                statement_ids.push(done.statement_id);
+            }
         }
         Ok(Outcome {
             changed: !statements.is_empty(),
             statements,
             findings,
+            statement_ids,
         })
     }
 }
