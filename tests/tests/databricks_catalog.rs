@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use replicator_common::mapping::Mapping;
-use replicator_common::retry::RetryPolicy;
+use replicator_common::retry::{RetryPolicy, Retryable};
 use replicator_databricks::Credentials;
 use replicator_databricks::client::{ClientOptions, Journal, WorkspaceClient};
 use replicator_databricks::ops::catalog::{
@@ -256,6 +256,7 @@ async fn a_catalog_is_replicated_renamed_and_a_second_sync_issues_nothing() {
     for id in &ids {
         assert_eq!(env.tgt.statement_state(id).as_deref(), Some("SUCCEEDED"));
     }
+    assert!(env.src.statements().is_empty(), "the source is only read");
     // A view is created after the view it reads.
     let pos = |v: &str| {
         issued
@@ -432,6 +433,10 @@ async fn a_view_waits_for_its_dependency_and_odd_names_are_quoted_or_refused() {
     let options = SyncOptions::default();
     let sync = CatalogSync::new(&source, &target, &m, &options);
     let e = sync.sync_view("prod.sales.v_eu_ids").await.unwrap_err();
+    assert!(
+        e.is_transient(),
+        "a view waiting for its dependency is retried"
+    );
     assert!(
         matches!(&e, CatalogError::Waits { missing, .. } if missing == "prod_dr.sales.v_eu"),
         "{e}"
