@@ -27,16 +27,24 @@ pub enum FindingKind {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Finding {
     pub object: String,
+    /// The source object it comes from (`None` for an object only the target has); a
+    /// column's finding names its table.
+    pub source: Option<String>,
     pub kind: FindingKind,
     pub detail: String,
 }
 
-struct Out(Vec<Finding>);
+struct Out {
+    findings: Vec<Finding>,
+    /// The source object being compared.
+    source: Option<String>,
+}
 
 impl Out {
     fn push(&mut self, object: &str, kind: FindingKind, detail: impl Into<String>) {
-        self.0.push(Finding {
+        self.findings.push(Finding {
             object: object.to_owned(),
+            source: self.source.clone(),
             kind,
             detail: detail.into(),
         });
@@ -101,8 +109,12 @@ impl Out {
 /// mapping, comments, tags, grants, row filters and masks that differ. Materialized views
 /// and other objects the source inventory reports come out as [`FindingKind::Reported`].
 pub fn diff_catalog(source: &Inventory, target: &Inventory, mapping: &Mapping) -> Vec<Finding> {
-    let mut out = Out(Vec::new());
+    let mut out = Out {
+        findings: Vec::new(),
+        source: None,
+    };
     if let Some(c) = &source.catalog {
+        out.source = Some(c.name.clone());
         let name = mapping.map_catalog(&c.name, &format!("catalog {}", c.name));
         match (name, &target.catalog) {
             (Err(e), _) => out.push(&c.name, FindingKind::Reported, e.to_string()),
@@ -115,6 +127,7 @@ pub fn diff_catalog(source: &Inventory, target: &Inventory, mapping: &Mapping) -
     }
     let mut expected = BTreeSet::new();
     for (full, s) in &source.schemas {
+        out.source = Some(full.clone());
         let name = match mapping.map_schema(full, &format!("schema {full}")) {
             Ok(n) => n,
             Err(e) => {
@@ -142,11 +155,13 @@ pub fn diff_catalog(source: &Inventory, target: &Inventory, mapping: &Mapping) -
         }
         out.grants(mapping, &name, &s.grants, &t.grants);
     }
+    out.source = None;
     for name in target.schemas.keys().filter(|n| !expected.contains(*n)) {
         out.push(name, FindingKind::Extra, "schema");
     }
     let mut expected = BTreeSet::new();
     for (full, s) in &source.tables {
+        out.source = Some(full.clone());
         let name = match mapping.map_name(full, &format!("table {full}")) {
             Ok(n) => n,
             Err(e) => {
@@ -172,6 +187,7 @@ pub fn diff_catalog(source: &Inventory, target: &Inventory, mapping: &Mapping) -
             Some(t) => table(&mut out, mapping, &name, s, t),
         }
     }
+    out.source = None;
     for name in target.tables.keys().filter(|n| !expected.contains(*n)) {
         out.push(
             name,
@@ -182,7 +198,7 @@ pub fn diff_catalog(source: &Inventory, target: &Inventory, mapping: &Mapping) -
                 .replace('_', " "),
         );
     }
-    out.0
+    out.findings
 }
 
 fn table(out: &mut Out, mapping: &Mapping, name: &str, s: &TableObject, t: &TableObject) {
@@ -324,7 +340,13 @@ mod tests {
             ]),
             ..Default::default()
         };
-        let got: Vec<(String, FindingKind, String)> = diff_catalog(&source, &target, &mapping)
+        let diff = diff_catalog(&source, &target, &mapping);
+        let sources: Vec<Option<&str>> = diff.iter().map(|f| f.source.as_deref()).collect();
+        assert_eq!(
+            sources,
+            vec![Some("p.t"), None, Some("p.s.a"), Some("p.s.v"), None]
+        );
+        let got: Vec<(String, FindingKind, String)> = diff
             .into_iter()
             .map(|f| (f.object, f.kind, f.detail))
             .collect();
