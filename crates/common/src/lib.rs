@@ -5,11 +5,13 @@
 //! - [`retry`]: the only retry loop in the code base (exponential backoff with jitter, errors
 //!   classified transient or permanent);
 //! - [`telemetry`]: tracing set-up;
-//! - [`shutdown`]: a cancellation token wired to SIGINT/SIGTERM.
+//! - [`shutdown`]: a cancellation token wired to SIGINT/SIGTERM;
+//! - [`mapping`]: catalog, schema, location and principal renames for catalog replication.
 
 pub mod config;
 pub mod databricks;
 pub mod health;
+pub mod mapping;
 pub mod metrics;
 pub mod retry;
 pub mod shutdown;

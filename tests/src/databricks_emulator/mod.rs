@@ -14,6 +14,11 @@
 //!   `GET /api/2.2/jobs/runs/list` (`job_id`, `active_only`, `completed_only`,
 //!   `start_time_from`/`start_time_to`, `limit`, `page_token`), over jobs and runs the test adds
 //!   per workspace ([`Workspace::add_job`], [`Workspace::add_run`]);
+//! - catalog objects (`catalog_objects.rs`, `catalog_sql.rs`): comments, owners, schema
+//!   properties, tags (entity tag assignments API), grants (permissions API), views with their
+//!   dependencies, row filters, column masks and functions, changed by strictly parsed SQL
+//!   (`CREATE SCHEMA … COMMENT … WITH DBPROPERTIES`, `CREATE OR REPLACE VIEW`, `COMMENT ON`,
+//!   `ALTER … SET TAGS / OWNER TO / SET ROW FILTER / ALTER COLUMN …`, `GRANT`, `REVOKE`);
 //! - Delta Sharing: recipients, shares (`include_shared_data`, `PATCH` updates), share
 //!   permissions, providers (derived from recipients other metastores created for this one).
 //!
@@ -36,6 +41,8 @@
 //! run between a client's read and its create. Every call, statement and cancel is recorded
 //! for assertions.
 
+mod catalog_objects;
+mod catalog_sql;
 mod history;
 mod jobs;
 mod server;
@@ -46,5 +53,6 @@ mod statements;
 mod unity_catalog;
 mod warehouse;
 
+pub use catalog_objects::{ColumnMeta, Meta, Objects, ViewDef};
 pub use server::Workspace;
 pub use state::{Call, Faults, RunFields, RunResult, Table, WorkspaceAuth, World};

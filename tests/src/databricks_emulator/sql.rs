@@ -1,4 +1,5 @@
-//! The SQL the engine emits, parsed strictly: object names must be backtick-quoted, and any
+//! The SQL the engine emits for tables (catalog objects, `CREATE SCHEMA` included, are
+//! `catalog_sql.rs`'s), parsed strictly: object names must be backtick-quoted, and any
 //! other shape is a syntax error, as a warehouse answers it.
 
 #[derive(Clone, Debug, PartialEq)]
@@ -194,7 +195,6 @@ impl Parser {
 
 pub(super) enum Stmt2 {
     CreateCatalog(String, Option<(String, String)>),
-    CreateSchema(String, String),
     /// `CREATE OR REPLACE TABLE t DEEP CLONE s [TIMESTAMP AS OF 'instant']`
     DeepClone([String; 3], [String; 3], Option<String>),
     Count([String; 3]),
@@ -251,14 +251,6 @@ pub(super) fn parse(sql: &str) -> Result<Stmt2, SqlError> {
                 None
             };
             Stmt2::CreateCatalog(c, share)
-        } else if p.is_kw("SCHEMA") {
-            p.kw("SCHEMA")?;
-            p.kw("IF")?;
-            p.kw("NOT")?;
-            p.kw("EXISTS")?;
-            let c = p.ident()?;
-            p.sym('.')?;
-            Stmt2::CreateSchema(c, p.ident()?)
         } else {
             p.kw("OR")?;
             p.kw("REPLACE")?;

@@ -50,6 +50,8 @@ pub(super) struct Metastore {
     /// recipient name -> recipient's global metastore ID
     pub(super) recipients: BTreeMap<String, String>,
     pub(super) shares: BTreeMap<String, Share>,
+    /// Comments, owners, tags, grants, views, functions (`catalog_objects.rs`).
+    pub(super) objects: super::catalog_objects::Objects,
 }
 
 /// Metastores, by global metastore ID, shared by every emulated workspace.
@@ -77,6 +79,7 @@ impl World {
                 catalogs,
                 recipients: BTreeMap::new(),
                 shares: BTreeMap::new(),
+                objects: Default::default(),
             },
         );
         id

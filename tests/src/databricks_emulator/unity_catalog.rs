@@ -8,6 +8,7 @@ use axum::response::Response;
 use replicator_lake::{TableLocation, inspect};
 use serde_json::{Value, json};
 
+use super::catalog_objects as objects;
 use super::server::{error, ok};
 use super::sharing::sharing_get;
 use super::state::{Catalog, Inner, Table};
@@ -137,11 +138,22 @@ pub(super) async fn uc_get(st: &Inner, rest: &[&str], q: &HashMap<String, String
         ["catalogs"] => page(
             st,
             "catalogs",
-            m.catalogs.iter().map(|(n, c)| catalog_json(n, c)).collect(),
+            m.catalogs
+                .iter()
+                .map(|(n, c)| {
+                    let mut v = catalog_json(n, c);
+                    objects::decorate_catalog(&m, n, &mut v);
+                    v
+                })
+                .collect(),
             q,
         ),
         ["catalogs", name] => match m.catalogs.get(*name) {
-            Some(c) => ok(catalog_json(name, c)),
+            Some(c) => {
+                let mut v = catalog_json(name, c);
+                objects::decorate_catalog(&m, name, &mut v);
+                ok(v)
+            }
             None => missing("Catalog", name),
         },
         ["schemas"] => {
@@ -151,11 +163,12 @@ pub(super) async fn uc_get(st: &Inner, rest: &[&str], q: &HashMap<String, String
             };
             let mut items: Vec<Value> =
                 vec![json!({"name": "information_schema", "catalog_name": c})];
-            items.extend(
-                cat.schemas.keys().map(
-                    |s| json!({"name": s, "catalog_name": c, "full_name": format!("{c}.{s}")}),
-                ),
-            );
+            items.extend(cat.schemas.keys().map(|s| {
+                let full = format!("{c}.{s}");
+                let mut v = json!({"name": s, "catalog_name": c, "full_name": full});
+                objects::decorate_schema(&m, &full, &mut v);
+                v
+            }));
             page(st, "schemas", items, q)
         }
         ["schemas", full] => {
@@ -167,7 +180,11 @@ pub(super) async fn uc_get(st: &Inner, rest: &[&str], q: &HashMap<String, String
                     .map(|_| (c, s))
             });
             match found {
-                Some((c, s)) => ok(json!({"name": s, "catalog_name": c, "full_name": full})),
+                Some((c, s)) => {
+                    let mut v = json!({"name": s, "catalog_name": c, "full_name": full});
+                    objects::decorate_schema(&m, full, &mut v);
+                    ok(v)
+                }
                 None => missing("Schema", full),
             }
         }
@@ -181,7 +198,9 @@ pub(super) async fn uc_get(st: &Inner, rest: &[&str], q: &HashMap<String, String
             };
             let mut items = Vec::new();
             for (n, t) in tables {
-                items.push(table_json(&c, &s, n, t).await);
+                let mut v = table_json(&c, &s, n, t).await;
+                objects::decorate_table(&m, &format!("{c}.{s}.{n}"), &mut v, false);
+                items.push(v);
             }
             page(st, "tables", items, q)
         }
@@ -196,10 +215,17 @@ pub(super) async fn uc_get(st: &Inner, rest: &[&str], q: &HashMap<String, String
                 .and_then(|cat| cat.schemas.get(s))
                 .and_then(|sc| sc.get(t))
             {
-                Some(tb) => ok(table_json(c, s, t, tb).await),
+                Some(tb) => {
+                    let mut v = table_json(c, s, t, tb).await;
+                    objects::decorate_table(&m, full, &mut v, true);
+                    ok(v)
+                }
                 None => missing("Table", full),
             }
         }
+        ["permissions", ty, full] => objects::permissions(st, &m, ty, full, q),
+        ["entity-tag-assignments", ty, name, "tags"] => objects::tags(st, &m, ty, name, q),
+        ["functions", name] => objects::function(&m, name),
         _ => sharing_get(st, &m, rest, q),
     }
 }

@@ -129,6 +129,9 @@ fn project(batches: &[RecordBatch], cols: &[String]) -> Result<BTreeSet<String>,
 pub(super) type Rows = (Vec<String>, Vec<Vec<Option<String>>>);
 
 pub(super) async fn execute(st: &Inner, sql: &str) -> Result<Rows, SqlError> {
+    if let Some(done) = super::catalog_sql::try_execute(st, sql) {
+        return done;
+    }
     let stmt = parse(sql)?;
     let me = st.metastore.clone();
     let world = &st.world.metastores;
@@ -192,28 +195,6 @@ pub(super) async fn execute(st: &Inner, sql: &str) -> Result<Rows, SqlError> {
                     share,
                     schemas: BTreeMap::new(),
                 });
-            Ok((vec![], vec![]))
-        }
-        Stmt2::CreateSchema(c, s) => {
-            let mut ms = world.lock().unwrap();
-            let cat = ms
-                .get_mut(&me)
-                .unwrap()
-                .catalogs
-                .get_mut(&c)
-                .ok_or_else(|| {
-                    (
-                        "BAD_REQUEST".to_owned(),
-                        format!("[NO_SUCH_CATALOG_EXCEPTION] catalog `{c}` not found"),
-                    )
-                })?;
-            if cat.share.is_some() {
-                return Err((
-                    "BAD_REQUEST".into(),
-                    "cannot create a schema in a shared catalog".into(),
-                ));
-            }
-            cat.schemas.entry(s).or_default();
             Ok((vec![], vec![]))
         }
         Stmt2::Count(n) => {

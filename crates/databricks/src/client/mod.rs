@@ -14,6 +14,7 @@
 //!   every other call is recorded instead of sent.
 
 mod answer;
+mod catalog;
 mod jobs;
 mod statement;
 mod unity_catalog;
@@ -34,6 +35,10 @@ use crate::auth::{Auth, Credentials};
 
 pub(crate) use answer::retry_after;
 use answer::{error_answer, success_body};
+pub use catalog::{
+    CatalogDetail, ColumnDetail, ColumnMask, Dependency, DependencyList, FunctionDependency,
+    Grants, RowFilter, SchemaDetail, TableDependency, TableDetail,
+};
 pub use jobs::{
     JobInfo, JobSettings, RunInfo, RunOutcome, RunState, RunStatus, RunsQuery, TerminationDetails,
 };

@@ -29,6 +29,7 @@
 //! version in place.
 
 mod backup;
+pub mod catalog;
 mod history;
 mod probe;
 mod reconciliation;
