@@ -14,6 +14,9 @@
 //!   `GET /api/2.2/jobs/runs/list` (`job_id`, `active_only`, `completed_only`,
 //!   `start_time_from`/`start_time_to`, `limit`, `page_token`), over jobs and runs the test adds
 //!   per workspace ([`Workspace::add_job`], [`Workspace::add_run`]);
+//! - volumes, external locations and storage credentials (`volumes.rs`, also `CREATE
+//!   [EXTERNAL] VOLUME` on the warehouse) and the Files API over the volumes' directories
+//!   (`files.rs`);
 //! - Delta Sharing: recipients, shares (`include_shared_data`, `PATCH` updates), share
 //!   permissions, providers (derived from recipients other metastores created for this one).
 //!
@@ -36,6 +39,7 @@
 //! run between a client's read and its create. Every call, statement and cancel is recorded
 //! for assertions.
 
+mod files;
 mod history;
 mod jobs;
 mod server;
@@ -44,6 +48,7 @@ mod sql;
 mod state;
 mod statements;
 mod unity_catalog;
+mod volumes;
 mod warehouse;
 
 pub use server::Workspace;

@@ -112,6 +112,9 @@ fn project(batches: &[RecordBatch], cols: &[String]) -> Result<BTreeSet<String>,
 pub(super) type Rows = (Vec<String>, Vec<Vec<Option<String>>>);
 
 pub(super) async fn execute(st: &Inner, sql: &str) -> Result<Rows, SqlError> {
+    if let Some(r) = super::volumes::sql(st, sql) {
+        return r.map(|()| (vec![], vec![]));
+    }
     let stmt = parse(sql)?;
     let me = st.metastore.clone();
     let world = &st.world.metastores;
