@@ -423,3 +423,65 @@ async fn paths_with_dot_dot_are_refused_at_every_layer() {
     assert!(!v.target_dir(LANDING_DR).join("models").exists());
     assert_eq!(files(&v.target_dir(LANDING_DR)), files(&v.landing));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_files_api_serves_metadata_ranges_and_preconditions_and_a_throttled_sync_completes() {
+    let v = Vols::new().await;
+    v.target_schema().await;
+    let p = v.pair(false);
+    let vol = VolumeName::parse(LANDING).unwrap();
+    let (len, modified) = p
+        .source
+        .file_metadata(&vol, "a.csv")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(len, Some(9));
+    assert!(modified.unwrap().ends_with(" GMT"));
+    assert_eq!(
+        p.source.file_metadata(&vol, "absent.csv").await.unwrap(),
+        None
+    );
+
+    let http = reqwest::Client::new();
+    let url = format!(
+        "{}/api/2.0/fs/files/Volumes/prod/sales/landing/a.csv",
+        v.env.src.url
+    );
+    let get = |range: Option<&str>, since: Option<&str>| {
+        let mut r = http.get(&url).bearer_auth(databricks_env::PAT);
+        if let Some(range) = range {
+            r = r.header("Range", range);
+        }
+        if let Some(since) = since {
+            r = r.header("If-Unmodified-Since", since);
+        }
+        r.send()
+    };
+    let r = get(Some("bytes=1-2"), None).await.unwrap();
+    assert_eq!(r.status().as_u16(), 206);
+    assert_eq!(r.headers()["content-range"], "bytes 1-2/9");
+    assert_eq!(r.bytes().await.unwrap().as_ref(), b"d,");
+    let r = get(Some("bytes=50-"), None).await.unwrap();
+    assert_eq!(r.status().as_u16(), 416);
+    let r = get(None, Some("Mon, 01 Jan 2001 00:00:00 GMT"))
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 412);
+    let r = get(None, None).await.unwrap();
+    assert_eq!(r.bytes().await.unwrap().as_ref(), b"id,v\n1,2\n");
+
+    // Throttled answers on both sides (429 with Retry-After) are waited out.
+    for ws in [&v.env.src, &v.env.tgt] {
+        ws.faults(|f| {
+            f.throttle = 6;
+            f.retry_after_s = 0;
+        });
+    }
+    ensure_external_location(&p.source, &p.target, "landing_loc", &v.map, false)
+        .await
+        .unwrap();
+    let (copied, ..) = v.sync(false).await;
+    assert_eq!(copied, 7);
+    v.assert_in_sync().await;
+}

@@ -80,12 +80,16 @@ fn internal(e: impl std::fmt::Display) -> Response {
 
 /// Resolve `Volumes/c/s/v/…` (decoded segments) to a volume directory, refusing any segment
 /// that could leave it.
-fn resolve(st: &Inner, seg: &[&str]) -> Result<Target, Response> {
+fn resolve(st: &Inner, seg: &[&str]) -> Result<Target, Box<Response>> {
     let [vols, c, s, v, rest @ ..] = seg else {
-        return Err(bad("paths are /Volumes/<catalog>/<schema>/<volume>/…"));
+        return Err(Box::new(bad(
+            "paths are /Volumes/<catalog>/<schema>/<volume>/…",
+        )));
     };
     if *vols != "Volumes" {
-        return Err(bad("paths are /Volumes/<catalog>/<schema>/<volume>/…"));
+        return Err(Box::new(bad(
+            "paths are /Volumes/<catalog>/<schema>/<volume>/…",
+        )));
     }
     // A trailing slash (`…/dir/`) names the directory itself.
     let rest = match rest {
@@ -94,16 +98,16 @@ fn resolve(st: &Inner, seg: &[&str]) -> Result<Target, Response> {
     };
     for part in rest {
         if part.is_empty() || *part == "." || *part == ".." || part.contains(['/', '\\', '\0']) {
-            return Err(bad(format!(
+            return Err(Box::new(bad(format!(
                 "path segment {part:?} is not allowed: paths may not leave their volume"
-            )));
+            ))));
         }
     }
     let full = format!("{c}.{s}.{v}");
     let root = st
         .world
         .volume_dir(&st.metastore, &full)
-        .ok_or_else(|| not_found(&format!("/Volumes/{c}/{s}/{v}")))?;
+        .ok_or_else(|| Box::new(not_found(&format!("/Volumes/{c}/{s}/{v}"))))?;
     Ok(Target {
         root_path: format!("/Volumes/{c}/{s}/{v}"),
         root,
@@ -144,7 +148,7 @@ pub(super) async fn handle(
     };
     let t = match resolve(st, path) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     match (method.as_str(), kind) {
         ("PUT", "files") => upload(st, &t, q, body).await,

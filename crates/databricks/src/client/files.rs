@@ -397,8 +397,12 @@ impl WorkspaceClient {
             .retried(|| self.send_file(Method::HEAD, url.clone(), HeaderMap::new(), None))
             .await
         {
+            // From the header: a HEAD answer's body is empty, so reqwest's size hint is 0.
             Ok(resp) => Ok(Some((
-                resp.content_length(),
+                resp.headers()
+                    .get(CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse().ok()),
                 resp.headers()
                     .get(reqwest::header::LAST_MODIFIED)
                     .and_then(|v| v.to_str().ok())
