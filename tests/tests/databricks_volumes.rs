@@ -14,8 +14,8 @@ use replicator_common::retry::RetryPolicy;
 use replicator_databricks::WorkspacePair;
 use replicator_databricks::client::VolumeName;
 use replicator_databricks::ops::volumes::{
-    LocationStatus, PrefixMap, VolumeSyncOptions, diff_volume, ensure_external_location,
-    sync_volume,
+    LocationStatus, PrefixMap, Shard, VolumeSyncOptions, diff_volume, ensure_external_location,
+    shard_manifest, sync_volume,
 };
 use replicator_tests::databricks_emulator::Workspace;
 
@@ -84,6 +84,7 @@ fn opts(delete_extra: bool, dry_run: bool) -> VolumeSyncOptions {
             base_delay_ms: 1,
             max_delay_ms: 5,
         },
+        shard: None,
     }
 }
 
@@ -484,4 +485,44 @@ async fn the_files_api_serves_metadata_ranges_and_preconditions_and_a_throttled_
     let (copied, ..) = v.sync(false).await;
     assert_eq!(copied, 7);
     v.assert_in_sync().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_volume_split_over_shards_is_copied_once_and_each_shard_keeps_its_own_manifest() {
+    let v = Vols::new().await;
+    v.target_schema().await;
+    let p = v.pair(false);
+    let shard = |index| VolumeSyncOptions {
+        shard: Some(Shard { index, count: 2 }),
+        ..opts(true, false)
+    };
+    let run = || async {
+        let mut copied = 0;
+        for index in 0..2 {
+            let o = sync_volume(
+                &p.source,
+                &p.target,
+                MODELS,
+                MODELS_DR,
+                &v.map,
+                &shard(index),
+            )
+            .await
+            .unwrap();
+            copied += o.files_copied;
+        }
+        copied
+    };
+    assert_eq!(run().await, 3);
+    v.clear();
+    assert_eq!(run().await, 0);
+    assert!(writes(&v.env.tgt).is_empty(), "{:#?}", writes(&v.env.tgt));
+    let dr = v.target_dir(MODELS_DR);
+    for index in 0..2 {
+        assert!(
+            dr.join(shard_manifest(Some(Shard { index, count: 2 })))
+                .is_file()
+        );
+    }
+    assert_eq!(files(&dr), files(&v.models));
 }

@@ -40,6 +40,32 @@ use crate::client::{FileStat, VolumeName, VolumeTree, WorkspaceClient};
 
 /// Our manifest in the target volume, relative to its root.
 pub const MANIFEST: &str = ".replicator/volume-sync.json";
+/// The manifest of one shard of a volume copied by several tasks.
+pub fn shard_manifest(shard: Option<Shard>) -> String {
+    match shard {
+        None => MANIFEST.to_owned(),
+        Some(s) => format!(".replicator/volume-sync.{}-of-{}.json", s.index, s.count),
+    }
+}
+
+/// One part of a large volume's files, for one of several tasks: the files whose path's
+/// FNV-1a 64-bit hash is `index` modulo `count`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shard {
+    pub index: u32,
+    pub count: u32,
+}
+
+impl Shard {
+    /// Whether the file at `rel` belongs to this part.
+    pub fn holds(&self, rel: &str) -> bool {
+        let hash = rel.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        self.count == 0 || hash % u64::from(self.count) == u64::from(self.index)
+    }
+}
+
 /// The directory of [`MANIFEST`], left out of listings.
 pub const MANIFEST_DIR: &str = ".replicator";
 
@@ -101,6 +127,10 @@ pub struct VolumeSyncOptions {
     pub parallelism: usize,
     /// Retries of one file's transfer and of the DDL.
     pub retry: RetryPolicy,
+    /// Only this part of the files (a large volume split over several tasks): each part
+    /// keeps its own manifest, copies and deletes only its files, and leaves extra
+    /// directories alone (another part may still be emptying them).
+    pub shard: Option<Shard>,
 }
 
 /// What [`sync_volume`] did (or, in a dry run, would do).
@@ -146,9 +176,15 @@ struct Plan {
     extra_dirs: Vec<String>,
 }
 
-fn plan(source: &VolumeTree, target: &VolumeTree, manifest: &Manifest) -> Plan {
+fn plan(
+    source: &VolumeTree,
+    target: &VolumeTree,
+    manifest: &Manifest,
+    shard: Option<Shard>,
+) -> Plan {
+    let mine = |rel: &str| shard.is_none_or(|s| s.holds(rel));
     let mut p = Plan::default();
-    for (rel, s) in &source.files {
+    for (rel, s) in source.files.iter().filter(|(r, _)| mine(r)) {
         let same = match (target.files.get(rel), manifest.files.get(rel)) {
             (None, _) => false,
             (Some(t), Some(r)) => {
@@ -171,9 +207,12 @@ fn plan(source: &VolumeTree, target: &VolumeTree, manifest: &Manifest) -> Plan {
     p.extra_files = target
         .files
         .keys()
-        .filter(|k| !source.files.contains_key(*k))
+        .filter(|k| !source.files.contains_key(*k) && mine(k))
         .cloned()
         .collect();
+    if shard.is_some() {
+        return p;
+    }
     let mut extra_dirs: Vec<String> = target.dirs.difference(&source.dirs).cloned().collect();
     // Deepest first, so each is empty when its turn comes.
     extra_dirs.sort_by_key(|d| std::cmp::Reverse(d.matches('/').count()));
@@ -275,9 +314,10 @@ async fn read_manifest(
     target: &WorkspaceClient,
     tgt: &VolumeName,
     src: &VolumeName,
+    path: &str,
     findings: &mut Vec<String>,
 ) -> Result<Manifest, DatabricksError> {
-    let dl = match target.download(tgt, MANIFEST, None).await {
+    let dl = match target.download(tgt, path, None).await {
         Ok(dl) => dl,
         Err(e) if e.is_not_found() || matches!(e, DatabricksError::NoEndpoint { .. }) => {
             return Ok(Manifest::default());
@@ -293,13 +333,13 @@ async fn read_manifest(
         Ok(m) if m.source == src.full_name() => Ok(m),
         Ok(m) => {
             findings.push(format!(
-                "{tgt}/{MANIFEST} records source {}, not {src}: ignored",
+                "{tgt}/{path} records source {}, not {src}: ignored",
                 m.source
             ));
             Ok(Manifest::default())
         }
         Err(e) => {
-            findings.push(format!("{tgt}/{MANIFEST} unreadable ({e}): ignored"));
+            findings.push(format!("{tgt}/{path} unreadable ({e}): ignored"));
             Ok(Manifest::default())
         }
     }
@@ -361,6 +401,7 @@ pub async fn sync_volume(
         target: tgt.full_name(),
         ..Default::default()
     };
+    let manifest_path = shard_manifest(opts.shard);
     let exists = ensure_volume(source, target, &src, &tgt, map, dry, &opts.retry, &mut out).await?;
     let source_tree = source.list_tree(&src, &[MANIFEST_DIR]).await?;
     out.findings.extend(
@@ -373,12 +414,12 @@ pub async fn sync_volume(
         let t = target.list_tree(&tgt, &[MANIFEST_DIR]).await?;
         out.findings
             .extend(t.refused.iter().map(|r| format!("target listing: {r}")));
-        let m = read_manifest(target, &tgt, &src, &mut out.findings).await?;
+        let m = read_manifest(target, &tgt, &src, &manifest_path, &mut out.findings).await?;
         (t, m)
     } else {
         (VolumeTree::default(), Manifest::default())
     };
-    let p = plan(&source_tree, &target_tree, &manifest);
+    let p = plan(&source_tree, &target_tree, &manifest, opts.shard);
     out.files_unchanged = p.unchanged.len() as u64;
     if !p.extra_files.is_empty() && !opts.delete_extra {
         out.findings.push(format!(
@@ -450,6 +491,7 @@ pub async fn sync_volume(
         in_sync: &in_sync,
         old: &manifest,
         relist: out.files_copied > 0,
+        path: &manifest_path,
     };
     update.write(target, &src, &tgt).await.map(|()| out)
 }
@@ -464,6 +506,8 @@ struct ManifestUpdate<'a> {
     old: &'a Manifest,
     /// Files were uploaded: list the target again for their new stats.
     relist: bool,
+    /// Where the manifest lives in the target volume.
+    path: &'a str,
 }
 
 impl ManifestUpdate<'_> {
@@ -505,74 +549,17 @@ impl ManifestUpdate<'_> {
             return Ok(());
         }
         let json = serde_json::to_vec(&manifest).map_err(|e| DatabricksError::Protocol {
-            path: MANIFEST.into(),
+            path: self.path.into(),
             detail: e.to_string(),
         })?;
         let len = json.len() as u64;
         let body = futures::stream::once(async move { Ok(Bytes::from(json)) }).boxed();
-        target.upload(tgt, MANIFEST, len, body).await
+        target.upload(tgt, self.path, len, body).await
     }
 }
 
-/// Files of two volumes compared by path and size (the manifest excluded).
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
-pub struct VolumeDiff {
-    pub source: String,
-    pub target: String,
-    pub missing: Vec<String>,
-    pub extra: Vec<String>,
-    /// Present on both sides with another size.
-    pub different: Vec<String>,
-    pub matched: u64,
-    /// Listed paths refused on either side.
-    pub refused: Vec<String>,
-}
-
-impl VolumeDiff {
-    pub fn is_empty(&self) -> bool {
-        self.missing.is_empty() && self.extra.is_empty() && self.different.is_empty()
-    }
-}
-
-/// Missing, extra and different files of the target volume against the source's.
-pub async fn diff_volume(
-    source: &WorkspaceClient,
-    target: &WorkspaceClient,
-    source_full_name: &str,
-    target_full_name: &str,
-) -> Result<VolumeDiff, DatabricksError> {
-    let (src, tgt) = (
-        VolumeName::parse(source_full_name)?,
-        VolumeName::parse(target_full_name)?,
-    );
-    let s = source.list_tree(&src, &[MANIFEST_DIR]).await?;
-    let t = if target.get_volume(&tgt.full_name()).await?.is_some() {
-        target.list_tree(&tgt, &[MANIFEST_DIR]).await?
-    } else {
-        VolumeTree::default()
-    };
-    let mut d = VolumeDiff {
-        source: src.full_name(),
-        target: tgt.full_name(),
-        ..Default::default()
-    };
-    for (rel, fs) in &s.files {
-        match t.files.get(rel) {
-            None => d.missing.push(rel.clone()),
-            Some(ft) if ft.size != fs.size => d.different.push(rel.clone()),
-            Some(_) => d.matched += 1,
-        }
-    }
-    d.extra = t
-        .files
-        .keys()
-        .filter(|k| !s.files.contains_key(*k))
-        .cloned()
-        .collect();
-    d.refused = s.refused.into_iter().chain(t.refused).collect();
-    Ok(d)
-}
-
+mod diff;
+pub use diff::{VolumeDiff, diff_volume};
 mod location;
 pub use location::{LocationOutcome, LocationStatus, ensure_external_location};
 

@@ -89,7 +89,7 @@ fn the_plan_copies_new_and_changed_files_and_keeps_unchanged_ones() {
             ("touched.csv".into(), rec(stat(5, 100), stat(5, 200))),
         ]),
     };
-    let p = plan(&source, &target, &manifest);
+    let p = plan(&source, &target, &manifest, None);
     let copied: Vec<&str> = p.copy.iter().map(|(r, _)| r.as_str()).collect();
     // Without a record: unchanged when the sizes match and the target is not older.
     assert_eq!(copied, ["grown.csv", "new.csv", "stale.csv", "touched.csv"]);
@@ -115,5 +115,35 @@ fn a_target_file_edited_after_the_copy_is_copied_again() {
             },
         )]),
     };
-    assert_eq!(plan(&source, &target, &manifest).copy.len(), 1);
+    assert_eq!(plan(&source, &target, &manifest, None).copy.len(), 1);
+}
+
+#[test]
+fn shards_split_the_files_and_leave_directories_alone() {
+    let names: Vec<String> = (0..200).map(|i| format!("d/f{i}.bin")).collect();
+    let source = VolumeTree {
+        files: names.iter().map(|n| (n.clone(), stat(1, 1))).collect(),
+        dirs: ["d".to_owned()].into(),
+        refused: Vec::new(),
+    };
+    let target = tree(&[("gone.bin", stat(1, 1))], &["old"]);
+    let mut seen = BTreeSet::new();
+    let mut extra = 0;
+    for index in 0..3 {
+        let shard = Shard { index, count: 3 };
+        let p = plan(&source, &target, &Manifest::default(), Some(shard));
+        assert!(p.copy.len() > 30, "{index}: {}", p.copy.len());
+        for (rel, _) in &p.copy {
+            assert!(shard.holds(rel) && seen.insert(rel.clone()), "{rel}");
+        }
+        extra += p.extra_files.len();
+        assert!(p.extra_dirs.is_empty());
+    }
+    assert_eq!(seen.len(), 200);
+    assert_eq!(extra, 1);
+    assert_eq!(shard_manifest(None), MANIFEST);
+    assert_eq!(
+        shard_manifest(Some(Shard { index: 1, count: 4 })),
+        ".replicator/volume-sync.1-of-4.json"
+    );
 }
