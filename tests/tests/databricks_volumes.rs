@@ -526,3 +526,45 @@ async fn a_volume_split_over_shards_is_copied_once_and_each_shard_keeps_its_own_
     }
     assert_eq!(files(&dr), files(&v.models));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_changing_between_its_listing_and_its_copy_is_left_for_the_next_run() {
+    let v = Vols::new().await;
+    v.target_schema().await;
+    let p = v.pair(false);
+    v.env.src.faults(|f| {
+        f.change_on_download = vec!["/Volumes/prod/sales/models/m1/config.json".into()];
+    });
+    let o = sync_volume(
+        &p.source,
+        &p.target,
+        MODELS,
+        MODELS_DR,
+        &v.map,
+        &opts(false, false),
+    )
+    .await
+    .unwrap();
+    assert_eq!(o.files_copied, 2, "{o:#?}");
+    assert!(
+        o.findings
+            .iter()
+            .any(|f| f.contains("m1/config.json changed while being copied")),
+        "{o:#?}"
+    );
+    // Never a file of the wrong length at its name: absent until the next run copies it.
+    let dr = v.target_dir(MODELS_DR);
+    assert!(!dr.join("m1/config.json").exists());
+    let o = sync_volume(
+        &p.source,
+        &p.target,
+        MODELS,
+        MODELS_DR,
+        &v.map,
+        &opts(false, false),
+    )
+    .await
+    .unwrap();
+    assert_eq!((o.files_copied, o.files_unchanged), (1, 2), "{o:#?}");
+    assert_eq!(files(&dr), files(&v.models));
+}

@@ -152,7 +152,20 @@ pub(super) async fn handle(
     };
     match (method.as_str(), kind) {
         ("PUT", "files") => upload(st, &t, q, body).await,
-        ("GET", "files") => download(&t, headers, true).await,
+        ("GET", "files") => {
+            let changed = {
+                let mut f = st.faults.lock().unwrap();
+                let here = t.api_path(None);
+                let i = f.change_on_download.iter().position(|p| *p == here);
+                i.map(|i| f.change_on_download.remove(i)).is_some()
+            };
+            if changed {
+                let mut bytes = tokio::fs::read(t.local()).await.unwrap_or_default();
+                bytes.push(b'+');
+                let _ = tokio::fs::write(t.local(), bytes).await;
+            }
+            download(&t, headers, true).await
+        }
         ("HEAD", "files") => download(&t, headers, false).await,
         ("DELETE", "files") => match tokio::fs::metadata(t.local()).await {
             Ok(m) if m.is_file() => match tokio::fs::remove_file(t.local()).await {

@@ -187,6 +187,9 @@ pub struct Faults {
     /// Entries added to Files API directory listings: (directory listed, `path` reported),
     /// e.g. a path escaping the volume, as a broken or hostile server could answer.
     pub listing_inject: Vec<(String, String)>,
+    /// Files API paths (`/Volumes/…`) whose file gains a byte just before a download of it
+    /// is served, once each: a source file changing between its listing and its copy.
+    pub change_on_download: Vec<String>,
 }
 
 /// How a run of an emulated job ends, or that it has not.
