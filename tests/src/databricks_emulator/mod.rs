@@ -19,6 +19,9 @@
 //!   dependencies, row filters, column masks and functions, changed by strictly parsed SQL
 //!   (`CREATE SCHEMA … COMMENT … WITH DBPROPERTIES`, `CREATE OR REPLACE VIEW`, `COMMENT ON`,
 //!   `ALTER … SET TAGS / OWNER TO / SET ROW FILTER / ALTER COLUMN …`, `GRANT`, `REVOKE`);
+//! - volumes, external locations and storage credentials (`volumes.rs`, also `CREATE
+//!   [EXTERNAL] VOLUME` on the warehouse) and the Files API over the volumes' directories
+//!   (`files.rs`);
 //! - Delta Sharing: recipients, shares (`include_shared_data`, `PATCH` updates), share
 //!   permissions, providers (derived from recipients other metastores created for this one).
 //!
@@ -43,6 +46,7 @@
 
 mod catalog_objects;
 mod catalog_sql;
+mod files;
 mod history;
 mod jobs;
 mod server;
@@ -51,6 +55,7 @@ mod sql;
 mod state;
 mod statements;
 mod unity_catalog;
+mod volumes;
 mod warehouse;
 
 pub use catalog_objects::{ColumnMeta, Meta, Objects, ViewDef};

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
@@ -58,7 +58,7 @@ impl Workspace {
         });
         let state = inner.clone();
         let app = Router::new().fallback(
-            move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+            move |method: Method, uri: Uri, headers: HeaderMap, body: Body| {
                 let state = state.clone();
                 async move { handle(state, method, uri, headers, body).await }
             },
@@ -208,7 +208,7 @@ async fn handle(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     let path = uri.path().to_owned();
     st.calls.lock().unwrap().push(Call {
@@ -216,6 +216,9 @@ async fn handle(
         path: path.clone(),
     });
     if path == "/oidc/v1/token" && method == Method::POST {
+        let body = axum::body::to_bytes(body, usize::MAX)
+            .await
+            .unwrap_or_default();
         return token(&st, &headers, &body);
     }
     {
@@ -272,6 +275,17 @@ async fn handle(
         .collect();
     let seg: Vec<&str> = segments.iter().map(String::as_str).collect();
     let q = query_map(&uri);
+    // The Files API streams raw bytes; everything else is JSON.
+    if let ["api", "2.0", "fs", rest @ ..] = seg.as_slice() {
+        return super::files::handle(&st, &method, rest, &q, &headers, body).await;
+    }
+    let Ok(body) = axum::body::to_bytes(body, usize::MAX).await else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "MALFORMED_REQUEST",
+            "body unreadable",
+        );
+    };
     let body: Value = if body.is_empty() {
         Value::Null
     } else {
@@ -292,6 +306,14 @@ async fn handle(
         ("POST", ["api", "2.0", "sql", "statements", id, "cancel"]) => cancel(&st, id),
         ("GET", ["api", "2.0", "sql", "statements", id, "result", "chunks", n]) => {
             result_chunk(&st, id, n)
+        }
+        ("GET" | "POST", ["api", "2.1", "unity-catalog", kind, ..])
+            if matches!(
+                *kind,
+                "volumes" | "external-locations" | "storage-credentials"
+            ) =>
+        {
+            super::volumes::uc(&st, method.as_str(), &seg[3..], &q, &body)
         }
         ("GET", ["api", "2.1", "unity-catalog", rest @ ..]) => uc_get(&st, rest, &q).await,
         ("GET", ["api", "2.2", "jobs", rest @ ..]) => jobs_get(&st, rest, &q),

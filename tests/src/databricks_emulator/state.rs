@@ -58,6 +58,8 @@ pub(super) struct Metastore {
 #[derive(Clone, Default)]
 pub struct World {
     pub(super) metastores: Arc<Mutex<BTreeMap<String, Metastore>>>,
+    /// Volumes, external locations and storage credentials, by global metastore ID.
+    pub(super) volumes: Arc<Mutex<BTreeMap<String, super::volumes::VolumeStore>>>,
 }
 
 impl World {
@@ -194,6 +196,12 @@ pub struct Faults {
     pub concurrent_create: Vec<String>,
     /// Which state fields runs carry in `jobs/runs/list` answers.
     pub run_fields: RunFields,
+    /// Entries added to Files API directory listings: (directory listed, `path` reported),
+    /// e.g. a path escaping the volume, as a broken or hostile server could answer.
+    pub listing_inject: Vec<(String, String)>,
+    /// Files API paths (`/Volumes/…`) whose file gains a byte just before a download of it
+    /// is served, once each: a source file changing between its listing and its copy.
+    pub change_on_download: Vec<String>,
 }
 
 /// How a run of an emulated job ends, or that it has not.

@@ -132,6 +132,9 @@ pub(super) async fn execute(st: &Inner, sql: &str) -> Result<Rows, SqlError> {
     if let Some(done) = super::catalog_sql::try_execute(st, sql) {
         return done;
     }
+    if let Some(r) = super::volumes::sql(st, sql) {
+        return r.map(|()| (vec![], vec![]));
+    }
     let stmt = parse(sql)?;
     let me = st.metastore.clone();
     let world = &st.world.metastores;

@@ -8,6 +8,8 @@
 //! - SQL statements go through the Statement Execution API: submitted with a server-side
 //!   `wait_timeout`, polled until a terminal state, cancelled when the client's own
 //!   `statement_timeout` runs out, results read inline (`JSON_ARRAY`) chunk by chunk;
+//! - the Files API (`files`) streams volume files both ways (no total timeout on those
+//!   requests, a read timeout instead); paths are checked so none leaves its volume;
 //! - Unity Catalog listings follow `next_page_token` until it is absent (a page may be empty
 //!   and still carry a token); Jobs API listings (`/api/2.2/jobs/list`, `…/runs/list`) too;
 //! - with a [`Journal`] in dry-run mode, reads (GET) are sent but every SQL statement and
@@ -15,9 +17,11 @@
 
 mod answer;
 mod catalog;
+mod files;
 mod jobs;
 mod statement;
 mod unity_catalog;
+mod volumes;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -39,6 +43,7 @@ pub use catalog::{
     CatalogDetail, ColumnDetail, ColumnMask, Dependency, DependencyList, FunctionDependency,
     Grants, RowFilter, SchemaDetail, TableDependency, TableDetail,
 };
+pub use files::{DirectoryEntry, Download, FileStat, MAX_UPLOAD, VolumeTree, rel_segments};
 pub use jobs::{
     JobInfo, JobSettings, RunInfo, RunOutcome, RunState, RunStatus, RunsQuery, TerminationDetails,
 };
@@ -47,6 +52,7 @@ pub use unity_catalog::{
     CatalogInfo, ColumnInfo, ProviderInfo, RecipientInfo, SchemaInfo, ShareInfo, SharedObject,
     TableInfo, TableType,
 };
+pub use volumes::{ExternalLocationInfo, StorageCredentialInfo, VolumeInfo, VolumeName};
 
 /// Tuning of the client; the defaults suit real workspaces, tests shrink the durations.
 #[derive(Clone, Debug)]
@@ -123,6 +129,9 @@ pub struct WorkspaceClient {
     host: Url,
     warehouse_id: String,
     http: reqwest::Client,
+    /// For the Files API: no total timeout (a large file takes as long as it takes), a
+    /// connect timeout and a timeout on each read instead.
+    transfer: reqwest::Client,
     auth: Auth,
     options: ClientOptions,
     /// Dry run: record instead of sending anything but reads.
@@ -154,10 +163,17 @@ impl WorkspaceClient {
             .user_agent(concat!("replicator/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| DatabricksError::Config(format!("http client: {e}")))?;
+        let transfer = reqwest::Client::builder()
+            .connect_timeout(options.request_timeout)
+            .read_timeout(options.request_timeout)
+            .user_agent(concat!("replicator/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| DatabricksError::Config(format!("http client: {e}")))?;
         Ok(Self {
             host,
             warehouse_id: warehouse_id.to_owned(),
             http,
+            transfer,
             auth: Auth::new(credentials),
             options,
             journal: None,

@@ -20,6 +20,11 @@
 //! so a second run makes no create or alter call. With `sharing.mode: byo` nothing is
 //! created; missing objects are errors naming them.
 //!
+//! - **volumes** ([`volumes`]): a volume created in the target (external at the mapped
+//!   location, or managed) and its files copied incrementally through the Files API; the
+//!   external locations they need, found or created by reference to a storage credential;
+//!   a file-list diff for reconciliation.
+//!
 //! - **workflow triggers** (`workflows`): the newest successful run of a sync group's
 //!   workflow in the source workspace, and runs of it active in the target.
 //!
@@ -37,6 +42,7 @@ mod replication;
 mod run;
 mod sharing;
 mod types;
+pub mod volumes;
 mod workflows;
 
 use std::time::Duration;
