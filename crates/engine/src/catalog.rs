@@ -94,6 +94,9 @@ pub enum DiffState {
     Missing,
     Extra,
     Different,
+    /// On the source, not replicated by design (a materialized view, a row filter whose
+    /// function the target lacks) or not mappable.
+    Reported,
 }
 
 impl std::fmt::Display for Difference {
@@ -102,6 +105,7 @@ impl std::fmt::Display for Difference {
             DiffState::Missing => "missing on the target",
             DiffState::Extra => "extra on the target",
             DiffState::Different => "different",
+            DiffState::Reported => "reported, not replicated",
         };
         write!(f, "{} {}: {state}", self.kind, self.name)?;
         if !self.detail.is_empty() {

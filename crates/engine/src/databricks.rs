@@ -13,14 +13,18 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use replicator_common::config::CatalogSettings;
 use replicator_common::databricks::DatabricksConfig;
 use replicator_databricks::ops::{Reconciled, SourceTable, Step};
 use replicator_databricks::{DatabricksError, Ident, TableName};
 use replicator_proto::EngineKind;
-use replicator_proto::{CloneTask, ReconcileTask, ReplicationRequest, ValidationDepth};
+use replicator_proto::{
+    CatalogTask, CloneTask, ReconcileTask, ReplicationRequest, ValidationDepth,
+};
 
 use crate::{
-    CheckContext, Checked, CloneContext, Cloned, Engine, EngineError, Failure, PlannedItem,
+    Applied, CheckContext, Checked, CloneContext, Cloned, Difference, Engine, EngineError, Failure,
+    ObjectContext, PlannedItem, PlannedObject,
 };
 
 /// Scheme prefix of Databricks locations.
@@ -48,11 +52,37 @@ pub struct DatabricksEngine {
 }
 
 impl DatabricksEngine {
+    pub(crate) fn pair(&self) -> &replicator_databricks::WorkspacePair {
+        &self.pair
+    }
+
+    pub(crate) fn source_root(&self) -> &str {
+        &self.source_root
+    }
+
+    pub(crate) fn target_root(&self) -> &str {
+        &self.target_root
+    }
+
     /// Build the engine of a `databricks` section (secrets read now, from their references).
     pub fn from_config(config: &DatabricksConfig) -> Result<Self, DatabricksError> {
-        let pair = Arc::new(replicator_databricks::WorkspacePair::from_config(
-            config, false,
-        )?);
+        Self::with_catalog(config, None)
+    }
+
+    /// [`Self::from_config`], with the config's `catalog` section: external tables go to
+    /// their mapped locations (cloned, or registered with `external_tables: register`).
+    pub fn with_catalog(
+        config: &DatabricksConfig,
+        catalog: Option<&CatalogSettings>,
+    ) -> Result<Self, DatabricksError> {
+        let placement = catalog.map(|c| replicator_databricks::ops::ExternalPlacement {
+            register: c.external_tables == replicator_common::config::ExternalTables::Register,
+            mapping: c.mapping.clone(),
+        });
+        let pair = Arc::new(
+            replicator_databricks::WorkspacePair::from_config(config, false)?
+                .with_external_placement(placement),
+        );
         let (source_root, target_root) = roots(config);
         Ok(Self {
             pair,
@@ -315,6 +345,30 @@ impl Engine for DatabricksEngine {
             "{location} restored to version {version} (statements {})",
             ids.join(", ")
         ))
+    }
+
+    async fn plan_objects(
+        &self,
+        request: &ReplicationRequest,
+        settings: &CatalogSettings,
+    ) -> Result<Vec<PlannedObject>, EngineError> {
+        self.plan_catalog(request, settings).await
+    }
+
+    async fn apply_object(
+        &self,
+        task: &CatalogTask,
+        ctx: &ObjectContext,
+    ) -> Result<Applied, Failure> {
+        self.apply_catalog(task, ctx).await
+    }
+
+    async fn diff_objects(
+        &self,
+        request: &ReplicationRequest,
+        settings: &CatalogSettings,
+    ) -> Result<Vec<Difference>, EngineError> {
+        self.diff_catalog(request, settings).await
     }
 
     /// Connectivity and access on both workspaces; fails with every check that did not pass.

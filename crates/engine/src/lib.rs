@@ -31,6 +31,7 @@ use uuid::Uuid;
 
 mod catalog;
 pub mod databricks;
+mod databricks_catalog;
 pub mod native;
 
 pub use catalog::{Applied, DiffState, Difference, ObjectContext, PlannedObject};
@@ -325,7 +326,8 @@ impl Engines {
         let storage = replicator_lake::StorageRoots::from_config(config)?;
         let databricks = match &config.databricks {
             Some(d) => Some(Arc::new(
-                DatabricksEngine::from_config(d).map_err(EngineError::Setup)?,
+                DatabricksEngine::with_catalog(d, config.catalog.as_ref())
+                    .map_err(EngineError::Setup)?,
             )),
             None => None,
         };

@@ -264,11 +264,22 @@ pub(super) fn permissions(
     q: &HashMap<String, String>,
 ) -> Response {
     let kind = ty.to_ascii_lowercase();
-    if !exists(m, &kind, full) {
+    let found = if kind == "volume" {
+        st.world
+            .volumes
+            .lock()
+            .unwrap()
+            .get(&st.metastore)
+            .is_some_and(|v| v.volumes.contains_key(full))
+    } else {
+        exists(m, &kind, full)
+    };
+    if !found {
         let what = match kind.as_str() {
             "catalog" => "Catalog",
             "schema" => "Schema",
             "table" => "Table",
+            "volume" => "Volume",
             _ => "Securable",
         };
         return missing(what, full);

@@ -148,6 +148,16 @@ impl Parser {
         }
         Ok(cols)
     }
+    fn string(&mut self) -> Result<String, SqlError> {
+        match self.toks.get(self.pos) {
+            Some(Tok::Str(s)) => {
+                let s = s.clone();
+                self.pos += 1;
+                Ok(s)
+            }
+            _ => Err(syntax(&self.near())),
+        }
+    }
     fn num(&mut self) -> Result<usize, SqlError> {
         match self.toks.get(self.pos) {
             Some(Tok::Num(n)) => {
@@ -195,8 +205,11 @@ impl Parser {
 
 pub(super) enum Stmt2 {
     CreateCatalog(String, Option<(String, String)>),
-    /// `CREATE OR REPLACE TABLE t DEEP CLONE s [TIMESTAMP AS OF 'instant']`
-    DeepClone([String; 3], [String; 3], Option<String>),
+    /// `CREATE OR REPLACE TABLE t DEEP CLONE s [TIMESTAMP AS OF 'instant'] [LOCATION 'path']`
+    DeepClone([String; 3], [String; 3], Option<String>, Option<String>),
+    /// `CREATE TABLE IF NOT EXISTS t LOCATION 'path'`: an external table over Delta files
+    /// already at `path`.
+    Register([String; 3], String),
     Count([String; 3]),
     Except(Vec<String>, [String; 3], Vec<String>, [String; 3]),
     /// `SELECT cols FROM (SELECT cols FROM a EXCEPT SELECT cols FROM b) LIMIT n`
@@ -251,6 +264,14 @@ pub(super) fn parse(sql: &str) -> Result<Stmt2, SqlError> {
                 None
             };
             Stmt2::CreateCatalog(c, share)
+        } else if p.is_kw("TABLE") {
+            p.kw("TABLE")?;
+            p.kw("IF")?;
+            p.kw("NOT")?;
+            p.kw("EXISTS")?;
+            let t = p.name3()?;
+            p.kw("LOCATION")?;
+            Stmt2::Register(t, p.string()?)
         } else {
             p.kw("OR")?;
             p.kw("REPLACE")?;
@@ -273,7 +294,13 @@ pub(super) fn parse(sql: &str) -> Result<Stmt2, SqlError> {
             } else {
                 None
             };
-            Stmt2::DeepClone(target, source, as_of)
+            let location = if p.is_kw("LOCATION") {
+                p.kw("LOCATION")?;
+                Some(p.string()?)
+            } else {
+                None
+            };
+            Stmt2::DeepClone(target, source, as_of, location)
         }
     } else {
         p.kw("SELECT")?;
@@ -334,7 +361,7 @@ mod tests {
             Ok(Stmt2::DeepClone(..))
         ));
         assert!(
-            matches!(parse("CREATE OR REPLACE TABLE `a`.`b`.`c` DEEP CLONE `d`.`e`.`f` TIMESTAMP AS OF '2026-11-20T12:00:00.000000Z'"), Ok(Stmt2::DeepClone(_, _, Some(ts))) if ts == "2026-11-20T12:00:00.000000Z")
+            matches!(parse("CREATE OR REPLACE TABLE `a`.`b`.`c` DEEP CLONE `d`.`e`.`f` TIMESTAMP AS OF '2026-11-20T12:00:00.000000Z'"), Ok(Stmt2::DeepClone(_, _, Some(ts), None)) if ts == "2026-11-20T12:00:00.000000Z")
         );
         assert!(
             matches!(parse("SELECT COUNT(*) AS n FROM `a`.`b`.`c``;x`"), Ok(Stmt2::Count(n)) if n[2] == "c`;x")

@@ -224,7 +224,42 @@ pub(super) async fn execute(st: &Inner, sql: &str) -> Result<Rows, SqlError> {
                 .collect();
             Ok((a, rows))
         }
-        Stmt2::DeepClone(target, source, as_of) => {
+        Stmt2::Register(target, at) => {
+            let dest = local_path(&at);
+            let mut ms = world.lock().unwrap();
+            let m = ms.get_mut(&me).unwrap();
+            let schema = m
+                .catalogs
+                .get_mut(&target[0])
+                .and_then(|c| c.schemas.get_mut(&target[1]))
+                .ok_or_else(|| {
+                    (
+                        "BAD_REQUEST".to_owned(),
+                        format!(
+                            "[SCHEMA_NOT_FOUND] schema `{}`.`{}` not found",
+                            target[0], target[1]
+                        ),
+                    )
+                })?;
+            if !schema.contains_key(&target[2]) {
+                if !dest.join("_delta_log").is_dir() {
+                    return Err((
+                        "BAD_REQUEST".into(),
+                        format!("[DELTA_TABLE_NOT_FOUND] no Delta table at {at}"),
+                    ));
+                }
+                schema.insert(
+                    target[2].clone(),
+                    Table {
+                        table_type: "EXTERNAL".into(),
+                        location: dest,
+                        properties: BTreeMap::new(),
+                    },
+                );
+            }
+            Ok((vec![], vec![]))
+        }
+        Stmt2::DeepClone(target, source, as_of, at) => {
             let as_of = as_of.map(|ts| instant(&ts)).transpose()?;
             let (src, dest, existing) = {
                 let ms = world.lock().unwrap();
@@ -279,10 +314,15 @@ pub(super) async fn execute(st: &Inner, sql: &str) -> Result<Rows, SqlError> {
                         ),
                     ));
                 }
-                let dest = existing
-                    .as_ref()
-                    .map(|e| e.location.clone())
-                    .unwrap_or_else(|| m.root.join("tables").join(Uuid::new_v4().to_string()));
+                // `LOCATION`: an external table at that path; else the table's own, or a new
+                // managed one.
+                let dest = match &at {
+                    Some(at) => local_path(at),
+                    None => existing
+                        .as_ref()
+                        .map(|e| e.location.clone())
+                        .unwrap_or_else(|| m.root.join("tables").join(Uuid::new_v4().to_string())),
+                };
                 (src, dest, existing)
             };
             let src_loc = location(&src)?;
@@ -301,7 +341,7 @@ pub(super) async fn execute(st: &Inner, sql: &str) -> Result<Rows, SqlError> {
             )
             .await
             .map_err(lake)?;
-            if existing.is_none() {
+            if existing.is_none() || at.is_some() {
                 let mut ms = world.lock().unwrap();
                 if let Some(schema) = ms
                     .get_mut(&me)
@@ -310,11 +350,14 @@ pub(super) async fn execute(st: &Inner, sql: &str) -> Result<Rows, SqlError> {
                     .get_mut(&target[0])
                     .and_then(|c| c.schemas.get_mut(&target[1]))
                 {
-                    schema.entry(target[2].clone()).or_insert(Table {
-                        table_type: "MANAGED".into(),
-                        location: dest,
+                    let table_type = if at.is_some() { "EXTERNAL" } else { "MANAGED" };
+                    let t = schema.entry(target[2].clone()).or_insert(Table {
+                        table_type: table_type.into(),
+                        location: dest.clone(),
                         properties: BTreeMap::new(),
                     });
+                    t.table_type = table_type.into();
+                    t.location = dest;
                 }
             }
             let m = report.metrics;
@@ -340,6 +383,12 @@ pub(super) async fn execute(st: &Inner, sql: &str) -> Result<Rows, SqlError> {
             ))
         }
     }
+}
+
+/// The directory of a `LOCATION` (a `file://` URL, as Unity Catalog shows local storage, or
+/// a path).
+fn local_path(at: &str) -> std::path::PathBuf {
+    std::path::PathBuf::from(at.strip_prefix("file://").unwrap_or(at))
 }
 
 /// The instant of a `TIMESTAMP AS OF` string: an ISO 8601 timestamp with its offset, as a

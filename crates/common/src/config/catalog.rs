@@ -1,7 +1,11 @@
 //! The `catalog` section: carry a whole catalog, not just its tables (docs/catalog.md) —
 //! which object kinds, how external tables are carried, grants and volumes options.
 
+use std::collections::BTreeMap;
+
 use replicator_proto::ObjectKind;
+
+use crate::mapping::Mapping;
 use serde::{Deserialize, Serialize};
 
 use super::ConfigError;
@@ -59,6 +63,14 @@ pub struct CatalogSettings {
     /// How long an object waits for one it depends on (a view for the table it reads,
     /// still being cloned) before its task fails naming what is missing.
     pub wait_minutes: u64,
+    /// Catalog and schema renames, storage-location prefix rewrites, principal renames
+    /// (docs/catalog.md, "Mapping"). With the Databricks engine, `databricks.catalogs`
+    /// supplies the catalog renames this does not name.
+    pub mapping: Mapping,
+    /// Storage credential renames (source name → target name) for the external locations
+    /// created in the target; a credential not named keeps its name. Names only: a
+    /// credential's secrets never pass through the replicator.
+    pub credentials: BTreeMap<String, String>,
 }
 
 impl Default for CatalogSettings {
@@ -70,6 +82,8 @@ impl Default for CatalogSettings {
             grants: GrantsSettings::default(),
             volumes: VolumeSettings::default(),
             wait_minutes: 30,
+            mapping: Mapping::default(),
+            credentials: BTreeMap::new(),
         }
     }
 }
@@ -90,6 +104,9 @@ impl CatalogSettings {
         if self.wait_minutes == 0 {
             return Err(ConfigError::key("wait_minutes", "must be at least 1"));
         }
+        self.mapping
+            .validate()
+            .map_err(|e| ConfigError::key("mapping", e.to_string()))?;
         Ok(())
     }
 }

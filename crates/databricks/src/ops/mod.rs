@@ -62,12 +62,24 @@ pub use types::{
 };
 pub use workflows::{ActiveRun, WorkflowRun, newest_success};
 
+/// Where external tables go in the target (the `catalog` section's `external_tables` and
+/// its location mapping; docs/catalog.md, "External tables").
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExternalPlacement {
+    /// Register the table over its mapped location (storage already geo-replicated) instead
+    /// of deep-cloning it there.
+    pub register: bool,
+    pub mapping: replicator_common::mapping::Mapping,
+}
+
 /// Both workspaces and the configuration.
 #[derive(Debug)]
 pub struct WorkspacePair {
     pub source: WorkspaceClient,
     pub target: WorkspaceClient,
     config: DatabricksConfig,
+    /// Without it, an external table is deep-cloned as a managed table of the target.
+    external: Option<ExternalPlacement>,
     journal: Option<Journal>,
 }
 
@@ -158,8 +170,15 @@ impl WorkspacePair {
             source,
             target,
             config: config.clone(),
+            external: None,
             journal,
         })
+    }
+
+    /// Place external tables at their mapped locations in the target.
+    pub fn with_external_placement(mut self, placement: Option<ExternalPlacement>) -> Self {
+        self.external = placement;
+        self
     }
 
     pub fn config(&self) -> &DatabricksConfig {

@@ -40,6 +40,14 @@ pub fn deep_clone_sql(into: &TableName, from: &TableName, as_of: Option<DateTime
     sql
 }
 
+/// ` LOCATION '…'` of a clone into an external location (Databricks' `CREATE TABLE CLONE`
+/// grammar: `… CLONE source [TBLPROPERTIES …] [LOCATION path]`), the path a string literal.
+fn location_clause(location: &str) -> Result<String, DatabricksError> {
+    let literal = super::catalog::sql::literal(location)
+        .map_err(|e| DatabricksError::Refused(e.to_string()))?;
+    Ok(format!(" LOCATION {literal}"))
+}
+
 /// Delta's refusal of a `TIMESTAMP AS OF` later than the table's latest commit.
 fn after_latest_commit(e: &DatabricksError) -> bool {
     matches!(e, DatabricksError::Statement { code, message, .. }
@@ -72,12 +80,25 @@ impl WorkspacePair {
         as_of: Option<DateTime<Utc>>,
         ids: &mut Vec<String>,
     ) -> Result<StatementResult, DatabricksError> {
-        let sql = deep_clone_sql(into, from, as_of);
+        self.deep_clone_at(client, into, from, as_of, "", ids).await
+    }
+
+    /// [`Self::deep_clone`] with a `suffix` after the statement (a `LOCATION` clause).
+    async fn deep_clone_at(
+        &self,
+        client: &WorkspaceClient,
+        into: &TableName,
+        from: &TableName,
+        as_of: Option<DateTime<Utc>>,
+        suffix: &str,
+        ids: &mut Vec<String>,
+    ) -> Result<StatementResult, DatabricksError> {
+        let sql = deep_clone_sql(into, from, as_of) + suffix;
         match self.run_sql(client, &sql, ids).await {
             Err(e) if as_of.is_some() && after_latest_commit(&e) => {
                 tracing::info!(source = %from, "no commit since the instant asked: cloning the latest version");
-                self.run_sql(client, &deep_clone_sql(into, from, None), ids)
-                    .await
+                let sql = deep_clone_sql(into, from, None) + suffix;
+                self.run_sql(client, &sql, ids).await
             }
             r => r,
         }
@@ -134,6 +155,40 @@ impl WorkspacePair {
         };
         // The backup of a streaming table was taken as of the instant already.
         let as_of = if t.is_streaming() { None } else { as_of };
+        if let Some(p) = self
+            .external
+            .as_ref()
+            .filter(|_| t.info.kind() == TableType::External)
+        {
+            let source_location = t.info.storage_location.as_deref().ok_or_else(|| {
+                DatabricksError::Refused(format!("external table {name} has no storage location"))
+            })?;
+            let location = p
+                .mapping
+                .map_location(source_location, &name.to_string())
+                .map_err(|e| DatabricksError::Refused(e.to_string()))?;
+            if p.register {
+                // The storage is geo-replicated: register the table over its copy.
+                let sql = format!(
+                    "CREATE TABLE IF NOT EXISTS {}{}",
+                    into.quoted(),
+                    location_clause(&location)?
+                );
+                self.run_sql(&self.target, &sql, ids).await?;
+                return Ok(Step {
+                    statement_ids: ids.clone(),
+                    metrics: None,
+                });
+            }
+            let suffix = location_clause(&location)?;
+            let r = self
+                .deep_clone_at(&self.target, &into, &from, as_of, &suffix, ids)
+                .await?;
+            return Ok(Step {
+                statement_ids: ids.clone(),
+                metrics: clone_metrics(&r),
+            });
+        }
         let r = self
             .deep_clone(&self.target, &into, &from, as_of, ids)
             .await?;

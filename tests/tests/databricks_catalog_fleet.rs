@@ -1,0 +1,223 @@
+//! Whole-catalog DR with the Databricks engine through the fleet path of `replicator run`
+//! (docs/catalog.md): with a `catalog` section the run carries, beside the tables, the
+//! catalog's schemas, a view, the materialized view (reported), an external volume with its
+//! files and the external location it lives in (storage prefix and credential mapped),
+//! grants with a principal map, and the external table deep-cloned into its mapped location — each a catalog task with its result line. The engine's
+//! catalog diff is then empty but for what is reported; a second run changes nothing.
+
+use replicator_cli::embedded::{RunOptions, RunOutput, run};
+use replicator_common::Config;
+use replicator_engine::{DiffState, Engines};
+use replicator_proto::{EngineKind, TableSummary};
+
+mod databricks_env;
+use databricks_env::Env;
+
+const VOLUME: &str = "prod.sales.landing";
+
+fn objects(done: &replicator_proto::RunCompleted) -> Vec<&TableSummary> {
+    done.summary
+        .tables
+        .iter()
+        .filter(|t| t.kind.is_some())
+        .collect()
+}
+
+fn line<'a>(done: &'a replicator_proto::RunCompleted, label: &str) -> &'a TableSummary {
+    objects(done)
+        .into_iter()
+        .find(|t| t.table == label)
+        .unwrap_or_else(|| panic!("no {label} in {:#?}", objects(done)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_carries_views_volumes_locations_and_grants_on_the_fleet() {
+    let env = Env::new().await;
+    let dir = env.dir.path().to_owned();
+    let (s, t) = (env.src.metastore.clone(), env.tgt.metastore.clone());
+    let primary = format!("file://{}/primary", dir.display());
+    let secondary = format!("file://{}/secondary", dir.display());
+    env.world.add_view(
+        &s,
+        "prod.sales.v_eu",
+        "VIEW",
+        "SELECT * FROM prod.sales.orders WHERE region = 'eu'",
+        &["prod.sales.orders"],
+        &[],
+    );
+    env.world.add_storage_credential(&s, "src_cred");
+    env.world
+        .add_external_location(&s, "landing_loc", &format!("{primary}/landing"), "src_cred");
+    env.world.add_storage_credential(&t, "dr_cred");
+    env.world
+        .create_volume(&s, VOLUME, Some(&format!("{primary}/landing/raw")), None)
+        .unwrap();
+    let files = env.world.volume_dir(&s, VOLUME).unwrap();
+    std::fs::create_dir_all(files.join("2026/11")).unwrap();
+    std::fs::write(files.join("2026/11/orders.csv"), b"id\n1\n").unwrap();
+    std::fs::write(files.join("it's a `file`.txt"), b"quoted").unwrap();
+    env.world.edit_objects(&s, |o| {
+        o.meta("schema", "prod.sales").comment = Some("Sales".into());
+        o.grant("schema", "prod.sales", "analysts", &["USE_SCHEMA"]);
+        o.grant("table", "prod.sales.orders", "analysts", &["SELECT"]);
+        o.grant("table", "prod.sales.v_eu", "analysts", &["SELECT"]);
+    });
+
+    let state = dir.join("state.db");
+    let yaml = format!(
+        r#"{}state: {{ url: "sqlite://{}" }}
+catalog:
+  mapping:
+    locations: [["{primary}/", "{secondary}/"], ["file://{ext}/ext/", "file://{ext}/dr-ext/"]]
+    principals: {{ analysts: dr-analysts }}
+  credentials: {{ src_cred: dr_cred }}
+"#,
+        env.yaml(""),
+        state.display(),
+        ext = dir.display(),
+    );
+    let config = Config::from_yaml(&yaml, std::iter::empty(), &[]).unwrap();
+    let opts = RunOptions {
+        operation: None,
+        dry_run: false,
+        validate_only: false,
+        progress: false,
+    };
+    let RunOutput::Completed(done) = run(&config, &opts).await.unwrap() else {
+        panic!("expected a completed run");
+    };
+    assert!(done.summary.is_success(), "{:#?}", done.summary);
+    let view = line(&done, "view prod.sales.v_eu");
+    assert!(
+        view.detail.as_deref().unwrap().starts_with("applied"),
+        "{view:?}"
+    );
+    let mv = line(&done, "materialized_view prod.sales.daily_mv");
+    assert!(mv.detail.as_deref().unwrap().contains("reported"), "{mv:?}");
+    let location = line(&done, "external_location landing_loc");
+    assert!(
+        location.detail.as_deref().unwrap().starts_with("applied"),
+        "{location:?}"
+    );
+    let volume = line(&done, &format!("volume {VOLUME}"));
+    assert!(
+        volume
+            .detail
+            .as_deref()
+            .unwrap()
+            .contains("2 file(s) copied"),
+        "{volume:?}"
+    );
+    let target_files = env.world.volume_dir(&t, VOLUME).expect("target volume");
+    assert!(
+        target_files.starts_with(dir.join("secondary")),
+        "{}",
+        target_files.display()
+    );
+    assert_eq!(
+        std::fs::read(target_files.join("it's a `file`.txt")).unwrap(),
+        b"quoted"
+    );
+    // The external table was deep-cloned into its mapped location, still external.
+    let customers = env.table(&env.tgt, "prod", "sales", "customers").unwrap();
+    assert_eq!(customers.table_type, "EXTERNAL");
+    assert_eq!(customers.location, dir.join("dr-ext/customers"));
+    assert_eq!(
+        databricks_env::rows(&customers.location).await,
+        databricks_env::rows(&dir.join("ext/customers")).await
+    );
+    // Grants went to the mapped principal, as diffs.
+    assert!(
+        env.tgt
+            .statements()
+            .iter()
+            .any(|(_, sql)| sql.contains("GRANT SELECT ON VIEW") && sql.contains("`dr-analysts`")),
+        "{:?}",
+        env.tgt.statements()
+    );
+
+    // The catalogs match, but for what is reported by design.
+    let engines = Engines::from_config(&config).unwrap();
+    let engine = engines.get(EngineKind::Databricks).unwrap();
+    let mut request = config.request(None, None);
+    request.catalog = true;
+    let diffs = engine
+        .diff_objects(&request, engines.catalog_settings())
+        .await
+        .unwrap();
+    assert!(
+        diffs.iter().all(|d| d.state == DiffState::Reported),
+        "{diffs:#?}"
+    );
+
+    // A second run applies nothing.
+    let RunOutput::Completed(again) = run(&config, &opts).await.unwrap() else {
+        panic!("expected a completed run");
+    };
+    assert!(again.summary.is_success(), "{:#?}", again.summary);
+    for o in objects(&again) {
+        let d = o.detail.as_deref().unwrap_or("");
+        assert!(
+            d.starts_with("unchanged") || d.starts_with("reported"),
+            "{}: {d}",
+            o.table
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn external_tables_over_geo_replicated_storage_are_registered_not_copied() {
+    let env = Env::new().await;
+    let dir = env.dir.path().to_owned();
+    // The storage replicates itself: the secondary already holds the files.
+    let copied = dir.join("dr-ext/customers");
+    std::fs::create_dir_all(dir.join("dr-ext")).unwrap();
+    let status = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(dir.join("ext/customers"))
+        .arg(&copied)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let yaml = format!(
+        r#"{}state: {{ url: "sqlite://{}" }}
+catalog:
+  objects: [schema]
+  external_tables: register
+  mapping:
+    locations: [["file://{d}/ext/", "file://{d}/dr-ext/"]]
+"#,
+        env.yaml(""),
+        dir.join("state.db").display(),
+        d = dir.display(),
+    );
+    let config = Config::from_yaml(&yaml, std::iter::empty(), &[]).unwrap();
+    let opts = RunOptions {
+        operation: None,
+        dry_run: false,
+        validate_only: false,
+        progress: false,
+    };
+    let RunOutput::Completed(done) = run(&config, &opts).await.unwrap() else {
+        panic!("expected a completed run");
+    };
+    assert!(done.summary.is_success(), "{:#?}", done.summary);
+    let customers = env.table(&env.tgt, "prod", "sales", "customers").unwrap();
+    assert_eq!(
+        (customers.table_type.as_str(), customers.location.as_path()),
+        ("EXTERNAL", copied.as_path())
+    );
+    let statements: Vec<String> = env.tgt.statements().into_iter().map(|(_, s)| s).collect();
+    assert!(
+        statements.iter().any(
+            |s| s.starts_with("CREATE TABLE IF NOT EXISTS `prod`.`sales`.`customers` LOCATION")
+        ),
+        "{statements:?}"
+    );
+    assert!(
+        !statements
+            .iter()
+            .any(|s| s.contains("DEEP CLONE") && s.contains("customers")),
+        "registered, not copied: {statements:?}"
+    );
+}
