@@ -302,6 +302,20 @@ async fn awkward_names_are_copied_as_they_are() {
     assert_eq!(again.files_unchanged, names.len() as u64);
 }
 
+#[tokio::test]
+async fn a_link_loop_in_a_local_source_is_not_followed_forever() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
+    write(&src, "a/file.txt", b"once");
+    std::os::unix::fs::symlink(&src, src.join("a/loop")).unwrap();
+    std::os::unix::fs::symlink(src.join("gone"), src.join("dangling")).unwrap();
+    let r = sync_volume(&loc(&src), &loc(&dst), &VolumeOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(r.files_copied, 1);
+    assert_eq!(tree(&dst).into_keys().collect::<Vec<_>>(), ["a/file.txt"]);
+}
+
 /// A local store whose listing adds an entry of its own.
 #[derive(Debug)]
 struct Injecting {

@@ -79,9 +79,10 @@ fn mib(bytes: u64) -> u32 {
 }
 
 impl Copier {
-    /// The memory budget for `part_size`: room for two large files at once.
+    /// The memory budget for `part_size`: room for three large files at once (96 MiB at
+    /// the default part size, the clone's budget).
     pub(crate) fn budget_for(part_size: u64) -> u32 {
-        (2 * PARTS_HELD * mib(part_size)).max(64)
+        (3 * PARTS_HELD * mib(part_size)).max(96)
     }
 
     /// Copy `relative`, listed in the source as `listed`.

@@ -95,6 +95,9 @@ pub fn shard_of(relative: &str, count: u32) -> u32 {
 
 /// List the files of `root` in `scope`. A root that does not exist lists nothing.
 pub(crate) async fn list(root: &TableLocation, scope: Scope) -> Result<Listing, LakeError> {
+    if let Some(dir) = root.local_dir() {
+        return super::local::list(root, dir, scope).await;
+    }
     let store = root.object_store();
     let base = root.prefix().clone();
     let top = match store.list_with_delimiter(Some(&base)).await {

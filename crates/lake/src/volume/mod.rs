@@ -28,6 +28,7 @@ use crate::{LakeError, TableLocation};
 mod copy;
 mod discover;
 mod listing;
+mod local;
 mod manifest;
 
 pub use discover::{DiscoveredVolume, discover_volumes};
