@@ -43,19 +43,22 @@ struct Manifest {
 /// Every entry of every manifest of a target for one source.
 #[derive(Default)]
 pub(crate) struct Known {
-    entries: HashMap<String, Vec<Entry>>,
-    /// This run's own manifest as read (to skip rewriting an identical one).
+    /// This run's own manifest as read (also to skip rewriting an identical one).
     own: Option<BTreeMap<String, Entry>>,
+    /// The other manifests' entries (other shard counts, or none).
+    others: HashMap<String, Vec<Entry>>,
 }
 
 impl Known {
     /// The entry proving `relative` unchanged: the source lists it as `src` and the target
     /// as `dst`, exactly as when it was copied.
     pub(crate) fn clean(&self, relative: &str, src: &Stamp, dst: &Stamp) -> Option<&Entry> {
-        self.entries
-            .get(relative)?
-            .iter()
-            .find(|e| &e.src == src && &e.dst == dst)
+        let matches = |e: &&Entry| &e.src == src && &e.dst == dst;
+        self.own
+            .as_ref()
+            .and_then(|own| own.get(relative))
+            .filter(matches)
+            .or_else(|| self.others.get(relative)?.iter().find(matches))
     }
 
     /// Whether `files` is what this run's manifest already says.
@@ -125,10 +128,11 @@ pub(crate) async fn read(
             continue;
         }
         if path.filename() == Some(own.as_str()) {
-            known.own = Some(manifest.files.clone());
+            known.own = Some(manifest.files);
+            continue;
         }
         for (relative, entry) in manifest.files {
-            known.entries.entry(relative).or_default().push(entry);
+            known.others.entry(relative).or_default().push(entry);
         }
     }
     Ok(known)
