@@ -16,11 +16,11 @@
 use std::collections::{HashMap, HashSet};
 
 use futures::stream::{self, StreamExt};
-use object_store::path::Path;
 use replicator_proto::TableFilter;
 use serde::{Deserialize, Serialize};
 
 use super::listing::reserved;
+use crate::discover::relative_to;
 use crate::{LakeError, TableLocation, TableMatcher};
 
 /// A volume found under a root.
@@ -180,15 +180,4 @@ fn name_of(root: &TableLocation, relative: &str) -> String {
     } else {
         relative.replace('/', ".")
     }
-}
-
-fn relative_to(base: &Path, dir: &Path) -> String {
-    dir.prefix_match(base)
-        .map(|parts| {
-            parts
-                .map(|p| p.as_ref().to_owned())
-                .collect::<Vec<_>>()
-                .join("/")
-        })
-        .unwrap_or_default()
 }
