@@ -19,6 +19,7 @@ pub mod reconcile;
 pub mod run;
 pub mod sync;
 pub mod sync_ops;
+pub mod volume;
 
 #[derive(Parser)]
 #[command(
@@ -41,6 +42,9 @@ pub struct Cli {
 pub enum Command {
     /// Deep clone one Delta table (incremental: only new files are copied).
     Clone(clone::Args),
+    /// Sync a file tree (a volume): new and changed files copied, each atomically; files
+    /// gone from the source deleted only with `--delete` (docs/volumes.md).
+    Volume(volume::Args),
     /// Compare a replica with its source: row counts, schema and, with `--key`, the keys
     /// missing, extra and changed in the target. Exits 0 when they match, 1 when they differ.
     Reconcile(reconcile::Args),
@@ -165,6 +169,7 @@ pub async fn main(cli: Cli) -> ExitCode {
     };
     match cli.command {
         Command::Clone(args) => clone::run(args, &logs).await,
+        Command::Volume(args) => volume::run(args, &logs).await,
         Command::Reconcile(args) => reconcile::run(args, &logs).await,
         Command::Audit { command } => audit::run(command, &logs).await,
         Command::Run(args) => run::run(args, &logs).await,

@@ -164,7 +164,7 @@ pub async fn discover(
     Ok(found)
 }
 
-fn relative_to(base: &Path, dir: &Path) -> String {
+pub(crate) fn relative_to(base: &Path, dir: &Path) -> String {
     dir.prefix_match(base)
         .map(|parts| {
             parts

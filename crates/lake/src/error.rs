@@ -59,6 +59,18 @@ pub enum LakeError {
         path: String,
         source: object_store::Error,
     },
+    /// A volume file whose relative path could leave the volume root (`..`, an absolute
+    /// path, a control character, an entry outside the listed prefix): refused.
+    #[error("file `{}` listed under {url} would escape the volume root: {reason}", log_text(.path))]
+    UnsafeVolumePath {
+        url: String,
+        path: String,
+        reason: String,
+    },
+    /// A volume file changed while it was being copied, on every attempt: the copy was
+    /// discarded, nothing was placed under its name. Transient: a later sync may find it still.
+    #[error("file `{}` changed while it was being copied ({attempts} attempts); the copy was discarded", log_text(.path))]
+    SourceChanged { path: String, attempts: u32 },
     #[error("{}", bounded(.0, MAX_MESSAGE))]
     Invalid(String),
     #[error("injected failure: {0}")]
@@ -81,7 +93,7 @@ impl LakeError {
                     | object_store::Error::NotImplemented { .. }
                     | object_store::Error::UnknownConfigurationKey { .. }
             ),
-            Self::Injected(_) => true,
+            Self::Injected(_) | Self::SourceChanged { .. } => true,
             _ => false,
         }
     }

@@ -17,7 +17,9 @@
 //! - [`sync_meta`]: the sync groups' metadata table (one row per group, both regions);
 //! - [`unchanged`]: where a table's log stands (a commit's version and fingerprint), read
 //!   without a snapshot, to prove a replica pair unchanged since its last deep validation,
-//!   and the newest commit after an instant (what a sync group's cut does not cover).
+//!   and the newest commit after an instant (what a sync group's cut does not cover);
+//! - [`volume`]: file trees that are not tables (volumes): discovered under a root, synced
+//!   incrementally and atomically file by file, diffed.
 
 pub mod clone;
 pub mod compare;
@@ -31,8 +33,13 @@ pub mod restore;
 pub mod sample;
 pub mod sync_meta;
 pub mod unchanged;
+pub mod volume;
 
 pub use clone::{CloneOptions, ClonePlan, CloneProgress, CloneReport, deep_clone, plan_clone};
 pub use discover::{DiscoveredTable, TableMatcher, discover};
 pub use error::LakeError;
 pub use location::{StorageRoots, TableLocation};
+pub use volume::{
+    DiscoveredVolume, VolumeDiff, VolumeOptions, VolumeSynced, diff_volume, discover_volumes,
+    sync_volume,
+};

@@ -14,6 +14,7 @@ use crate::{
     CheckContext, Checked, CloneContext, Cloned, Engine, EngineError, Failure, PlannedItem,
 };
 
+mod catalog;
 pub mod check;
 mod depth;
 
@@ -197,6 +198,30 @@ impl Engine for NativeEngine {
             ),
             _ => format!("{table}: already at version {version}"),
         })
+    }
+
+    async fn plan_objects(
+        &self,
+        request: &ReplicationRequest,
+        settings: &replicator_common::config::CatalogSettings,
+    ) -> Result<Vec<crate::PlannedObject>, EngineError> {
+        self.plan_volumes(request, settings).await
+    }
+
+    async fn apply_object(
+        &self,
+        task: &replicator_proto::CatalogTask,
+        ctx: &crate::ObjectContext,
+    ) -> Result<crate::Applied, Failure> {
+        self.apply_volume(task, ctx).await
+    }
+
+    async fn diff_objects(
+        &self,
+        request: &ReplicationRequest,
+        settings: &replicator_common::config::CatalogSettings,
+    ) -> Result<Vec<crate::Difference>, EngineError> {
+        self.diff_volumes(request, settings).await
     }
 
     async fn probe(&self, request: &ReplicationRequest) -> anyhow::Result<Vec<String>> {

@@ -397,7 +397,10 @@ const STAGING_SUFFIX: &str = ".replicator-tmp";
 
 /// Create a new, uniquely named, empty staged file for `dest` in `staging`; the caller
 /// writes it. Returns its path.
-fn staged_file(staging: &std::path::Path, dest: &std::path::Path) -> std::io::Result<PathBuf> {
+pub(crate) fn staged_file(
+    staging: &std::path::Path,
+    dest: &std::path::Path,
+) -> std::io::Result<PathBuf> {
     let name = dest.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     // Keep the name short enough for any filesystem whatever the data file's name.
     let name: String = name.chars().take(100).collect();
@@ -440,7 +443,7 @@ fn local_copy(
 /// the filesystem can) and check the length. One stream per file: splitting a file into
 /// ranges copied by several threads was measured no faster on ext4 (6.8–9.4 ms for a 17.85 MB
 /// file either way), since buffered writes to one inode are serialized.
-fn copy_file(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+pub(crate) fn copy_file(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
     let size = std::fs::metadata(from)?.len();
     let copied = std::fs::copy(from, to)?;
     if copied != size {

@@ -46,11 +46,12 @@ mod tail;
 mod tests;
 
 use commit::{CloneCommit, commit_fingerprint};
-use copy::{TargetLock, cancelled, cleanup, copy_all, interrupted};
+use copy::{cancelled, cleanup, copy_all, interrupted};
 use snapshot::TargetState;
 
 pub(crate) use commit::{fingerprint, new_commit_info, put_commit};
 pub use copy::STAGING_DIR;
+pub(crate) use copy::{TargetLock, copy_file, staged_file};
 pub(crate) use paths::dv_unique_id;
 pub use plan::ClonePlan;
 pub(crate) use plan::domain_changes;

@@ -1,0 +1,223 @@
+//! Volumes on S3 (the `moto` server, started by this test on a free port;
+//! `scripts/test-tools.sh` installs it): local → S3 with awkward names and a multipart file,
+//! an incremental re-sync, deletions, a shard, and back S3 → local.
+
+use std::collections::BTreeMap;
+use std::path::Path as FsPath;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use replicator_lake::location::StorageOptions;
+use replicator_lake::{TableLocation, VolumeOptions, diff_volume, sync_volume};
+
+/// moto, killed when this test process exits (a watchdog shell: statics are never dropped).
+struct Moto {
+    _child: Child,
+    port: u16,
+}
+
+fn moto() -> &'static Moto {
+    static M: OnceLock<Moto> = OnceLock::new();
+    M.get_or_init(|| {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let script = format!(
+            "moto_server -H 127.0.0.1 -p {port} & child=$!; trap 'kill $child 2>/dev/null' EXIT; \
+             while kill -0 {} 2>/dev/null && kill -0 $child 2>/dev/null; do sleep 0.5; done",
+            std::process::id()
+        );
+        let child = Command::new("bash")
+            .args(["-c", &script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("moto_server starts (run scripts/test-tools.sh)");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "moto_server did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Moto {
+            _child: child,
+            port,
+        }
+    })
+}
+
+fn bucket(name: &str) -> String {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            &format!(
+                "import boto3; boto3.client('s3', endpoint_url='http://127.0.0.1:{}', \
+                 aws_access_key_id='testing', aws_secret_access_key='testing', \
+                 region_name='us-east-1').create_bucket(Bucket='{name}')",
+                moto().port
+            ),
+        ])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    format!("s3://{name}")
+}
+
+fn s3(url: &str) -> TableLocation {
+    let options: StorageOptions = Arc::new(BTreeMap::from([
+        (
+            "aws_endpoint".to_owned(),
+            format!("http://127.0.0.1:{}", moto().port),
+        ),
+        ("aws_allow_http".to_owned(), "true".to_owned()),
+        ("aws_access_key_id".to_owned(), "testing".to_owned()),
+        ("aws_secret_access_key".to_owned(), "testing".to_owned()),
+        ("aws_region".to_owned(), "us-east-1".to_owned()),
+    ]));
+    TableLocation::parse_with(url, options).unwrap()
+}
+
+fn write(root: &FsPath, rel: &str, content: &[u8]) {
+    let path = root.join(rel);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, content).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(SystemTime::now() - Duration::from_secs(3600))
+        .unwrap();
+}
+
+fn local(p: &FsPath) -> TableLocation {
+    TableLocation::parse(p.to_str().unwrap()).unwrap()
+}
+
+fn tree(root: &FsPath) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let p = e.path();
+            let rel = p.strip_prefix(root).unwrap().to_str().unwrap().to_owned();
+            if rel.starts_with("_replicator_") {
+                continue;
+            }
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.insert(rel, std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn local_to_s3_and_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    let names = [
+        "csv/2024/01/a b.csv",
+        "it's \"quoted\" `tick`.txt",
+        "ünïcødé/日本.txt",
+        "dots.v1.2/x.y",
+        "100%.txt",
+    ];
+    for n in names {
+        write(&src, n, format!("content of {n}").as_bytes());
+    }
+    // Larger than a part: a multipart upload of three parts.
+    let big: Vec<u8> = (0..(11u32 << 20)).map(|i| (i % 251) as u8).collect();
+    write(&src, "models/big.bin", &big);
+    let target = s3(&format!("{}/volumes/landing", bucket("volumes")));
+    let opts = VolumeOptions {
+        part_size: 5 << 20,
+        ..Default::default()
+    };
+
+    let first = sync_volume(&local(&src), &target, &opts).await.unwrap();
+    assert_eq!(first.files_copied, names.len() as u64 + 1);
+    assert!(
+        diff_volume(&local(&src), &target, &opts)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Unchanged: nothing copied; then one changed file, one new, one deleted.
+    let again = sync_volume(&local(&src), &target, &opts).await.unwrap();
+    assert_eq!((again.files_copied, again.files_unchanged), (0, 6));
+    write(&src, "csv/2024/01/a b.csv", b"CONTENT OF A B.CSV!!");
+    write(&src, "new.txt", b"new");
+    std::fs::remove_file(src.join("100%.txt")).unwrap();
+    let diff = diff_volume(&local(&src), &target, &opts).await.unwrap();
+    assert_eq!(
+        (
+            diff.missing.clone(),
+            diff.extra.clone(),
+            diff.files_different
+        ),
+        (vec!["new.txt".to_owned()], vec!["100%.txt".to_owned()], 1)
+    );
+    let third = sync_volume(
+        &local(&src),
+        &target,
+        &VolumeOptions {
+            delete_extra: true,
+            ..opts.clone()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!((third.files_copied, third.files_deleted), (2, 1));
+    assert!(
+        diff_volume(&local(&src), &target, &opts)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // A target object overwritten behind the sync's back is copied again.
+    use object_store::ObjectStoreExt;
+    target
+        .object_store()
+        .put(&target.object_path("new.txt"), b"NEW".to_vec().into())
+        .await
+        .unwrap();
+    let fourth = sync_volume(&local(&src), &target, &opts).await.unwrap();
+    assert_eq!(fourth.planned, ["new.txt"]);
+
+    // Back: S3 → local, byte for byte; then one shard of an S3 → S3 copy in one bucket.
+    let back = dir.path().join("back");
+    let r = sync_volume(&target, &local(&back), &opts).await.unwrap();
+    assert_eq!(r.files_copied, 6);
+    assert_eq!(tree(&src), tree(&back));
+    let again = sync_volume(&target, &local(&back), &opts).await.unwrap();
+    assert_eq!(again.files_unchanged, 6);
+
+    let copy = s3(&format!("{}/volumes/copy", "s3://volumes"));
+    let shard = VolumeOptions {
+        shard: Some((0, 2)),
+        ..opts.clone()
+    };
+    let r = sync_volume(&target, &copy, &shard).await.unwrap();
+    let in_shard = tree(&src)
+        .keys()
+        .filter(|k| replicator_lake::volume::shard_of(k, 2) == 0)
+        .count() as u64;
+    assert_eq!(r.files_copied, in_shard);
+    assert!(
+        diff_volume(&target, &copy, &shard)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
