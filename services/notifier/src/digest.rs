@@ -400,4 +400,22 @@ mod tests {
         );
         assert!(!text.contains("replicator replay"), "{text}");
     }
+
+    /// A catalog object gets its own line: what ran and what is only reported.
+    #[test]
+    fn catalog_objects_are_listed_with_their_account() {
+        let mut run = failed_run();
+        let mut view = run.summary.tables[0].clone();
+        view.table = "view prod.sales.v_eu".into();
+        view.kind = Some(replicator_proto::ObjectKind::View);
+        view.status = TableStatus::Succeeded;
+        view.error = None;
+        view.detail = Some("applied, 1 statement(s)".into());
+        run.summary.tables.push(view);
+        let text = Digest::of(&run, &Retry::default()).text();
+        assert!(
+            text.contains("Catalog objects:\n  - view prod.sales.v_eu: applied, 1 statement(s)\n"),
+            "{text}"
+        );
+    }
 }
