@@ -305,20 +305,20 @@ impl DatabricksEngine {
         // too (idempotent), whatever order the fleet runs the tasks in.
         let mut statements = Vec::new();
         let mut findings = Vec::new();
-        if let Some(location) = pair
+        let source_location = pair
             .source
             .get_volume(&task.name)
             .await
             .map_err(databricks_failure)?
-            .and_then(|v| v.storage_location)
-        {
+            .and_then(|v| v.storage_location);
+        if let Some(location) = &source_location {
             for l in pair
                 .source
                 .list_external_locations()
                 .await
                 .map_err(databricks_failure)?
                 .into_iter()
-                .filter(|l| covers(&l.url, &location))
+                .filter(|l| covers(&l.url, location))
             {
                 let o = vols::ensure_external_location(
                     &pair.source,
@@ -333,6 +333,15 @@ impl DatabricksEngine {
                 findings.extend(o.findings);
             }
         }
+        if ctx.settings.volumes.direct
+            && let Some(location) = &source_location
+        {
+            return self
+                .copy_volume_directly(
+                    pair, task, &target, location, &map, ctx, statements, findings,
+                )
+                .await;
+        }
         let o = vols::sync_volume(&pair.source, &pair.target, &task.name, &target, &map, &opts)
             .await
             .map_err(databricks_failure)?;
@@ -345,6 +354,82 @@ impl DatabricksEngine {
             bytes_copied: o.bytes_copied,
             files_deleted: o.files_deleted,
             files_unchanged: o.files_unchanged,
+        })
+    }
+
+    /// `catalog.volumes.direct`: create the target volume (DDL only), then copy the files
+    /// from the source volume's storage location to its mapped one with the native engine's
+    /// volume sync — no file passes through either workspace.
+    #[allow(clippy::too_many_arguments)]
+    async fn copy_volume_directly(
+        &self,
+        pair: &WorkspacePair,
+        task: &CatalogTask,
+        target: &str,
+        source_location: &str,
+        map: &PrefixMap,
+        ctx: &ObjectContext,
+        mut statements: Vec<String>,
+        mut findings: Vec<String>,
+    ) -> Result<Applied, Failure> {
+        use replicator_databricks::ops::volumes::StorageMap;
+        let target_location = map.location(source_location).ok_or_else(|| {
+            Failure::new(
+                ErrorKind::Permanent,
+                format!(
+                    "volume {}: its location {source_location} is under no mapped prefix (`catalog.mapping.locations`)",
+                    task.name
+                ),
+                false,
+            )
+        })?;
+        let o = vols::ensure_target_volume(
+            &pair.source,
+            &pair.target,
+            &task.name,
+            target,
+            map,
+            ctx.dry_run,
+            &pair.config().client.retry,
+        )
+        .await
+        .map_err(databricks_failure)?;
+        statements.extend(o.statements);
+        findings.extend(o.findings);
+        let (from, to) = (
+            replicator_lake::TableLocation::parse(source_location)?,
+            replicator_lake::TableLocation::parse(&target_location)?,
+        );
+        let delete_extra = ctx.settings.volumes.delete_extra;
+        let opts = replicator_lake::volume::VolumeOptions {
+            parallelism: ctx.parallelism.max(1),
+            delete_extra,
+            dry_run: ctx.dry_run,
+            shard: task.shard.map(|s| (s.index, s.count)),
+            ..Default::default()
+        };
+        let r = replicator_lake::volume::sync_volume(&from, &to, &opts).await?;
+        if r.files_extra > 0 && !delete_extra {
+            findings.push(format!(
+                "{} file(s) only in target {target} kept (delete_extra is off)",
+                r.files_extra
+            ));
+        }
+        Ok(Applied {
+            statements,
+            findings,
+            files_copied: if ctx.dry_run {
+                r.files_planned
+            } else {
+                r.files_copied
+            },
+            bytes_copied: if ctx.dry_run {
+                r.bytes_planned
+            } else {
+                r.bytes_copied
+            },
+            files_deleted: r.files_deleted,
+            files_unchanged: r.files_unchanged,
         })
     }
 

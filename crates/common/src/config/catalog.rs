@@ -38,6 +38,10 @@ pub struct VolumeSettings {
     /// A volume with more files than this is copied by several tasks, each a part of its
     /// files (by a hash of the path).
     pub chunk_files: u64,
+    /// Databricks engine: copy an external volume's files straight from its storage
+    /// location to the mapped one with the native engine's object stores (credentials from
+    /// the environment), instead of through the Files API of both workspaces.
+    pub direct: bool,
 }
 
 impl Default for VolumeSettings {
@@ -45,6 +49,7 @@ impl Default for VolumeSettings {
         Self {
             delete_extra: false,
             chunk_files: 10_000,
+            direct: false,
         }
     }
 }

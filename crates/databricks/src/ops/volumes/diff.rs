@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use super::MANIFEST_DIR;
+use super::OURS;
 use crate::DatabricksError;
 use crate::client::{VolumeName, VolumeTree, WorkspaceClient};
 
@@ -37,9 +37,9 @@ pub async fn diff_volume(
         VolumeName::parse(source_full_name)?,
         VolumeName::parse(target_full_name)?,
     );
-    let s = source.list_tree(&src, &[MANIFEST_DIR]).await?;
+    let s = source.list_tree(&src, &OURS).await?;
     let t = if target.get_volume(&tgt.full_name()).await?.is_some() {
-        target.list_tree(&tgt, &[MANIFEST_DIR]).await?
+        target.list_tree(&tgt, &OURS).await?
     } else {
         VolumeTree::default()
     };

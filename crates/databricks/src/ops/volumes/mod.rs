@@ -69,6 +69,11 @@ impl Shard {
 /// The directory of [`MANIFEST`], left out of listings.
 pub const MANIFEST_DIR: &str = ".replicator";
 
+/// The directories of a volume that hold the replicator's own bookkeeping, never synced or
+/// compared: this module's manifest, and the native engine's manifest and staging when the
+/// files were copied straight between the storages (`catalog.volumes.direct`).
+pub const OURS: [&str; 3] = [MANIFEST_DIR, "_replicator_volume", "_replicator_staging"];
+
 /// Where the target keeps what the source keeps: storage URLs and storage credentials.
 pub trait StorageMap: Send + Sync {
     /// The target URL for a source storage URL; `None` when no rule covers it.
@@ -232,6 +237,30 @@ async fn run_ddl(
         )
         .await;
     r.map(drop)
+}
+
+/// Create the target volume if it is missing (an external one at its mapped location), and
+/// copy nothing: for files moved straight between the storages. The DDL run (or, dry, that
+/// would run) and what was reported.
+pub async fn ensure_target_volume(
+    source: &WorkspaceClient,
+    target: &WorkspaceClient,
+    source_full_name: &str,
+    target_full_name: &str,
+    map: &dyn StorageMap,
+    dry_run: bool,
+    retry: &RetryPolicy,
+) -> Result<VolumeOutcome, DatabricksError> {
+    let src = VolumeName::parse(source_full_name)?;
+    let tgt = VolumeName::parse(target_full_name)?;
+    let mut out = VolumeOutcome {
+        source: src.full_name(),
+        target: tgt.full_name(),
+        ..Default::default()
+    };
+    let dry = dry_run || target.is_dry_run();
+    ensure_volume(source, target, &src, &tgt, map, dry, retry, &mut out).await?;
+    Ok(out)
 }
 
 /// Create the target volume if it is missing; report one of another type or location.
@@ -403,7 +432,7 @@ pub async fn sync_volume(
     };
     let manifest_path = shard_manifest(opts.shard);
     let exists = ensure_volume(source, target, &src, &tgt, map, dry, &opts.retry, &mut out).await?;
-    let source_tree = source.list_tree(&src, &[MANIFEST_DIR]).await?;
+    let source_tree = source.list_tree(&src, &OURS).await?;
     out.findings.extend(
         source_tree
             .refused
@@ -411,7 +440,7 @@ pub async fn sync_volume(
             .map(|r| format!("source listing: {r}")),
     );
     let (target_tree, manifest) = if exists {
-        let t = target.list_tree(&tgt, &[MANIFEST_DIR]).await?;
+        let t = target.list_tree(&tgt, &OURS).await?;
         out.findings
             .extend(t.refused.iter().map(|r| format!("target listing: {r}")));
         let m = read_manifest(target, &tgt, &src, &manifest_path, &mut out.findings).await?;
@@ -521,7 +550,7 @@ impl ManifestUpdate<'_> {
     ) -> Result<(), DatabricksError> {
         let relisted;
         let target_files = if self.relist {
-            relisted = target.list_tree(tgt, &[MANIFEST_DIR]).await?;
+            relisted = target.list_tree(tgt, &OURS).await?;
             &relisted.files
         } else {
             &self.target_before.files
