@@ -1,10 +1,14 @@
 //! Whole-catalog DR with the Databricks engine through the fleet path of `replicator run`
-//! (docs/catalog.md): with a `catalog` section the run carries, beside the tables, the
-//! catalog's schemas, a view, the materialized view (reported), an external volume with its
-//! files and the external location it lives in (storage prefix and credential mapped),
-//! grants with a principal map, and the external table deep-cloned into its mapped location
-//! (or registered); with `volumes.direct`, volume files copied straight between the storages — each a catalog task with its result line. The engine's
-//! catalog diff is then empty but for what is reported; a second run changes nothing.
+//! (docs/catalog.md): with a `catalog` section the run carries, beside the managed,
+//! external and streaming tables, the catalog's two schemas, three views (one on another,
+//! across schemas), the materialized view (reported), an external volume and a managed one
+//! with nested files, the external location the first lives in (storage prefix and
+//! credential mapped), grants at four levels with a principal map, tags and comments, and
+//! the external table deep-cloned into its mapped location (or registered) — each a catalog
+//! task with its result line. The engine's catalog diff is then empty but for what is
+//! reported; a second run changes nothing; a privilege removed on the source is reported
+//! and revoked only with `grants.revoke_extra`. With `volumes.direct`, volume files go
+//! straight between the storages.
 
 use replicator_cli::embedded::{RunOptions, RunOutput, run};
 use replicator_common::Config;
@@ -15,6 +19,7 @@ mod databricks_env;
 use databricks_env::Env;
 
 const VOLUME: &str = "prod.sales.landing";
+const MODELS: &str = "prod.sales.models";
 
 fn objects(done: &replicator_proto::RunCompleted) -> Vec<&TableSummary> {
     done.summary
@@ -46,6 +51,24 @@ async fn a_run_carries_views_volumes_locations_and_grants_on_the_fleet() {
         &["prod.sales.orders"],
         &[],
     );
+    // A second schema, and three views: one on another, across the schemas.
+    env.world.add_schema(&s, "prod", "finance");
+    env.world.add_view(
+        &s,
+        "prod.sales.v_us",
+        "VIEW",
+        "SELECT * FROM prod.sales.orders WHERE region = 'us'",
+        &["prod.sales.orders"],
+        &[],
+    );
+    env.world.add_view(
+        &s,
+        "prod.finance.v_eu_ids",
+        "VIEW",
+        "SELECT id FROM `prod`.`sales`.`v_eu`",
+        &["prod.sales.v_eu"],
+        &[],
+    );
     env.world.add_storage_credential(&s, "src_cred");
     env.world
         .add_external_location(&s, "landing_loc", &format!("{primary}/landing"), "src_cred");
@@ -57,10 +80,22 @@ async fn a_run_carries_views_volumes_locations_and_grants_on_the_fleet() {
     std::fs::create_dir_all(files.join("2026/11")).unwrap();
     std::fs::write(files.join("2026/11/orders.csv"), b"id\n1\n").unwrap();
     std::fs::write(files.join("it's a `file`.txt"), b"quoted").unwrap();
+    // A managed volume with nested files.
+    env.world.create_volume(&s, MODELS, None, None).unwrap();
+    let models = env.world.volume_dir(&s, MODELS).unwrap();
+    std::fs::create_dir_all(models.join("churn/v1")).unwrap();
+    std::fs::write(models.join("churn/v1/weights.bin"), vec![9u8; 50_000]).unwrap();
+    // Grants at four levels, tags and comments.
     env.world.edit_objects(&s, |o| {
         o.meta("schema", "prod.sales").comment = Some("Sales".into());
+        let orders = o.meta("table", "prod.sales.orders");
+        orders.comment = Some("One row per order line".into());
+        orders.tags.insert("pii".into(), "false".into());
+        o.column("prod.sales.orders", "id").comment = Some("order id".into());
+        o.grant("catalog", "prod", "analysts", &["USE_CATALOG"]);
         o.grant("schema", "prod.sales", "analysts", &["USE_SCHEMA"]);
         o.grant("table", "prod.sales.orders", "analysts", &["SELECT"]);
+        o.grant("table", "prod.sales.orders", "auditors", &["SELECT"]);
         o.grant("table", "prod.sales.v_eu", "analysts", &["SELECT"]);
     });
 
@@ -88,11 +123,32 @@ catalog:
         panic!("expected a completed run");
     };
     assert!(done.summary.is_success(), "{:#?}", done.summary);
-    let view = line(&done, "view prod.sales.v_eu");
+    for v in [
+        "prod.sales.v_eu",
+        "prod.sales.v_us",
+        "prod.finance.v_eu_ids",
+    ] {
+        let view = line(&done, &format!("view {v}"));
+        assert!(
+            view.detail.as_deref().unwrap().starts_with("applied"),
+            "{view:?}"
+        );
+    }
+    let models = line(&done, &format!("volume {MODELS}"));
     assert!(
-        view.detail.as_deref().unwrap().starts_with("applied"),
-        "{view:?}"
+        models
+            .detail
+            .as_deref()
+            .unwrap()
+            .contains("1 file(s) copied"),
+        "{models:?}"
     );
+    let weights = env
+        .world
+        .volume_dir(&t, MODELS)
+        .unwrap()
+        .join("churn/v1/weights.bin");
+    assert_eq!(std::fs::read(weights).unwrap().len(), 50_000);
     let mv = line(&done, "materialized_view prod.sales.daily_mv");
     assert!(mv.detail.as_deref().unwrap().contains("reported"), "{mv:?}");
     let location = line(&done, "external_location landing_loc");
@@ -164,6 +220,49 @@ catalog:
             o.table
         );
     }
+
+    // A privilege removed on the source is reported on the target, and revoked only with
+    // `grants.revoke_extra`.
+    env.world.edit_objects(&s, |o| {
+        o.meta("table", "prod.sales.orders")
+            .grants
+            .remove("auditors");
+    });
+    let RunOutput::Completed(third) = run(&config, &opts).await.unwrap() else {
+        panic!("expected a completed run");
+    };
+    let grants = line(&third, "grants on table prod.sales.orders");
+    let d = grants.detail.as_deref().unwrap();
+    assert!(d.starts_with("reported") && d.contains("auditors"), "{d}");
+    let mut revoking = config.clone();
+    revoking.catalog.as_mut().unwrap().grants.revoke_extra = true;
+    env.tgt.clear_log();
+    let RunOutput::Completed(fourth) = run(&revoking, &opts).await.unwrap() else {
+        panic!("expected a completed run");
+    };
+    let grants = line(&fourth, "grants on table prod.sales.orders");
+    assert!(
+        grants.detail.as_deref().unwrap().starts_with("applied"),
+        "{grants:?}"
+    );
+    assert!(
+        env.tgt
+            .statements()
+            .iter()
+            .any(|(_, sql)| sql.starts_with("REVOKE") && sql.contains("`auditors`")),
+        "{:?}",
+        env.tgt.statements()
+    );
+
+    // Catalog renames that disagree with where the tables go are refused, naming the key.
+    let clash = format!(
+        "{}\ncatalog:\n  mapping: {{ catalogs: {{ prod: elsewhere }} }}\n",
+        env.yaml("")
+    );
+    let e = Config::from_yaml(&clash, std::iter::empty(), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("catalog.mapping.catalogs.prod"), "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

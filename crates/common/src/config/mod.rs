@@ -178,6 +178,22 @@ impl Config {
         }
         if let Some(catalog) = &self.catalog {
             catalog.validate().map_err(|e| e.within("catalog"))?;
+            // Tables go where `databricks.catalogs` says; the catalog's other objects must
+            // go to the same place.
+            for c in self.databricks.iter().flat_map(|d| &d.catalogs) {
+                if let Some(t) = catalog.mapping.catalogs.get(&c.source)
+                    && *t != c.target()
+                {
+                    return Err(ConfigError::key(
+                        format!("catalog.mapping.catalogs.{}", c.source),
+                        format!(
+                            "maps `{}` to `{t}`, but databricks.catalogs replicates its tables to `{}`",
+                            c.source,
+                            c.target()
+                        ),
+                    ));
+                }
+            }
         }
         Ok(())
     }
