@@ -32,6 +32,12 @@ pub(crate) fn mapping_of(pair: &WorkspacePair, settings: &CatalogSettings) -> Ma
     m
 }
 
+/// A catalog or mapping error met while planning or diffing: the object cannot be carried as
+/// the config says (one line, naming it).
+fn refused(e: impl std::fmt::Display) -> EngineError {
+    EngineError::Databricks(DatabricksError::Refused(e.to_string()))
+}
+
 fn prefix_map(settings: &CatalogSettings) -> PrefixMap {
     PrefixMap {
         prefixes: settings.mapping.locations.clone(),
@@ -84,8 +90,6 @@ impl DatabricksEngine {
     ) -> Result<Vec<PlannedObject>, EngineError> {
         let pair = self.pair();
         let mapping = mapping_of(pair, settings);
-        let map_err =
-            |e: CatalogError| EngineError::Databricks(DatabricksError::Refused(e.to_string()));
         let matcher = replicator_lake::TableMatcher::new(&request.tables)?;
         let carries = |k| settings.carries(k);
         let (mut locations, mut schemas, mut volumes, mut views, mut grants, mut tags) = (
@@ -100,13 +104,11 @@ impl DatabricksEngine {
         for c in &pair.config().catalogs {
             let inv = uc::inventory(&pair.source, &c.source, &InventoryFilter::default())
                 .await
-                .map_err(map_err)?;
+                .map_err(refused)?;
             if inv.catalog.is_none() {
                 continue;
             }
-            let target_catalog = mapping
-                .map_catalog(&c.source, &c.source)
-                .map_err(|e| EngineError::Databricks(DatabricksError::Refused(e.to_string())))?;
+            let target_catalog = mapping.map_catalog(&c.source, &c.source).map_err(refused)?;
             if carries(ObjectKind::Schema) {
                 schemas.push(self.object(
                     ObjectKind::Schema,
@@ -124,9 +126,7 @@ impl DatabricksEngine {
                 ));
             }
             for s in inv.schemas.keys() {
-                let t = mapping.map_schema(s, s).map_err(|e| {
-                    EngineError::Databricks(DatabricksError::Refused(e.to_string()))
-                })?;
+                let t = mapping.map_schema(s, s).map_err(refused)?;
                 if carries(ObjectKind::Schema) {
                     schemas.push(self.object(ObjectKind::Schema, s, &t, None));
                 }
@@ -153,14 +153,12 @@ impl DatabricksEngine {
                     }
                 }
             }
-            let order = uc::view_order(&inv).map_err(map_err)?;
+            let order = uc::view_order(&inv).map_err(refused)?;
             for (name, table) in &inv.tables {
                 if !matcher.matches(name) {
                     continue;
                 }
-                let t = mapping.map_name(name, name).map_err(|e| {
-                    EngineError::Databricks(DatabricksError::Refused(e.to_string()))
-                })?;
+                let t = mapping.map_name(name, name).map_err(refused)?;
                 if table.table_type == "EXTERNAL"
                     && let Some(l) = &table.storage_location
                 {
@@ -187,9 +185,7 @@ impl DatabricksEngine {
             }
             if carries(ObjectKind::View) {
                 for v in order.iter().filter(|v| matcher.matches(v)) {
-                    let t = mapping.map_name(v, v).map_err(|e| {
-                        EngineError::Databricks(DatabricksError::Refused(e.to_string()))
-                    })?;
+                    let t = mapping.map_name(v, v).map_err(refused)?;
                     views.push(self.object(ObjectKind::View, v, &t, None));
                 }
             }
@@ -409,27 +405,12 @@ impl DatabricksEngine {
             ..Default::default()
         };
         let r = replicator_lake::volume::sync_volume(&from, &to, &opts).await?;
-        if r.files_extra > 0 && !delete_extra {
-            findings.push(format!(
-                "{} file(s) only in target {target} kept (delete_extra is off)",
-                r.files_extra
-            ));
-        }
+        let mut files = crate::native::volume_applied(&r, ctx.dry_run, delete_extra);
+        findings.append(&mut files.findings);
         Ok(Applied {
             statements,
             findings,
-            files_copied: if ctx.dry_run {
-                r.files_planned
-            } else {
-                r.files_copied
-            },
-            bytes_copied: if ctx.dry_run {
-                r.bytes_planned
-            } else {
-                r.bytes_copied
-            },
-            files_deleted: r.files_deleted,
-            files_unchanged: r.files_unchanged,
+            ..files
         })
     }
 
@@ -441,13 +422,9 @@ impl DatabricksEngine {
     ) -> Result<Vec<Difference>, EngineError> {
         let pair = self.pair();
         let mapping = mapping_of(pair, settings);
-        let refused =
-            |e: CatalogError| EngineError::Databricks(DatabricksError::Refused(e.to_string()));
         let mut diffs = Vec::new();
         for c in &pair.config().catalogs {
-            let target_catalog = mapping
-                .map_catalog(&c.source, &c.source)
-                .map_err(|e| EngineError::Databricks(DatabricksError::Refused(e.to_string())))?;
+            let target_catalog = mapping.map_catalog(&c.source, &c.source).map_err(refused)?;
             let filter = InventoryFilter::default();
             let src = uc::inventory(&pair.source, &c.source, &filter)
                 .await
@@ -485,9 +462,7 @@ impl DatabricksEngine {
                 let matcher = replicator_lake::TableMatcher::new(&request.tables)?;
                 for s in src.schemas.keys() {
                     let (cat, schema) = s.split_once('.').unwrap_or((s, ""));
-                    let t = mapping.map_schema(s, s).map_err(|e| {
-                        EngineError::Databricks(DatabricksError::Refused(e.to_string()))
-                    })?;
+                    let t = mapping.map_schema(s, s).map_err(refused)?;
                     for v in pair.source.list_volumes(cat, schema).await? {
                         let full = format!("{cat}.{schema}.{}", v.name);
                         if !matcher.matches(&full) {

@@ -5,7 +5,7 @@
 use replicator_common::config::CatalogSettings;
 use replicator_lake::TableLocation;
 use replicator_lake::volume::{
-    DiscoveredVolume, VolumeOptions, diff_volume, discover_volumes, sync_volume,
+    DiscoveredVolume, VolumeOptions, VolumeSynced, diff_volume, discover_volumes, sync_volume,
 };
 use replicator_proto::{CatalogTask, ErrorKind, ObjectKind, ReplicationRequest, Shard};
 
@@ -37,6 +37,44 @@ fn locations_of(
         return Ok((source.clone(), target.clone()));
     }
     Ok((source.child(&v.relative)?, target.child(&v.relative)?))
+}
+
+/// What a volume sync did, as a catalog task reports it (in a dry run: what it would do);
+/// extra target files kept, and source files gone mid-sync, are findings.
+pub(crate) fn volume_applied(r: &VolumeSynced, dry_run: bool, delete_extra: bool) -> Applied {
+    let mut applied = Applied {
+        files_copied: if dry_run {
+            r.files_planned
+        } else {
+            r.files_copied
+        },
+        bytes_copied: if dry_run {
+            r.bytes_planned
+        } else {
+            r.bytes_copied
+        },
+        files_deleted: if dry_run && delete_extra {
+            r.files_extra
+        } else {
+            r.files_deleted
+        },
+        files_unchanged: r.files_unchanged,
+        ..Applied::default()
+    };
+    if r.files_extra > 0 && !delete_extra {
+        applied.findings.push(format!(
+            "{} file(s) in the target that the source does not have, kept (`catalog.volumes.delete_extra` deletes them): {}",
+            r.files_extra,
+            shown(&r.extra, r.files_extra)
+        ));
+    }
+    if r.files_vanished > 0 {
+        applied.findings.push(format!(
+            "{} file(s) deleted from the source while the volume was synced",
+            r.files_vanished
+        ));
+    }
+    applied
 }
 
 impl NativeEngine {
@@ -101,39 +139,7 @@ impl NativeEngine {
             ..VolumeOptions::default()
         };
         let r = sync_volume(&source, &target, &opts).await?;
-        let mut applied = Applied {
-            files_copied: if ctx.dry_run {
-                r.files_planned
-            } else {
-                r.files_copied
-            },
-            bytes_copied: if ctx.dry_run {
-                r.bytes_planned
-            } else {
-                r.bytes_copied
-            },
-            files_deleted: if ctx.dry_run && delete_extra {
-                r.files_extra
-            } else {
-                r.files_deleted
-            },
-            files_unchanged: r.files_unchanged,
-            ..Applied::default()
-        };
-        if r.files_extra > 0 && !delete_extra {
-            applied.findings.push(format!(
-                "{} file(s) in the target that the source does not have, kept (`catalog.volumes.delete_extra` deletes them): {}",
-                r.files_extra,
-                shown(&r.extra, r.files_extra)
-            ));
-        }
-        if r.files_vanished > 0 {
-            applied.findings.push(format!(
-                "{} file(s) deleted from the source while the volume was synced",
-                r.files_vanished
-            ));
-        }
-        Ok(applied)
+        Ok(volume_applied(&r, ctx.dry_run, delete_extra))
     }
 
     /// Volumes missing, extra or different (by file names and sizes) on the target.

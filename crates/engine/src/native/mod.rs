@@ -15,6 +15,7 @@ use crate::{
 };
 
 mod catalog;
+pub(crate) use catalog::volume_applied;
 pub mod check;
 mod depth;
 
