@@ -53,11 +53,34 @@ fn volumes(done: &serde_json::Value) -> Vec<(String, String, String)> {
 }
 
 fn run_json(config: &Path, extra: &[&str]) -> serde_json::Value {
+    let (done, ok) = run_json_status(config, extra);
+    assert!(ok, "{done}");
+    done
+}
+
+/// A run's output, and whether it exited 0.
+fn run_json_status(config: &Path, extra: &[&str]) -> (serde_json::Value, bool) {
     let mut args = vec!["run", config.to_str().unwrap(), "--json"];
     args.extend_from_slice(extra);
     let out = replicator(&args);
-    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
-    serde_json::from_slice(&out.stdout).unwrap()
+    let done = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}\n{}", stdout(&out), stderr(&out)));
+    (done, out.status.success())
+}
+
+/// The run's inventory check: its status and its error (the differences), if any.
+fn inventory(done: &serde_json::Value) -> (String, String) {
+    let rows: Vec<&serde_json::Value> = done["summary"]["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["kind"] == "inventory")
+        .collect();
+    assert_eq!(rows.len(), 1, "one inventory check per run: {done}");
+    (
+        rows[0]["status"].as_str().unwrap().to_owned(),
+        rows[0]["error"].as_str().unwrap_or("").to_owned(),
+    )
 }
 
 #[test]
@@ -124,6 +147,8 @@ fn plain_file_trees_beside_tables_are_carried_as_volumes_incrementally() {
     }
     // The tables were cloned as before.
     assert!(dst.join("sales/orders/_delta_log").is_dir());
+    // The run checked the inventory last, and found the catalogs equal.
+    assert_eq!(inventory(&done).0, "succeeded", "{done}");
     let out = replicator(&["reconcile", "--catalog", config.to_str().unwrap()]);
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     assert!(stdout(&out).contains("MATCH"), "{}", stdout(&out));
@@ -150,7 +175,17 @@ fn plain_file_trees_beside_tables_are_carried_as_volumes_incrementally() {
         "{text}"
     );
 
-    let done = run_json(&config, &[]);
+    // The run copies what changed; the deleted file stays on the target (deletions are
+    // propagated only when asked), so the run's inventory check finds it and the run is
+    // mismatched, saying which file.
+    let (done, ok) = run_json_status(&config, &[]);
+    assert!(!ok, "a run whose inventory differs exits 1: {done}");
+    let (status, why) = inventory(&done);
+    assert_eq!(status, "mismatched", "{done}");
+    assert!(
+        why.contains("volume models: different (1 extra: churn/model.bin)"),
+        "{why}"
+    );
     let vols = volumes(&done);
     let line = |name: &str| {
         vols.iter()
@@ -182,6 +217,7 @@ fn plain_file_trees_beside_tables_are_carried_as_volumes_incrementally() {
         volumes(&done)
     );
     assert!(!dst.join("models/churn/model.bin").exists());
+    assert_eq!(inventory(&done).0, "succeeded", "{done}");
     let out = replicator(&["reconcile", "--catalog", config.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stdout(&out));
     let done = run_json(&config, &[]);

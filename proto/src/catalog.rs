@@ -29,11 +29,14 @@ pub enum ObjectKind {
     Grants,
     /// A table's tags and comments (table and columns), row filter and column masks.
     Tags,
+    /// Catalog reconciliation: the inventory diff of the run's scope, once every other
+    /// catalog object of the run has settled (the last catalog task of a run).
+    Inventory,
 }
 
 impl ObjectKind {
     /// Every kind.
-    pub const ALL: [ObjectKind; 7] = [
+    pub const ALL: [ObjectKind; 8] = [
         Self::ExternalLocation,
         Self::Schema,
         Self::View,
@@ -41,6 +44,7 @@ impl ObjectKind {
         Self::Volume,
         Self::Grants,
         Self::Tags,
+        Self::Inventory,
     ];
 
     /// The kind named `s` (as [`ObjectKind::as_str`] writes it); `None` for anything else
@@ -58,6 +62,7 @@ impl ObjectKind {
             Self::Volume => "volume",
             Self::Grants => "grants",
             Self::Tags => "tags",
+            Self::Inventory => "inventory",
         }
     }
 }
@@ -115,6 +120,9 @@ pub enum CatalogOutcome {
     Unchanged,
     /// Nothing applied, but something could only be reported (see `findings`).
     Reported,
+    /// The inventory check found the target's catalog different from the source's (see
+    /// `findings`).
+    Mismatched,
     Failed,
 }
 
@@ -146,10 +154,18 @@ pub struct CatalogResult {
     pub files_deleted: u64,
     #[serde(default)]
     pub files_unchanged: u64,
+    /// Inventory check: how many `findings` (listed first) are differences, not objects
+    /// reported by design.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub mismatches: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<TaskError>,
     /// Retries before the final outcome.
     #[serde(default)]
     pub retries: u32,
     pub duration_ms: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }

@@ -13,7 +13,7 @@
 use replicator_cli::embedded::{RunOptions, RunOutput, run};
 use replicator_common::Config;
 use replicator_engine::{DiffState, Engines};
-use replicator_proto::{EngineKind, TableSummary};
+use replicator_proto::{EngineKind, TableStatus, TableSummary};
 
 mod databricks_env;
 use databricks_env::Env;
@@ -27,6 +27,16 @@ fn objects(done: &replicator_proto::RunCompleted) -> Vec<&TableSummary> {
         .iter()
         .filter(|t| t.kind.is_some())
         .collect()
+}
+
+/// The run's inventory check (the last catalog task of a catalog run).
+fn inventory(done: &replicator_proto::RunCompleted) -> &TableSummary {
+    let checks: Vec<_> = objects(done)
+        .into_iter()
+        .filter(|t| t.kind == Some(replicator_proto::ObjectKind::Inventory))
+        .collect();
+    assert_eq!(checks.len(), 1, "{:#?}", objects(done));
+    checks[0]
 }
 
 fn line<'a>(done: &'a replicator_proto::RunCompleted, label: &str) -> &'a TableSummary {
@@ -206,6 +216,13 @@ catalog:
         diffs.iter().all(|d| d.state == DiffState::Reported),
         "{diffs:#?}"
     );
+    // The run's own inventory check found the same: only what is reported by design.
+    let check = inventory(&done);
+    assert_eq!(check.status, TableStatus::Succeeded, "{check:?}");
+    assert!(
+        check.detail.as_deref().unwrap().contains("daily_mv"),
+        "{check:?}"
+    );
 
     // A second run applies nothing.
     let RunOutput::Completed(again) = run(&config, &opts).await.unwrap() else {
@@ -234,6 +251,16 @@ catalog:
     let grants = line(&third, "grants on table prod.sales.orders");
     let d = grants.detail.as_deref().unwrap();
     assert!(d.starts_with("reported") && d.contains("auditors"), "{d}");
+    // The run's inventory check finds the extra privilege: the run is mismatched, and says
+    // why.
+    let check = inventory(&third);
+    assert_eq!(check.status, TableStatus::Mismatched, "{check:?}");
+    let why = check.error.as_deref().unwrap();
+    assert!(
+        why.contains("prod.sales.orders") && why.contains("auditors"),
+        "{why}"
+    );
+    assert!(!third.summary.is_success());
     let mut revoking = config.clone();
     revoking.catalog.as_mut().unwrap().grants.revoke_extra = true;
     env.tgt.clear_log();
@@ -245,6 +272,8 @@ catalog:
         grants.detail.as_deref().unwrap().starts_with("applied"),
         "{grants:?}"
     );
+    assert_eq!(inventory(&fourth).status, TableStatus::Succeeded);
+    assert!(fourth.summary.is_success(), "{:#?}", fourth.summary);
     assert!(
         env.tgt
             .statements()

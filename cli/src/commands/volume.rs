@@ -26,9 +26,17 @@ pub struct Args {
     /// Only the files of shard INDEX of COUNT (`--shard 0/4`), by a stable hash of the path.
     #[arg(long, value_parser = parse_shard, value_name = "INDEX/COUNT")]
     shard: Option<(u32, u32)>,
+    /// Trust the target's manifest instead of listing the target while its last check by a
+    /// listing is younger than PERIOD (`1h`, `24h`); by default every sync lists the target.
+    #[arg(long, value_name = "PERIOD", value_parser = parse_period)]
+    verify_every: Option<replicator_common::config::Period>,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
+}
+
+fn parse_period(s: &str) -> Result<replicator_common::config::Period, String> {
+    s.parse()
 }
 
 fn parse_shard(s: &str) -> Result<(u32, u32), String> {
@@ -66,6 +74,7 @@ pub async fn run(args: Args, logs: &Logs) -> ExitCode {
         delete_extra: args.delete,
         dry_run: args.dry_run,
         shard: args.shard,
+        verify_every: args.verify_every.filter(|p| !p.is_zero()).map(|p| p.0),
         progress: Some(Arc::new(move |p: &replicator_lake::CloneProgress| {
             pb.set_length(p.bytes_total);
             pb.set_position(p.bytes_done);
@@ -121,8 +130,13 @@ pub async fn run(args: Args, logs: &Logs) -> ExitCode {
                 } else {
                     format!("{} extra left (--delete removes them)", r.files_extra)
                 };
+                let trusted = if r.target_trusted {
+                    " (target not listed: its manifest, checked within --verify-every, stood for it)"
+                } else {
+                    ""
+                };
                 println!(
-                    "synced {src} into {dst} in {:.2}s: {} files copied ({}), {} unchanged, {extra}",
+                    "synced {src} into {dst} in {:.2}s: {} files copied ({}), {} unchanged, {extra}{trusted}",
                     r.duration_ms as f64 / 1000.0,
                     r.files_copied,
                     output::bytes(r.bytes_copied),

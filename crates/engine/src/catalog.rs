@@ -51,12 +51,17 @@ pub struct Applied {
     pub bytes_copied: u64,
     pub files_deleted: u64,
     pub files_unchanged: u64,
+    /// Inventory check: how many of the findings are differences (missing, extra,
+    /// different) rather than objects reported by design.
+    pub mismatches: u64,
 }
 
 impl Applied {
     /// How the task ended, from what it did.
     pub fn outcome(&self) -> CatalogOutcome {
-        if !self.statements.is_empty() || self.files_copied > 0 || self.files_deleted > 0 {
+        if self.mismatches > 0 {
+            CatalogOutcome::Mismatched
+        } else if !self.statements.is_empty() || self.files_copied > 0 || self.files_deleted > 0 {
             CatalogOutcome::Applied
         } else if !self.findings.is_empty() {
             CatalogOutcome::Reported
@@ -97,6 +102,31 @@ pub enum DiffState {
     /// On the source, not replicated by design (a materialized view, a row filter whose
     /// function the target lacks) or not mappable.
     Reported,
+}
+
+impl Difference {
+    /// Whether this is a real difference (the target's catalog is not the source's), not
+    /// an object reported by design.
+    pub fn is_mismatch(&self) -> bool {
+        self.state != DiffState::Reported
+    }
+}
+
+/// The inventory check's account of the differences found: every difference a finding,
+/// those that are not by design counted as mismatches.
+/// The differences come first, then what is reported by design.
+pub fn inventory_applied(diffs: &[Difference]) -> Applied {
+    let (differences, reported): (Vec<&Difference>, Vec<&Difference>) =
+        diffs.iter().partition(|d| d.is_mismatch());
+    Applied {
+        mismatches: differences.len() as u64,
+        findings: differences
+            .into_iter()
+            .chain(reported)
+            .map(ToString::to_string)
+            .collect(),
+        ..Applied::default()
+    }
 }
 
 impl std::fmt::Display for Difference {

@@ -247,6 +247,15 @@ impl DatabricksEngine {
                 });
             }
             ObjectKind::Volume => return self.apply_volume(pair, task, ctx).await,
+            ObjectKind::Inventory => {
+                return Err(Failure::new(
+                    ErrorKind::Permanent,
+                    format!(
+                        "inventory {name}: checked by the catalog worker with diff_objects, not applied"
+                    ),
+                    false,
+                ));
+            }
             ObjectKind::ExternalLocation => {
                 let map = prefix_map(&ctx.settings);
                 let o = vols::ensure_external_location(
@@ -350,6 +359,7 @@ impl DatabricksEngine {
             bytes_copied: o.bytes_copied,
             files_deleted: o.files_deleted,
             files_unchanged: o.files_unchanged,
+            ..Applied::default()
         })
     }
 
@@ -402,6 +412,7 @@ impl DatabricksEngine {
             delete_extra,
             dry_run: ctx.dry_run,
             shard: task.shard.map(|s| (s.index, s.count)),
+            verify_every: ctx.settings.volumes.verify_every_duration(),
             ..Default::default()
         };
         let r = replicator_lake::volume::sync_volume(&from, &to, &opts).await?;

@@ -34,7 +34,9 @@ pub mod databricks;
 mod databricks_catalog;
 pub mod native;
 
-pub use catalog::{Applied, DiffState, Difference, ObjectContext, PlannedObject};
+pub use catalog::{
+    Applied, DiffState, Difference, ObjectContext, PlannedObject, inventory_applied,
+};
 
 pub use databricks::DatabricksEngine;
 pub use native::NativeEngine;

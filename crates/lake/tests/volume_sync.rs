@@ -548,3 +548,58 @@ async fn a_file_changing_during_its_multipart_upload_is_never_completed() {
 fn through_store() -> Arc<dyn ObjectStore> {
     Arc::new(LocalFileSystem::new())
 }
+
+/// With `verify_every`, a re-sync trusts the target's manifest instead of listing the
+/// target while the manifest's last check is recent: what changed in the source is still
+/// copied, but a file deleted in the target behind the sync's back is restored only by the
+/// next sync that lists the target.
+#[tokio::test]
+async fn a_recently_verified_manifest_stands_for_the_target_listing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
+    for i in 0..10 {
+        write(
+            &src,
+            &format!("d/f{i}.csv"),
+            format!("row {i}\n").as_bytes(),
+        );
+    }
+    let (s, d) = (loc(&src), loc(&dst));
+    let trusting = VolumeOptions {
+        verify_every: Some(Duration::from_secs(3600)),
+        ..Default::default()
+    };
+
+    // The first sync has no manifest to trust: it lists, and records the check.
+    let first = sync_volume(&s, &d, &trusting).await.unwrap();
+    assert_eq!((first.files_copied, first.target_trusted), (10, false));
+
+    // Within the hour the target is not listed; a new source file is still copied.
+    write(&src, "d/new.csv", b"new\n");
+    std::fs::remove_file(dst.join("d/f3.csv")).unwrap();
+    let second = sync_volume(&s, &d, &trusting).await.unwrap();
+    assert!(second.target_trusted, "{second:?}");
+    assert_eq!((second.files_copied, second.files_unchanged), (1, 10));
+    assert!(
+        !dst.join("d/f3.csv").exists(),
+        "not listed: the deletion is not seen yet"
+    );
+
+    // A sync that lists the target (the default) finds it and copies it back…
+    let listed = sync_volume(&s, &d, &VolumeOptions::default())
+        .await
+        .unwrap();
+    assert!(!listed.target_trusted);
+    assert_eq!(listed.files_copied, 1);
+    assert_eq!(tree(&src), tree(&dst));
+
+    // …and so does a trusting sync once the last check is older than `verify_every`.
+    std::fs::remove_file(dst.join("d/f4.csv")).unwrap();
+    let stale = VolumeOptions {
+        verify_every: Some(Duration::ZERO),
+        ..Default::default()
+    };
+    let r = sync_volume(&s, &d, &stale).await.unwrap();
+    assert_eq!((r.files_copied, r.target_trusted), (1, false));
+    assert_eq!(tree(&src), tree(&dst));
+}

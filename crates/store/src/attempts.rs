@@ -189,12 +189,12 @@ mod tests {
         );
         assert_eq!(attempts[1].error.as_deref(), Some("retrying"));
         assert_eq!(
-            (attempts[4].stage.as_str(), attempts[4].attempt),
+            (attempts[5].stage.as_str(), attempts[5].attempt),
             ("reconcile", 1)
         );
         let log = store.attempt_log(run_id).await.unwrap();
         assert_eq!(log.iter().map(|a| a.outcome).collect::<Vec<_>>(), expected);
-        assert!(log[4].finished_at.is_none() && log[3].finished_at.is_some());
+        assert!(log[5].finished_at.is_none() && log[4].finished_at.is_some());
         sqlx::query("UPDATE attempts SET outcome = 'exploded' WHERE id = $1")
             .bind(running)
             .execute(&store.pool)

@@ -125,11 +125,20 @@ pub enum AttemptOutcome {
     Failed,
     /// The task was finished already; nothing was done.
     Skipped,
+    /// Not yet: what the task depends on is still in flight; the delivery comes back later
+    /// (a view waiting for its table, the inventory check for the run's objects).
+    Deferred,
 }
 
 impl AttemptOutcome {
     /// Every outcome.
-    pub const ALL: [Self; 4] = [Self::Succeeded, Self::Retrying, Self::Failed, Self::Skipped];
+    pub const ALL: [Self; 5] = [
+        Self::Succeeded,
+        Self::Retrying,
+        Self::Failed,
+        Self::Skipped,
+        Self::Deferred,
+    ];
 
     /// The word stored in the database.
     pub fn as_str(self) -> &'static str {
@@ -138,6 +147,7 @@ impl AttemptOutcome {
             Self::Retrying => "retrying",
             Self::Failed => "failed",
             Self::Skipped => "skipped",
+            Self::Deferred => "deferred",
         }
     }
 }
@@ -249,7 +259,7 @@ mod tests {
     fn every_attempt_outcome_round_trips_through_its_word() {
         assert_eq!(
             AttemptOutcome::ALL.map(AttemptOutcome::as_str),
-            ["succeeded", "retrying", "failed", "skipped"]
+            ["succeeded", "retrying", "failed", "skipped", "deferred"]
         );
         for o in AttemptOutcome::ALL {
             assert_eq!(o.as_str().parse::<AttemptOutcome>(), Ok(o));

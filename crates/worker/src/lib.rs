@@ -241,6 +241,9 @@ pub async fn handle<W: Work>(
                 if let Some(id) = id {
                     let (o, e) = match &r {
                         Ok(_) => (AttemptOutcome::Succeeded, None),
+                        Err(e) if work.not_yet(&task, e).is_some() => {
+                            (AttemptOutcome::Deferred, Some(e.to_string()))
+                        }
                         Err(e) if e.is_transient() => {
                             (AttemptOutcome::Retrying, Some(e.to_string()))
                         }

@@ -5,14 +5,23 @@
 //! An object that depends on one the target does not have yet (a view over a table still
 //! being cloned) is not failed: the delivery is deferred ([`Work::not_yet`]) until
 //! `catalog.wait_minutes` after the run was planned; then it fails naming what is missing.
+//!
+//! The last catalog task of a run is its **inventory check** ([`ObjectKind::Inventory`]):
+//! it waits until every other catalog object of the run has settled (however long a volume
+//! copy takes), then runs the engine's inventory diff over the run's request and records
+//! the differences as its findings. A difference (missing, extra, different) makes the task,
+//! and so the run, `mismatched`; objects reported by design (a materialized view) are
+//! findings only.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use replicator_bus::{BusRef, typed};
 use replicator_common::config::CatalogSettings;
-use replicator_engine::{Applied, Engines, Failure, ObjectContext};
-use replicator_proto::{CatalogOutcome, CatalogResult, CatalogTask, ErrorKind, Header, names};
+use replicator_engine::{Applied, Engines, Failure, ObjectContext, inventory_applied};
+use replicator_proto::{
+    CatalogOutcome, CatalogResult, CatalogTask, ErrorKind, Header, ObjectKind, names,
+};
 use replicator_store::{Recorded, Stage, Store};
 use replicator_worker::Work;
 use uuid::Uuid;
@@ -22,6 +31,70 @@ pub(crate) struct Cataloger {
     pub(crate) engines: Engines,
     pub(crate) settings: CatalogSettings,
     pub(crate) parallelism: usize,
+    pub(crate) store: Store,
+}
+
+impl Cataloger {
+    /// The inventory check of `task`'s run: waits while other catalog objects of the run
+    /// are in flight, then diffs the run's whole scope.
+    async fn inventory(&self, task: &CatalogTask) -> Result<Applied, Failure> {
+        let run_id = task.header.run_id;
+        let store_error = |e: replicator_store::StoreError| {
+            Failure::new(
+                ErrorKind::Transient,
+                format!("inventory {}: the state store: {e}", task.name),
+                true,
+            )
+        };
+        let pending = self
+            .store
+            .catalog_in_flight(run_id)
+            .await
+            .map_err(store_error)?;
+        if pending > 0 {
+            return Err(Failure {
+                waits: true,
+                ..Failure::new(
+                    ErrorKind::Transient,
+                    format!(
+                        "inventory {} waits for {pending} catalog object(s) of the run still in flight",
+                        task.name
+                    ),
+                    false,
+                )
+            });
+        }
+        let request = self
+            .store
+            .run_request(run_id)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| {
+                Failure::new(
+                    ErrorKind::Permanent,
+                    format!(
+                        "inventory {}: run {run_id} is not in the state store",
+                        task.name
+                    ),
+                    false,
+                )
+            })?;
+        let engine = self
+            .engines
+            .get_for(task.engine, &request.source_root)
+            .map_err(|e| Failure::new(ErrorKind::Permanent, e.to_string(), false))?;
+        let diffs = engine
+            .diff_objects(&request, &self.settings)
+            .await
+            .map_err(|e| {
+                Failure::new(
+                    ErrorKind::Transient,
+                    format!("inventory {}: {e}", task.name),
+                    true,
+                )
+            })?;
+        Ok(inventory_applied(&diffs))
+    }
 }
 
 #[async_trait]
@@ -55,6 +128,9 @@ impl Work for Cataloger {
     }
 
     async fn attempt(&self, task: &CatalogTask) -> Result<Applied, Failure> {
+        if task.kind == ObjectKind::Inventory {
+            return self.inventory(task).await;
+        }
         let engine = self
             .engines
             .get_for(task.engine, &task.source)
@@ -68,6 +144,11 @@ impl Work for Cataloger {
     }
 
     fn not_yet(&self, task: &CatalogTask, error: &Failure) -> Option<String> {
+        // The inventory waits as long as the objects it waits for: each of them settles
+        // (applied, or failed after its own retries and wait).
+        if task.kind == ObjectKind::Inventory {
+            return error.waits.then(|| error.to_string());
+        }
         let budget = chrono::Duration::minutes(self.settings.wait_minutes as i64);
         (error.waits && chrono::Utc::now() - task.header.created_at < budget)
             .then(|| error.to_string())
@@ -95,6 +176,7 @@ impl Work for Cataloger {
             bytes_copied: 0,
             files_deleted: 0,
             files_unchanged: 0,
+            mismatches: 0,
             error: None,
             retries,
             duration_ms: took.as_millis() as u64,
@@ -102,6 +184,9 @@ impl Work for Cataloger {
         match outcome {
             Ok(a) => {
                 msg.outcome = a.outcome();
+                if msg.outcome == CatalogOutcome::Mismatched {
+                    tracing::warn!(differences = a.mismatches, findings = ?a.findings, "the target's catalog differs from the source's");
+                }
                 tracing::info!(outcome = ?msg.outcome, statements = a.statements.len(), findings = a.findings.len(), files = a.files_copied, "catalog object done");
                 replicator_common::metrics::bytes_copied(a.bytes_copied);
                 msg.statements = a.statements;
@@ -110,6 +195,7 @@ impl Work for Cataloger {
                 msg.bytes_copied = a.bytes_copied;
                 msg.files_deleted = a.files_deleted;
                 msg.files_unchanged = a.files_unchanged;
+                msg.mismatches = a.mismatches;
             }
             Err(f) => {
                 tracing::error!(error = %f, retries, "catalog object failed");

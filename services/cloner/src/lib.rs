@@ -95,6 +95,7 @@ pub async fn spawn(
         engines: engines.clone(),
         settings: engines.catalog_settings().clone(),
         parallelism: config.copy_parallelism,
+        store: store.clone(),
     });
     let work = Arc::new(Cloner {
         engines,

@@ -38,6 +38,9 @@ fn shell_word(p: &std::path::Path) -> String {
     }
 }
 
+/// Differences listed under the inventory's line at most (the rest are counted).
+const MAX_LISTED: usize = 50;
+
 /// The facts every rendering shows.
 #[derive(Clone, Debug)]
 pub struct Digest<'a> {
@@ -223,7 +226,23 @@ impl<'a> Digest<'a> {
             out.push_str("\nCatalog objects:\n");
             for t in objects {
                 let detail = t.detail.as_deref().unwrap_or(status_word(t.status));
-                out.push_str(&format!("  - {}: {detail}\n", t.table));
+                // The inventory check lists its differences under its line, one each.
+                let mut lines = detail.lines();
+                out.push_str(&format!(
+                    "  - {}: {}\n",
+                    t.table,
+                    lines.next().unwrap_or("")
+                ));
+                let rest: Vec<&str> = lines.collect();
+                for l in rest.iter().take(MAX_LISTED) {
+                    out.push_str(&format!("      {l}\n"));
+                }
+                if rest.len() > MAX_LISTED {
+                    out.push_str(&format!(
+                        "      … and {} more (`replicator reconcile --catalog` lists them all)\n",
+                        rest.len() - MAX_LISTED
+                    ));
+                }
             }
         }
         let failures = self.failures();
@@ -399,6 +418,38 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("replicator replay"), "{text}");
+    }
+
+    /// The inventory check lists its differences under its line, and a mismatched one is
+    /// among the failures with its reason.
+    #[test]
+    fn the_inventory_lists_its_differences() {
+        let mut run = failed_run();
+        let mut check = run.summary.tables[0].clone();
+        check.table = "inventory file:///a → file:///b".into();
+        check.kind = Some(replicator_proto::ObjectKind::Inventory);
+        check.status = TableStatus::Mismatched;
+        check.error = Some(
+            "the target's catalog differs from the source's: volume models: extra on the target (and 1 more)".into(),
+        );
+        check.detail = Some(
+            "2 difference(s) between source and target\nvolume models: extra on the target\nview v: missing on the target"
+                .into(),
+        );
+        run.summary.tables.push(check);
+        let text = Digest::of(&run, &Retry::default()).text();
+        assert!(
+            text.contains(
+                "  - inventory file:///a → file:///b: 2 difference(s) between source and target\n      volume models: extra on the target\n      view v: missing on the target\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "inventory file:///a → file:///b (mismatched): the target's catalog differs"
+            ),
+            "{text}"
+        );
     }
 
     /// A catalog object gets its own line: what ran and what is only reported.

@@ -14,8 +14,8 @@ use replicator_bus::{BusRef, typed};
 use replicator_common::shutdown::CancellationToken;
 use replicator_engine::{Applied, EngineError, Engines, ObjectContext};
 use replicator_proto::{
-    CatalogTask, CloneTask, Header, Operation, PlannedTable, ReconcileTask, ReplicationRequest,
-    RunPlanned, names,
+    CatalogTask, CloneTask, Header, ObjectKind, Operation, PlannedTable, ReconcileTask,
+    ReplicationRequest, RunPlanned, names,
 };
 use replicator_store::{NewTask, Store};
 use tokio::task::JoinHandle;
@@ -67,11 +67,22 @@ pub async fn plan(
     let engine = engines.get_for(request.engine, &request.source_root)?;
     let items = engine.plan(request, dry_run, parallelism).await?;
     let settings = engines.catalog_settings();
-    let objects = if request.catalog && request.operation.clones() {
+    let mut objects = if request.catalog && request.operation.clones() {
         engine.plan_objects(request, settings).await?
     } else {
         Vec::new()
     };
+    // The inventory check goes last: it waits for the objects before it to settle, then
+    // diffs the whole scope (docs/catalog.md, "Catalog reconciliation"). A dry run prints
+    // what would be applied instead.
+    if request.catalog && request.operation.clones() && settings.inventory && !dry_run {
+        objects.push(PlannedObject::new(
+            ObjectKind::Inventory,
+            request.source_root.clone(),
+            request.source_root.clone(),
+            request.target_root.clone(),
+        ));
+    }
     let mut would_apply = Vec::new();
     if dry_run {
         let ctx = ObjectContext {
@@ -102,6 +113,9 @@ pub async fn plan(
 /// How a catalog object is named in the run's tasks and summaries: `view prod.sales.v`,
 /// `volume raw.drops (part 2/4)`.
 pub fn object_label(o: &PlannedObject) -> String {
+    if o.kind == ObjectKind::Inventory {
+        return format!("inventory {} → {}", o.source, o.target);
+    }
     let mut label = format!("{} {}", o.kind, o.name);
     if let Some(s) = &o.securable {
         label = format!("grants on {} {}", s.to_lowercase(), o.name);

@@ -45,6 +45,8 @@ fn fan_out(subs: &Subscribers, routing_key: &str, payload: &Bytes) {
 struct Message {
     payload: Bytes,
     deliveries: u32,
+    /// Times deferred: each deferral waits twice as long as the one before.
+    deferrals: u32,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -149,6 +151,7 @@ impl Bus for MemoryBus {
         q.push(Message {
             payload,
             deliveries: 0,
+            deferrals: 0,
             _permit: permit,
         });
         Ok(())
@@ -277,12 +280,14 @@ impl Acker for MemoryAcker {
         if let Some(mut m) = self.msg.lock().expect("acker lock").take() {
             // Not counted: the next delivery carries the count this one arrived with.
             m.deliveries = m.deliveries.saturating_sub(1);
-            tracing::debug!(queue = %self.queue.name, reason, "message deferred");
+            let delay = defer_delay(m.deferrals);
+            m.deferrals = m.deferrals.saturating_add(1);
+            tracing::debug!(queue = %self.queue.name, reason, delay_ms = delay.as_millis() as u64, "message deferred");
             let queue = self.queue.clone();
             match tokio::runtime::Handle::try_current() {
                 Ok(rt) => {
                     rt.spawn(async move {
-                        tokio::time::sleep(DEFER_DELAY).await;
+                        tokio::time::sleep(delay).await;
                         queue.push(m);
                     });
                 }
@@ -292,8 +297,12 @@ impl Acker for MemoryAcker {
     }
 }
 
-/// How long a deferred message waits before it is delivered again.
-const DEFER_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
+/// How long a message deferred `deferrals` times before waits now: 100 ms, doubling, at most
+/// 5 s (a task that waits long — the inventory check behind a large volume — comes back a
+/// few times a minute, not ten times a second).
+fn defer_delay(deferrals: u32) -> std::time::Duration {
+    std::time::Duration::from_millis((100u64 << deferrals.min(6)).min(5_000))
+}
 
 struct MemorySubscription {
     rx: mpsc::UnboundedReceiver<(String, Bytes)>,

@@ -57,20 +57,25 @@ async fn a_deferred_message_comes_back_later_without_counting() {
     let bus = MemoryBus::new(10, 2);
     bus.publish("q", b("busy")).await.unwrap();
     let mut c = bus.consume("q", 1).await.unwrap();
-    for _ in 0..5 {
-        let d = c.next().await.unwrap();
+    let mut d = c.next().await.unwrap();
+    for i in 0..4 {
         assert_eq!(d.deliveries, 1, "a deferral is not a delivery");
         let at = tokio::time::Instant::now();
         d.defer("table busy");
         assert_eq!(bus.depth("q"), 0, "not back at once");
-        let d = c.next().await.unwrap();
-        assert!(at.elapsed() >= DEFER_DELAY, "{:?}", at.elapsed());
-        d.defer("table busy");
+        d = c.next().await.unwrap();
+        assert!(at.elapsed() >= defer_delay(i), "{i}: {:?}", at.elapsed());
     }
-    let d = c.next().await.unwrap();
     assert_eq!(d.deliveries, 1);
     d.ack();
     assert!(bus.dead_letters("q").await.unwrap().is_empty());
+}
+
+/// A message deferred again and again comes back less and less often, up to every 5 s.
+#[test]
+fn deferrals_back_off() {
+    let ms: Vec<u128> = (0..9).map(|i| defer_delay(i).as_millis()).collect();
+    assert_eq!(ms, [100, 200, 400, 800, 1600, 3200, 5000, 5000, 5000]);
 }
 
 #[tokio::test]

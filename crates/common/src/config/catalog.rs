@@ -42,6 +42,19 @@ pub struct VolumeSettings {
     /// location to the mapped one with the native engine's object stores (credentials from
     /// the environment), instead of through the Files API of both workspaces.
     pub direct: bool,
+    /// `0` (the default): every sync lists the target volume. A period (`24h`): trust the
+    /// target's manifest of what earlier syncs wrote instead of listing it, until the last
+    /// listing that checked it is that old (an unchanged re-sync then lists the source only;
+    /// a file changed behind the replicator's back in the target is found by the next
+    /// listing, or by the run's inventory check).
+    pub verify_every: super::Period,
+}
+
+impl VolumeSettings {
+    /// `verify_every` as the volume sync takes it: none when zero.
+    pub fn verify_every_duration(&self) -> Option<std::time::Duration> {
+        (!self.verify_every.is_zero()).then_some(self.verify_every.0)
+    }
 }
 
 impl Default for VolumeSettings {
@@ -50,6 +63,7 @@ impl Default for VolumeSettings {
             delete_extra: false,
             chunk_files: 10_000,
             direct: false,
+            verify_every: super::Period::default(),
         }
     }
 }
@@ -76,6 +90,10 @@ pub struct CatalogSettings {
     /// created in the target; a credential not named keeps its name. Names only: a
     /// credential's secrets never pass through the replicator.
     pub credentials: BTreeMap<String, String>,
+    /// Check the whole inventory once the run's catalog objects have settled (the last
+    /// catalog task of a run): differences are reported in the run's results and digest,
+    /// and make the run mismatched.
+    pub inventory: bool,
 }
 
 impl Default for CatalogSettings {
@@ -89,6 +107,7 @@ impl Default for CatalogSettings {
             wait_minutes: 30,
             mapping: Mapping::default(),
             credentials: BTreeMap::new(),
+            inventory: true,
         }
     }
 }
@@ -100,6 +119,12 @@ impl CatalogSettings {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.objects.contains(&ObjectKind::Inventory) {
+            return Err(ConfigError::key(
+                "objects",
+                "`inventory` is not an object to carry: the inventory check runs with every catalog run (`catalog.inventory: false` turns it off)",
+            ));
+        }
         if self.volumes.chunk_files == 0 {
             return Err(ConfigError::key(
                 "volumes.chunk_files",

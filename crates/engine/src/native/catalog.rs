@@ -136,6 +136,7 @@ impl NativeEngine {
             dry_run: ctx.dry_run,
             shard: task.shard.map(|s| (s.index, s.count)),
             recursive: !task.loose,
+            verify_every: ctx.settings.volumes.verify_every_duration(),
             ..VolumeOptions::default()
         };
         let r = sync_volume(&source, &target, &opts).await?;

@@ -37,6 +37,10 @@ struct Manifest {
     format: u32,
     /// The source URL the entries were copied from.
     source: String,
+    /// When a sync last listed the target and found these entries (Unix seconds); a sync
+    /// with `verify_every` trusts the entries instead of listing until it is that old.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    verified: Option<i64>,
     files: BTreeMap<String, Entry>,
 }
 
@@ -45,6 +49,8 @@ struct Manifest {
 pub(crate) struct Known {
     /// This run's own manifest as read (also to skip rewriting an identical one).
     own: Option<BTreeMap<String, Entry>>,
+    /// When this run's manifest was last verified against a listing of the target.
+    pub(crate) own_verified: Option<i64>,
     /// The other manifests' entries (other shard counts, or none).
     others: HashMap<String, Vec<Entry>>,
 }
@@ -59,6 +65,21 @@ impl Known {
             .and_then(|own| own.get(relative))
             .filter(matches)
             .or_else(|| self.others.get(relative)?.iter().find(matches))
+    }
+
+    /// The target as this run's manifest records it, when it was verified by a listing
+    /// less than `max_age` seconds before `now`: each file's stamp in the target.
+    pub(crate) fn trusted_target(&self, now: i64, max_age: i64) -> Option<BTreeMap<String, Stamp>> {
+        let verified = self.own_verified?;
+        if now.saturating_sub(verified) >= max_age {
+            return None;
+        }
+        let own = self.own.as_ref()?;
+        Some(
+            own.iter()
+                .map(|(k, e)| (k.clone(), e.dst.clone()))
+                .collect(),
+        )
     }
 
     /// Whether `files` is what this run's manifest already says.
@@ -130,6 +151,7 @@ pub(crate) async fn read(
         }
         if path.filename() == Some(own.as_str()) {
             known.own = Some(manifest.files);
+            known.own_verified = manifest.verified;
             continue;
         }
         for (relative, entry) in manifest.files {
@@ -139,17 +161,20 @@ pub(crate) async fn read(
     Ok(known)
 }
 
-/// Write this run's manifest (one `put`: atomic).
+/// Write this run's manifest (one `put`: atomic); `verified`: when the target was last
+/// listed to check it.
 pub(crate) async fn write(
     target: &TableLocation,
     source: &TableLocation,
     shard: Option<(u32, u32)>,
     files: BTreeMap<String, Entry>,
+    verified: Option<i64>,
 ) -> Result<(), LakeError> {
     let path = target.object_path(&format!("{MANIFEST_DIR}/{}", name(shard)));
     let manifest = Manifest {
         format: FORMAT,
         source: source.url().to_string(),
+        verified,
         files,
     };
     let body = serde_json::to_vec(&manifest)
@@ -165,6 +190,40 @@ pub(crate) async fn write(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn stamp(size: u64) -> Stamp {
+        Stamp {
+            size,
+            etag: Some(format!("e{size}")),
+            mtime: 1,
+        }
+    }
+
+    /// The manifest stands for the target only while its last verification is recent.
+    #[test]
+    fn a_manifest_is_trusted_only_while_recently_verified() {
+        let mut files = BTreeMap::new();
+        files.insert(
+            "a/b.csv".to_owned(),
+            Entry {
+                src: stamp(1),
+                dst: stamp(2),
+            },
+        );
+        let mut known = Known {
+            own: Some(files),
+            own_verified: Some(1_000),
+            ..Known::default()
+        };
+        let target = known.trusted_target(1_059, 60).expect("verified 59 s ago");
+        assert_eq!(target.get("a/b.csv"), Some(&stamp(2)));
+        assert!(known.trusted_target(1_060, 60).is_none(), "60 s old: list");
+        known.own_verified = None;
+        assert!(
+            known.trusted_target(1_001, 60).is_none(),
+            "never verified: list"
+        );
+    }
 
     #[test]
     fn manifest_names_are_recognised() {

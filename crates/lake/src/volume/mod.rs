@@ -68,6 +68,11 @@ pub struct VolumeOptions {
     /// False: only the files directly in the root (a loose-files volume), not its
     /// subdirectories.
     pub recursive: bool,
+    /// `None` (the default): list the target on every sync. `Some(age)`: trust the target's
+    /// manifest instead of listing the target while the last listing that checked it is
+    /// younger than `age` (a file changed or deleted in the target by someone else meanwhile
+    /// is found only by the next listing, or by `diff_volume`).
+    pub verify_every: Option<std::time::Duration>,
     /// Called as files finish copying.
     pub progress: Option<ProgressFn>,
     /// Stop: copies in flight finish, nothing more starts, the manifest records what was
@@ -84,6 +89,7 @@ impl Default for VolumeOptions {
             dry_run: false,
             shard: None,
             recursive: true,
+            verify_every: None,
             progress: None,
             cancel: None,
         }
@@ -99,6 +105,7 @@ impl std::fmt::Debug for VolumeOptions {
             .field("dry_run", &self.dry_run)
             .field("shard", &self.shard)
             .field("recursive", &self.recursive)
+            .field("verify_every", &self.verify_every)
             .finish()
     }
 }
@@ -123,6 +130,10 @@ pub struct VolumeSynced {
     pub planned: Vec<String>,
     pub dry_run: bool,
     pub shard: Option<(u32, u32)>,
+    /// The target was not listed: its manifest, verified recently, stood for it
+    /// (`VolumeOptions::verify_every`).
+    #[serde(default)]
+    pub target_trusted: bool,
     pub duration_ms: u64,
 }
 
@@ -192,15 +203,41 @@ pub async fn sync_volume(
         recursive: opts.recursive,
         shard: opts.shard,
     };
-    let (src, dst, known) = futures::try_join!(
-        listing::list(source, scope),
-        listing::list(target, scope),
-        manifest::read(target, source, opts.shard),
-    )?;
+    let now = chrono::Utc::now().timestamp();
+    let (src, dst, known, trusted) = match opts.verify_every {
+        // Every sync lists the target: the three reads at once.
+        None => {
+            let (src, dst, known) = futures::try_join!(
+                listing::list(source, scope),
+                listing::list(target, scope),
+                manifest::read(target, source, opts.shard),
+            )?;
+            (src, dst, known, false)
+        }
+        // The manifest first: verified recently, it stands for the target's listing.
+        Some(age) => {
+            let (src, known) = futures::try_join!(
+                listing::list(source, scope),
+                manifest::read(target, source, opts.shard),
+            )?;
+            let max_age = i64::try_from(age.as_secs()).unwrap_or(i64::MAX);
+            match known.trusted_target(now, max_age) {
+                Some(dst) => (src, dst, known, true),
+                None => (src, listing::list(target, scope).await?, known, false),
+            }
+        }
+    };
+    // When the target was listed, the manifest written now was verified now.
+    let verified = if trusted {
+        known.own_verified
+    } else {
+        Some(now)
+    };
 
     let mut result = VolumeSynced {
         dry_run: opts.dry_run,
         shard: opts.shard,
+        target_trusted: trusted,
         ..Default::default()
     };
     let mut entries: BTreeMap<String, Entry> = BTreeMap::new();
@@ -250,8 +287,11 @@ pub async fn sync_volume(
     if opts.delete_extra {
         result.files_deleted = delete(target, &extra).await?;
     }
-    if !known.own_is(&entries) {
-        manifest::write(target, source, opts.shard, entries).await?;
+    // Rewritten when its entries changed, or to record a listing that verified it (only
+    // when a later sync may trust it).
+    let reverified = opts.verify_every.is_some() && !trusted;
+    if !known.own_is(&entries) || reverified {
+        manifest::write(target, source, opts.shard, entries, verified).await?;
     }
     drop(lock);
     result.duration_ms = started.elapsed().as_millis() as u64;
