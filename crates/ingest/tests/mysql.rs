@@ -39,7 +39,7 @@ async fn mysql_full_load_then_merge_by_key_hash() {
             IF(seq % 10 = 0, NULL, UUID()),
             IF(seq % 10 = 0, NULL, JSON_OBJECT('g', seq)),
             IF(seq % 10 = 0, NULL, seq % 60000),
-            IF(seq % 10 = 0, NULL, seq % 100 - 50),
+            IF(seq % 10 = 0, NULL, CAST(seq AS SIGNED) % 100 - 50),
             IF(seq % 10 = 0, NULL, seq / 3),
             IF(seq % 10 = 0, NULL, seq / 4),
             IF(seq % 10 = 0, NULL, UNHEX(MD5(seq))),

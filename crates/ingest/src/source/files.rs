@@ -309,8 +309,29 @@ impl Reader {
         }
     }
 
+    /// The line of the first CSV record that fails to parse (records read one at a time;
+    /// only called after a batch failed). A record with quoted line breaks counts as one.
+    fn csv_error_line(&self, mut file: std::fs::File) -> Option<u64> {
+        file.rewind().ok()?;
+        let reader = arrow::csv::ReaderBuilder::new(self.schema.clone())
+            .with_header(self.header)
+            .with_delimiter(self.delimiter)
+            .with_batch_size(1)
+            .build(file)
+            .ok()?;
+        let mut line = u64::from(self.header);
+        for r in reader {
+            line += 1;
+            if r.is_err() {
+                return Some(line);
+            }
+        }
+        None
+    }
+
     /// Send every batch of the file; `false` when the consumer is gone.
     fn read(&self, rel: &str, file: std::fs::File, tx: &Tx) -> Result<bool, IngestError> {
+        let again = file.try_clone().ok();
         let iter: Box<dyn Iterator<Item = Result<RecordBatch, arrow::error::ArrowError>>> =
             match self.kind {
                 SourceKind::Csv => Box::new(
@@ -336,7 +357,17 @@ impl Reader {
                 ),
             };
         for batch in iter {
-            let batch = batch.map_err(|e| self.fail(rel, e))?;
+            let batch = match batch {
+                Ok(b) => b,
+                Err(e) if self.kind == SourceKind::Csv && !e.to_string().contains("line") => {
+                    let at = again.and_then(|f| self.csv_error_line(f));
+                    return Err(match at {
+                        Some(line) => self.fail(rel, format!("line {line}: {e}")),
+                        None => self.fail(rel, e),
+                    });
+                }
+                Err(e) => return Err(self.fail(rel, e)),
+            };
             let batch = conform(&batch, &self.schema).map_err(|e| self.fail(rel, e))?;
             let batch = match &self.after {
                 Some(w) => after_watermark(&batch, w).map_err(|e| self.fail(rel, e))?,
