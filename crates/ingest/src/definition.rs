@@ -211,10 +211,7 @@ impl SourceDefinitions {
         })?;
         let mut paths: Vec<PathBuf> = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.extension()
-                    .is_some_and(|x| x == "yaml" || x == "yml")
-            })
+            .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
             .collect();
         paths.sort();
         let mut sources = Vec::new();
@@ -309,7 +306,10 @@ impl SourceDefinition {
                 return key("pattern", &format!("is not a valid glob: {e}"));
             }
             if self.kind != SourceKind::Csv && self.options != SourceOptions::default() {
-                return key("options", "`header`, `delimiter` and `types` are for csv sources");
+                return key(
+                    "options",
+                    "`header`, `delimiter` and `types` are for csv sources",
+                );
             }
             if let Some(d) = &self.options.delimiter
                 && !(d.len() == 1 && d.is_ascii())
@@ -343,7 +343,10 @@ impl SourceDefinition {
             return key("target", "is empty");
         }
         if t.split('/').any(|s| s == ".." || s == "." || s.is_empty()) {
-            return key("target", "must be a relative path without `.`, `..` or `//`");
+            return key(
+                "target",
+                "must be a relative path without `.`, `..` or `//`",
+            );
         }
         if t.contains("://") {
             return key("target", "must be a path under the target root, not a URL");
@@ -366,7 +369,10 @@ fn check_table_name(t: &str) -> Result<(), String> {
     let parts: Vec<&str> = t.split('.').collect();
     if parts.len() > 2
         || parts.iter().any(|p| {
-            p.is_empty() || !p.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '$')
+            p.is_empty()
+                || !p
+                    .chars()
+                    .all(|c| c.is_alphanumeric() || c == '_' || c == '$')
         })
     {
         return Err(
@@ -445,13 +451,19 @@ sources:
     fn errors_name_the_key() {
         let bad = GOOD.replace("primary_key: [id, line]", "primary_key: []");
         let e = SourceDefinitions::from_yaml(&bad).unwrap_err().to_string();
-        assert!(e.contains("`sources[1].primary_key`: needs at least one"), "{e}");
+        assert!(
+            e.contains("`sources[1].primary_key`: needs at least one"),
+            "{e}"
+        );
         let bad = GOOD.replace("'decimal(10,2)'", "'decimal(50,2)'");
         let e = SourceDefinitions::from_yaml(&bad).unwrap_err().to_string();
         assert!(e.contains("sources[1].options.types.amount"), "{e}");
         let bad = GOOD.replace("target: sales/order_lines", "target: sales/orders");
         let e = SourceDefinitions::from_yaml(&bad).unwrap_err().to_string();
-        assert!(e.contains("`sources[1].target`: is also the target of sources[0]"), "{e}");
+        assert!(
+            e.contains("`sources[1].target`: is also the target of sources[0]"),
+            "{e}"
+        );
         let bad = GOOD.replace("table: public.orders", "table: x; drop table y");
         let e = SourceDefinitions::from_yaml(&bad).unwrap_err().to_string();
         assert!(e.contains("sources[0].table"), "{e}");
@@ -480,9 +492,11 @@ sources:
         let one = "type: jsonl\npath: in\nprimary_key: [k]\ntarget: t\n";
         let d = SourceDefinition::from_yaml(one).unwrap();
         assert_eq!(d.pattern_or_default(), "*.jsonl");
-        let e = SourceDefinition::from_yaml("type: mysql\nconnection: env:X\nprimary_key: [k]\ntarget: t\n")
-            .unwrap_err()
-            .to_string();
+        let e = SourceDefinition::from_yaml(
+            "type: mysql\nconnection: env:X\nprimary_key: [k]\ntarget: t\n",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("`table`: a SQL source needs"), "{e}");
     }
 }

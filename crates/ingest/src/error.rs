@@ -20,7 +20,9 @@ pub enum IngestError {
         transient: bool,
     },
     /// A column of a type ingestion cannot carry.
-    #[error("source {source_name}: column `{column}` has type {ty}, which ingestion does not support")]
+    #[error(
+        "source {source_name}: column `{column}` has type {ty}, which ingestion does not support"
+    )]
     UnsupportedType {
         source_name: String,
         column: String,

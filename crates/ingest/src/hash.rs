@@ -165,7 +165,11 @@ impl KeyHasher {
                     arrow::compute::cast_with_options(c, f.data_type(), &options).map_err(|e| {
                         IngestError::Data {
                             table: self.name.clone(),
-                            detail: format!("cannot read column `{}` as {}: {e}", f.name(), f.data_type()),
+                            detail: format!(
+                                "cannot read column `{}` as {}: {e}",
+                                f.name(),
+                                f.data_type()
+                            ),
                         }
                     })
                 }
@@ -184,10 +188,12 @@ impl KeyHasher {
                 });
             }
         }
-        self.conv.convert_columns(&cols).map_err(|e| IngestError::Data {
-            table: self.name.clone(),
-            detail: format!("cannot encode keys: {e}"),
-        })
+        self.conv
+            .convert_columns(&cols)
+            .map_err(|e| IngestError::Data {
+                table: self.name.clone(),
+                detail: format!("cannot encode keys: {e}"),
+            })
     }
 
     /// A key as `col=value, …` for messages.

@@ -146,7 +146,13 @@ pub async fn ingest_definition(
 ) -> Result<IngestReport, IngestError> {
     let source = crate::source::open(def, ctx).await?;
     let target = target_root.child(def.target.trim_matches('/'))?;
-    ingest(source.as_ref(), &LoadSpec::from_definition(def), &target, options).await
+    ingest(
+        source.as_ref(),
+        &LoadSpec::from_definition(def),
+        &target,
+        options,
+    )
+    .await
 }
 
 /// Load `source` into the Delta table at `target`.
@@ -293,8 +299,9 @@ async fn full_load(
     let files_added = adds.len() as u64;
     let bytes_added = adds.iter().map(|a| a.size.max(0) as u64).sum();
     if let Some(dir) = target.local_dir() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| IngestError::target(&spec.name, format!("cannot create {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(|e| {
+            IngestError::target(&spec.name, format!("cannot create {}: {e}", dir.display()))
+        })?;
     }
     let table = deltalake::DeltaTableBuilder::from_url(target.url().clone())
         .map_err(|e| IngestError::target(&spec.name, e))?
@@ -316,7 +323,7 @@ async fn full_load(
     Ok(IngestReport {
         mode: Some(LoadMode::Full),
         committed: true,
-        version: table.version().unwrap_or_default().max(0) as u64,
+        version: table.version().unwrap_or_default(),
         source_rows: rows,
         inserted: rows,
         files_added,
@@ -435,7 +442,8 @@ async fn merge(
     let mut tspill = Spill::new(partitions, chunk);
     for (i, f) in state.files.iter().enumerate() {
         for b in target::read_file(target, &f.path, sizes.batch_rows).await? {
-            let b = b.map_err(|e| IngestError::target(&spec.name, format!("file {}: {e}", f.path)))?;
+            let b =
+                b.map_err(|e| IngestError::target(&spec.name, format!("file {}: {e}", f.path)))?;
             let (keys, hashes) = hasher.hash(&b)?;
             for (j, h) in hashes.iter().enumerate() {
                 tspill.push(keys.row(j).data(), *h, i as u64)?;
@@ -691,10 +699,14 @@ impl WatermarkMax {
             detail: format!("watermark column `{name}`: {e}"),
         };
         if self.conv.is_none() {
-            self.conv = Some(RowConverter::new(vec![SortField::new(col.data_type().clone())]).map_err(err)?);
+            self.conv = Some(
+                RowConverter::new(vec![SortField::new(col.data_type().clone())]).map_err(err)?,
+            );
         }
         let conv = self.conv.as_ref().expect("set above");
-        let rows = conv.convert_columns(std::slice::from_ref(col)).map_err(err)?;
+        let rows = conv
+            .convert_columns(std::slice::from_ref(col))
+            .map_err(err)?;
         let mut top: Option<usize> = None;
         for i in 0..col.len() {
             if col.is_null(i) {

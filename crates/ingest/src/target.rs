@@ -101,8 +101,7 @@ pub(crate) async fn read_file(
     batch_rows: usize,
 ) -> Result<ParquetRecordBatchReader, IngestError> {
     let object = loc.object_path(path);
-    let file =
-        crate::source::files::fetch_local(loc, loc.url().as_str(), path, &object).await?;
+    let file = crate::source::files::fetch_local(loc, loc.url().as_str(), path, &object).await?;
     ParquetRecordBatchReaderBuilder::try_new(file)
         .and_then(|b| b.with_batch_size(batch_rows).build())
         .map_err(|e| IngestError::target(loc.url().as_str(), format!("file {path}: {e}")))
@@ -206,7 +205,8 @@ impl FileWriter {
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        let batch = conform(batch, &self.schema).map_err(|e| IngestError::target(&self.table, e))?;
+        let batch =
+            conform(batch, &self.schema).map_err(|e| IngestError::target(&self.table, e))?;
         self.rows += batch.num_rows() as u64;
         self.writer
             .write(batch)

@@ -94,7 +94,8 @@ pub async fn check_keys(
                 None => {
                     out.missing_from_target += 1;
                     if out.sample.len() < SAMPLE {
-                        out.sample.push(format!("missing from target: {}", hasher.render(k)));
+                        out.sample
+                            .push(format!("missing from target: {}", hasher.render(k)));
                     }
                 }
             }
@@ -103,13 +104,15 @@ pub async fn check_keys(
             if n > 1 {
                 out.duplicate_target_keys += 1;
                 if out.sample.len() < SAMPLE {
-                    out.sample.push(format!("duplicate in target: {}", hasher.render(k)));
+                    out.sample
+                        .push(format!("duplicate in target: {}", hasher.render(k)));
                 }
             }
             if !in_source {
                 out.missing_from_source += 1;
                 if out.sample.len() < SAMPLE {
-                    out.sample.push(format!("not in source: {}", hasher.render(k)));
+                    out.sample
+                        .push(format!("not in source: {}", hasher.render(k)));
                 }
             }
         }

@@ -33,7 +33,9 @@ async fn csv_files_arriving_in_a_folder_are_merged_and_a_bad_row_is_refused() {
     std::fs::write(landing.join("ignored.txt"), "not a csv").unwrap();
     let mut def = file_def(SourceKind::Csv, "landing", "*.csv", &["id"]);
     def.options.delimiter = Some(";".into());
-    def.options.types.insert("amount".into(), "decimal(10,2)".into());
+    def.options
+        .types
+        .insert("amount".into(), "decimal(10,2)".into());
     let c = files_ctx(src.path());
     let root = loc(out.path());
     let target = root.child("files/landing").unwrap();
@@ -93,7 +95,11 @@ async fn jsonl_and_parquet_files_load() {
         "{\"id\": 1, \"kind\": \"a\", \"n\": 1.5, \"ok\": true}\n{\"id\": 2, \"kind\": \"b\", \"n\": null, \"ok\": false}\n",
     )
     .unwrap();
-    std::fs::write(j.join("2025/02.jsonl"), "{\"id\": 3, \"kind\": \"c\", \"n\": 2, \"ok\": true}\n").unwrap();
+    std::fs::write(
+        j.join("2025/02.jsonl"),
+        "{\"id\": 3, \"kind\": \"c\", \"n\": 2, \"ok\": true}\n",
+    )
+    .unwrap();
     let def = file_def(SourceKind::Jsonl, "events", "**/*.jsonl", &["id"]);
     let r = run(&def, &c, &root, &IngestOptions::default()).await;
     assert_eq!(r.inserted, 3);
@@ -109,9 +115,14 @@ async fn jsonl_and_parquet_files_load() {
     let p = src.path().join("pq");
     std::fs::create_dir_all(&p).unwrap();
     let batch = replicator_lake::sample::orders(0, 300, "emea");
-    for (i, part) in [batch.slice(0, 200), batch.slice(200, 100)].iter().enumerate() {
+    for (i, part) in [batch.slice(0, 200), batch.slice(200, 100)]
+        .iter()
+        .enumerate()
+    {
         let f = std::fs::File::create(p.join(format!("part-{i}.parquet"))).unwrap();
-        let mut w = parquet::arrow::ArrowWriter::try_new(f, Arc::new(part.schema().as_ref().clone()), None).unwrap();
+        let mut w =
+            parquet::arrow::ArrowWriter::try_new(f, Arc::new(part.schema().as_ref().clone()), None)
+                .unwrap();
         w.write(part).unwrap();
         w.close().unwrap();
     }
@@ -120,7 +131,10 @@ async fn jsonl_and_parquet_files_load() {
     let r = run(&def, &c, &root, &IngestOptions::default()).await;
     assert_eq!(r.inserted, 300);
     let target = root.child("files/pq").unwrap();
-    assert_eq!(target_rows(&target).await, replicator_lake::inspect::sorted_rows(&[batch]).unwrap());
+    assert_eq!(
+        target_rows(&target).await,
+        replicator_lake::inspect::sorted_rows(&[batch]).unwrap()
+    );
     // A file removed from the folder: its rows are deleted (hard_deletes).
     std::fs::remove_file(p.join("part-1.parquet")).unwrap();
     let r = run(&def, &c, &root, &IngestOptions::default()).await;

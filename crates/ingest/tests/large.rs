@@ -47,9 +47,19 @@ async fn a_million_rows_within_the_memory_budget() {
     let full = run(&def, &c, &root, &opts).await;
     let secs = started.elapsed().as_secs_f64();
     let after_full = peak_rss();
-    assert_eq!((full.mode, full.inserted), (Some(LoadMode::Full), ROWS as u64));
-    assert!(full.files_added > 1, "files are bounded: {}", full.files_added);
-    assert_eq!(replicator_ingest::count_target(&target).await.unwrap(), ROWS as u64);
+    assert_eq!(
+        (full.mode, full.inserted),
+        (Some(LoadMode::Full), ROWS as u64)
+    );
+    assert!(
+        full.files_added > 1,
+        "files are bounded: {}",
+        full.files_added
+    );
+    assert_eq!(
+        replicator_ingest::count_target(&target).await.unwrap(),
+        ROWS as u64
+    );
     eprintln!(
         "full load: {ROWS} rows in {secs:.1}s ({:.0} rows/s), {} files, {:.1} MiB; peak RSS {:.0} MiB (before {:.0} MiB)",
         ROWS as f64 / secs,

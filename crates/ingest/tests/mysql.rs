@@ -76,7 +76,10 @@ async fn mysql_full_load_then_merge_by_key_hash() {
         assert!(r7.contains(part), "{part} in {r7}");
     }
     let r10 = rows.iter().find(|r| r.starts_with("id=10|")).unwrap();
-    assert!(r10.contains("name=NULL|") && r10.contains("big=NULL"), "{r10}");
+    assert!(
+        r10.contains("name=NULL|") && r10.contains("big=NULL"),
+        "{r10}"
+    );
 
     let v = version(&target).await;
     let same = run(&def, &c, &root, &opts).await;
@@ -126,8 +129,14 @@ async fn mysql_watermark_query_and_unsupported_type() {
     .unwrap();
     let c = ctx(MYSQL_URL);
     let def = sql_def(SourceKind::Mysql, &t, &["id"]);
-    let err = replicator_ingest::open(&def, &c).await.unwrap_err().to_string();
-    assert!(err.contains(&t) && err.contains("`d`") && err.contains("time"), "{err}");
+    let err = replicator_ingest::open(&def, &c)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&t) && err.contains("`d`") && err.contains("time"),
+        "{err}"
+    );
 
     let mut q = def.clone();
     q.table = None;
@@ -136,7 +145,10 @@ async fn mysql_watermark_query_and_unsupported_type() {
     let dir = tempfile::tempdir().unwrap();
     let root = loc(dir.path());
     let full = run(&q, &c, &root, &IngestOptions::default()).await;
-    assert_eq!(full.watermark.as_deref(), Some("2025-01-01 00:03:20.000000"));
+    assert_eq!(
+        full.watermark.as_deref(),
+        Some("2025-01-01 00:03:20.000000")
+    );
     sqlx::raw_sql(&format!(
         "UPDATE {t} SET v = 'again', updated_at = '2025-03-01 00:00:00' WHERE id <= 7"
     ))
@@ -153,7 +165,10 @@ async fn mysql_watermark_query_and_unsupported_type() {
         },
     )
     .await;
-    assert_eq!((inc.mode, inc.source_rows, inc.updated), (Some(LoadMode::Watermark), 7, 7));
+    assert_eq!(
+        (inc.mode, inc.source_rows, inc.updated),
+        (Some(LoadMode::Watermark), 7, 7)
+    );
     assert_eq!(
         target_rows(&root.child(&t).unwrap()).await,
         source_rows(&q, &c).await

@@ -67,11 +67,17 @@ async fn postgres_full_load_then_merge_by_key_hash() {
     let r7 = rows.iter().find(|r| r.starts_with("id=7|")).unwrap();
     assert!(r7.contains("amount=-491.25"), "{r7}");
     assert!(r7.contains("at=2023-12-31T22:00:07"), "{r7}");
-    assert!(r7.contains("uid=8f14e45f-ceea-167a-5a36-dedd4bea2543"), "{r7}");
+    assert!(
+        r7.contains("uid=8f14e45f-ceea-167a-5a36-dedd4bea2543"),
+        "{r7}"
+    );
     assert!(r7.contains("doc={\"g\": 7}"), "{r7}");
     assert!(r7.contains("big=7000000000000000000000000"), "{r7}");
     let r10 = rows.iter().find(|r| r.starts_with("id=10|")).unwrap();
-    assert!(r10.contains("name=NULL|") && r10.contains("raw=NULL"), "{r10}");
+    assert!(
+        r10.contains("name=NULL|") && r10.contains("raw=NULL"),
+        "{r10}"
+    );
 
     // Nothing changed: no commit.
     let v = version(&target).await;
@@ -93,7 +99,12 @@ async fn postgres_full_load_then_merge_by_key_hash() {
     let soft = run(&def, &c, &root, &opts).await;
     assert!(soft.committed);
     assert_eq!(
-        (soft.updated, soft.inserted, soft.deleted, soft.gone_from_source),
+        (
+            soft.updated,
+            soft.inserted,
+            soft.deleted,
+            soft.gone_from_source
+        ),
         (100, 50, 0, 20)
     );
     assert_eq!(target_rows(&target).await.len(), 1050, "deletes kept");
@@ -101,10 +112,7 @@ async fn postgres_full_load_then_merge_by_key_hash() {
     def.hard_deletes = true;
     let hard = run(&def, &c, &root, &opts).await;
     assert!(hard.committed);
-    assert_eq!(
-        (hard.updated, hard.inserted, hard.deleted),
-        (0, 0, 20)
-    );
+    assert_eq!((hard.updated, hard.inserted, hard.deleted), (0, 0, 20));
     assert_eq!(target_rows(&target).await, source_rows(&def, &c).await);
     let v = version(&target).await;
     let again = run(&def, &c, &root, &opts).await;
@@ -113,8 +121,16 @@ async fn postgres_full_load_then_merge_by_key_hash() {
 
     // Validation: counts and key consistency.
     let source = replicator_ingest::open(&def, &c).await.unwrap();
-    assert_eq!(replicator_ingest::count_source(source.as_ref()).await.unwrap(), 1030);
-    assert_eq!(replicator_ingest::count_target(&target).await.unwrap(), 1030);
+    assert_eq!(
+        replicator_ingest::count_source(source.as_ref())
+            .await
+            .unwrap(),
+        1030
+    );
+    assert_eq!(
+        replicator_ingest::count_target(&target).await.unwrap(),
+        1030
+    );
     let keys = check_keys(source.as_ref(), &target, &["id".into()], 64 << 20)
         .await
         .unwrap();
@@ -142,7 +158,10 @@ async fn postgres_watermark_incremental() {
     def.watermark = Some("updated_at".into());
     let c = ctx(PG_URL);
     let full = run(&def, &c, &root, &IngestOptions::default()).await;
-    assert_eq!(full.watermark.as_deref(), Some("2025-01-01 00:08:20.000000"));
+    assert_eq!(
+        full.watermark.as_deref(),
+        Some("2025-01-01 00:08:20.000000")
+    );
 
     sqlx::raw_sql(&format!(
         "UPDATE {t} SET v = 'again', updated_at = timestamptz '2025-02-01 00:00:00+00' WHERE id <= 10;
@@ -157,7 +176,10 @@ async fn postgres_watermark_incremental() {
     };
     let inc = run(&def, &c, &root, &opts).await;
     assert_eq!(inc.mode, Some(LoadMode::Watermark));
-    assert_eq!(inc.source_rows, 15, "only rows after the watermark are read");
+    assert_eq!(
+        inc.source_rows, 15,
+        "only rows after the watermark are read"
+    );
     assert_eq!((inc.updated, inc.inserted, inc.deleted), (10, 5, 0));
     assert_eq!(inc.watermark.as_deref(), Some("2025-02-01 00:00:01.000000"));
     assert_eq!(target_rows(&target).await, source_rows(&def, &c).await);
@@ -202,7 +224,10 @@ async fn postgres_schema_drift_adds_columns_and_refuses_type_changes() {
     let added = run(&def, &c, &root, &opts).await;
     assert!(added.committed);
     assert_eq!(added.added_columns, ["note"]);
-    assert_eq!(added.updated, 3, "rows whose new column is NULL are unchanged");
+    assert_eq!(
+        added.updated, 3,
+        "rows whose new column is NULL are unchanged"
+    );
     assert_eq!(target_rows(&target).await, source_rows(&def, &c).await);
 
     sqlx::raw_sql(&format!(
@@ -217,7 +242,12 @@ async fn postgres_schema_drift_adds_columns_and_refuses_type_changes() {
         .unwrap_err();
     assert!(matches!(err, IngestError::SchemaDrift { .. }), "{err}");
     let msg = err.to_string();
-    assert!(msg.contains(&t) && msg.contains("`name`") && msg.contains("type changed from string to integer"), "{msg}");
+    assert!(
+        msg.contains(&t)
+            && msg.contains("`name`")
+            && msg.contains("type changed from string to integer"),
+        "{msg}"
+    );
     assert!(!err.is_transient());
     assert_eq!(version(&target).await, v, "nothing committed");
 
@@ -229,7 +259,10 @@ async fn postgres_schema_drift_adds_columns_and_refuses_type_changes() {
         .await
         .unwrap_err()
         .to_string();
-    assert!(msg.contains(&t) && msg.contains("`id`") && msg.contains("primary key"), "{msg}");
+    assert!(
+        msg.contains(&t) && msg.contains("`id`") && msg.contains("primary key"),
+        "{msg}"
+    );
     drop_table(&pool, &t).await;
 }
 
@@ -247,13 +280,21 @@ async fn postgres_query_source_and_refusals() {
     let c = ctx(PG_URL);
     // An unsupported type is refused by name, before any row moves.
     let def = sql_def(SourceKind::Postgres, &t, &["id"]);
-    let err = replicator_ingest::open(&def, &c).await.unwrap_err().to_string();
-    assert!(err.contains(&t) && err.contains("`span`") && err.contains("interval"), "{err}");
+    let err = replicator_ingest::open(&def, &c)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&t) && err.contains("`span`") && err.contains("interval"),
+        "{err}"
+    );
 
     // A query: its columns come through a temporary view.
     let mut q = sql_def(SourceKind::Postgres, &t, &["id"]);
     q.table = None;
-    q.query = Some(format!("SELECT id, upper(name) AS name, id * 2.5 AS x FROM {t} WHERE id <= 10"));
+    q.query = Some(format!(
+        "SELECT id, upper(name) AS name, id * 2.5 AS x FROM {t} WHERE id <= 10"
+    ));
     let dir = tempfile::tempdir().unwrap();
     let root = loc(dir.path());
     let r = run(&q, &c, &root, &IngestOptions::default()).await;

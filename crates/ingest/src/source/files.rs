@@ -158,10 +158,9 @@ fn normalize(ty: &DataType) -> Option<DataType> {
             DataType::Utf8
         }
         DataType::Binary | DataType::LargeBinary | DataType::BinaryView => DataType::Binary,
-        DataType::Timestamp(_, tz) => DataType::Timestamp(
-            TimeUnit::Microsecond,
-            tz.as_ref().map(|_| Arc::from("UTC")),
-        ),
+        DataType::Timestamp(_, tz) => {
+            DataType::Timestamp(TimeUnit::Microsecond, tz.as_ref().map(|_| Arc::from("UTC")))
+        }
         DataType::Date64 => DataType::Date32,
         DataType::Boolean
         | DataType::Int8
@@ -260,8 +259,7 @@ impl Source for FileSource {
                     }
                 };
                 let (me2, tx2, rel2) = (me.clone(), tx.clone(), rel.clone());
-                let done = tokio::task::spawn_blocking(move || me2.read(&rel2, file, &tx2))
-                    .await;
+                let done = tokio::task::spawn_blocking(move || me2.read(&rel2, file, &tx2)).await;
                 match done {
                     Ok(Ok(true)) => {}
                     Ok(Ok(false)) => return,

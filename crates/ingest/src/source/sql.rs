@@ -24,9 +24,9 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use futures::TryStreamExt;
-use sqlx::Row;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlRow};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{ConnectOptions, Connection, Row};
 
 use super::{BatchStream, Source, Watermark, channel_stream};
 use crate::definition::{SourceDefinition, SourceKind};
@@ -108,7 +108,9 @@ pub struct SqlSource {
 
 impl std::fmt::Debug for SqlSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqlSource").field("name", &self.name).finish()
+        f.debug_struct("SqlSource")
+            .field("name", &self.name)
+            .finish()
     }
 }
 
@@ -156,6 +158,14 @@ impl SqlSource {
                 let opts = PgConnectOptions::from_str(url)
                     .map_err(|e| fail("invalid connection URL", e))?
                     .options([("TimeZone", "UTC")]);
+                // One plain connection first: a refused connection or login fails at once
+                // instead of being retried by the pool until its acquire timeout.
+                opts.connect()
+                    .await
+                    .map_err(|e| fail("cannot connect", e))?
+                    .close()
+                    .await
+                    .map_err(|e| fail("cannot connect", e))?;
                 Pool::Pg(
                     PgPoolOptions::new()
                         .max_connections(2)
@@ -169,6 +179,12 @@ impl SqlSource {
                 let opts = MySqlConnectOptions::from_str(url)
                     .map_err(|e| fail("invalid connection URL", e))?
                     .timezone(Some("+00:00".to_owned()));
+                opts.connect()
+                    .await
+                    .map_err(|e| fail("cannot connect", e))?
+                    .close()
+                    .await
+                    .map_err(|e| fail("cannot connect", e))?;
                 Pool::My(
                     MySqlPoolOptions::new()
                         .max_connections(2)
@@ -310,8 +326,7 @@ impl Source for SqlSource {
                         let mut rows = $rows;
                         while let Some(row) = rows.try_next().await.map_err(&fail)? {
                             b.$push(&row)?;
-                            if b.len == batch_rows
-                                && tx.send(Ok(b.finish(&schema)?)).await.is_err()
+                            if b.len == batch_rows && tx.send(Ok(b.finish(&schema)?)).await.is_err()
                             {
                                 return Ok(());
                             }
@@ -638,9 +653,11 @@ impl Builders {
             let e = |e: sqlx::Error| column_err(name, e);
             match b {
                 Builder::Bool(x) => x.append_option(row.try_get::<Option<bool>, _>(i).map_err(e)?),
-                Builder::I8(x) => {
-                    x.append_option(row.try_get::<Option<i16>, _>(i).map_err(e)?.map(|v| v as i8))
-                }
+                Builder::I8(x) => x.append_option(
+                    row.try_get::<Option<i16>, _>(i)
+                        .map_err(e)?
+                        .map(|v| v as i8),
+                ),
                 Builder::I16(x) => x.append_option(row.try_get::<Option<i16>, _>(i).map_err(e)?),
                 Builder::I32(x) => x.append_option(row.try_get::<Option<i32>, _>(i).map_err(e)?),
                 Builder::I64(x) => x.append_option(row.try_get::<Option<i64>, _>(i).map_err(e)?),
@@ -651,9 +668,7 @@ impl Builders {
                     x.append_option(v.map(|v| parse_decimal(v, *s, name)).transpose()?)
                 }
                 Builder::Str(x) => x.append_option(row.try_get::<Option<&str>, _>(i).map_err(e)?),
-                Builder::Bin(x) => {
-                    x.append_option(row.try_get::<Option<&[u8]>, _>(i).map_err(e)?)
-                }
+                Builder::Bin(x) => x.append_option(row.try_get::<Option<&[u8]>, _>(i).map_err(e)?),
                 Builder::Date(x) => {
                     x.append_option(row.try_get::<Option<NaiveDate>, _>(i).map_err(e)?.map(days))
                 }
@@ -690,9 +705,7 @@ impl Builders {
                     x.append_option(v.map(|v| parse_decimal(v, *s, name)).transpose()?)
                 }
                 Builder::Str(x) => x.append_option(row.try_get::<Option<&str>, _>(i).map_err(e)?),
-                Builder::Bin(x) => {
-                    x.append_option(row.try_get::<Option<&[u8]>, _>(i).map_err(e)?)
-                }
+                Builder::Bin(x) => x.append_option(row.try_get::<Option<&[u8]>, _>(i).map_err(e)?),
                 Builder::Date(x) => {
                     x.append_option(row.try_get::<Option<NaiveDate>, _>(i).map_err(e)?.map(days))
                 }
@@ -725,9 +738,7 @@ impl Builders {
                     Builder::I64(x) => Arc::new(x.finish()),
                     Builder::F32(x) => Arc::new(x.finish()),
                     Builder::F64(x) => Arc::new(x.finish()),
-                    Builder::Dec(x, p, s) => {
-                        Arc::new(x.finish().with_precision_and_scale(*p, *s)?)
-                    }
+                    Builder::Dec(x, p, s) => Arc::new(x.finish().with_precision_and_scale(*p, *s)?),
                     Builder::Str(x) => Arc::new(x.finish()),
                     Builder::Bin(x) => Arc::new(x.finish()),
                     Builder::Date(x) => Arc::new(x.finish()),
@@ -792,14 +803,20 @@ mod tests {
     #[test]
     fn mysql_types_map() {
         assert_eq!(mysql_kind("tinyint(1)"), Some((Kind::Bool, Cast::None)));
-        assert_eq!(mysql_kind("int(10) unsigned"), Some((Kind::I64, Cast::Signed)));
+        assert_eq!(
+            mysql_kind("int(10) unsigned"),
+            Some((Kind::I64, Cast::Signed))
+        );
         assert_eq!(
             mysql_kind("decimal(12,2)"),
             Some((Kind::Decimal(12, 2), Cast::Text))
         );
         assert_eq!(mysql_kind("decimal(65,2)"), Some((Kind::Text, Cast::Text)));
         assert_eq!(mysql_kind("time"), None);
-        assert_eq!(pg_kind("numeric", ((12 << 16) | 2) + 4), Some((Kind::Decimal(12, 2), Cast::Text)));
+        assert_eq!(
+            pg_kind("numeric", ((12 << 16) | 2) + 4),
+            Some((Kind::Decimal(12, 2), Cast::Text))
+        );
         assert_eq!(pg_kind("numeric", -1), Some((Kind::Text, Cast::Text)));
         assert_eq!(pg_kind("interval", -1), None);
     }

@@ -14,7 +14,10 @@ pub const MYSQL_URL: &str = "mysql://root@127.0.0.1:3306/test";
 
 /// A table name no other test (or run) uses.
 pub fn unique(prefix: &str) -> String {
-    format!("{prefix}_{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+    format!(
+        "{prefix}_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
 }
 
 pub async fn pg() -> sqlx::PgPool {
