@@ -123,8 +123,10 @@ pub async fn open(
         }
         SourceKind::Csv | SourceKind::Jsonl | SourceKind::Parquet => {
             let path = def.path.as_deref().unwrap_or_default();
+            let relative = path.trim_matches('/');
             let root = match &ctx.files_root {
-                Some(root) => root.child(path)?,
+                Some(root) if relative.is_empty() || relative == "." => root.clone(),
+                Some(root) => root.child(relative)?,
                 None => TableLocation::parse(path)?,
             };
             Ok(Box::new(files::FileSource::new(def, root)?))

@@ -114,15 +114,21 @@ impl std::fmt::Debug for SqlSource {
     }
 }
 
+/// Whether another attempt may help: the connection went away (I/O, a server shutting the
+/// session down, SQLSTATE class 08 and 57P), a pool timeout, a serialization failure or a
+/// deadlock. Refused logins, missing tables and bad SQL are permanent.
 fn transient(e: &sqlx::Error) -> bool {
-    matches!(
-        e,
+    match e {
         sqlx::Error::Io(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::WorkerCrashed
-            | sqlx::Error::Protocol(_)
-    )
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(d) => d.code().is_some_and(|c| {
+            c.starts_with("08") || c.starts_with("57P") || matches!(&*c, "40001" | "40P01")
+        }),
+        _ => false,
+    }
 }
 
 impl SqlSource {
