@@ -408,6 +408,29 @@ async fn merge(
             }
         }
     }
+    // A new `timestamp_ntz` column needs the `timestampNtz` table feature, which delta-rs's
+    // protocol upgrade is not public to add; refuse rather than commit a table readers reject.
+    if let Some(f) = src_delta.fields().find(|f| {
+        added.contains(f.name()) && *f.data_type() == deltalake::kernel::DataType::TIMESTAMP_NTZ
+    }) {
+        let snap = state
+            .table
+            .snapshot()
+            .map_err(|e| IngestError::target(&spec.name, e))?;
+        let protocol = serde_json::to_value(snap.protocol()).unwrap_or_default();
+        let has = protocol["writerFeatures"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|v| v == "timestampNtz"));
+        if !has {
+            return Err(IngestError::SchemaDrift {
+                table: spec.name.clone(),
+                column: f.name().clone(),
+                detail: "a new timestamp without time zone column needs the table feature \
+                         timestampNtz, which the target does not have"
+                    .into(),
+            });
+        }
+    }
     for k in &spec.primary_key {
         if state.delta_schema.field(k).is_none() {
             return Err(IngestError::SchemaDrift {

@@ -112,6 +112,43 @@ async fn jsonl_and_parquet_files_load() {
         ]
     );
 
+    // The key + row-hash stream: one changed value changes exactly that row's hash.
+    async fn hashes(
+        def: &replicator_ingest::SourceDefinition,
+        c: &SourceContext,
+    ) -> std::collections::BTreeMap<Vec<u8>, u64> {
+        use futures::TryStreamExt;
+        let s = replicator_ingest::open(def, c).await.unwrap();
+        let batches: Vec<_> = s
+            .key_hashes(&["id".into()], None, 2)
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        let mut out = std::collections::BTreeMap::new();
+        for b in batches {
+            for (k, h) in b.keys.iter().zip(b.hashes) {
+                out.insert(k.data().to_vec(), h);
+            }
+        }
+        out
+    }
+    let before = hashes(&def, &c).await;
+    std::fs::write(
+        j.join("2025/02.jsonl"),
+        "{\"id\": 3, \"kind\": \"c\", \"n\": 2.5, \"ok\": true}\n",
+    )
+    .unwrap();
+    let after = hashes(&def, &c).await;
+    assert_eq!(before.len(), 3);
+    assert_eq!(
+        before.keys().collect::<Vec<_>>(),
+        after.keys().collect::<Vec<_>>()
+    );
+    let differ = before.iter().filter(|(k, h)| after[*k] != **h).count();
+    assert_eq!(differ, 1);
+
     let p = src.path().join("pq");
     std::fs::create_dir_all(&p).unwrap();
     let batch = replicator_lake::sample::orders(0, 300, "emea");

@@ -230,6 +230,24 @@ async fn postgres_schema_drift_adds_columns_and_refuses_type_changes() {
     );
     assert_eq!(target_rows(&target).await, source_rows(&def, &c).await);
 
+    // A new timestamp without time zone needs a table feature the target lacks: refused.
+    sqlx::raw_sql(&format!("ALTER TABLE {t} ADD COLUMN seen timestamp"))
+        .execute(&pool)
+        .await
+        .unwrap();
+    let msg = replicator_ingest::ingest_definition(&def, &c, &root, &opts)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("`seen`") && msg.contains("timestampNtz"),
+        "{msg}"
+    );
+    sqlx::raw_sql(&format!("ALTER TABLE {t} DROP COLUMN seen"))
+        .execute(&pool)
+        .await
+        .unwrap();
+
     sqlx::raw_sql(&format!(
         "ALTER TABLE {t} ALTER COLUMN name TYPE integer USING length(name)"
     ))
