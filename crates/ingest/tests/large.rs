@@ -1,6 +1,7 @@
 //! A million-row PostgreSQL table loaded within a memory budget, then merged after 1% of its
 //! rows changed and 0.1% were deleted. Its own test binary, so the process's peak RSS is
-//! this test's (a sanity bound only; nothing is timed).
+//! this test's (a sanity bound only; nothing is timed). `INGEST_LARGE_ROWS` (a multiple of
+//! 1000) runs it on another size, to see memory stay flat as the table grows.
 
 mod common;
 
@@ -17,7 +18,10 @@ fn peak_rss() -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_million_rows_within_the_memory_budget() {
-    const ROWS: i64 = 1_000_000;
+    let rows: i64 = std::env::var("INGEST_LARGE_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
     let pool = pg().await;
     let t = unique("ingest_pgbig");
     sqlx::raw_sql(&format!(
@@ -25,7 +29,7 @@ async fn a_million_rows_within_the_memory_budget() {
                            qty integer, flag boolean, at timestamptz, day date);
          INSERT INTO {t} SELECT g, md5(g::text), g * 0.01, g % 1000, g % 3 = 0,
              timestamptz '2025-01-01 00:00:00+00' + g * interval '1 second', date '2020-01-01' + (g % 2000)
-         FROM generate_series(1, {ROWS}) g;"
+         FROM generate_series(1, {rows}) g;"
     ))
     .execute(&pool)
     .await
@@ -49,7 +53,7 @@ async fn a_million_rows_within_the_memory_budget() {
     let after_full = peak_rss();
     assert_eq!(
         (full.mode, full.inserted),
-        (Some(LoadMode::Full), ROWS as u64)
+        (Some(LoadMode::Full), rows as u64)
     );
     assert!(
         full.files_added > 1,
@@ -58,11 +62,11 @@ async fn a_million_rows_within_the_memory_budget() {
     );
     assert_eq!(
         replicator_ingest::count_target(&target).await.unwrap(),
-        ROWS as u64
+        rows as u64
     );
     eprintln!(
-        "full load: {ROWS} rows in {secs:.1}s ({:.0} rows/s), {} files, {:.1} MiB; peak RSS {:.0} MiB (before {:.0} MiB)",
-        ROWS as f64 / secs,
+        "full load: {rows} rows in {secs:.1}s ({:.0} rows/s), {} files, {:.1} MiB; peak RSS {:.0} MiB (before {:.0} MiB)",
+        rows as f64 / secs,
         full.files_added,
         full.bytes_added as f64 / 1048576.0,
         after_full as f64 / 1048576.0,
@@ -81,11 +85,11 @@ async fn a_million_rows_within_the_memory_budget() {
     let after_merge = peak_rss();
     assert_eq!(
         (merged.updated, merged.deleted, merged.inserted),
-        (10_000, 1_000, 0)
+        (rows as u64 / 100, rows as u64 / 1000, 0)
     );
     assert_eq!(
         replicator_ingest::count_target(&target).await.unwrap(),
-        (ROWS - 1_000) as u64
+        (rows - rows / 1000) as u64
     );
     eprintln!(
         "merge (1% updated, 0.1% deleted): {secs:.1}s, {} files rewritten, {} rows copied, {:.1} MiB spilled; peak RSS {:.0} MiB",
