@@ -178,3 +178,47 @@ async fn jsonl_and_parquet_files_load() {
     assert_eq!((r.deleted, r.inserted, r.updated), (100, 0, 0));
     assert_eq!(target_rows(&target).await.len(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csv_watermark_reads_only_newer_rows() {
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let dir = src.path().join("w");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("a.csv"),
+        "id,v,changed\n1,a,2025-01-01T00:00:00\n2,b,2025-01-02T00:00:00\n",
+    )
+    .unwrap();
+    let mut def = file_def(SourceKind::Csv, "w", "*.csv", &["id"]);
+    def.watermark = Some("changed".into());
+    def.options
+        .types
+        .insert("changed".into(), "timestamp".into());
+    let c = files_ctx(src.path());
+    let root = loc(out.path());
+    let full = run(&def, &c, &root, &IngestOptions::default()).await;
+    assert_eq!(
+        full.watermark.as_deref(),
+        Some("2025-01-02 00:00:00.000000")
+    );
+    std::fs::write(
+        dir.join("a.csv"),
+        "id,v,changed\n1,a,2025-01-01T00:00:00\n2,B,2025-01-03T00:00:00\n3,c,2025-01-04T00:00:00\n",
+    )
+    .unwrap();
+    let inc = run(
+        &def,
+        &c,
+        &root,
+        &IngestOptions {
+            last_watermark: full.watermark,
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(inc.mode, Some(LoadMode::Watermark));
+    assert_eq!((inc.source_rows, inc.updated, inc.inserted), (2, 1, 1));
+    assert_eq!(inc.watermark.as_deref(), Some("2025-01-04 00:00:00.000000"));
+    assert_eq!(target_rows(&root.child("files/w").unwrap()).await.len(), 3);
+}
