@@ -32,7 +32,7 @@ use std::time::Instant;
 use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch};
 use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use arrow::row::{RowConverter, SortField};
-use deltalake::kernel::transaction::CommitBuilder;
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::{Action, MetadataExt, StructType};
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use futures::TryStreamExt;
@@ -297,7 +297,7 @@ async fn full_load(
     }
     let adds = writer.finish().await?;
     let files_added = adds.len() as u64;
-    let bytes_added = adds.iter().map(|a| a.size.max(0) as u64).sum();
+    let bytes_added: u64 = adds.iter().map(|a| a.size.max(0) as u64).sum();
     if let Some(dir) = target.local_dir() {
         std::fs::create_dir_all(dir).map_err(|e| {
             IngestError::target(&spec.name, format!("cannot create {}: {e}", dir.display()))
@@ -318,6 +318,14 @@ async fn full_load(
         .with_columns(delta.fields().cloned())
         .with_actions(adds.into_iter().map(Action::Add))
         .with_save_mode(SaveMode::ErrorIfExists)
+        .with_commit_properties(CommitProperties::default().with_metadata([(
+            "operationMetrics".to_owned(),
+            serde_json::json!({
+                "numOutputRows": rows,
+                "numFiles": files_added,
+                "numOutputBytes": bytes_added,
+            }),
+        )]))
         .await
         .map_err(|e| commit_error(&spec.name, e))?;
     Ok(IngestReport {
@@ -666,8 +674,21 @@ async fn merge(
         .map(|k| format!("target.`{k}` = source.`{k}`"))
         .collect::<Vec<_>>()
         .join(" AND ");
+    // Delta's MERGE metric names, in `commitInfo.operationMetrics`.
+    let metrics = serde_json::json!({
+        "numSourceRows": report.source_rows,
+        "numTargetRowsInserted": report.inserted,
+        "numTargetRowsUpdated": report.updated,
+        "numTargetRowsDeleted": report.deleted,
+        "numTargetRowsCopied": report.rewritten_rows,
+        "numOutputRows": report.inserted + report.updated + report.rewritten_rows,
+        "numTargetFilesAdded": report.files_added,
+        "numTargetFilesRemoved": report.files_removed,
+        "numTargetBytesAdded": report.bytes_added,
+    });
     let done = CommitBuilder::default()
         .with_max_retries(0)
+        .with_app_metadata(HashMap::from([("operationMetrics".to_owned(), metrics)]))
         .with_actions(actions)
         .build(
             Some(snap),

@@ -108,6 +108,33 @@ async fn postgres_full_load_then_merge_by_key_hash() {
         (100, 50, 0, 20)
     );
     assert_eq!(target_rows(&target).await.len(), 1050, "deletes kept");
+    let commit = std::fs::read_to_string(
+        target
+            .local_dir()
+            .unwrap()
+            .join(format!("_delta_log/{:020}.json", soft.version)),
+    )
+    .unwrap();
+    let info: serde_json::Value = commit
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find_map(|a| a.get("commitInfo").cloned())
+        .unwrap();
+    assert_eq!(info["operation"], "MERGE");
+    let m = &info["operationMetrics"];
+    assert_eq!(
+        (
+            &m["numTargetRowsUpdated"],
+            &m["numTargetRowsInserted"],
+            &m["numTargetRowsDeleted"]
+        ),
+        (
+            &serde_json::json!(100),
+            &serde_json::json!(50),
+            &serde_json::json!(0)
+        ),
+        "{info}"
+    );
 
     def.hard_deletes = true;
     let hard = run(&def, &c, &root, &opts).await;
