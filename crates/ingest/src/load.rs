@@ -1,0 +1,796 @@
+//! Loading a source into a Delta table: a full load when the target is missing, a merge by
+//! primary key when it is present, no commit when nothing changed.
+//!
+//! **Full load**: batches stream from the source into Parquet files (delta-rs's writer,
+//! bounded file and row-group sizes), then one commit creates the table with them. Keys are
+//! spilled on the way and checked for duplicates before the commit.
+//!
+//! **Merge** (copy-on-write, one commit, no DataFusion): every target file is read once and
+//! its rows reduced to `(key, row hash, file)`; the source is streamed once (all of it, or
+//! only the rows after the watermark) into `(key, row hash, row ordinal)` records and a local
+//! stash of its rows (a temporary Parquet file). Both record sets are hash-partitioned by key
+//! and spill to disk past a chunk, and each partition is joined on its own: a source key the
+//! target lacks is an insert, one whose hash differs an update, a target key the source lacks
+//! (full comparison only) a delete. Then new files are written: the stashed rows that were
+//! inserted or updated, and the surviving rows of every target file holding an updated or
+//! deleted key; the commit removes those files and adds the new ones, with a metadata action
+//! when the source gained columns. Deletes are applied only with `hard_deletes`.
+//!
+//! Memory: the join holds one partition (sized from the target's row count and the budget),
+//! the writer one row group, the stash one batch; what grows with the table is on disk.
+//! What grows with the *change* is in memory: the ordinals of changed rows (8 bytes each)
+//! and the keys to drop from rewritten files.
+//!
+//! Concurrency: the commit is written at the version read + 1 with no retry; another
+//! writer's commit in between fails this one as [`IngestError::CommitConflict`] (transient:
+//! a rerun recomputes against the new version), never a corrupt or half-merged table.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Seek;
+use std::time::Instant;
+
+use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch};
+use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use arrow::row::{RowConverter, SortField};
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
+use deltalake::kernel::{Action, MetadataExt, StructType};
+use deltalake::protocol::{DeltaOperation, SaveMode};
+use futures::TryStreamExt;
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::file::properties::WriterProperties;
+use replicator_lake::TableLocation;
+
+use crate::definition::SourceDefinition;
+use crate::error::IngestError;
+use crate::hash::KeyHasher;
+use crate::source::{Source, SourceContext, Watermark};
+use crate::spill::Spill;
+use crate::target::{self, FileWriter, TargetState};
+
+/// How a run loaded its target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoadMode {
+    /// The target was missing: every row, one commit creating the table.
+    Full,
+    /// Rows after the last watermark, merged by key (no deletes can be seen).
+    Watermark,
+    /// Every row compared by key and row hash with the target: inserts, updates, deletes.
+    KeyHash,
+}
+
+/// What to load: the key, the watermark column and the delete rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoadSpec {
+    /// The table's name in messages.
+    pub name: String,
+    pub primary_key: Vec<String>,
+    pub watermark: Option<String>,
+    pub hard_deletes: bool,
+}
+
+impl LoadSpec {
+    pub fn from_definition(def: &SourceDefinition) -> Self {
+        Self {
+            name: def.target.trim_matches('/').to_owned(),
+            primary_key: def.primary_key.clone(),
+            watermark: def.watermark.clone(),
+            hard_deletes: def.hard_deletes,
+        }
+    }
+}
+
+/// Knobs of one run.
+#[derive(Clone, Debug)]
+pub struct IngestOptions {
+    /// Memory the run may use for its buffers (join partitions, writer row groups), bytes.
+    pub memory_budget: u64,
+    /// Rows per batch from the source.
+    pub batch_rows: usize,
+    /// Size at which a new data file is started, bytes (at most half the budget).
+    pub target_file_size: u64,
+    /// The watermark the previous run returned ([`IngestReport::watermark`]); `None` with a
+    /// watermark column on an existing target: compare every row instead.
+    pub last_watermark: Option<String>,
+}
+
+impl Default for IngestOptions {
+    fn default() -> Self {
+        Self {
+            memory_budget: 256 << 20,
+            batch_rows: 8192,
+            target_file_size: 128 << 20,
+            last_watermark: None,
+        }
+    }
+}
+
+/// What a run did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct IngestReport {
+    pub mode: Option<LoadMode>,
+    /// Whether a commit was made (false: nothing changed).
+    pub committed: bool,
+    /// The target's version after the run.
+    pub version: u64,
+    /// Rows read from the source.
+    pub source_rows: u64,
+    pub inserted: u64,
+    pub updated: u64,
+    /// Target rows deleted (keys gone from the source, with `hard_deletes`).
+    pub deleted: u64,
+    /// Target keys the source no longer has (deleted only with `hard_deletes`).
+    pub gone_from_source: u64,
+    /// Unchanged rows copied from rewritten files.
+    pub rewritten_rows: u64,
+    pub files_added: u64,
+    pub files_removed: u64,
+    pub bytes_added: u64,
+    /// Columns the source gained, added to the target.
+    pub added_columns: Vec<String>,
+    /// The largest watermark value seen (or the last one when no row was newer): store it
+    /// and pass it as [`IngestOptions::last_watermark`] next time.
+    pub watermark: Option<String>,
+    /// Bytes of key records that went to spill files.
+    pub spilled_bytes: u64,
+    pub duration_ms: u64,
+}
+
+/// Open the source a definition describes and load it into `target_root`/`def.target`.
+pub async fn ingest_definition(
+    def: &SourceDefinition,
+    ctx: &SourceContext,
+    target_root: &TableLocation,
+    options: &IngestOptions,
+) -> Result<IngestReport, IngestError> {
+    let source = crate::source::open(def, ctx).await?;
+    let target = target_root.child(def.target.trim_matches('/'))?;
+    ingest(
+        source.as_ref(),
+        &LoadSpec::from_definition(def),
+        &target,
+        options,
+    )
+    .await
+}
+
+/// Load `source` into the Delta table at `target`.
+pub async fn ingest(
+    source: &dyn Source,
+    spec: &LoadSpec,
+    target: &TableLocation,
+    options: &IngestOptions,
+) -> Result<IngestReport, IngestError> {
+    let started = Instant::now();
+    let schema = source.schema().await?;
+    let exists = target::exists(target).await?;
+    for k in &spec.primary_key {
+        if schema.field_with_name(k).is_err() {
+            return Err(if exists {
+                IngestError::SchemaDrift {
+                    table: spec.name.clone(),
+                    column: k.clone(),
+                    detail: "primary key column is no longer in the source".into(),
+                }
+            } else {
+                IngestError::Data {
+                    table: spec.name.clone(),
+                    detail: format!("primary key column `{k}` is not in the source"),
+                }
+            });
+        }
+    }
+    if let Some(w) = &spec.watermark
+        && schema.field_with_name(w).is_err()
+    {
+        return Err(IngestError::Data {
+            table: spec.name.clone(),
+            detail: format!("watermark column `{w}` is not in the source"),
+        });
+    }
+    let plan = Sizes::new(options);
+    let mut report = if exists {
+        merge(source, spec, target, options, &plan, schema).await?
+    } else {
+        full_load(source, spec, target, &plan, schema).await?
+    };
+    if report.watermark.is_none() {
+        report.watermark = options.last_watermark.clone();
+    }
+    report.duration_ms = started.elapsed().as_millis() as u64;
+    tracing::info!(
+        table = %spec.name,
+        mode = ?report.mode,
+        committed = report.committed,
+        version = report.version,
+        rows = report.source_rows,
+        inserted = report.inserted,
+        updated = report.updated,
+        deleted = report.deleted,
+        ms = report.duration_ms,
+        "ingested"
+    );
+    Ok(report)
+}
+
+/// Sizes derived from the budget.
+struct Sizes {
+    budget: u64,
+    batch_rows: usize,
+    file_size: u64,
+    row_group_rows: usize,
+}
+
+impl Sizes {
+    fn new(o: &IngestOptions) -> Self {
+        let budget = o.memory_budget.max(16 << 20);
+        Self {
+            budget,
+            batch_rows: o.batch_rows.clamp(64, 1 << 20),
+            file_size: o.target_file_size.clamp(1 << 20, budget / 2),
+            // About an eighth of the budget in a row group being encoded, at ~128 bytes a row.
+            row_group_rows: ((budget / 8 / 128) as usize).clamp(8192, 1 << 20),
+        }
+    }
+
+    /// Partitions and chunk size for about `rows` records per side.
+    fn spill(&self, rows: u64) -> (usize, usize) {
+        // ~96 bytes per record held while joining (key, hash, tag, hash-table entry), half
+        // the budget for the partition being joined.
+        let per_partition = (self.budget / 2 / 96).max(1024);
+        let partitions = rows.div_ceil(per_partition).clamp(1, 256) as usize;
+        let chunk = ((self.budget / 8) as usize / (2 * partitions)).clamp(16 << 10, 1 << 20);
+        (partitions, chunk)
+    }
+}
+
+async fn full_load(
+    source: &dyn Source,
+    spec: &LoadSpec,
+    target: &TableLocation,
+    sizes: &Sizes,
+    schema: SchemaRef,
+) -> Result<IngestReport, IngestError> {
+    let delta = target::delta_schema(&schema, &spec.name)?;
+    let out = target::arrow_schema(&delta, &spec.name)?;
+    let hasher = KeyHasher::new(&schema, &spec.primary_key, &spec.name)?;
+    // The row count is unknown: enough partitions for tens of millions of keys.
+    let (partitions, chunk) = sizes.spill(64 * (sizes.budget / 96));
+    let mut keys = Spill::new(partitions, chunk);
+    let mut wm = WatermarkMax::new(spec.watermark.clone());
+    let mut writer = FileWriter::new(target, out, sizes.file_size, sizes.row_group_rows)?;
+    let mut stream = source.batches(None, sizes.batch_rows).await?;
+    let mut rows = 0u64;
+    let streamed: Result<(), IngestError> = async {
+        while let Some(b) = stream.try_next().await? {
+            let k = hasher.keys(&b)?;
+            for r in k.iter() {
+                keys.push(r.data(), 0, 0)?;
+            }
+            wm.update(&b)?;
+            rows += b.num_rows() as u64;
+            writer.write(&b).await?;
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = streamed {
+        writer.abort();
+        return Err(e);
+    }
+    for p in 0..keys.partitions() {
+        let records = keys.take(p)?;
+        let mut seen: HashSet<&[u8]> = HashSet::new();
+        for (k, _, _) in records.iter() {
+            if !seen.insert(k) {
+                writer.abort();
+                return Err(IngestError::Data {
+                    table: spec.name.clone(),
+                    detail: format!(
+                        "duplicate primary key in the source: {}; nothing was written",
+                        hasher.render(k)
+                    ),
+                });
+            }
+        }
+    }
+    let adds = writer.finish().await?;
+    let files_added = adds.len() as u64;
+    let bytes_added: u64 = adds.iter().map(|a| a.size.max(0) as u64).sum();
+    if let Some(dir) = target.local_dir() {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            IngestError::target(&spec.name, format!("cannot create {}: {e}", dir.display()))
+        })?;
+    }
+    let table = deltalake::DeltaTableBuilder::from_url(target.url().clone())
+        .map_err(|e| IngestError::target(&spec.name, e))?
+        .with_storage_options(
+            target
+                .options()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        )
+        .build()
+        .map_err(|e| IngestError::target(&spec.name, e))?
+        .create()
+        .with_columns(delta.fields().cloned())
+        .with_actions(adds.into_iter().map(Action::Add))
+        .with_save_mode(SaveMode::ErrorIfExists)
+        .with_commit_properties(CommitProperties::default().with_metadata([(
+            "operationMetrics".to_owned(),
+            serde_json::json!({
+                "numOutputRows": rows,
+                "numFiles": files_added,
+                "numOutputBytes": bytes_added,
+            }),
+        )]))
+        .await
+        .map_err(|e| commit_error(&spec.name, e))?;
+    Ok(IngestReport {
+        mode: Some(LoadMode::Full),
+        committed: true,
+        version: table.version().unwrap_or_default(),
+        source_rows: rows,
+        inserted: rows,
+        files_added,
+        bytes_added,
+        watermark: wm.value(),
+        spilled_bytes: keys.spilled,
+        ..Default::default()
+    })
+}
+
+fn commit_error(table: &str, e: deltalake::DeltaTableError) -> IngestError {
+    use deltalake::kernel::transaction::TransactionError as T;
+    let conflict = matches!(
+        &e,
+        deltalake::DeltaTableError::Transaction {
+            source: T::VersionAlreadyExists(_) | T::CommitConflict(_) | T::MaxCommitAttempts(_)
+        } | deltalake::DeltaTableError::VersionAlreadyExists(_)
+    ) || e.to_string().contains("already exists");
+    if conflict {
+        IngestError::CommitConflict {
+            table: table.to_owned(),
+            detail: crate::error::one_line(&e.to_string()),
+        }
+    } else {
+        IngestError::target(table, e)
+    }
+}
+
+/// What the join decided.
+#[derive(Default)]
+struct Changes {
+    /// Ordinals of stashed source rows to write (inserts and updates).
+    take: Vec<u64>,
+    /// Target file index → keys to drop from it (updated or deleted).
+    drop: HashMap<u32, HashSet<Vec<u8>>>,
+    inserted: u64,
+    updated: u64,
+    deleted: u64,
+    gone: u64,
+}
+
+/// A target key seen in a partition.
+struct Seen {
+    hash: u64,
+    /// Target files holding the key (more than one: a duplicate in the target).
+    files: Vec<u32>,
+    in_source: bool,
+}
+
+const SOURCE_ONLY: u32 = u32::MAX;
+
+async fn merge(
+    source: &dyn Source,
+    spec: &LoadSpec,
+    target: &TableLocation,
+    options: &IngestOptions,
+    sizes: &Sizes,
+    schema: SchemaRef,
+) -> Result<IngestReport, IngestError> {
+    let state = TargetState::load(target).await?;
+    // Schema drift: new source columns are added; a type change stops the table.
+    let src_delta = target::delta_schema(&schema, &spec.name)?;
+    let mut fields: Vec<_> = state.delta_schema.fields().cloned().collect();
+    let mut added = Vec::new();
+    for f in src_delta.fields() {
+        match state.delta_schema.field(f.name()) {
+            Some(t) if t.data_type() != f.data_type() => {
+                return Err(IngestError::SchemaDrift {
+                    table: spec.name.clone(),
+                    column: f.name().clone(),
+                    detail: format!(
+                        "type changed from {} to {}; the target is left as it is",
+                        t.data_type(),
+                        f.data_type()
+                    ),
+                });
+            }
+            Some(_) => {}
+            None => {
+                added.push(f.name().clone());
+                fields.push(f.clone());
+            }
+        }
+    }
+    // A new `timestamp_ntz` column needs the `timestampNtz` table feature, which delta-rs's
+    // protocol upgrade is not public to add; refuse rather than commit a table readers reject.
+    if let Some(f) = src_delta.fields().find(|f| {
+        added.contains(f.name()) && *f.data_type() == deltalake::kernel::DataType::TIMESTAMP_NTZ
+    }) {
+        let snap = state
+            .table
+            .snapshot()
+            .map_err(|e| IngestError::target(&spec.name, e))?;
+        let protocol = serde_json::to_value(snap.protocol()).unwrap_or_default();
+        let has = protocol["writerFeatures"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|v| v == "timestampNtz"));
+        if !has {
+            return Err(IngestError::SchemaDrift {
+                table: spec.name.clone(),
+                column: f.name().clone(),
+                detail: "a new timestamp without time zone column needs the table feature \
+                         timestampNtz, which the target does not have"
+                    .into(),
+            });
+        }
+    }
+    for k in &spec.primary_key {
+        if state.delta_schema.field(k).is_none() {
+            return Err(IngestError::SchemaDrift {
+                table: spec.name.clone(),
+                column: k.clone(),
+                detail: "primary key column is not in the target".into(),
+            });
+        }
+    }
+    let new_schema = if added.is_empty() {
+        state.delta_schema.clone()
+    } else {
+        StructType::try_new(fields).map_err(|e| IngestError::target(&spec.name, e))?
+    };
+    let out = target::arrow_schema(&new_schema, &spec.name)?;
+    let after = match (&spec.watermark, &options.last_watermark) {
+        (Some(column), Some(after)) => Some(Watermark {
+            column: column.clone(),
+            after: after.clone(),
+        }),
+        _ => None,
+    };
+    let mode = if after.is_some() {
+        LoadMode::Watermark
+    } else {
+        LoadMode::KeyHash
+    };
+    let hasher = KeyHasher::new(&schema, &spec.primary_key, &spec.name)?;
+    let (partitions, chunk) = sizes.spill(state.estimated_rows());
+
+    // The target's keys and row hashes, tagged with their file.
+    let mut tspill = Spill::new(partitions, chunk);
+    for (i, f) in state.files.iter().enumerate() {
+        for b in target::read_file(target, &f.path, sizes.batch_rows).await? {
+            let b =
+                b.map_err(|e| IngestError::target(&spec.name, format!("file {}: {e}", f.path)))?;
+            let (keys, hashes) = hasher.hash(&b)?;
+            for (j, h) in hashes.iter().enumerate() {
+                tspill.push(keys.row(j).data(), *h, i as u64)?;
+            }
+        }
+    }
+
+    // The source's, tagged with their ordinal, and its rows stashed.
+    let mut sspill = Spill::new(partitions, chunk);
+    let stash_err = |e: &dyn std::fmt::Display| IngestError::Data {
+        table: spec.name.clone(),
+        detail: format!("cannot stash source rows in a temporary file: {e}"),
+    };
+    let mut stash = ArrowWriter::try_new(
+        tempfile::tempfile().map_err(|e| stash_err(&e))?,
+        schema.clone(),
+        Some(
+            WriterProperties::builder()
+                .set_compression(parquet::basic::Compression::UNCOMPRESSED)
+                .set_max_row_group_row_count(Some(sizes.batch_rows))
+                .build(),
+        ),
+    )
+    .map_err(|e| stash_err(&e))?;
+    let mut wm = WatermarkMax::new(spec.watermark.clone());
+    let mut stream = source.batches(after.as_ref(), sizes.batch_rows).await?;
+    let mut ordinal = 0u64;
+    while let Some(b) = stream.try_next().await? {
+        let (keys, hashes) = hasher.hash(&b)?;
+        for (j, h) in hashes.iter().enumerate() {
+            sspill.push(keys.row(j).data(), *h, ordinal + j as u64)?;
+        }
+        wm.update(&b)?;
+        stash.write(&b).map_err(|e| stash_err(&e))?;
+        ordinal += b.num_rows() as u64;
+    }
+    let mut stash = stash.into_inner().map_err(|e| stash_err(&e))?;
+    stash.rewind().map_err(|e| stash_err(&e))?;
+
+    // Join partition by partition.
+    let deletes_visible = mode == LoadMode::KeyHash;
+    let mut ch = Changes::default();
+    for p in 0..partitions {
+        let t = tspill.take(p)?;
+        let s = sspill.take(p)?;
+        let mut seen: HashMap<&[u8], Seen> = HashMap::with_capacity(t.len_bytes() / 32);
+        for (k, h, file) in t.iter() {
+            seen.entry(k)
+                .and_modify(|e| e.files.push(file as u32))
+                .or_insert(Seen {
+                    hash: h,
+                    files: vec![file as u32],
+                    in_source: false,
+                });
+        }
+        for (k, h, ord) in s.iter() {
+            match seen.get_mut(k) {
+                Some(e) if e.in_source => {
+                    return Err(IngestError::Data {
+                        table: spec.name.clone(),
+                        detail: format!(
+                            "duplicate primary key in the source: {}; nothing was written",
+                            hasher.render(k)
+                        ),
+                    });
+                }
+                Some(e) => {
+                    e.in_source = true;
+                    if e.hash != h || e.files.len() > 1 {
+                        ch.updated += 1;
+                        ch.take.push(ord);
+                        for f in &e.files {
+                            ch.drop.entry(*f).or_default().insert(k.to_vec());
+                        }
+                    }
+                }
+                None => {
+                    ch.inserted += 1;
+                    ch.take.push(ord);
+                    seen.insert(
+                        k,
+                        Seen {
+                            hash: h,
+                            files: vec![SOURCE_ONLY],
+                            in_source: true,
+                        },
+                    );
+                }
+            }
+        }
+        if deletes_visible {
+            for (k, e) in &seen {
+                if e.in_source {
+                    continue;
+                }
+                ch.gone += 1;
+                if spec.hard_deletes {
+                    ch.deleted += e.files.len() as u64;
+                    for f in &e.files {
+                        ch.drop.entry(*f).or_default().insert(k.to_vec());
+                    }
+                }
+            }
+        }
+    }
+    let spilled_bytes = tspill.spilled + sspill.spilled;
+    let mut report = IngestReport {
+        mode: Some(mode),
+        version: state.version,
+        source_rows: ordinal,
+        inserted: ch.inserted,
+        updated: ch.updated,
+        deleted: ch.deleted,
+        gone_from_source: ch.gone,
+        watermark: wm.value(),
+        spilled_bytes,
+        ..Default::default()
+    };
+    if ch.take.is_empty() && ch.drop.is_empty() && added.is_empty() {
+        return Ok(report);
+    }
+
+    // New files: the changed source rows, then what survives of the touched target files.
+    let mut writer = FileWriter::new(target, out, sizes.file_size, sizes.row_group_rows)?;
+    let written: Result<Vec<Action>, IngestError> = async {
+        ch.take.sort_unstable();
+        let reader = ParquetRecordBatchReaderBuilder::try_new(stash)
+            .and_then(|b| b.with_batch_size(sizes.batch_rows).build())
+            .map_err(|e| stash_err(&e))?;
+        let (mut start, mut next) = (0u64, 0usize);
+        for b in reader {
+            let b = b.map_err(|e| stash_err(&e))?;
+            let n = b.num_rows() as u64;
+            let mut mask = vec![false; b.num_rows()];
+            let mut any = false;
+            while next < ch.take.len() && ch.take[next] < start + n {
+                mask[(ch.take[next] - start) as usize] = true;
+                any = true;
+                next += 1;
+            }
+            start += n;
+            if any {
+                writer.write(&filter(&b, mask, &spec.name)?).await?;
+            }
+        }
+        let mut touched: Vec<(&u32, &HashSet<Vec<u8>>)> = ch.drop.iter().collect();
+        touched.sort_by_key(|(i, _)| **i);
+        let mut removes = Vec::new();
+        for (i, drop) in touched {
+            let f = &state.files[*i as usize];
+            for b in target::read_file(target, &f.path, sizes.batch_rows).await? {
+                let b = b.map_err(|e| {
+                    IngestError::target(&spec.name, format!("file {}: {e}", f.path))
+                })?;
+                let keys = hasher.keys(&b)?;
+                let mask: Vec<bool> = keys.iter().map(|k| !drop.contains(k.data())).collect();
+                let kept = mask.iter().filter(|m| **m).count();
+                if kept > 0 {
+                    report.rewritten_rows += kept as u64;
+                    writer.write(&filter(&b, mask, &spec.name)?).await?;
+                }
+            }
+            removes.push(Action::Remove(f.remove.clone()));
+        }
+        Ok(removes)
+    }
+    .await;
+    let removes = match written {
+        Ok(r) => r,
+        Err(e) => {
+            writer.abort();
+            return Err(e);
+        }
+    };
+    let adds = writer.finish().await?;
+    report.files_added = adds.len() as u64;
+    report.files_removed = removes.len() as u64;
+    report.bytes_added = adds.iter().map(|a| a.size.max(0) as u64).sum();
+    let snap = state
+        .table
+        .snapshot()
+        .map_err(|e| IngestError::target(&spec.name, e))?;
+    let mut actions = Vec::new();
+    if !added.is_empty() {
+        let metadata = snap
+            .metadata()
+            .clone()
+            .with_schema(&new_schema)
+            .map_err(|e| IngestError::target(&spec.name, e))?;
+        actions.push(Action::Metadata(metadata));
+    }
+    actions.extend(removes);
+    actions.extend(adds.into_iter().map(Action::Add));
+    let on = spec
+        .primary_key
+        .iter()
+        .map(|k| format!("target.`{k}` = source.`{k}`"))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    // Delta's MERGE metric names, in `commitInfo.operationMetrics`.
+    let metrics = serde_json::json!({
+        "numSourceRows": report.source_rows,
+        "numTargetRowsInserted": report.inserted,
+        "numTargetRowsUpdated": report.updated,
+        "numTargetRowsDeleted": report.deleted,
+        "numTargetRowsCopied": report.rewritten_rows,
+        "numOutputRows": report.inserted + report.updated + report.rewritten_rows,
+        "numTargetFilesAdded": report.files_added,
+        "numTargetFilesRemoved": report.files_removed,
+        "numTargetBytesAdded": report.bytes_added,
+    });
+    let done = CommitBuilder::default()
+        .with_max_retries(0)
+        .with_app_metadata(HashMap::from([("operationMetrics".to_owned(), metrics)]))
+        .with_actions(actions)
+        .build(
+            Some(snap),
+            state.table.log_store(),
+            DeltaOperation::Merge {
+                predicate: None,
+                merge_predicate: Some(on),
+                matched_predicates: Vec::new(),
+                not_matched_predicates: Vec::new(),
+                not_matched_by_source_predicates: Vec::new(),
+            },
+        )
+        .await
+        .map_err(|e| commit_error(&spec.name, e))?;
+    report.committed = true;
+    report.version = done.version as u64;
+    report.added_columns = added;
+    Ok(report)
+}
+
+fn filter(b: &RecordBatch, mask: Vec<bool>, table: &str) -> Result<RecordBatch, IngestError> {
+    arrow::compute::filter_record_batch(b, &BooleanArray::from(mask))
+        .map_err(|e| IngestError::target(table, e))
+}
+
+/// The largest value of the watermark column seen, compared in Arrow's row format (which
+/// orders like the typed values), rendered as the SQL sources' watermark filter reads it.
+struct WatermarkMax {
+    column: Option<String>,
+    conv: Option<RowConverter>,
+    best: Option<(Vec<u8>, String)>,
+}
+
+impl WatermarkMax {
+    fn new(column: Option<String>) -> Self {
+        Self {
+            column,
+            conv: None,
+            best: None,
+        }
+    }
+
+    fn update(&mut self, b: &RecordBatch) -> Result<(), IngestError> {
+        let Some(name) = &self.column else {
+            return Ok(());
+        };
+        let Some(col) = b.column_by_name(name) else {
+            return Ok(());
+        };
+        let err = |e: arrow::error::ArrowError| IngestError::Data {
+            table: name.clone(),
+            detail: format!("watermark column `{name}`: {e}"),
+        };
+        if self.conv.is_none() {
+            self.conv = Some(
+                RowConverter::new(vec![SortField::new(col.data_type().clone())]).map_err(err)?,
+            );
+        }
+        let conv = self.conv.as_ref().expect("set above");
+        let rows = conv
+            .convert_columns(std::slice::from_ref(col))
+            .map_err(err)?;
+        let mut top: Option<usize> = None;
+        for i in 0..col.len() {
+            if col.is_null(i) {
+                continue;
+            }
+            let better = match (top, &self.best) {
+                (Some(t), _) => rows.row(i) > rows.row(t),
+                (None, Some((best, _))) => rows.row(i).data() > best.as_slice(),
+                (None, None) => true,
+            };
+            if better {
+                top = Some(i);
+            }
+        }
+        if let Some(i) = top
+            && self
+                .best
+                .as_ref()
+                .is_none_or(|(best, _)| rows.row(i).data() > best.as_slice())
+        {
+            self.best = Some((rows.row(i).data().to_vec(), render(col, i).map_err(err)?));
+        }
+        Ok(())
+    }
+
+    fn value(&self) -> Option<String> {
+        self.best.as_ref().map(|(_, v)| v.clone())
+    }
+}
+
+/// One value as a watermark: timestamps `YYYY-MM-DD HH:MM:SS.ffffff` (UTC), dates
+/// `YYYY-MM-DD`, numbers and text as Arrow displays them.
+fn render(col: &ArrayRef, i: usize) -> Result<String, arrow::error::ArrowError> {
+    use arrow::array::AsArray;
+    use arrow::datatypes::TimestampMicrosecondType;
+    if let DataType::Timestamp(TimeUnit::Microsecond, _) = col.data_type() {
+        let v = col.as_primitive::<TimestampMicrosecondType>().value(i);
+        if let Some(t) = chrono::DateTime::from_timestamp_micros(v) {
+            return Ok(t.naive_utc().format("%Y-%m-%d %H:%M:%S%.6f").to_string());
+        }
+    }
+    arrow::util::display::array_value_to_string(col, i)
+}

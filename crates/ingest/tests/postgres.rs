@@ -1,0 +1,357 @@
+//! Ingestion from the machine's PostgreSQL (127.0.0.1:5432, trust, database `test`): each
+//! test creates its own table and drops it at the end.
+
+mod common;
+
+use common::*;
+use replicator_ingest::{IngestError, IngestOptions, LoadMode, SourceKind, check_keys};
+
+/// Every supported type, with NULLs in every non-key column of one row in ten.
+async fn create_typed(pool: &sqlx::PgPool, t: &str, rows: i64) {
+    sqlx::raw_sql(&format!(
+        "CREATE TABLE {t} (
+            id bigint PRIMARY KEY, name text, code varchar(8), amount numeric(12,2),
+            big numeric, flag boolean, born date, seen timestamp, at timestamptz, uid uuid,
+            doc jsonb, small smallint, mid integer, ratio real, score double precision,
+            raw bytea);
+         INSERT INTO {t} SELECT g,
+            CASE WHEN g % 10 = 0 THEN NULL ELSE 'name-' || g END,
+            CASE WHEN g % 10 = 0 THEN NULL ELSE 'c' || (g % 7) END,
+            CASE WHEN g % 10 = 0 THEN NULL ELSE g * 1.25 - 500 END,
+            CASE WHEN g % 10 = 0 THEN NULL ELSE g::numeric * 1000000000000000000000000 END,
+            CASE WHEN g % 10 = 0 THEN NULL ELSE g % 2 = 0 END,
+            CASE WHEN g % 10 = 0 THEN NULL ELSE date '2020-01-01' + g::int END,
+            CASE WHEN g % 10 = 0 THEN NULL ELSE timestamp '2024-01-01 00:00:00.123456' + g * interval '1 minute' END,
+            CASE WHEN g % 10 = 0 THEN NULL ELSE timestamptz '2024-01-01 00:00:00+02' + g * interval '1 second' END,
+            CASE WHEN g % 10 = 0 THEN NULL ELSE md5(g::text)::uuid END,
+            CASE WHEN g % 10 = 0 THEN NULL ELSE jsonb_build_object('g', g) END,
+            CASE WHEN g % 10 = 0 THEN NULL ELSE (g % 100)::smallint END,
+            CASE WHEN g % 10 = 0 THEN NULL ELSE (g * 3)::int END,
+            CASE WHEN g % 10 = 0 THEN NULL ELSE (g / 4.0)::real END,
+            CASE WHEN g % 10 = 0 THEN NULL ELSE g / 3.0 END,
+            CASE WHEN g % 10 = 0 THEN NULL ELSE decode(md5(g::text), 'hex') END
+         FROM generate_series(1, {rows}) g;"
+    ))
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+async fn drop_table(pool: &sqlx::PgPool, t: &str) {
+    sqlx::raw_sql(&format!("DROP TABLE IF EXISTS {t}"))
+        .execute(pool)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_full_load_then_merge_by_key_hash() {
+    let pool = pg().await;
+    let t = unique("ingest_pg");
+    create_typed(&pool, &t, 1000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let root = loc(dir.path());
+    let target = root.child(&t).unwrap();
+    let mut def = sql_def(SourceKind::Postgres, &t, &["id"]);
+    let c = ctx(PG_URL);
+    let opts = IngestOptions::default();
+
+    let full = run(&def, &c, &root, &opts).await;
+    assert_eq!(full.mode, Some(LoadMode::Full));
+    assert!(full.committed);
+    assert_eq!((full.source_rows, full.inserted), (1000, 1000));
+    let rows = target_rows(&target).await;
+    assert_eq!(rows.len(), 1000);
+    assert_eq!(rows, source_rows(&def, &c).await);
+    // Values read back: a decimal at its scale, a timestamp with time zone in UTC, a NULL.
+    let r7 = rows.iter().find(|r| r.starts_with("id=7|")).unwrap();
+    assert!(r7.contains("amount=-491.25"), "{r7}");
+    assert!(r7.contains("at=2023-12-31T22:00:07"), "{r7}");
+    assert!(
+        r7.contains("uid=8f14e45f-ceea-167a-5a36-dedd4bea2543"),
+        "{r7}"
+    );
+    assert!(r7.contains("doc={\"g\": 7}"), "{r7}");
+    assert!(r7.contains("big=7000000000000000000000000"), "{r7}");
+    let r10 = rows.iter().find(|r| r.starts_with("id=10|")).unwrap();
+    assert!(
+        r10.contains("name=NULL|") && r10.contains("raw=NULL"),
+        "{r10}"
+    );
+
+    // Nothing changed: no commit.
+    let v = version(&target).await;
+    let same = run(&def, &c, &root, &opts).await;
+    assert_eq!(same.mode, Some(LoadMode::KeyHash));
+    assert!(!same.committed);
+    assert_eq!((same.inserted, same.updated, same.deleted), (0, 0, 0));
+    assert_eq!(version(&target).await, v);
+
+    // 100 updates, 50 inserts, 20 deletes.
+    sqlx::raw_sql(&format!(
+        "UPDATE {t} SET name = 'changed-' || id WHERE id <= 100;
+         INSERT INTO {t} (id, name, amount) SELECT g, 'new', 1.5 FROM generate_series(1001, 1050) g;
+         DELETE FROM {t} WHERE id BETWEEN 901 AND 920;"
+    ))
+    .execute(&pool)
+    .await
+    .unwrap();
+    let soft = run(&def, &c, &root, &opts).await;
+    assert!(soft.committed);
+    assert_eq!(
+        (
+            soft.updated,
+            soft.inserted,
+            soft.deleted,
+            soft.gone_from_source
+        ),
+        (100, 50, 0, 20)
+    );
+    assert_eq!(target_rows(&target).await.len(), 1050, "deletes kept");
+    let commit = std::fs::read_to_string(
+        target
+            .local_dir()
+            .unwrap()
+            .join(format!("_delta_log/{:020}.json", soft.version)),
+    )
+    .unwrap();
+    let info: serde_json::Value = commit
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find_map(|a| a.get("commitInfo").cloned())
+        .unwrap();
+    assert_eq!(info["operation"], "MERGE");
+    let m = &info["operationMetrics"];
+    assert_eq!(
+        (
+            &m["numTargetRowsUpdated"],
+            &m["numTargetRowsInserted"],
+            &m["numTargetRowsDeleted"]
+        ),
+        (
+            &serde_json::json!(100),
+            &serde_json::json!(50),
+            &serde_json::json!(0)
+        ),
+        "{info}"
+    );
+
+    def.hard_deletes = true;
+    let hard = run(&def, &c, &root, &opts).await;
+    assert!(hard.committed);
+    assert_eq!((hard.updated, hard.inserted, hard.deleted), (0, 0, 20));
+    assert_eq!(target_rows(&target).await, source_rows(&def, &c).await);
+    let v = version(&target).await;
+    let again = run(&def, &c, &root, &opts).await;
+    assert!(!again.committed);
+    assert_eq!(version(&target).await, v);
+
+    // Validation: counts and key consistency.
+    let source = replicator_ingest::open(&def, &c).await.unwrap();
+    assert_eq!(
+        replicator_ingest::count_source(source.as_ref())
+            .await
+            .unwrap(),
+        1030
+    );
+    assert_eq!(
+        replicator_ingest::count_target(&target).await.unwrap(),
+        1030
+    );
+    let keys = check_keys(source.as_ref(), &target, &["id".into()], 64 << 20)
+        .await
+        .unwrap();
+    assert!(keys.consistent(), "{keys:?}");
+    assert_eq!((keys.source_rows, keys.target_rows), (1030, 1030));
+    drop_table(&pool, &t).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_watermark_incremental() {
+    let pool = pg().await;
+    let t = unique("ingest_pgwm");
+    sqlx::raw_sql(&format!(
+        "CREATE TABLE {t} (id int PRIMARY KEY, v text, updated_at timestamptz NOT NULL);
+         INSERT INTO {t} SELECT g, 'v' || g, timestamptz '2025-01-01 00:00:00+00' + g * interval '1 second'
+         FROM generate_series(1, 500) g;"
+    ))
+    .execute(&pool)
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let root = loc(dir.path());
+    let target = root.child(&t).unwrap();
+    let mut def = sql_def(SourceKind::Postgres, &t, &["id"]);
+    def.watermark = Some("updated_at".into());
+    let c = ctx(PG_URL);
+    let full = run(&def, &c, &root, &IngestOptions::default()).await;
+    assert_eq!(
+        full.watermark.as_deref(),
+        Some("2025-01-01 00:08:20.000000")
+    );
+
+    sqlx::raw_sql(&format!(
+        "UPDATE {t} SET v = 'again', updated_at = timestamptz '2025-02-01 00:00:00+00' WHERE id <= 10;
+         INSERT INTO {t} SELECT g, 'late', timestamptz '2025-02-01 00:00:01+00' FROM generate_series(501, 505) g;"
+    ))
+    .execute(&pool)
+    .await
+    .unwrap();
+    let opts = IngestOptions {
+        last_watermark: full.watermark.clone(),
+        ..Default::default()
+    };
+    let inc = run(&def, &c, &root, &opts).await;
+    assert_eq!(inc.mode, Some(LoadMode::Watermark));
+    assert_eq!(
+        inc.source_rows, 15,
+        "only rows after the watermark are read"
+    );
+    assert_eq!((inc.updated, inc.inserted, inc.deleted), (10, 5, 0));
+    assert_eq!(inc.watermark.as_deref(), Some("2025-02-01 00:00:01.000000"));
+    assert_eq!(target_rows(&target).await, source_rows(&def, &c).await);
+
+    let v = version(&target).await;
+    let opts = IngestOptions {
+        last_watermark: inc.watermark.clone(),
+        ..Default::default()
+    };
+    let none = run(&def, &c, &root, &opts).await;
+    assert_eq!((none.source_rows, none.committed), (0, false));
+    assert_eq!(none.watermark, inc.watermark, "the watermark is kept");
+    assert_eq!(version(&target).await, v);
+    drop_table(&pool, &t).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_schema_drift_adds_columns_and_refuses_type_changes() {
+    let pool = pg().await;
+    let t = unique("ingest_pgdrift");
+    sqlx::raw_sql(&format!(
+        "CREATE TABLE {t} (id int PRIMARY KEY, name text);
+         INSERT INTO {t} SELECT g, 'n' || g FROM generate_series(1, 100) g;"
+    ))
+    .execute(&pool)
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let root = loc(dir.path());
+    let target = root.child(&t).unwrap();
+    let def = sql_def(SourceKind::Postgres, &t, &["id"]);
+    let c = ctx(PG_URL);
+    let opts = IngestOptions::default();
+    run(&def, &c, &root, &opts).await;
+
+    sqlx::raw_sql(&format!(
+        "ALTER TABLE {t} ADD COLUMN note text; UPDATE {t} SET note = 'x' WHERE id <= 3;"
+    ))
+    .execute(&pool)
+    .await
+    .unwrap();
+    let added = run(&def, &c, &root, &opts).await;
+    assert!(added.committed);
+    assert_eq!(added.added_columns, ["note"]);
+    assert_eq!(
+        added.updated, 3,
+        "rows whose new column is NULL are unchanged"
+    );
+    assert_eq!(target_rows(&target).await, source_rows(&def, &c).await);
+
+    // A new timestamp without time zone needs a table feature the target lacks: refused.
+    sqlx::raw_sql(&format!("ALTER TABLE {t} ADD COLUMN seen timestamp"))
+        .execute(&pool)
+        .await
+        .unwrap();
+    let msg = replicator_ingest::ingest_definition(&def, &c, &root, &opts)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("`seen`") && msg.contains("timestampNtz"),
+        "{msg}"
+    );
+    sqlx::raw_sql(&format!("ALTER TABLE {t} DROP COLUMN seen"))
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    sqlx::raw_sql(&format!(
+        "ALTER TABLE {t} ALTER COLUMN name TYPE integer USING length(name)"
+    ))
+    .execute(&pool)
+    .await
+    .unwrap();
+    let v = version(&target).await;
+    let err = replicator_ingest::ingest_definition(&def, &c, &root, &opts)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, IngestError::SchemaDrift { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&t)
+            && msg.contains("`name`")
+            && msg.contains("type changed from string to integer"),
+        "{msg}"
+    );
+    assert!(!err.is_transient());
+    assert_eq!(version(&target).await, v, "nothing committed");
+
+    sqlx::raw_sql(&format!("ALTER TABLE {t} DROP COLUMN id"))
+        .execute(&pool)
+        .await
+        .unwrap();
+    let msg = replicator_ingest::ingest_definition(&def, &c, &root, &opts)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains(&t) && msg.contains("`id`") && msg.contains("primary key"),
+        "{msg}"
+    );
+    drop_table(&pool, &t).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_query_source_and_refusals() {
+    let pool = pg().await;
+    let t = unique("ingest_pgq");
+    sqlx::raw_sql(&format!(
+        "CREATE TABLE {t} (id int PRIMARY KEY, name text, span interval);
+         INSERT INTO {t} SELECT g, 'n' || g, g * interval '1 hour' FROM generate_series(1, 50) g;"
+    ))
+    .execute(&pool)
+    .await
+    .unwrap();
+    let c = ctx(PG_URL);
+    // An unsupported type is refused by name, before any row moves.
+    let def = sql_def(SourceKind::Postgres, &t, &["id"]);
+    let err = replicator_ingest::open(&def, &c)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&t) && err.contains("`span`") && err.contains("interval"),
+        "{err}"
+    );
+
+    // A query: its columns come through a temporary view.
+    let mut q = sql_def(SourceKind::Postgres, &t, &["id"]);
+    q.table = None;
+    q.query = Some(format!(
+        "SELECT id, upper(name) AS name, id * 2.5 AS x FROM {t} WHERE id <= 10"
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let root = loc(dir.path());
+    let r = run(&q, &c, &root, &IngestOptions::default()).await;
+    assert_eq!(r.inserted, 10);
+    let rows = target_rows(&root.child(&t).unwrap()).await;
+    assert_eq!(rows.len(), 10);
+    assert!(rows.contains(&"id=1|name=N1|x=2.5".to_owned()), "{rows:?}");
+
+    // A password never appears in an error.
+    let bad = ctx("postgres://postgres:supersecret@127.0.0.1:1/test");
+    let err = replicator_ingest::open(&def, &bad).await.unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    assert!(!err.to_string().contains("supersecret"), "{err}");
+    drop_table(&pool, &t).await;
+}
