@@ -2,101 +2,16 @@
 //!
 //! The key is Arrow's row format of the primary-key columns (bytes that compare and hash
 //! like the typed values); the row hash folds a 64-bit hash of every other column, in
-//! order. The hashing is the lake's key reconciliation's (`replicator_lake::compare`,
-//! `columns.rs`): fixed-width values by their bytes through splitmix64, strings and binaries
-//! by xxh3, booleans by value, NULL as a constant. That function is private to the lake
-//! crate, so it is repeated here unchanged; the two must stay equal for a comparison of an
-//! ingested table by the reconciler to agree with the ingestion's own.
+//! order. The hashing is the lake's key reconciliation's own function
+//! ([`replicator_lake::compare::hash_columns`]), so a comparison of an ingested table by the
+//! reconciler agrees with the ingestion's.
 
 use arrow::array::{ArrayRef, RecordBatch, new_null_array};
-use arrow::datatypes::{DataType, Field, Schema};
+use arrow::datatypes::{Field, Schema};
 use arrow::row::{RowConverter, Rows, SortField};
-use twox_hash::XxHash3_64;
+use replicator_lake::compare::hash_columns;
 
 use crate::error::IngestError;
-
-/// The hash of a NULL value.
-const NULL_HASH: u64 = 0x6e75_6c6c_6e75_6c6c;
-
-fn mix64(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-fn combine(row: u64, value: u64) -> u64 {
-    (row.rotate_left(23) ^ value).wrapping_mul(0x9E37_79B9_7F4A_7C15)
-}
-
-/// Fold every row of `columns` into `hashes` (see the module doc).
-fn hash_columns(columns: &[ArrayRef], hashes: &mut [u64]) -> Result<(), arrow::error::ArrowError> {
-    use arrow::array::{Array, AsArray};
-    for col in columns {
-        let nulls = col.logical_nulls();
-        let is_null = |i: usize| nulls.as_ref().is_some_and(|b| b.is_null(i));
-        let mut fold = |f: &dyn Fn(usize) -> u64| {
-            for (i, h) in hashes.iter_mut().enumerate() {
-                *h = combine(*h, if is_null(i) { NULL_HASH } else { f(i) });
-            }
-        };
-        let dt = col.data_type();
-        if let Some(width) = dt
-            .primitive_width()
-            .filter(|w| matches!(w, 1 | 2 | 4 | 8 | 16 | 32))
-        {
-            let data = col.to_data();
-            let start = data.offset() * width;
-            let bytes = &data.buffers()[0].as_slice()[start..start + col.len() * width];
-            fold(&|i| {
-                bytes[i * width..(i + 1) * width]
-                    .chunks(8)
-                    .fold(0u64, |acc, c| {
-                        let mut word = [0u8; 8];
-                        word[..c.len()].copy_from_slice(c);
-                        mix64(acc ^ u64::from_le_bytes(word))
-                    })
-            });
-            continue;
-        }
-        match dt {
-            DataType::Boolean => {
-                let a = col.as_boolean();
-                fold(&|i| mix64(a.value(i) as u64 + 1));
-            }
-            DataType::Utf8 => {
-                let a = col.as_string::<i32>();
-                fold(&|i| XxHash3_64::oneshot(a.value(i).as_bytes()));
-            }
-            DataType::LargeUtf8 => {
-                let a = col.as_string::<i64>();
-                fold(&|i| XxHash3_64::oneshot(a.value(i).as_bytes()));
-            }
-            DataType::Utf8View => {
-                let a = col.as_string_view();
-                fold(&|i| XxHash3_64::oneshot(a.value(i).as_bytes()));
-            }
-            DataType::Binary => {
-                let a = col.as_binary::<i32>();
-                fold(&|i| XxHash3_64::oneshot(a.value(i)));
-            }
-            DataType::LargeBinary => {
-                let a = col.as_binary::<i64>();
-                fold(&|i| XxHash3_64::oneshot(a.value(i)));
-            }
-            DataType::BinaryView => {
-                let a = col.as_binary_view();
-                fold(&|i| XxHash3_64::oneshot(a.value(i)));
-            }
-            _ => {
-                let conv = RowConverter::new(vec![SortField::new(dt.clone())])?;
-                let rows = conv.convert_columns(std::slice::from_ref(col))?;
-                fold(&|i| XxHash3_64::oneshot(rows.row(i).data()));
-            }
-        }
-    }
-    Ok(())
-}
 
 /// Keys and row hashes of batches of one shape (the reference schema's types: a batch's
 /// columns are found by name and cast to them; a column a batch lacks is NULL).
@@ -234,6 +149,7 @@ mod tests {
     use std::sync::Arc;
 
     use arrow::array::{Int64Array, StringArray};
+    use arrow::datatypes::DataType;
 
     use super::*;
 

@@ -30,7 +30,7 @@ fn combine(row: u64, value: u64) -> u64 {
 /// Hash every row of `columns` into `hashes`, column by column: fixed-width values by their
 /// bytes, strings and binaries by xxh3, booleans by value, anything else (nested, dictionary)
 /// through Arrow's row format. Works on the columns' memory directly: no per-row encoding.
-pub(super) fn hash_columns(columns: &[ArrayRef], hashes: &mut [u64]) -> Result<(), LakeError> {
+pub fn hash_columns(columns: &[ArrayRef], hashes: &mut [u64]) -> Result<(), LakeError> {
     use arrow::array::{Array, AsArray};
     for col in columns {
         let nulls = col.logical_nulls();

@@ -40,7 +40,8 @@ mod join;
 mod output;
 mod spill;
 
-use columns::{ScanPlan, hash_columns};
+use columns::ScanPlan;
+pub use columns::hash_columns;
 use join::join_all;
 use spill::Spill;
 
