@@ -24,6 +24,8 @@ pub struct RunOptions {
     pub validate_only: bool,
     /// Show progress bars (only drawn on a terminal).
     pub progress: bool,
+    /// `replicator ingest`: only the config's ingest sources (docs/ingest.md).
+    pub ingest_only: bool,
 }
 
 /// What `run` produced.
@@ -37,26 +39,42 @@ pub enum RunOutput {
     Completed(RunCompleted),
 }
 
-/// The request a config describes.
-pub fn request_from(config: &Config, operation: Option<Operation>) -> ReplicationRequest {
-    config.request(
+/// The request a config describes, with its ingest sources (docs/ingest.md).
+pub fn request_from(
+    config: &Config,
+    operation: Option<Operation>,
+) -> anyhow::Result<ReplicationRequest> {
+    let mut request = config.request(
         operation,
         Some(format!("replicator-cli/{}", env!("CARGO_PKG_VERSION"))),
-    )
+    );
+    request.ingest = crate::ingest::sources(config)?;
+    Ok(request)
 }
 
 /// Check what can be checked without changing anything: the config (already validated when
 /// loaded), both roots, and the tables the filters select (for the Databricks engine:
 /// connectivity and access on both workspaces).
 pub async fn validate(config: &Config) -> anyhow::Result<Vec<String>> {
-    let request = request_from(config, None);
+    let request = request_from(config, None)?;
     let engines = Engines::only_for(config, request.engine)?;
     engines.get(request.engine)?.probe(&request).await
 }
 
 /// Run the config's request end to end in this process.
 pub async fn run(config: &Config, opts: &RunOptions) -> anyhow::Result<RunOutput> {
-    let request = request_from(config, opts.operation);
+    let mut request = request_from(config, opts.operation)?;
+    if opts.ingest_only {
+        anyhow::ensure!(
+            !request.ingest.is_empty(),
+            "the config has no `ingest` section: nothing to ingest"
+        );
+        // The sources only: not the tables under `source.root` (file sources keep it as
+        // their root), not the catalog.
+        request.source_root.clear();
+        request.catalog = false;
+        request.engine = replicator_proto::EngineKind::Native;
+    }
     if opts.validate_only {
         return Ok(RunOutput::Validated {
             tables: validate(config).await?,

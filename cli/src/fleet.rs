@@ -130,7 +130,7 @@ pub async fn serve(
 
 /// Publish the request a config describes on the `requests` queue; returns its run ID.
 pub async fn submit(config: &Config, operation: Option<Operation>) -> anyhow::Result<Uuid> {
-    let request = crate::embedded::request_from(config, operation);
+    let request = crate::embedded::request_from(config, operation)?;
     let bus = connect_bus(config).await?;
     typed::publish(bus.as_ref(), names::REQUESTS, &request)
         .await

@@ -18,6 +18,7 @@ pub mod databricks;
 pub mod demo;
 pub mod embedded;
 pub mod fleet;
+pub mod ingest;
 pub mod output;
 pub mod progress;
 pub mod runtime;

@@ -81,6 +81,7 @@ mod tests {
 
     fn task() -> CloneTask {
         CloneTask {
+            ingest: None,
             header: Header::new(Uuid::now_v7()),
             task_id: Uuid::now_v7(),
             attempt: 1,

@@ -19,6 +19,7 @@
 mod catalog;
 mod events;
 mod header;
+mod ingest;
 pub mod names;
 mod requests;
 mod results;
@@ -28,6 +29,7 @@ mod tasks;
 pub use catalog::{CatalogOutcome, CatalogResult, CatalogTask, ObjectKind, Shard};
 pub use events::{DeadLetter, PlannedTable, RunCompleted, RunPlanned, SyncNotice};
 pub use header::{DecodeError, Header, Message, SCHEMA_VERSION, decode, encode};
+pub use ingest::{IngestMetrics, IngestMode, IngestSource};
 pub use requests::{EngineKind, Operation, ReplicationRequest, TableFilter};
 pub use results::{
     Check, CloneMetrics, CloneResult, ErrorKind, KeyDiff, Outcome, PartitionDiff, ReconcileResult,

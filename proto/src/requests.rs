@@ -138,6 +138,10 @@ pub struct ReplicationRequest {
     /// tags (docs/catalog.md) — as catalog tasks of the run.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub catalog: bool,
+    /// Sources to ingest into Delta tables under `target_root` (docs/ingest.md), one task
+    /// each, beside the tables found under `source_root` (which may then be empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ingest: Vec<crate::IngestSource>,
 }
 
 #[cfg(test)]

@@ -73,6 +73,9 @@ pub struct CloneResult {
     /// Databricks engine: the SQL statements run for this clone, failed ones included.
     #[serde(default)]
     pub statement_ids: Vec<String>,
+    /// An ingestion's account: mode, rows inserted, updated and deleted, watermark.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingest: Option<crate::IngestMetrics>,
 }
 
 /// One validation check.

@@ -37,6 +37,10 @@ pub struct CloneTask {
     /// Clone the source as of this instant (`TIMESTAMP AS OF`; the run's consistent cut).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub as_of: Option<chrono::DateTime<chrono::Utc>>,
+    /// An ingestion (docs/ingest.md) instead of a clone: `source` names the source
+    /// (`postgres public.orders`), `target` is the Delta table's location.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingest: Option<crate::IngestSource>,
 }
 
 /// Work item: validate one target against its source.
@@ -55,4 +59,8 @@ pub struct ReconcileTask {
     /// The engine that validates this table.
     #[serde(default)]
     pub engine: EngineKind,
+    /// The validation of an ingestion: row counts and primary-key consistency of the
+    /// target against this source (docs/ingest.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingest: Option<crate::IngestSource>,
 }

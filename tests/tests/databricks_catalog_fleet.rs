@@ -128,6 +128,7 @@ catalog:
         dry_run: false,
         validate_only: false,
         progress: false,
+        ingest_only: false,
     };
     let RunOutput::Completed(done) = run(&config, &opts).await.unwrap() else {
         panic!("expected a completed run");
@@ -326,6 +327,7 @@ catalog:
         dry_run: false,
         validate_only: false,
         progress: false,
+        ingest_only: false,
     };
     let RunOutput::Completed(done) = run(&config, &opts).await.unwrap() else {
         panic!("expected a completed run");
@@ -399,6 +401,7 @@ catalog:
         dry_run: false,
         validate_only: false,
         progress: false,
+        ingest_only: false,
     };
     env.tgt.clear_log();
     let RunOutput::Completed(done) = run(&config, &opts).await.unwrap() else {

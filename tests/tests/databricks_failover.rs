@@ -24,6 +24,7 @@ use databricks_env::{Env, loc, rows};
 
 fn task(source_root: &str, target_root: &str, table: &str) -> CloneTask {
     CloneTask {
+        ingest: None,
         header: Header::new(uuid::Uuid::now_v7()),
         task_id: uuid::Uuid::now_v7(),
         attempt: 1,
@@ -43,6 +44,7 @@ async fn clone(engine: &DatabricksEngine, task: &CloneTask) -> Cloned {
     let ctx = CloneContext {
         parallelism: 1,
         progress: None,
+        last_watermark: None,
     };
     engine.clone_table(task, &ctx).await.unwrap()
 }

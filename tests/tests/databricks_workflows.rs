@@ -289,6 +289,7 @@ async fn the_engine_clones_a_task_as_of_its_instant() {
     let (source_root, target_root) = replicator_engine::databricks::roots(&config);
     let engine = DatabricksEngine::from_config(&config).unwrap();
     let task = CloneTask {
+        ingest: None,
         header: Header::new(uuid::Uuid::now_v7()),
         task_id: uuid::Uuid::now_v7(),
         attempt: 1,
@@ -305,6 +306,7 @@ async fn the_engine_clones_a_task_as_of_its_instant() {
     let ctx = CloneContext {
         parallelism: 1,
         progress: None,
+        last_watermark: None,
     };
     let cloned = engine.clone_table(&task, &ctx).await.unwrap();
     assert!(!cloned.statement_ids.is_empty());

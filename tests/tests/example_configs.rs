@@ -14,6 +14,14 @@ fn example_configs_are_valid() {
             let text = std::fs::read_to_string(&path).unwrap();
             Config::from_yaml(&text, Vec::new(), &[])
                 .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            // Ingest sources, inline and from their directory, as `replicator ingest` reads
+            // them (docs/ingest.md).
+            let config = Config::load(&path, &[]).unwrap();
+            let sources = replicator_cli::ingest::sources(&config)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            if config.ingest.is_some() {
+                assert!(sources.len() >= 3, "{}: {sources:?}", path.display());
+            }
             seen += 1;
         }
     }

@@ -30,6 +30,7 @@ async fn requests_become_tasks_and_bad_requests_become_dead_letters() {
     .unwrap();
 
     let request = |root: &str| ReplicationRequest {
+        ingest: Vec::new(),
         header: Header::new(uuid::Uuid::now_v7()),
         operation: Operation::All,
         source_root: root.into(),

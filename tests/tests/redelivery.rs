@@ -46,6 +46,7 @@ impl Harness {
             .unwrap();
         let run_id = Uuid::now_v7();
         let request = ReplicationRequest {
+            ingest: Vec::new(),
             header: Header::new(run_id),
             operation: Operation::All,
             source_root: dir.path().join("source").display().to_string(),
@@ -61,6 +62,7 @@ impl Harness {
             catalog: false,
         };
         let task = CloneTask {
+            ingest: None,
             header: Header::new(run_id),
             task_id: Uuid::now_v7(),
             attempt: 1,
@@ -336,6 +338,7 @@ async fn a_task_delivered_again_after_it_finished_changes_nothing() {
 async fn a_failed_redelivery_of_a_cloned_task_still_queues_its_validation() {
     let h = Harness::new().await;
     let first = replicator_proto::CloneResult {
+        ingest: None,
         header: Header::new(h.task.header.run_id),
         task_id: h.task.task_id,
         attempt: 1,

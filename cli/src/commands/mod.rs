@@ -57,6 +57,10 @@ pub enum Command {
     Run(run::RunArgs),
     /// Validate a config and list the tables it selects.
     Validate(run::ValidateArgs),
+    /// Ingest the config's `ingest` sources (databases, files) into Delta tables: a full
+    /// load when a table is missing, a merge by key afterwards (docs/ingest.md). Only the
+    /// sources, not the tables under `source.root`; all services in this process.
+    Ingest(run::IngestArgs),
     /// Run one or more services as a long-lived worker over the configured broker
     /// (`bus.backend: rabbitmq` or `kafka`), with /healthz, /readyz and /metrics.
     Serve(fleet::ServeArgs),
@@ -133,7 +137,8 @@ impl Logs {
         overrides: &[String],
         default_level: Option<&str>,
     ) -> Option<Config> {
-        match Config::load(path, overrides) {
+        // The ingest sources (inline and from their directory) are checked with the rest.
+        match Config::load(path, overrides).and_then(|c| crate::ingest::sources(&c).map(|_| c)) {
             Ok(c) => {
                 self.init(Some(&c.log), default_level.unwrap_or(&c.log.level));
                 Some(c)
@@ -174,6 +179,7 @@ pub async fn main(cli: Cli) -> ExitCode {
         Command::Audit { command } => audit::run(command, &logs).await,
         Command::Run(args) => run::run(args, &logs).await,
         Command::Validate(args) => run::validate(args, &logs).await,
+        Command::Ingest(args) => run::ingest(args, &logs).await,
         Command::Serve(args) => fleet::serve(args, &logs).await,
         Command::Submit(args) => fleet::submit(args, &logs).await,
         Command::Watch(args) => fleet::watch(args, &logs).await,

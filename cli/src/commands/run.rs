@@ -29,6 +29,18 @@ pub struct RunArgs {
 }
 
 #[derive(clap::Args)]
+pub struct IngestArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Print each source's plan (full load or merge) after opening it; write nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Print the run summary as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
 pub struct ValidateArgs {
     #[command(flatten)]
     config: ConfigArg,
@@ -52,6 +64,17 @@ pub async fn run(args: RunArgs, logs: &Logs) -> ExitCode {
         dry_run: args.dry_run,
         validate_only: args.validate_only,
         progress: !args.json,
+        ingest_only: false,
+    };
+    run_config(&args.config, opts, args.json, logs).await
+}
+
+pub async fn ingest(args: IngestArgs, logs: &Logs) -> ExitCode {
+    let opts = RunOptions {
+        dry_run: args.dry_run,
+        progress: !args.json,
+        ingest_only: true,
+        ..Default::default()
     };
     run_config(&args.config, opts, args.json, logs).await
 }
@@ -130,6 +153,10 @@ async fn run_loaded(config: &Config, opts: RunOptions, json: bool) -> ExitCode {
                         serde_json::json!({
                             "table": i.table, "source": i.source, "target": i.target,
                             "source_version": i.source_version, "would": i.would, "problem": i.problem,
+                            "ingest": i.ingest.is_some().then(|| serde_json::json!({
+                                "mode": if i.target_version.is_some() { "merge" } else { "full" },
+                                "target_version": i.target_version,
+                            })),
                         })
                     })
                     .collect();
@@ -159,6 +186,20 @@ async fn run_loaded(config: &Config, opts: RunOptions, json: bool) -> ExitCode {
                     plan.items.len()
                 );
                 for i in &plan.items {
+                    if i.ingest.is_some() {
+                        match (&i.problem, i.target_version) {
+                            (Some(p), _) => println!("  {:<32} cannot ingest: {p}", i.table),
+                            (None, None) => println!(
+                                "  {:<32} ingest {}: full load (no table yet)",
+                                i.table, i.source
+                            ),
+                            (None, Some(v)) => println!(
+                                "  {:<32} ingest {}: merge by key into v{v}",
+                                i.table, i.source
+                            ),
+                        }
+                        continue;
+                    }
                     match (&i.would, &i.problem) {
                         (_, Some(p)) => println!("  {:<32} cannot clone: {p}", i.table),
                         (Some(m), None) => println!(

@@ -63,6 +63,7 @@ mod tests {
 
     fn task() -> CloneTask {
         CloneTask {
+            ingest: None,
             header: replicator_proto::Header::new(uuid::Uuid::from_u128(9)),
             task_id: uuid::Uuid::now_v7(),
             attempt: 1,

@@ -68,6 +68,7 @@ mod tests {
 
     fn task(table: &str) -> CloneTask {
         CloneTask {
+            ingest: None,
             header: Header::new(uuid::Uuid::now_v7()),
             task_id: uuid::Uuid::now_v7(),
             attempt: 1,

@@ -19,7 +19,7 @@ use replicator_databricks::ops::{Reconciled, SourceTable, Step};
 use replicator_databricks::{DatabricksError, Ident, TableName};
 use replicator_proto::EngineKind;
 use replicator_proto::{
-    CatalogTask, CloneTask, ReconcileTask, ReplicationRequest, ValidationDepth,
+    CatalogTask, CloneTask, ErrorKind, ReconcileTask, ReplicationRequest, ValidationDepth,
 };
 
 use crate::{
@@ -238,6 +238,9 @@ impl Engine for DatabricksEngine {
     }
 
     async fn clone_table(&self, task: &CloneTask, _ctx: &CloneContext) -> Result<Cloned, Failure> {
+        if task.ingest.is_some() {
+            return Err(not_an_ingest_engine(&task.table));
+        }
         let (step, version) = self
             .replicate(&task.source, task.as_of)
             .await
@@ -254,6 +257,7 @@ impl Engine for DatabricksEngine {
                 .is_some_and(|m| m.num_copied_files > 0 || m.num_removed_files > 0),
             metrics: step.metrics,
             statement_ids: step.statement_ids,
+            ingest: None,
         })
     }
 
@@ -262,6 +266,9 @@ impl Engine for DatabricksEngine {
         task: &ReconcileTask,
         _ctx: &CheckContext<'_>,
     ) -> Result<Checked, Failure> {
+        if task.ingest.is_some() {
+            return Err(not_an_ingest_engine(&task.table));
+        }
         let r = self.reconcile(&task.source).await.map_err(failure)?;
         Ok(Checked {
             source_version: task.source_version,
@@ -382,6 +389,15 @@ impl Engine for DatabricksEngine {
         anyhow::ensure!(failed.is_empty(), "{}", failed.join("; "));
         Ok(probes.into_iter().map(|p| p.check).collect())
     }
+}
+
+/// Ingestion (docs/ingest.md) writes Delta tables with the native engine only.
+fn not_an_ingest_engine(table: &str) -> Failure {
+    Failure::new(
+        ErrorKind::Permanent,
+        format!("ingest {table}: ingestion runs on the native engine, not the Databricks engine"),
+        false,
+    )
 }
 
 #[cfg(test)]

@@ -76,6 +76,10 @@ pub struct PlannedItem {
     pub would: Option<CloneMetrics>,
     /// Filled by dry runs when the table cannot be cloned.
     pub problem: Option<String>,
+    /// An ingestion (docs/ingest.md): `source` names the source, `target` the Delta table.
+    pub ingest: Option<replicator_proto::IngestSource>,
+    /// Filled by dry runs of an ingestion: the target's version (none: a full load).
+    pub target_version: Option<u64>,
 }
 
 impl PlannedItem {
@@ -89,7 +93,25 @@ impl PlannedItem {
             source_version: None,
             would: None,
             problem: None,
+            ingest: None,
+            target_version: None,
         }
+    }
+
+    /// The ingestion of `src` into its table under `target_root`, named by its target path;
+    /// a definition that is not valid is refused naming the source and the key.
+    pub fn ingestion(
+        src: &replicator_proto::IngestSource,
+        target_root: &replicator_lake::TableLocation,
+    ) -> Result<Self, EngineError> {
+        let def = native::ingest_definition(src)
+            .map_err(|f| EngineError::NotConfigured(f.error.message))?;
+        let table = def.target.trim_matches('/').to_owned();
+        let target = target_root.child(&table)?.url().to_string();
+        Ok(Self {
+            ingest: Some(src.clone()),
+            ..Self::new(table, src.name.clone(), target)
+        })
     }
 }
 
@@ -103,6 +125,8 @@ pub struct Cloned {
     pub metrics: Option<CloneMetrics>,
     /// Warehouse statements that ran, in order (Databricks engine).
     pub statement_ids: Vec<String>,
+    /// An ingestion's account (docs/ingest.md).
+    pub ingest: Option<replicator_proto::IngestMetrics>,
 }
 
 /// What checking a replica found (the checks ran; they may have failed).
@@ -195,6 +219,8 @@ pub struct CloneContext {
     pub parallelism: usize,
     /// Observer of copy progress.
     pub progress: Option<ProgressFn>,
+    /// An ingestion with a watermark column: the watermark its target's last load stored.
+    pub last_watermark: Option<String>,
 }
 
 /// What a check is given besides its task.
@@ -305,6 +331,15 @@ pub trait Engine: Send + Sync {
     }
 }
 
+/// The config's ingestion settings (its defaults without an `ingest` section).
+fn ingest_settings(config: &replicator_common::Config) -> native::IngestSettings {
+    config
+        .ingest
+        .as_ref()
+        .map(native::IngestSettings::from_config)
+        .unwrap_or_default()
+}
+
 /// The engines of one process, built once from its config and handed to every service.
 #[derive(Clone)]
 pub struct Engines {
@@ -334,7 +369,7 @@ impl Engines {
             None => None,
         };
         Ok(Self {
-            native: Arc::new(NativeEngine::new(storage)),
+            native: Arc::new(NativeEngine::new(storage).with_ingest(ingest_settings(config))),
             databricks,
             catalog: Arc::new(config.catalog.clone().unwrap_or_default()),
         })
@@ -349,7 +384,11 @@ impl Engines {
         match kind {
             EngineKind::Native => Ok(Self {
                 catalog: Arc::new(config.catalog.clone().unwrap_or_default()),
-                ..Self::native(replicator_lake::StorageRoots::from_config(config)?)
+                native: Arc::new(
+                    NativeEngine::new(replicator_lake::StorageRoots::from_config(config)?)
+                        .with_ingest(ingest_settings(config)),
+                ),
+                databricks: None,
             }),
             EngineKind::Databricks => Self::from_config(config),
         }

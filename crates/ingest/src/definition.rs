@@ -51,9 +51,20 @@ impl SourceKind {
 /// A connection URL by reference: `env:VAR`, `file:/path`, `{ env: VAR }` or
 /// `{ file: PATH }` — the config crate's [`SecretRef`]. An inline URL is refused (it may
 /// carry a password), and the refusal never repeats it.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(transparent)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ConnectionRef(pub SecretRef);
+
+/// Written back as it is read (`env:VAR`, `file:/path`): a definition travels to the
+/// fleet's workers in its request and must read the same there.
+impl Serialize for ConnectionRef {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match (&self.0.env, &self.0.file) {
+            (Some(var), _) => s.serialize_str(&format!("env:{var}")),
+            (None, Some(path)) => s.serialize_str(&format!("file:{}", path.display())),
+            (None, None) => s.serialize_none(),
+        }
+    }
+}
 
 impl ConnectionRef {
     pub fn env(var: &str) -> Self {
@@ -170,6 +181,11 @@ fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, ConfigErr
     serde_path_to_error::deserialize(doc).map_err(|e| {
         let path = e.path().to_string();
         let message = e.inner().to_string();
+        // serde_yaml starts its message with the path again; the key says it already.
+        let message = message
+            .strip_prefix(&format!("{path}: "))
+            .map(str::to_owned)
+            .unwrap_or(message);
         if path == "." || path.is_empty() {
             ConfigError::Invalid(message)
         } else {

@@ -26,6 +26,7 @@ mod attempts;
 mod audit;
 mod catalog;
 mod error;
+mod ingest;
 mod leases;
 mod notifications;
 mod open;

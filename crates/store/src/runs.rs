@@ -373,6 +373,7 @@ mod tests {
             .await
             .unwrap();
         let result = CloneResult {
+            ingest: None,
             header: Header::new(run_id),
             task_id: tasks[0].task_id,
             attempt: 1,
@@ -399,6 +400,7 @@ mod tests {
             Some(3)
         );
         let failed = CloneResult {
+            ingest: None,
             task_id: tasks[1].task_id,
             outcome: Outcome::Failed,
             metrics: None,

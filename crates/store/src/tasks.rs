@@ -53,7 +53,8 @@ impl Store {
         let m = r.metrics.clone().unwrap_or_default();
         let done = sqlx::query(concat!(
             "UPDATE tasks SET status = $1, source_version = COALESCE($2, source_version), target_version = $3,
-               copied_files = $4, copied_bytes = $5, removed_files = $6, error = $7, updated_at = $8
+               copied_files = $4, copied_bytes = $5, removed_files = $6, error = $7, updated_at = $8,
+               detail = COALESCE($10, detail)
              WHERE task_id = $9 AND status IN ",
             clone_pending_sql!()
         ))
@@ -66,6 +67,8 @@ impl Store {
         .bind(r.error.as_ref().map(|e| e.message.clone()))
         .bind(&ts)
         .bind(r.task_id.to_string())
+        // An ingestion's account (mode, rows inserted, updated, deleted).
+        .bind(r.ingest.as_ref().map(|i| i.account(r.committed)))
         .execute(&mut *tx)
         .await?;
         let first = done.rows_affected() == 1;

@@ -5,6 +5,7 @@ use uuid::Uuid;
 
 pub(crate) fn request() -> ReplicationRequest {
     ReplicationRequest {
+        ingest: Vec::new(),
         header: Header::new(Uuid::now_v7()),
         operation: Operation::Replication,
         source_root: "/s".into(),
@@ -81,6 +82,7 @@ pub(crate) fn clone_result(
 ) -> replicator_proto::CloneResult {
     let failed = outcome == replicator_proto::Outcome::Failed;
     replicator_proto::CloneResult {
+        ingest: None,
         header: Header::new(run_id),
         task_id: task.task_id,
         attempt: 1,

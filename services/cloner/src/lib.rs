@@ -78,6 +78,8 @@ struct Cloner {
     engines: Engines,
     copy_parallelism: usize,
     progress: Option<ProgressSink>,
+    /// Ingestions' watermarks (docs/ingest.md).
+    store: Store,
 }
 
 /// Start consuming `tasks.clone` and `tasks.catalog`; returns once both consumers are
@@ -101,6 +103,7 @@ pub async fn spawn(
         engines,
         copy_parallelism: config.copy_parallelism,
         progress,
+        store: store.clone(),
     });
     let clones = replicator_worker::spawn(
         work,
@@ -148,7 +151,23 @@ impl Work for Cloner {
             .engines
             .get_for(task.engine, &task.source)
             .map_err(|e| Failure::new(ErrorKind::Permanent, e.to_string(), false))?;
+        // An ingestion with a watermark column reads only rows after the last load's.
+        let last_watermark = match task.ingest.as_ref().and_then(|i| i.watermark_column()) {
+            Some(column) => self
+                .store
+                .ingest_watermark(&task.target, column)
+                .await
+                .map_err(|e| {
+                    Failure::new(
+                        ErrorKind::Transient,
+                        format!("ingest {}: the state store: {e}", task.table),
+                        true,
+                    )
+                })?,
+            None => None,
+        };
         let ctx = CloneContext {
+            last_watermark,
             parallelism: self.copy_parallelism,
             progress: self.progress.as_ref().map(|p| {
                 let (p, task) = (p.clone(), task.clone());
@@ -188,8 +207,12 @@ impl Work for Cloner {
                 msg.source_version = c.source_version;
                 msg.target_version = c.target_version;
                 msg.committed = c.committed;
+                if let Some(i) = &c.ingest {
+                    tracing::info!(account = %i.account(c.committed), watermark = ?i.watermark, "ingested");
+                }
                 msg.metrics = c.metrics;
                 msg.statement_ids = c.statement_ids;
+                msg.ingest = c.ingest;
             }
             Err(f) => {
                 tracing::error!(error = %f, statements = ?f.statement_ids, retries, "clone failed");
@@ -217,8 +240,21 @@ impl Work for Cloner {
         store: &Store,
     ) -> anyhow::Result<Recorded> {
         let succeeded = msg.outcome == Outcome::Succeeded;
-        let reconciles = task.operation.reconciles();
+        let reconciles = validates(task);
         let recorded = store.record_clone(msg, reconciles).await?;
+        // The watermark a successful ingestion reached: the next load reads after it. (A
+        // worker dying before this line leaves the older one: the next load reads a few rows
+        // again and merges them to the same result.)
+        if succeeded
+            && let (Some(column), Some(wm)) = (
+                task.ingest.as_ref().and_then(|i| i.watermark_column()),
+                msg.ingest.as_ref().and_then(|i| i.watermark.as_deref()),
+            )
+        {
+            store
+                .set_ingest_watermark(&task.target, column, wm, task.header.run_id)
+                .await?;
+        }
         // A first successful result queues its validation; so does a later one while the
         // task still waits at `cloned` (see `after_skip`).
         if reconciles
@@ -249,7 +285,7 @@ impl Work for Cloner {
         bus: &BusRef,
         store: &Store,
     ) -> anyhow::Result<()> {
-        if task.operation.reconciles() && state == TaskStatus::Cloned {
+        if validates(task) && state == TaskStatus::Cloned {
             // The version the recorded clone left in the target: the validation compares the
             // source at that version, not at its latest.
             let version = store
@@ -261,6 +297,12 @@ impl Work for Cloner {
     }
 }
 
+/// Whether a validation follows `task`: the run reconciles, and an ingestion's source asks
+/// for it (`ingest.validate`, the default).
+fn validates(task: &CloneTask) -> bool {
+    task.operation.reconciles() && task.ingest.as_ref().is_none_or(|i| i.validate)
+}
+
 /// Publish the reconcile task that follows a clone of `task`.
 async fn queue_validation(
     task: &CloneTask,
@@ -268,6 +310,7 @@ async fn queue_validation(
     bus: &BusRef,
 ) -> anyhow::Result<()> {
     let next = ReconcileTask {
+        ingest: task.ingest.clone(),
         header: Header::new(task.header.run_id),
         task_id: task.task_id,
         attempt: 1,
@@ -284,6 +327,7 @@ async fn queue_validation(
 /// The result of `task` before it ran: failed, nothing copied.
 fn pending_result(task: &CloneTask) -> CloneResult {
     CloneResult {
+        ingest: None,
         header: Header::new(task.header.run_id),
         task_id: task.task_id,
         attempt: task.attempt,

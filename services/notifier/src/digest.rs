@@ -219,6 +219,22 @@ impl<'a> Digest<'a> {
         let copied: u64 = self.tables.iter().map(|t| t.copied_bytes).sum();
         let files: u64 = self.tables.iter().map(|t| t.copied_files).sum();
         out.push_str(&format!("Copied: {files} files, {}.\n", bytes(copied)));
+        // Ingested sources (docs/ingest.md): one line each, how the load went.
+        let ingested: Vec<&&TableSummary> = self
+            .tables
+            .iter()
+            .filter(|t| t.kind.is_none() && t.detail.is_some())
+            .collect();
+        if !ingested.is_empty() {
+            out.push_str("\nIngested:\n");
+            for t in ingested {
+                out.push_str(&format!(
+                    "  - {}: {}\n",
+                    t.table,
+                    t.detail.as_deref().unwrap_or_default()
+                ));
+            }
+        }
         // Catalog objects (docs/catalog.md): one line each, what ran and what is reported.
         let objects: Vec<&&TableSummary> =
             self.tables.iter().filter(|t| t.kind.is_some()).collect();
@@ -468,5 +484,25 @@ mod tests {
             text.contains("Catalog objects:\n  - view prod.sales.v_eu: applied, 1 statement(s)\n"),
             "{text}"
         );
+    }
+
+    /// An ingested source gets its own line: how it was loaded.
+    #[test]
+    fn ingested_sources_are_listed_with_their_account() {
+        let mut run = failed_run();
+        let mut load = run.summary.tables[0].clone();
+        load.table = "sales/orders".into();
+        load.status = TableStatus::Succeeded;
+        load.error = None;
+        load.detail = Some(
+            "merge by key and row hash: 330 rows read, 50 inserted, 100 updated, 20 deleted".into(),
+        );
+        run.summary.tables.push(load);
+        let text = Digest::of(&run, &Retry::default()).text();
+        assert!(
+            text.contains("Ingested:\n  - sales/orders: merge by key and row hash: 330 rows read, 50 inserted, 100 updated, 20 deleted\n"),
+            "{text}"
+        );
+        assert!(!text.contains("Catalog objects"), "{text}");
     }
 }

@@ -12,9 +12,9 @@
 use futures::{StreamExt, TryStreamExt, stream};
 use replicator_bus::{BusRef, typed};
 use replicator_common::shutdown::CancellationToken;
-use replicator_engine::{Applied, EngineError, Engines, ObjectContext};
+use replicator_engine::{Applied, Engine, EngineError, Engines, ObjectContext};
 use replicator_proto::{
-    CatalogTask, CloneTask, Header, ObjectKind, Operation, PlannedTable, ReconcileTask,
+    CatalogTask, CloneTask, EngineKind, Header, ObjectKind, Operation, PlannedTable, ReconcileTask,
     ReplicationRequest, RunPlanned, names,
 };
 use replicator_store::{NewTask, Store};
@@ -65,7 +65,43 @@ pub async fn plan(
     parallelism: usize,
 ) -> Result<RunPlan, PlanError> {
     let engine = engines.get_for(request.engine, &request.source_root)?;
-    let items = engine.plan(request, dry_run, parallelism).await?;
+    // A request that only ingests (docs/ingest.md) has no source root to expand.
+    let mut items = if request.source_root.trim().is_empty() && !request.ingest.is_empty() {
+        Vec::new()
+    } else {
+        engine.plan(request, dry_run, parallelism).await?
+    };
+    if !request.ingest.is_empty() {
+        if request.engine != EngineKind::Native {
+            return Err(EngineError::NotConfigured(
+                "ingestion writes Delta tables with the native engine under `target.root`; a Databricks-engine run cannot carry `ingest` sources".into(),
+            )
+            .into());
+        }
+        let target_root = engines
+            .native_engine()
+            .resolve(&request.target_root)
+            .map_err(EngineError::from)?;
+        for src in &request.ingest {
+            let mut item = PlannedItem::ingestion(src, &target_root)?;
+            if dry_run {
+                // Reachable, with columns ingestion carries; a full load or a merge.
+                let native = engines.native_engine();
+                if let Err(e) = native.probe_ingest(src).await {
+                    item.problem = Some(format!("{e:#}"));
+                }
+                item.target_version = native.table_version(&item.target).await.ok();
+            }
+            if let Some(other) = items.iter().find(|i| i.target == item.target) {
+                return Err(EngineError::NotConfigured(format!(
+                    "ingest {}: its target {} is also the target of {}",
+                    src.name, item.table, other.source
+                ))
+                .into());
+            }
+            items.push(item);
+        }
+    }
     let settings = engines.catalog_settings();
     let mut objects = if request.catalog && request.operation.clones() {
         engine.plan_objects(request, settings).await?
@@ -223,8 +259,15 @@ pub async fn publish_plan(
         .items
         .iter()
         .map(|item| {
+            // Ingestions write Delta tables with the native engine, whatever the run's.
+            let engine = if item.ingest.is_some() {
+                EngineKind::Native
+            } else {
+                request.engine
+            };
             if request.operation.clones() {
                 let task = CloneTask {
+                    ingest: item.ingest.clone(),
                     header: Header::new(run_id),
                     task_id: item.task_id,
                     attempt: 1,
@@ -233,7 +276,7 @@ pub async fn publish_plan(
                     target: item.target.clone(),
                     version: request.version,
                     operation: request.operation,
-                    engine: request.engine,
+                    engine,
                     replace: request.replace,
                     external_roots: request.external_roots.clone(),
                     as_of: request.as_of,
@@ -241,6 +284,7 @@ pub async fn publish_plan(
                 (names::CLONE_TASKS, replicator_proto::encode(&task).into())
             } else {
                 let task = ReconcileTask {
+                    ingest: item.ingest.clone(),
                     header: Header::new(run_id),
                     task_id: item.task_id,
                     attempt: 1,
@@ -248,7 +292,7 @@ pub async fn publish_plan(
                     source: item.source.clone(),
                     target: item.target.clone(),
                     source_version: request.version,
-                    engine: request.engine,
+                    engine,
                 };
                 (
                     names::RECONCILE_TASKS,

@@ -76,6 +76,16 @@ impl Config {
                 }
             }
         }
+        if let Some(ingest) = &mut self.ingest {
+            if let Some(p) = ingest.files_root.as_deref().and_then(resolve) {
+                ingest.files_root = Some(p);
+            }
+            if let Some(dir) = &ingest.definitions_dir
+                && dir.is_relative()
+            {
+                ingest.definitions_dir = Some(base.join(dir));
+            }
+        }
         for root in &mut self.cloning.external_roots {
             if let Some(p) = resolve(root) {
                 *root = p;

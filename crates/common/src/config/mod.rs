@@ -31,6 +31,7 @@ mod clone;
 mod concurrency;
 mod endpoint;
 mod error;
+mod ingest;
 mod load;
 mod log;
 mod notifications;
@@ -50,6 +51,7 @@ pub use clone::CloneSettings;
 pub use concurrency::Concurrency;
 pub use endpoint::Endpoint;
 pub use error::ConfigError;
+pub use ingest::IngestConfig;
 pub use load::ENV_PREFIX;
 pub use log::{Log, LogFormat};
 pub use notifications::{
@@ -109,6 +111,10 @@ pub struct Config {
     /// (docs/catalog.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub catalog: Option<CatalogSettings>,
+    /// Sources of rows (databases, files) loaded into Delta tables under `target.root`
+    /// (docs/ingest.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingest: Option<IngestConfig>,
     /// The file this config was loaded from (absolute when it exists), set by
     /// [`Config::load`]; never read from YAML. The notifier names it in its digests.
     #[serde(skip)]
@@ -147,9 +153,10 @@ impl Config {
         if let Some(d) = &self.databricks {
             d.validate().map_err(|e| e.within("databricks"))?;
         }
-        // The native engine needs both roots; a `databricks` section alone needs neither.
+        // The native engine needs both roots; a `databricks` section alone needs neither,
+        // and an `ingest` section needs only the target's.
         let native = self.databricks.is_none() || !self.source.root.trim().is_empty();
-        if native && self.source.root.trim().is_empty() {
+        if native && self.source.root.trim().is_empty() && self.ingest.is_none() {
             return Err(ConfigError::key("source.root", "must not be empty"));
         }
         self.source.validate().map_err(|e| e.within("source"))?;
@@ -175,6 +182,9 @@ impl Config {
         // when syncing (`SyncConfig::check_groups`), it does not refuse the config.
         if let Some(sync) = &self.sync {
             sync.validate().map_err(|e| e.within("sync"))?;
+        }
+        if let Some(ingest) = &self.ingest {
+            ingest.validate().map_err(|e| e.within("ingest"))?;
         }
         if let Some(catalog) = &self.catalog {
             catalog.validate().map_err(|e| e.within("catalog"))?;

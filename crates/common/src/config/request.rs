@@ -29,6 +29,7 @@ impl Config {
             _ => (self.source.root.clone(), self.target.root.clone()),
         };
         ReplicationRequest {
+            ingest: Vec::new(),
             header: Header::new(uuid::Uuid::now_v7()),
             operation: operation.unwrap_or(self.operation),
             source_root,

@@ -18,6 +18,9 @@ mod catalog;
 pub(crate) use catalog::volume_applied;
 pub mod check;
 mod depth;
+mod ingest;
+
+pub use ingest::{IngestSettings, definition as ingest_definition};
 
 pub use check::{Findings, check_pair};
 
@@ -25,11 +28,22 @@ pub use check::{Findings, check_pair};
 #[derive(Clone, Debug, Default)]
 pub struct NativeEngine {
     storage: StorageRoots,
+    /// How ingestions use memory and size their files (docs/ingest.md).
+    ingest: IngestSettings,
 }
 
 impl NativeEngine {
     pub fn new(storage: StorageRoots) -> Self {
-        Self { storage }
+        Self {
+            storage,
+            ingest: IngestSettings::default(),
+        }
+    }
+
+    /// With the ingestion settings of the config's `ingest` section.
+    pub fn with_ingest(mut self, ingest: IngestSettings) -> Self {
+        self.ingest = ingest;
+        self
     }
 
     /// The storage roots locations are resolved against.
@@ -147,6 +161,11 @@ impl Engine for NativeEngine {
     }
 
     async fn clone_table(&self, task: &CloneTask, ctx: &CloneContext) -> Result<Cloned, Failure> {
+        if let Some(src) = &task.ingest {
+            return self
+                .ingest(src, &task.target, ctx.last_watermark.clone())
+                .await;
+        }
         let source = self.resolve(&task.source)?;
         let target = self.resolve(&task.target)?;
         let options = self.clone_options(task, ctx)?;
@@ -157,6 +176,7 @@ impl Engine for NativeEngine {
             committed: r.committed,
             metrics: Some(r.metrics),
             statement_ids: Vec::new(),
+            ingest: None,
         })
     }
 
@@ -165,6 +185,9 @@ impl Engine for NativeEngine {
         task: &ReconcileTask,
         ctx: &CheckContext<'_>,
     ) -> Result<Checked, Failure> {
+        if let Some(src) = &task.ingest {
+            return self.check_ingest(src, &task.target).await;
+        }
         depth::check(&self.storage, task, ctx).await
     }
 
@@ -226,6 +249,16 @@ impl Engine for NativeEngine {
     }
 
     async fn probe(&self, request: &ReplicationRequest) -> anyhow::Result<Vec<String>> {
+        // Ingest sources: each reachable, its columns of types ingestion carries.
+        let mut found = Vec::new();
+        for src in &request.ingest {
+            let target = self.probe_ingest(src).await?;
+            found.push(format!("{} → {target}", src.name));
+        }
+        if request.source_root.trim().is_empty() && !request.ingest.is_empty() {
+            self.resolve(&request.target_root).context("target.root")?;
+            return Ok(found);
+        }
         let source = self.resolve(&request.source_root).context("source.root")?;
         tracing::debug!(source = %source, filter = ?request.tables, "validating");
         let target = self.resolve(&request.target_root).context("target.root")?;
@@ -240,7 +273,8 @@ impl Engine for NativeEngine {
         let tables = discover(&source, &request.tables)
             .await
             .context("source.root")?;
-        Ok(tables.into_iter().map(|t| t.name).collect())
+        found.extend(tables.into_iter().map(|t| t.name));
+        Ok(found)
     }
 }
 
@@ -253,6 +287,7 @@ mod tests {
 
     fn request(root: &std::path::Path, include: &[&str]) -> ReplicationRequest {
         ReplicationRequest {
+            ingest: Vec::new(),
             header: Header::new(uuid::Uuid::now_v7()),
             operation: Operation::All,
             source_root: root.join("source").display().to_string(),

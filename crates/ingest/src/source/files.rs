@@ -298,6 +298,19 @@ struct Reader {
 
 type Tx = tokio::sync::mpsc::Sender<Result<RecordBatch, IngestError>>;
 
+/// Arrow's CSV message without its ` at line N` (a record number that skips the header).
+fn without_record_line(e: &arrow::error::ArrowError) -> String {
+    let text = e.to_string();
+    match text.find(" at line ") {
+        Some(i) => {
+            let rest = &text[i + " at line ".len()..];
+            let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+            format!("{}{}", &text[..i], &rest[digits..])
+        }
+        None => text,
+    }
+}
+
 impl Reader {
     fn fail(&self, rel: &str, e: impl std::fmt::Display) -> IngestError {
         IngestError::Source {
@@ -357,10 +370,13 @@ impl Reader {
         for batch in iter {
             let batch = match batch {
                 Ok(b) => b,
-                Err(e) if self.kind == SourceKind::Csv && !e.to_string().contains("line") => {
+                // The file's own line (arrow counts records after the header instead).
+                Err(e) if self.kind == SourceKind::Csv => {
                     let at = again.and_then(|f| self.csv_error_line(f));
                     return Err(match at {
-                        Some(line) => self.fail(rel, format!("line {line}: {e}")),
+                        Some(line) => {
+                            self.fail(rel, format!("line {line}: {}", without_record_line(&e)))
+                        }
                         None => self.fail(rel, e),
                     });
                 }

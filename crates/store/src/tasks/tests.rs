@@ -204,6 +204,7 @@ pub(crate) async fn results_are_recorded_once(url: &str) {
         .await
         .unwrap();
     let clone = |files: u64| CloneResult {
+        ingest: None,
         header: Header::new(run_id),
         task_id: task.task_id,
         attempt: 1,
