@@ -4,15 +4,14 @@
 //! ports; `scripts/test-tools.sh` installs them (`.ci/run` calls it).
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Child, Command};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
 
 use replicator_lake::inspect::{read_batches, sorted_rows};
 use replicator_lake::location::StorageOptions;
 use replicator_lake::{CloneOptions, TableLocation, deep_clone, sample};
+use replicator_tests::servers::{free_port, spawn_watched, tool, wait_for};
 
 /// A server process killed on drop.
 struct Server {
@@ -26,64 +25,6 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// Start `program args…` under a watchdog shell that kills it as soon as this test process
-/// exits (statics are never dropped, so the emulators cannot rely on `Drop`).
-fn spawn_watched(program: &Path, args: &[String]) -> Child {
-    let mut quoted = vec![format!("'{}'", program.display())];
-    quoted.extend(args.iter().map(|a| format!("'{a}'")));
-    let script = format!(
-        "{} & child=$!; trap 'kill $child 2>/dev/null' EXIT; \
-         while kill -0 {} 2>/dev/null && kill -0 $child 2>/dev/null; do sleep 0.5; done",
-        quoted.join(" "),
-        std::process::id()
-    );
-    Command::new("bash")
-        .args(["-c", &script])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("emulator starts")
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_for(port: u16, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "{what} did not start on port {port}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// A tool from PATH or from the project's tools directory (see scripts/test-tools.sh).
-fn tool(name: &str) -> PathBuf {
-    let tools = std::env::var_os("REPLICATOR_TOOLS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| "/var/tmp/replicator-tools".into());
-    let local = tools.join("node_modules/.bin").join(name);
-    if local.exists() {
-        return local;
-    }
-    let found = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|d| d.join(name))
-        .find(|p| p.exists());
-    found.unwrap_or_else(|| {
-        panic!("`{name}` not found: run scripts/test-tools.sh (installs moto and azurite)")
-    })
 }
 
 fn moto() -> &'static Server {

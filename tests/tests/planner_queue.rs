@@ -1,6 +1,7 @@
 //! The planner serving the `requests` queue: a good request becomes a run with one task per
 //! table; a malformed request, one with an unknown schema version, and one that cannot be
-//! planned are dead-lettered with the reason while the planner keeps serving.
+//! planned (a bad root; an ingest source whose target would leave the target root) are
+//! dead-lettered with the reason while the planner keeps serving.
 
 use std::sync::Arc;
 
@@ -59,6 +60,20 @@ async fn requests_become_tasks_and_bad_requests_become_dead_letters() {
     typed::publish(bus.as_ref(), names::REQUESTS, &request("/does/not/exist"))
         .await
         .unwrap();
+    // An ingest source whose target would leave the target root (docs/ingest.md).
+    let mut escaping = request(dir.path().join("src").to_str().unwrap());
+    escaping.ingest = vec![replicator_proto::IngestSource {
+        name: "postgres public.orders".into(),
+        definition: serde_json::json!({
+            "type": "postgres", "connection": "env:ORDERS_DB", "table": "public.orders",
+            "primary_key": ["id"], "target": "../../etc",
+        }),
+        files_root: None,
+        validate: true,
+    }];
+    typed::publish(bus.as_ref(), names::REQUESTS, &escaping)
+        .await
+        .unwrap();
     let good = request(dir.path().join("src").to_str().unwrap());
     typed::publish(bus.as_ref(), names::REQUESTS, &good)
         .await
@@ -90,7 +105,7 @@ async fn requests_become_tasks_and_bad_requests_become_dead_letters() {
     // Wait until the planner has handled all five requests.
     for _ in 0..100 {
         if memory.depth(names::REQUESTS) == 0
-            && bus.dead_letters(names::REQUESTS).await.unwrap().len() == 3
+            && bus.dead_letters(names::REQUESTS).await.unwrap().len() == 4
         {
             break;
         }
@@ -98,7 +113,7 @@ async fn requests_become_tasks_and_bad_requests_become_dead_letters() {
     }
     let dead = bus.dead_letters(names::REQUESTS).await.unwrap();
     let reasons: Vec<&str> = dead.iter().map(|d| d.reason.as_str()).collect();
-    assert_eq!(dead.len(), 3, "{reasons:?}");
+    assert_eq!(dead.len(), 4, "{reasons:?}");
     assert!(reasons[0].starts_with("malformed message"), "{reasons:?}");
     assert!(
         reasons[1].contains("unsupported schema_version 7"),
@@ -107,6 +122,16 @@ async fn requests_become_tasks_and_bad_requests_become_dead_letters() {
     assert!(
         reasons[2].contains("source root does not exist"),
         "{reasons:?}"
+    );
+    assert!(
+        reasons[3].contains("ingest postgres public.orders")
+            && reasons[3].contains("target")
+            && reasons[3].contains("must be a relative path"),
+        "{reasons:?}"
+    );
+    assert!(
+        store.run(escaping.header.run_id).await.unwrap().is_none(),
+        "nothing of the refused request is recorded"
     );
     assert_eq!(
         memory.depth(names::CLONE_TASKS),

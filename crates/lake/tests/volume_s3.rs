@@ -4,84 +4,17 @@
 
 use std::collections::BTreeMap;
 use std::path::Path as FsPath;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
-use replicator_lake::location::StorageOptions;
 use replicator_lake::{TableLocation, VolumeOptions, diff_volume, sync_volume};
-
-/// moto, killed when this test process exits (a watchdog shell: statics are never dropped).
-struct Moto {
-    _child: Child,
-    port: u16,
-}
-
-fn moto() -> &'static Moto {
-    static M: OnceLock<Moto> = OnceLock::new();
-    M.get_or_init(|| {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let script = format!(
-            "moto_server -H 127.0.0.1 -p {port} & child=$!; trap 'kill $child 2>/dev/null' EXIT; \
-             while kill -0 {} 2>/dev/null && kill -0 $child 2>/dev/null; do sleep 0.5; done",
-            std::process::id()
-        );
-        let child = Command::new("bash")
-            .args(["-c", &script])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("moto_server starts (run scripts/test-tools.sh)");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "moto_server did not start");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Moto {
-            _child: child,
-            port,
-        }
-    })
-}
+use replicator_tests::servers::Moto;
 
 fn bucket(name: &str) -> String {
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            &format!(
-                "import boto3; boto3.client('s3', endpoint_url='http://127.0.0.1:{}', \
-                 aws_access_key_id='testing', aws_secret_access_key='testing', \
-                 region_name='us-east-1').create_bucket(Bucket='{name}')",
-                moto().port
-            ),
-        ])
-        .output()
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    format!("s3://{name}")
+    Moto::shared().bucket(name)
 }
 
 fn s3(url: &str) -> TableLocation {
-    let options: StorageOptions = Arc::new(BTreeMap::from([
-        (
-            "aws_endpoint".to_owned(),
-            format!("http://127.0.0.1:{}", moto().port),
-        ),
-        ("aws_allow_http".to_owned(), "true".to_owned()),
-        ("aws_access_key_id".to_owned(), "testing".to_owned()),
-        ("aws_secret_access_key".to_owned(), "testing".to_owned()),
-        ("aws_region".to_owned(), "us-east-1".to_owned()),
-    ]));
-    TableLocation::parse_with(url, options).unwrap()
+    Moto::shared().location(url)
 }
 
 fn write(root: &FsPath, rel: &str, content: &[u8]) {

@@ -84,3 +84,38 @@ impl IngestConfig {
         self.target_file_size_mb << 20
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::Config;
+
+    fn load(ingest: &str) -> Result<Config, crate::ConfigError> {
+        Config::from_yaml(
+            &format!("target: {{ root: /t }}\ningest: {ingest}\n"),
+            std::iter::empty(),
+            &[],
+        )
+    }
+
+    #[test]
+    fn an_ingest_section_needs_sources_and_sane_sizes() {
+        let c = load("{ definitions_dir: ./sources }").unwrap();
+        assert!(c.source.root.is_empty(), "no source.root needed");
+        let ingest = c.ingest.unwrap();
+        assert!(ingest.validate);
+        assert_eq!(ingest.memory_budget(), 256 << 20);
+        let err = load("{}").unwrap_err().to_string();
+        assert!(
+            err.contains("ingest.sources") && err.contains("names no source"),
+            "{err}"
+        );
+        let err = load("{ definitions_dir: d, memory_budget_mb: 4 }")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ingest.memory_budget_mb"), "{err}");
+        let err = load("{ definitions_dir: d, batch_rows: 0 }")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ingest.batch_rows"), "{err}");
+    }
+}

@@ -37,8 +37,10 @@ use crate::{LakeError, TableLocation};
 pub(crate) const ATTEMPTS: u32 = 3;
 
 /// Parts of one multipart copy being uploaded at once; with the part being read and the part
-/// waiting for a slot, a large file holds at most `UPLOADS_IN_FLIGHT + 2` parts.
-const UPLOADS_IN_FLIGHT: usize = 2;
+/// waiting for a slot, a large file holds at most `UPLOADS_IN_FLIGHT + 2` parts. Four, as
+/// rclone's `--s3-upload-concurrency`: against a store that answers each request slowly
+/// (moto; a distant region), parts in flight hide the latency (bench/RESULTS.md, volumes).
+const UPLOADS_IN_FLIGHT: usize = 4;
 
 /// Parts of memory one multipart copy reserves from the budget.
 const PARTS_HELD: u32 = UPLOADS_IN_FLIGHT as u32 + 2;
@@ -79,10 +81,10 @@ fn mib(bytes: u64) -> u32 {
 }
 
 impl Copier {
-    /// The memory budget for `part_size`: room for three large files at once (96 MiB at
+    /// The memory budget for `part_size`: room for two large files at once (96 MiB at
     /// the default part size, the clone's budget).
     pub(crate) fn budget_for(part_size: u64) -> u32 {
-        (3 * PARTS_HELD * mib(part_size)).max(96)
+        (2 * PARTS_HELD * mib(part_size)).max(96)
     }
 
     /// Copy `relative`, listed in the source as `listed`.
