@@ -95,12 +95,17 @@ impl KeyPair {
                 let info = EncryptedPrivateKeyInfo::try_from(doc.as_bytes())
                     .map_err(|_| bad("is not a valid encrypted PKCS#8 document"))?;
                 let plain = info.decrypt(passphrase).map_err(|e| match e {
-                    pkcs8::Error::EncryptedPrivateKey(pkcs8::pkcs5::Error::DecryptFailed) => {
-                        SnowflakeError::WrongPassphrase {
-                            path: source.to_owned(),
-                        }
-                    }
-                    other => bad(&format!("is encrypted with a scheme this client cannot open ({other})")),
+                    pkcs8::Error::EncryptedPrivateKey(
+                        e @ (pkcs8::pkcs5::Error::UnsupportedAlgorithm { .. }
+                        | pkcs8::pkcs5::Error::AlgorithmParametersInvalid { .. }
+                        | pkcs8::pkcs5::Error::NoPbes1CryptSupport),
+                    ) => bad(&format!(
+                        "is encrypted with a scheme this client cannot open ({e}); re-encrypt it with `openssl pkcs8 -topk8 -v2 aes256`"
+                    )),
+                    // A padding failure after decryption: the passphrase derived the wrong key.
+                    _ => SnowflakeError::WrongPassphrase {
+                        path: source.to_owned(),
+                    },
                 })?;
                 // A wrong passphrase can decrypt to bytes whose padding happens to be valid:
                 // they are then not a key.
@@ -193,6 +198,7 @@ pub fn jwt_account(account: &str) -> String {
 
 struct Minted {
     token: String,
+    iat: u64,
     expires: SystemTime,
 }
 
@@ -232,7 +238,9 @@ impl JwtMinter {
         }
         let account = jwt_account(account);
         if account.is_empty() {
-            return Err(SnowflakeError::Config("the account identifier is empty".into()));
+            return Err(SnowflakeError::Config(
+                "the account identifier is empty".into(),
+            ));
         }
         let user = user.trim().to_uppercase();
         if user.is_empty() {
@@ -290,14 +298,25 @@ impl JwtMinter {
         {
             return m.token.clone();
         }
-        let m = self.mint(SystemTime::now());
+        // RS256 is deterministic: a JWT minted in the same second as the refused one would be
+        // the same JWT, so the new one is issued at least one second later.
+        let not_before = cache.as_ref().map_or(0, |m| m.iat + 1);
+        let m = self.mint_at(SystemTime::now(), not_before);
         let token = m.token.clone();
         *cache = Some(m);
         token
     }
 
     fn mint(&self, now: SystemTime) -> Minted {
-        let iat = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+        self.mint_at(now, 0)
+    }
+
+    fn mint_at(&self, now: SystemTime, not_before: u64) -> Minted {
+        let iat = now
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs()
+            .max(not_before);
         let exp = iat + self.lifetime.as_secs().max(1);
         let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256","typ":"JWT"}"#);
         let claims = serde_json::json!({
@@ -312,6 +331,7 @@ impl JwtMinter {
         self.minted.fetch_add(1, Ordering::Relaxed);
         Minted {
             token: format!("{input}.{signature}"),
+            iat,
             expires: UNIX_EPOCH + Duration::from_secs(exp),
         }
     }
@@ -361,7 +381,10 @@ pub(crate) mod tests {
         // base64 of 32 bytes is 44 characters.
         assert_eq!(a.fingerprint().len(), "SHA256:".len() + 44);
         let shown = format!("{a:?}");
-        assert!(!shown.contains("BEGIN") && shown.contains("plain.p8"), "{shown}");
+        assert!(
+            !shown.contains("BEGIN") && shown.contains("plain.p8"),
+            "{shown}"
+        );
     }
 
     #[test]
@@ -379,6 +402,34 @@ pub(crate) mod tests {
         );
         let e = KeyPair::from_pem("not a key", "k.pem", None).unwrap_err();
         assert!(e.to_string().contains("holds no PEM private key"), "{e}");
+    }
+
+    #[test]
+    fn a_des3_key_as_snowflakes_openssl_command_writes_it_opens() {
+        // `openssl pkcs8 -topk8 -v2 des3`: PBES2, PBKDF2-HMAC-SHA256, DES-EDE3-CBC.
+        use pkcs8::pkcs5::pbes2::{EncryptionScheme, Parameters, Pbkdf2Params};
+        let params = Parameters {
+            kdf: Pbkdf2Params::hmac_with_sha256(2048, b"saltsalt")
+                .unwrap()
+                .into(),
+            encryption: EncryptionScheme::DesEde3Cbc { iv: b"12345678" },
+        };
+        let der = test_key().to_pkcs8_der().unwrap();
+        let pem = pkcs8::PrivateKeyInfo::try_from(der.as_bytes())
+            .unwrap()
+            .encrypt_with_params(params, "des3 pass")
+            .unwrap()
+            .to_pem("ENCRYPTED PRIVATE KEY", LineEnding::LF)
+            .unwrap();
+        let k = KeyPair::from_pem(&pem, "des3.p8", Some("des3 pass")).unwrap();
+        assert_eq!(
+            k.fingerprint(),
+            fingerprint_of(&test_key().to_public_key()).unwrap()
+        );
+        assert!(matches!(
+            KeyPair::from_pem(&pem, "des3.p8", Some("other")),
+            Err(SnowflakeError::WrongPassphrase { .. })
+        ));
     }
 
     #[test]
@@ -411,9 +462,13 @@ pub(crate) mod tests {
             serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
         assert_eq!(claims["iss"], format!("MYORG-ACCT.SVC_USER.{fp}"));
         assert_eq!(claims["sub"], "MYORG-ACCT.SVC_USER");
-        let (iat, exp) = (claims["iat"].as_u64().unwrap(), claims["exp"].as_u64().unwrap());
+        let (iat, exp) = (
+            claims["iat"].as_u64().unwrap(),
+            claims["exp"].as_u64().unwrap(),
+        );
         assert_eq!(exp - iat, 3540);
-        let sig = Signature::try_from(URL_SAFE_NO_PAD.decode(parts[2]).unwrap().as_slice()).unwrap();
+        let sig =
+            Signature::try_from(URL_SAFE_NO_PAD.decode(parts[2]).unwrap().as_slice()).unwrap();
         VerifyingKey::<Sha256>::new(test_key().to_public_key())
             .verify(format!("{}.{}", parts[0], parts[1]).as_bytes(), &sig)
             .unwrap();

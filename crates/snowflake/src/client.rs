@@ -87,7 +87,9 @@ pub struct StatementResult {
 impl StatementResult {
     /// The index of a column, by name, ignoring case (`SHOW` columns are lower case).
     pub fn column(&self, name: &str) -> Option<usize> {
-        self.columns.iter().position(|c| c.eq_ignore_ascii_case(name))
+        self.columns
+            .iter()
+            .position(|c| c.eq_ignore_ascii_case(name))
     }
 
     /// The value of column `name` in row `row`.
@@ -131,7 +133,9 @@ impl SqlClient {
                         "account identifier `{account}` is not a host name part"
                     )));
                 }
-                let host = host.trim_end_matches(".snowflakecomputing.com").replace('_', "-");
+                let host = host
+                    .trim_end_matches(".snowflakecomputing.com")
+                    .replace('_', "-");
                 format!("https://{host}.snowflakecomputing.com")
             }
         };
@@ -216,7 +220,10 @@ impl SqlClient {
                 200 => return self.result(handle, answer).await,
                 202 => {
                     if handle.is_empty() {
-                        return Err(protocol("/api/v2/statements", "202 without a statementHandle"));
+                        return Err(protocol(
+                            "/api/v2/statements",
+                            "202 without a statementHandle",
+                        ));
                     }
                     if Instant::now() + delay > deadline {
                         self.cancel(&handle).await;
@@ -265,7 +272,11 @@ impl SqlClient {
     }
 
     /// The rows of a `ResultSet`, all partitions.
-    async fn result(&self, handle: String, answer: Value) -> Result<StatementResult, SnowflakeError> {
+    async fn result(
+        &self,
+        handle: String,
+        answer: Value,
+    ) -> Result<StatementResult, SnowflakeError> {
         let path = "/api/v2/statements";
         let meta = &answer["resultSetMetaData"];
         let columns = meta["rowType"]
@@ -368,14 +379,16 @@ impl SqlClient {
                     let text = resp.text().await.unwrap_or_default();
                     let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
                     let code = v["code"].as_str().unwrap_or("").to_owned();
-                    let message = v["message"].as_str().map_or_else(
-                        || one_line(&text, 200),
-                        |m| one_line(m, 300),
-                    );
+                    let message = v["message"]
+                        .as_str()
+                        .map_or_else(|| one_line(&text, 200), |m| one_line(m, 300));
                     match status {
                         200 | 202 | 408 | 422 => {
                             if v.is_null() {
-                                return Err(protocol(&path, &format!("HTTP {status} body is not JSON")));
+                                return Err(protocol(
+                                    &path,
+                                    &format!("HTTP {status} body is not JSON"),
+                                ));
                             }
                             return Ok((status, v));
                         }
@@ -482,16 +495,25 @@ mod tests {
     #[test]
     fn the_default_base_url_is_the_accounts_host() {
         assert_eq!(
-            client("myorg-my_account", None).unwrap().base_url().as_str(),
+            client("myorg-my_account", None)
+                .unwrap()
+                .base_url()
+                .as_str(),
             "https://myorg-my-account.snowflakecomputing.com/"
         );
         assert_eq!(
-            client("xy12345.us-east-1", None).unwrap().base_url().as_str(),
+            client("xy12345.us-east-1", None)
+                .unwrap()
+                .base_url()
+                .as_str(),
             "https://xy12345.us-east-1.snowflakecomputing.com/"
         );
         assert!(client("bad/host", None).is_err());
         assert_eq!(
-            client("a", Some("http://127.0.0.1:9")).unwrap().base_url().as_str(),
+            client("a", Some("http://127.0.0.1:9"))
+                .unwrap()
+                .base_url()
+                .as_str(),
             "http://127.0.0.1:9/"
         );
         let c = client("a", None).unwrap();

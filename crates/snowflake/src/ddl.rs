@@ -158,7 +158,6 @@ pub struct RestIntegration {
 }
 
 impl RestIntegration {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         name: &str,
         catalog_uri: &str,
@@ -405,11 +404,9 @@ impl Statement {
                 s
             }
             Self::CreateDatabase(d) => format!("CREATE DATABASE IF NOT EXISTS {}", d.quoted()),
-            Self::CreateSchema(d, sc) => format!(
-                "CREATE SCHEMA IF NOT EXISTS {}.{}",
-                d.quoted(),
-                sc.quoted()
-            ),
+            Self::CreateSchema(d, sc) => {
+                format!("CREATE SCHEMA IF NOT EXISTS {}.{}", d.quoted(), sc.quoted())
+            }
             Self::CreateRestTable(t) => {
                 let mut s = format!(
                     "CREATE ICEBERG TABLE IF NOT EXISTS {} CATALOG = {} CATALOG_TABLE_NAME = {}",
@@ -588,7 +585,8 @@ pub fn plan(
 
     for v in &desired.volumes {
         if !current.volumes.contains(v.name.as_str()) {
-            out.statements.push(Statement::CreateExternalVolume(v.clone()));
+            out.statements
+                .push(Statement::CreateExternalVolume(v.clone()));
         }
     }
     for i in &desired.integrations {
@@ -722,11 +720,18 @@ mod tests {
         ] {
             assert!(storage_location(bad).is_err(), "{bad}");
         }
-        let e = ExternalVolume::new("V", "gs://b/p", StorageAccess::Azure {
-            tenant_id: "t".into(),
-        })
+        let e = ExternalVolume::new(
+            "V",
+            "gs://b/p",
+            StorageAccess::Azure {
+                tenant_id: "t".into(),
+            },
+        )
         .unwrap_err();
-        assert!(e.to_string().contains("does not fit the GCS location"), "{e}");
+        assert!(
+            e.to_string().contains("does not fit the GCS location"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -840,7 +845,10 @@ mod tests {
             ..Default::default()
         };
         let e = plan(&desired, &Current::default(), false).unwrap_err();
-        assert!(e.to_string().contains("UC_MAIN, which is not configured"), "{e}");
+        assert!(
+            e.to_string().contains("UC_MAIN, which is not configured"),
+            "{e}"
+        );
         let twice = Desired {
             integrations: vec![Integration::Rest(rest_integration())],
             tables: vec![rest_table("D", "s", "t"), rest_table("D", "s", "t")],

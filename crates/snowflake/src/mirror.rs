@@ -24,7 +24,9 @@ pub async fn read_current(client: &SqlClient) -> Result<Current, SnowflakeError>
     let show = "SHOW EXTERNAL VOLUMES";
     let r = client.query(show).await?;
     for i in 0..r.rows.len() {
-        current.volumes.insert(column(&r, i, "name", show)?.to_owned());
+        current
+            .volumes
+            .insert(column(&r, i, "name", show)?.to_owned());
     }
     let show = "SHOW CATALOG INTEGRATIONS";
     let r = client.query(show).await?;
@@ -36,7 +38,9 @@ pub async fn read_current(client: &SqlClient) -> Result<Current, SnowflakeError>
     let show = "SHOW DATABASES";
     let r = client.query(show).await?;
     for i in 0..r.rows.len() {
-        current.databases.insert(column(&r, i, "name", show)?.to_owned());
+        current
+            .databases
+            .insert(column(&r, i, "name", show)?.to_owned());
     }
     let show = "SHOW SCHEMAS IN ACCOUNT";
     let r = client.query(show).await?;
