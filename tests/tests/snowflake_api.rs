@@ -510,3 +510,130 @@ async fn the_delta_path_creates_a_volume_an_object_store_integration_and_tables(
         1
     );
 }
+
+/// POST a statement with a hand-made JWT; the HTTP status.
+async fn post_with(em: &SnowflakeEmulator, jwt: &str, token_type: Option<&str>) -> u16 {
+    let mut req = reqwest::Client::new()
+        .post(format!("{}/api/v2/statements", em.url))
+        .bearer_auth(jwt)
+        .json(&serde_json::json!({"statement": "SHOW DATABASES"}));
+    if let Some(t) = token_type {
+        req = req.header("X-Snowflake-Authorization-Token-Type", t);
+    }
+    req.send().await.unwrap().status().as_u16()
+}
+
+fn hand_made_jwt(key: &RsaPrivateKey, iss: &str, sub: &str, iat: u64, exp: u64) -> String {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use rsa::signature::{SignatureEncoding, Signer};
+    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256","typ":"JWT"}"#);
+    let claims = URL_SAFE_NO_PAD.encode(
+        serde_json::json!({"iss": iss, "sub": sub, "iat": iat, "exp": exp})
+            .to_string()
+            .as_bytes(),
+    );
+    let input = format!("{header}.{claims}");
+    let sig = rsa::pkcs1v15::SigningKey::<sha2::Sha256>::new(key.clone()).sign(input.as_bytes());
+    format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig.to_vec()))
+}
+
+#[tokio::test]
+async fn the_emulator_checks_every_claim_as_snowflake_does() {
+    let em = emulator().await;
+    let key = &keys().0;
+    let fp = fingerprint(&key.to_public_key());
+    let sub = "MYORG-ACCT.REPLICATOR_SVC";
+    let iss = format!("{sub}.{fp}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let good = hand_made_jwt(key, &iss, sub, now, now + 3600);
+    assert_eq!(post_with(&em, &good, Some("KEYPAIR_JWT")).await, 200);
+    let other_fp = fingerprint(&keys().1.to_public_key());
+    let cases = [
+        (post_with(&em, &good, None).await, "token type header"),
+        (
+            post_with(
+                &em,
+                &hand_made_jwt(key, &format!("{sub}.{other_fp}"), sub, now, now + 60),
+                Some("KEYPAIR_JWT"),
+            )
+            .await,
+            "iss",
+        ),
+        (
+            post_with(
+                &em,
+                &hand_made_jwt(key, &iss, "MYORG-ACCT.SOMEONE", now, now + 60),
+                Some("KEYPAIR_JWT"),
+            )
+            .await,
+            "sub",
+        ),
+        (
+            post_with(
+                &em,
+                &hand_made_jwt(key, &iss, sub, now, now + 3601),
+                Some("KEYPAIR_JWT"),
+            )
+            .await,
+            "more than one hour",
+        ),
+        (
+            post_with(
+                &em,
+                &hand_made_jwt(key, &iss, sub, now - 120, now - 60),
+                Some("KEYPAIR_JWT"),
+            )
+            .await,
+            "expired",
+        ),
+    ];
+    let failures = em.auth_failures();
+    assert_eq!(failures.len(), cases.len(), "{failures:?}");
+    for ((status, why), failure) in cases.iter().zip(&failures) {
+        assert_eq!(*status, 401, "{why}");
+        assert!(failure.contains(why), "{why}: {failure}");
+    }
+}
+
+#[tokio::test]
+async fn the_emulator_parses_strictly_and_checks_references() {
+    let em = emulator().await;
+    let c = client(&em);
+    c.query("CREATE DATABASE \"D\"").await.unwrap();
+    c.query("CREATE SCHEMA \"D\".\"s\"").await.unwrap();
+    let cases = [
+        (
+            "CREATE ICEBERG TABLE \"D\".\"s\".\"t\" CATALOG = 'NOPE' CATALOG_TABLE_NAME = 't'",
+            "Integration 'NOPE' does not exist or not authorized.",
+        ),
+        (
+            "CREATE ICEBERG TABLE \"D\".\"s\".\"t\" CATALOG = 'X' COLOR = 'blue'",
+            "invalid property 'COLOR' for 'ICEBERG TABLE'",
+        ),
+        (
+            "CREATE ICEBERG TABLE \"D\".\"nope\".\"t\" CATALOG = 'X' CATALOG_TABLE_NAME = 't'",
+            "Schema '\"D\".\"nope\"' does not exist or not authorized.",
+        ),
+        (
+            "CREATE CATALOG INTEGRATION \"I\" CATALOG_SOURCE = OBJECT_STORE TABLE_FORMAT = DELTA",
+            "missing required property 'ENABLED'",
+        ),
+        ("DROP ICEBERG TABLE \"D\".\"s\".\"t\"", "does not exist"),
+        (
+            "CREATE DATABASE 'quoted as a string'",
+            "unexpected ''quoted as a string''",
+        ),
+    ];
+    for (sql, want) in cases {
+        let e = c.query(sql).await.unwrap_err();
+        let SnowflakeError::Statement { message, .. } = &e else {
+            panic!("{sql}: {e:?}");
+        };
+        assert!(message.contains(want), "{sql}: {message}");
+    }
+    assert_eq!(em.ddl_executed().len(), 2);
+}
