@@ -839,6 +839,31 @@ mod tests {
     }
 
     #[test]
+    fn a_table_under_another_integration_is_reported_not_replaced() {
+        let desired = Desired {
+            integrations: vec![Integration::Rest(rest_integration())],
+            tables: vec![rest_table("MAIN", "sales", "orders")],
+            ..Default::default()
+        };
+        let mut current = Current::default();
+        current.integrations.insert("UC_MAIN".into());
+        current.tables.push(CurrentTable {
+            name: Name::new("MAIN", "sales", "orders").unwrap(),
+            catalog: "OLD_INT".into(),
+        });
+        let p = plan(&desired, &current, true).unwrap();
+        assert!(p.is_empty(), "{:?}", p.dry_run());
+        assert_eq!(
+            p.mismatched,
+            vec![(
+                Name::new("MAIN", "sales", "orders").unwrap(),
+                "OLD_INT".to_owned(),
+                "UC_MAIN".to_owned()
+            )]
+        );
+    }
+
+    #[test]
     fn a_plan_refuses_tables_without_their_integration_or_volume() {
         let desired = Desired {
             tables: vec![rest_table("D", "s", "t")],
