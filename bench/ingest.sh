@@ -61,8 +61,8 @@ sql "DROP TABLE IF EXISTS $T_NAME;
        (g % 100000) * 1.37, (g % 500)::int, g / 7.0, g % 2 = 0, date '2000-01-01' + (g % 9000)::int,
        timestamptz '2024-01-01 00:00:00+00' + g * interval '1 second',
        CASE WHEN g % 10 = 0 THEN NULL ELSE md5(g::text) END
-     FROM generate_series(1, $ROWS) g;
-     VACUUM ANALYZE $T_NAME;"
+     FROM generate_series(1, $ROWS) g;"
+sql "VACUUM ANALYZE $T_NAME"
 
 echo "$PG" > "$BENCH_DIR/pg.url"
 cat > "$BENCH_DIR/ingest.yaml" <<YAML

@@ -469,18 +469,31 @@ async fn merge(
     let hasher = KeyHasher::new(&schema, &spec.primary_key, &spec.name)?;
     let (partitions, chunk) = sizes.spill(state.estimated_rows());
 
-    // The target's keys and row hashes, tagged with their file.
-    let mut tspill = Spill::new(partitions, chunk);
-    for (i, f) in state.files.iter().enumerate() {
-        for b in target::read_file(target, &f.path, sizes.batch_rows).await? {
-            let b =
-                b.map_err(|e| IngestError::target(&spec.name, format!("file {}: {e}", f.path)))?;
-            let (keys, hashes) = hasher.hash(&b)?;
-            for (j, h) in hashes.iter().enumerate() {
-                tspill.push(keys.row(j).data(), *h, i as u64)?;
+    // The target's keys and row hashes, tagged with their file, read on a blocking thread
+    // while the source streams below: the two scans are independent, and the target's
+    // (Parquet decoding, hashing) is CPU the source's (mostly waiting on the database) leaves.
+    let scan_started = Instant::now();
+    let target_scan = {
+        let files: Vec<String> = state.files.iter().map(|f| f.path.clone()).collect();
+        let target = target.clone();
+        let thasher = KeyHasher::new(&schema, &spec.primary_key, &spec.name)?;
+        let (name, batch_rows) = (spec.name.clone(), sizes.batch_rows);
+        let handle = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || -> Result<Spill, IngestError> {
+            let mut tspill = Spill::new(partitions, chunk);
+            for (i, path) in files.iter().enumerate() {
+                for b in handle.block_on(target::read_file(&target, path, batch_rows))? {
+                    let b = b
+                        .map_err(|e| IngestError::target(&name, format!("file {path}: {e}")))?;
+                    let (keys, hashes) = thasher.hash(&b)?;
+                    for (j, h) in hashes.iter().enumerate() {
+                        tspill.push(keys.row(j).data(), *h, i as u64)?;
+                    }
+                }
             }
-        }
-    }
+            Ok(tspill)
+        })
+    };
 
     // The source's, tagged with their ordinal, and its rows stashed.
     let mut sspill = Spill::new(partitions, chunk);
@@ -511,6 +524,11 @@ async fn merge(
         stash.write(&b).map_err(|e| stash_err(&e))?;
         ordinal += b.num_rows() as u64;
     }
+    let source_scanned = scan_started.elapsed();
+    let mut tspill = target_scan.await.map_err(|e| {
+        IngestError::target(&spec.name, format!("the target scan stopped: {e}"))
+    })??;
+    tracing::debug!(table = %spec.name, source_ms = source_scanned.as_millis() as u64, both_ms = scan_started.elapsed().as_millis() as u64, "merge: source and target scanned");
     let mut stash = stash.into_inner().map_err(|e| stash_err(&e))?;
     stash.rewind().map_err(|e| stash_err(&e))?;
 
@@ -580,6 +598,7 @@ async fn merge(
             }
         }
     }
+    tracing::debug!(table = %spec.name, ms = scan_started.elapsed().as_millis() as u64, "merge: joined");
     let spilled_bytes = tspill.spilled + sspill.spilled;
     let mut report = IngestReport {
         mode: Some(mode),
@@ -620,25 +639,71 @@ async fn merge(
                 writer.write(&filter(&b, mask, &spec.name)?).await?;
             }
         }
-        let mut touched: Vec<(&u32, &HashSet<Vec<u8>>)> = ch.drop.iter().collect();
-        touched.sort_by_key(|(i, _)| **i);
-        let mut removes = Vec::new();
-        for (i, drop) in touched {
-            let f = &state.files[*i as usize];
-            for b in target::read_file(target, &f.path, sizes.batch_rows).await? {
-                let b = b.map_err(|e| {
-                    IngestError::target(&spec.name, format!("file {}: {e}", f.path))
-                })?;
-                let keys = hasher.keys(&b)?;
-                let mask: Vec<bool> = keys.iter().map(|k| !drop.contains(k.data())).collect();
-                let kept = mask.iter().filter(|m| **m).count();
-                if kept > 0 {
-                    report.rewritten_rows += kept as u64;
-                    writer.write(&filter(&b, mask, &spec.name)?).await?;
+        // What survives of the touched files, read and filtered on a blocking thread while
+        // this one encodes what it sends (a bounded channel keeps two batches in flight).
+        let mut touched: Vec<(u32, HashSet<Vec<u8>>)> = std::mem::take(&mut ch.drop)
+            .into_iter()
+            .collect();
+        touched.sort_by_key(|(i, _)| *i);
+        let removes: Vec<Action> = touched
+            .iter()
+            .map(|(i, _)| Action::Remove(state.files[*i as usize].remove.clone()))
+            .collect();
+        let jobs: Vec<(String, HashSet<Vec<u8>>)> = touched
+            .into_iter()
+            .map(|(i, drop)| (state.files[i as usize].path.clone(), drop))
+            .collect();
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<RecordBatch, IngestError>>(2);
+        let reader = {
+            let target = target.clone();
+            let rhasher = KeyHasher::new(&schema, &spec.primary_key, &spec.name)?;
+            let (name, batch_rows) = (spec.name.clone(), sizes.batch_rows);
+            let handle = tokio::runtime::Handle::current();
+            tokio::task::spawn_blocking(move || -> u64 {
+                let mut kept_rows = 0u64;
+                let send = |r| tx.blocking_send(r).is_ok();
+                for (path, drop) in &jobs {
+                    let batches = match handle.block_on(target::read_file(&target, path, batch_rows)) {
+                        Ok(b) => b,
+                        Err(e) => {
+                            send(Err(e));
+                            return kept_rows;
+                        }
+                    };
+                    for b in batches {
+                        let kept = b
+                            .map_err(|e| IngestError::target(&name, format!("file {path}: {e}")))
+                            .and_then(|b| {
+                                let keys = rhasher.keys(&b)?;
+                                let mask: Vec<bool> =
+                                    keys.iter().map(|k| !drop.contains(k.data())).collect();
+                                let n = mask.iter().filter(|m| **m).count();
+                                Ok((n, if n > 0 { Some(filter(&b, mask, &name)?) } else { None }))
+                            });
+                        match kept {
+                            Ok((_, None)) => {}
+                            Ok((n, Some(b))) => {
+                                kept_rows += n as u64;
+                                if !send(Ok(b)) {
+                                    return kept_rows;
+                                }
+                            }
+                            Err(e) => {
+                                send(Err(e));
+                                return kept_rows;
+                            }
+                        }
+                    }
                 }
-            }
-            removes.push(Action::Remove(f.remove.clone()));
+                kept_rows
+            })
+        };
+        while let Some(b) = rx.recv().await {
+            writer.write(&b?).await?;
         }
+        report.rewritten_rows += reader.await.map_err(|e| {
+            IngestError::target(&spec.name, format!("reading the touched files stopped: {e}"))
+        })?;
         Ok(removes)
     }
     .await;
@@ -650,6 +715,7 @@ async fn merge(
         }
     };
     let adds = writer.finish().await?;
+    tracing::debug!(table = %spec.name, ms = scan_started.elapsed().as_millis() as u64, "merge: files written");
     report.files_added = adds.len() as u64;
     report.files_removed = removes.len() as u64;
     report.bytes_added = adds.iter().map(|a| a.size.max(0) as u64).sum();
