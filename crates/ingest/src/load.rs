@@ -40,6 +40,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::file::properties::WriterProperties;
 use replicator_lake::TableLocation;
+use smallvec::{SmallVec, smallvec};
 
 use crate::definition::SourceDefinition;
 use crate::error::IngestError;
@@ -376,10 +377,15 @@ struct Changes {
 /// A target key seen in a partition.
 struct Seen {
     hash: u64,
-    /// Target files holding the key (more than one: a duplicate in the target).
-    files: Vec<u32>,
+    /// Target files holding the key (more than one: a duplicate in the target); inline, so
+    /// the join allocates nothing per key.
+    files: SmallVec<[u32; 1]>,
     in_source: bool,
 }
+
+/// The join's table: keys are already well-mixed bytes (Arrow's row format of the key);
+/// FxHash over them is several times faster than SipHash and needs no DoS resistance here.
+type JoinMap<'a> = HashMap<&'a [u8], Seen, std::hash::BuildHasherDefault<rustc_hash::FxHasher>>;
 
 const SOURCE_ONLY: u32 = u32::MAX;
 
@@ -538,13 +544,14 @@ async fn merge(
     for p in 0..partitions {
         let t = tspill.take(p)?;
         let s = sspill.take(p)?;
-        let mut seen: HashMap<&[u8], Seen> = HashMap::with_capacity(t.len_bytes() / 32);
+        let mut seen: JoinMap =
+            HashMap::with_capacity_and_hasher(t.len_bytes() / 32, Default::default());
         for (k, h, file) in t.iter() {
             seen.entry(k)
                 .and_modify(|e| e.files.push(file as u32))
                 .or_insert(Seen {
                     hash: h,
-                    files: vec![file as u32],
+                    files: smallvec![file as u32],
                     in_source: false,
                 });
         }
@@ -576,7 +583,7 @@ async fn merge(
                         k,
                         Seen {
                             hash: h,
-                            files: vec![SOURCE_ONLY],
+                            files: smallvec![SOURCE_ONLY],
                             in_source: true,
                         },
                     );

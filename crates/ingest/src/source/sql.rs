@@ -163,7 +163,9 @@ impl SqlSource {
             Dialect::Postgres => {
                 let opts = PgConnectOptions::from_str(url)
                     .map_err(|e| fail("invalid connection URL", e))?
-                    .options([("TimeZone", "UTC")]);
+                    .options([("TimeZone", "UTC")])
+                    // A full scan is slow by design: not a warning (nor a log of its SQL).
+                    .log_slow_statements(log::LevelFilter::Off, Default::default());
                 // One plain connection first: a refused connection or login fails at once
                 // instead of being retried by the pool until its acquire timeout.
                 opts.connect()
@@ -184,7 +186,8 @@ impl SqlSource {
             Dialect::MySql => {
                 let opts = MySqlConnectOptions::from_str(url)
                     .map_err(|e| fail("invalid connection URL", e))?
-                    .timezone(Some("+00:00".to_owned()));
+                    .timezone(Some("+00:00".to_owned()))
+                    .log_slow_statements(log::LevelFilter::Off, Default::default());
                 opts.connect()
                     .await
                     .map_err(|e| fail("cannot connect", e))?
