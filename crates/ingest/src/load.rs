@@ -489,8 +489,8 @@ async fn merge(
             let mut tspill = Spill::new(partitions, chunk);
             for (i, path) in files.iter().enumerate() {
                 for b in handle.block_on(target::read_file(&target, path, batch_rows))? {
-                    let b = b
-                        .map_err(|e| IngestError::target(&name, format!("file {path}: {e}")))?;
+                    let b =
+                        b.map_err(|e| IngestError::target(&name, format!("file {path}: {e}")))?;
                     let (keys, hashes) = thasher.hash(&b)?;
                     for (j, h) in hashes.iter().enumerate() {
                         tspill.push(keys.row(j).data(), *h, i as u64)?;
@@ -531,9 +531,9 @@ async fn merge(
         ordinal += b.num_rows() as u64;
     }
     let source_scanned = scan_started.elapsed();
-    let mut tspill = target_scan.await.map_err(|e| {
-        IngestError::target(&spec.name, format!("the target scan stopped: {e}"))
-    })??;
+    let mut tspill = target_scan
+        .await
+        .map_err(|e| IngestError::target(&spec.name, format!("the target scan stopped: {e}")))??;
     tracing::debug!(table = %spec.name, source_ms = source_scanned.as_millis() as u64, both_ms = scan_started.elapsed().as_millis() as u64, "merge: source and target scanned");
     let mut stash = stash.into_inner().map_err(|e| stash_err(&e))?;
     stash.rewind().map_err(|e| stash_err(&e))?;
@@ -648,9 +648,8 @@ async fn merge(
         }
         // What survives of the touched files, read and filtered on a blocking thread while
         // this one encodes what it sends (a bounded channel keeps two batches in flight).
-        let mut touched: Vec<(u32, HashSet<Vec<u8>>)> = std::mem::take(&mut ch.drop)
-            .into_iter()
-            .collect();
+        let mut touched: Vec<(u32, HashSet<Vec<u8>>)> =
+            std::mem::take(&mut ch.drop).into_iter().collect();
         touched.sort_by_key(|(i, _)| *i);
         let removes: Vec<Action> = touched
             .iter()
@@ -670,13 +669,14 @@ async fn merge(
                 let mut kept_rows = 0u64;
                 let send = |r| tx.blocking_send(r).is_ok();
                 for (path, drop) in &jobs {
-                    let batches = match handle.block_on(target::read_file(&target, path, batch_rows)) {
-                        Ok(b) => b,
-                        Err(e) => {
-                            send(Err(e));
-                            return kept_rows;
-                        }
-                    };
+                    let batches =
+                        match handle.block_on(target::read_file(&target, path, batch_rows)) {
+                            Ok(b) => b,
+                            Err(e) => {
+                                send(Err(e));
+                                return kept_rows;
+                            }
+                        };
                     for b in batches {
                         let kept = b
                             .map_err(|e| IngestError::target(&name, format!("file {path}: {e}")))
@@ -685,7 +685,14 @@ async fn merge(
                                 let mask: Vec<bool> =
                                     keys.iter().map(|k| !drop.contains(k.data())).collect();
                                 let n = mask.iter().filter(|m| **m).count();
-                                Ok((n, if n > 0 { Some(filter(&b, mask, &name)?) } else { None }))
+                                Ok((
+                                    n,
+                                    if n > 0 {
+                                        Some(filter(&b, mask, &name)?)
+                                    } else {
+                                        None
+                                    },
+                                ))
                             });
                         match kept {
                             Ok((_, None)) => {}
@@ -709,7 +716,10 @@ async fn merge(
             writer.write(&b?).await?;
         }
         report.rewritten_rows += reader.await.map_err(|e| {
-            IngestError::target(&spec.name, format!("reading the touched files stopped: {e}"))
+            IngestError::target(
+                &spec.name,
+                format!("reading the touched files stopped: {e}"),
+            )
         })?;
         Ok(removes)
     }
