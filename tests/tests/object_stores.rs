@@ -11,7 +11,7 @@ use std::sync::{Arc, OnceLock};
 use replicator_lake::inspect::{read_batches, sorted_rows};
 use replicator_lake::location::StorageOptions;
 use replicator_lake::{CloneOptions, TableLocation, deep_clone, sample};
-use replicator_tests::servers::{free_port, spawn_watched, tool, wait_for};
+use replicator_tests::servers::{Moto, free_port, spawn_watched, tool, wait_for};
 
 /// A server process killed on drop.
 struct Server {
@@ -27,37 +27,14 @@ impl Drop for Server {
     }
 }
 
-fn moto() -> &'static Server {
-    static S: OnceLock<Server> = OnceLock::new();
-    S.get_or_init(start_moto)
+fn moto() -> &'static Moto {
+    Moto::shared()
 }
 
 /// A second S3 endpoint, for two clusters that both have a bucket of one name.
-fn other_moto() -> &'static Server {
-    static S: OnceLock<Server> = OnceLock::new();
-    S.get_or_init(start_moto)
-}
-
-fn start_moto() -> Server {
-    {
-        let port = free_port();
-        let dir = tempfile::tempdir().unwrap();
-        let child = spawn_watched(
-            &tool("moto_server"),
-            &[
-                "-H".into(),
-                "127.0.0.1".into(),
-                "-p".into(),
-                port.to_string(),
-            ],
-        );
-        wait_for(port, "moto_server");
-        Server {
-            child,
-            port,
-            _dir: dir,
-        }
-    }
+fn other_moto() -> &'static Moto {
+    static S: OnceLock<Moto> = OnceLock::new();
+    S.get_or_init(Moto::start)
 }
 
 fn azurite() -> &'static Server {
@@ -90,14 +67,7 @@ const AZURITE_KEY: &str =
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 
 fn s3_options() -> StorageOptions {
-    let endpoint = format!("http://127.0.0.1:{}", moto().port);
-    Arc::new(BTreeMap::from([
-        ("aws_endpoint".to_owned(), endpoint),
-        ("aws_allow_http".to_owned(), "true".to_owned()),
-        ("aws_access_key_id".to_owned(), "testing".to_owned()),
-        ("aws_secret_access_key".to_owned(), "testing".to_owned()),
-        ("aws_region".to_owned(), "us-east-1".to_owned()),
-    ]))
+    moto().options()
 }
 
 fn azure_options() -> StorageOptions {
@@ -129,29 +99,7 @@ fn python(script: &str) {
 }
 
 fn bucket(name: &str) -> String {
-    bucket_on(moto(), name)
-}
-
-fn bucket_on(server: &Server, name: &str) -> String {
-    python(&format!(
-        "import boto3; boto3.client('s3', endpoint_url='http://127.0.0.1:{}', aws_access_key_id='testing', \
-         aws_secret_access_key='testing', region_name='us-east-1').create_bucket(Bucket='{name}')",
-        server.port
-    ));
-    format!("s3://{name}")
-}
-
-fn s3_options_of(server: &Server) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        (
-            "aws_endpoint".to_owned(),
-            format!("http://127.0.0.1:{}", server.port),
-        ),
-        ("aws_allow_http".to_owned(), "true".to_owned()),
-        ("aws_access_key_id".to_owned(), "testing".to_owned()),
-        ("aws_secret_access_key".to_owned(), "testing".to_owned()),
-        ("aws_region".to_owned(), "us-east-1".to_owned()),
-    ])
+    moto().bucket(name)
 }
 
 fn container(name: &str) -> String {
@@ -514,11 +462,11 @@ async fn s3_log_paths_and_url_spellings_are_confined() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn roots_in_same_named_buckets_on_two_endpoints_keep_their_own_options() {
     let name = "replicator-twin";
-    let (a, b) = (bucket_on(moto(), name), bucket_on(other_moto(), name));
+    let (a, b) = (moto().bucket(name), other_moto().bucket(name));
     assert_eq!(a, b);
     let roots = replicator_lake::StorageRoots::new([
-        (format!("{a}/src"), s3_options_of(moto())),
-        (format!("{b}/dst"), s3_options_of(other_moto())),
+        (format!("{a}/src"), (*moto().options()).clone()),
+        (format!("{b}/dst"), (*other_moto().options()).clone()),
     ])
     .unwrap();
     let src = roots.resolve(&format!("{a}/src/t")).unwrap();

@@ -37,8 +37,7 @@ fn check(name: &str) -> Result<(), SnowflakeError> {
 
 /// `name` as a double-quoted Snowflake identifier: `"My ""odd"" name"`.
 pub fn quote_ident(name: &str) -> Result<String, SnowflakeError> {
-    check(name)?;
-    Ok(format!("\"{}\"", name.replace('"', "\"\"")))
+    Ident::new(name).map(|i| i.quoted())
 }
 
 /// `text` as a single-quoted Snowflake string literal.

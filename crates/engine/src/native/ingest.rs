@@ -5,7 +5,7 @@
 //! consistency.
 
 use replicator_ingest::{
-    IngestError, IngestOptions, IngestReport, LoadMode, SourceContext, SourceDefinition,
+    IngestError, IngestOptions, IngestReport, LoadMode, Source, SourceContext, SourceDefinition,
 };
 use replicator_proto::{
     Check, CloneMetrics, ErrorKind, IngestMetrics, IngestMode, IngestSource, KeyDiff,
@@ -78,17 +78,27 @@ fn failure(src: &IngestSource, e: IngestError) -> Failure {
 }
 
 impl NativeEngine {
-    fn source_context(&self, src: &IngestSource) -> Result<SourceContext, Failure> {
+    /// The task's definition, checked, and its source opened (a connection made, or the
+    /// files root resolved with this engine's storage options).
+    async fn open_source(
+        &self,
+        src: &IngestSource,
+    ) -> Result<(SourceDefinition, Box<dyn Source>), Failure> {
+        let def = definition(src)?;
         let files_root = match &src.files_root {
             Some(root) if !root.trim().is_empty() => {
                 Some(self.resolve(root).map_err(|e| failure(src, e.into()))?)
             }
             _ => None,
         };
-        Ok(SourceContext {
+        let ctx = SourceContext {
             connection: None,
             files_root,
-        })
+        };
+        let source = replicator_ingest::open(&def, &ctx)
+            .await
+            .map_err(|e| failure(src, e))?;
+        Ok((def, source))
     }
 
     /// Open `src` and read its schema (a connection, a query's columns, the files' first
@@ -101,11 +111,7 @@ impl NativeEngine {
     }
 
     async fn probe_ingest_here(&self, src: &IngestSource) -> Result<String, Failure> {
-        let def = definition(src)?;
-        let ctx = self.source_context(src)?;
-        let source = replicator_ingest::open(&def, &ctx)
-            .await
-            .map_err(|e| failure(src, e))?;
+        let (def, source) = self.open_source(src).await?;
         source.schema().await.map_err(|e| failure(src, e))?;
         Ok(def.target.trim_matches('/').to_owned())
     }
@@ -129,18 +135,14 @@ impl NativeEngine {
         target: &str,
         last_watermark: Option<String>,
     ) -> Result<Cloned, Failure> {
-        let def = definition(src)?;
-        let ctx = self.source_context(src)?;
         let target = self.resolve(target).map_err(|e| failure(src, e.into()))?;
+        let (def, source) = self.open_source(src).await?;
         let options = IngestOptions {
             memory_budget: self.ingest.memory_budget,
             batch_rows: self.ingest.batch_rows,
             target_file_size: self.ingest.target_file_size,
             last_watermark,
         };
-        let source = replicator_ingest::open(&def, &ctx)
-            .await
-            .map_err(|e| failure(src, e))?;
         let spec = replicator_ingest::LoadSpec::from_definition(&def);
         let report = replicator_ingest::ingest(source.as_ref(), &spec, &target, &options)
             .await
@@ -162,12 +164,8 @@ impl NativeEngine {
         src: &IngestSource,
         target: &str,
     ) -> Result<Checked, Failure> {
-        let def = definition(src)?;
-        let ctx = self.source_context(src)?;
         let location = self.resolve(target).map_err(|e| failure(src, e.into()))?;
-        let source = replicator_ingest::open(&def, &ctx)
-            .await
-            .map_err(|e| failure(src, e))?;
+        let (def, source) = self.open_source(src).await?;
         let keys = replicator_ingest::check_keys(
             source.as_ref(),
             &location,
