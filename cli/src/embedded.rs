@@ -26,6 +26,8 @@ pub struct RunOptions {
     pub progress: bool,
     /// `replicator ingest`: only the config's ingest sources (docs/ingest.md).
     pub ingest_only: bool,
+    /// `replicator mirror snowflake`: only the Snowflake mirror (docs/snowflake.md).
+    pub mirror_only: bool,
 }
 
 /// What `run` produced.
@@ -74,6 +76,18 @@ pub async fn run(config: &Config, opts: &RunOptions) -> anyhow::Result<RunOutput
         request.source_root.clear();
         request.catalog = false;
         request.engine = replicator_proto::EngineKind::Native;
+    }
+    if opts.mirror_only {
+        anyhow::ensure!(
+            config.snowflake.is_some(),
+            "the config has no `snowflake` section: nothing to mirror"
+        );
+        // The mirror only: no clones, no catalog objects, no ingestion.
+        request.source_root.clear();
+        request.catalog = false;
+        request.ingest.clear();
+        request.mirror = true;
+        request.operation = Operation::Replication;
     }
     if opts.validate_only {
         return Ok(RunOutput::Validated {

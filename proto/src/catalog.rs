@@ -32,11 +32,14 @@ pub enum ObjectKind {
     /// Catalog reconciliation: the inventory diff of the run's scope, once every other
     /// catalog object of the run has settled (the last catalog task of a run).
     Inventory,
+    /// The Snowflake mirror (docs/snowflake.md): the run's tables exposed in Snowflake as
+    /// Iceberg tables that read them in place, and the mirror's metadata table.
+    Mirror,
 }
 
 impl ObjectKind {
     /// Every kind.
-    pub const ALL: [ObjectKind; 8] = [
+    pub const ALL: [ObjectKind; 9] = [
         Self::ExternalLocation,
         Self::Schema,
         Self::View,
@@ -45,6 +48,7 @@ impl ObjectKind {
         Self::Grants,
         Self::Tags,
         Self::Inventory,
+        Self::Mirror,
     ];
 
     /// The kind named `s` (as [`ObjectKind::as_str`] writes it); `None` for anything else
@@ -63,6 +67,7 @@ impl ObjectKind {
             Self::Grants => "grants",
             Self::Tags => "tags",
             Self::Inventory => "inventory",
+            Self::Mirror => "mirror",
         }
     }
 }

@@ -142,6 +142,10 @@ pub struct ReplicationRequest {
     /// each, beside the tables found under `source_root` (which may then be empty).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ingest: Vec<crate::IngestSource>,
+    /// Also mirror the tables into Snowflake (docs/snowflake.md): one `mirror` catalog task,
+    /// run by workers whose config has a `snowflake` section.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mirror: bool,
 }
 
 #[cfg(test)]

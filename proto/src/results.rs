@@ -198,4 +198,8 @@ pub struct ReconcileResult {
     /// Databricks engine: the SQL statements run for this validation, failed ones included.
     #[serde(default)]
     pub statement_ids: Vec<String>,
+    /// The version the target was restored to after failing validation
+    /// (`reconciliation.on_mismatch: rollback`), with a new commit; see the `rollback` check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_back_to: Option<u64>,
 }

@@ -63,4 +63,9 @@ pub struct ReconcileTask {
     /// target against this source (docs/ingest.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingest: Option<crate::IngestSource>,
+    /// The target's version before the clone this validation follows: where
+    /// `reconciliation.on_mismatch: rollback` restores a target that fails validation.
+    /// Absent when the clone created the table or committed nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_to: Option<u64>,
 }

@@ -129,6 +129,7 @@ catalog:
         validate_only: false,
         progress: false,
         ingest_only: false,
+        mirror_only: false,
     };
     let RunOutput::Completed(done) = run(&config, &opts).await.unwrap() else {
         panic!("expected a completed run");
@@ -328,6 +329,7 @@ catalog:
         validate_only: false,
         progress: false,
         ingest_only: false,
+        mirror_only: false,
     };
     let RunOutput::Completed(done) = run(&config, &opts).await.unwrap() else {
         panic!("expected a completed run");
@@ -402,6 +404,7 @@ catalog:
         validate_only: false,
         progress: false,
         ingest_only: false,
+        mirror_only: false,
     };
     env.tgt.clear_log();
     let RunOutput::Completed(done) = run(&config, &opts).await.unwrap() else {

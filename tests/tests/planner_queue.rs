@@ -48,6 +48,7 @@ async fn requests_become_tasks_and_bad_requests_become_dead_letters() {
         as_of: None,
         group: None,
         catalog: false,
+        mirror: false,
     };
     bus.publish(names::REQUESTS, Bytes::from_static(b"{definitely not json"))
         .await

@@ -60,6 +60,7 @@ impl Harness {
             as_of: None,
             group: None,
             catalog: false,
+            mirror: false,
         };
         let task = CloneTask {
             ingest: None,

@@ -16,6 +16,7 @@ pub mod clone;
 pub mod databricks;
 pub mod fleet;
 pub mod reconcile;
+pub mod rollback;
 pub mod run;
 pub mod sync;
 pub mod sync_ops;
@@ -48,6 +49,9 @@ pub enum Command {
     /// Compare a replica with its source: row counts, schema and, with `--key`, the keys
     /// missing, extra and changed in the target. Exits 0 when they match, 1 when they differ.
     Reconcile(reconcile::Args),
+    /// Restore a table to an earlier version with a new commit (history kept): what
+    /// `reconciliation.on_mismatch: rollback` does after a failed validation, by hand.
+    Rollback(rollback::Args),
     /// The audit trail in the state store.
     Audit {
         #[command(subcommand)]
@@ -61,6 +65,11 @@ pub enum Command {
     /// load when a table is missing, a merge by key afterwards (docs/ingest.md). Only the
     /// sources, not the tables under `source.root`; all services in this process.
     Ingest(run::IngestArgs),
+    /// Mirror the tables into another engine: `replicator mirror snowflake -c CONFIG`.
+    Mirror {
+        #[command(subcommand)]
+        command: run::MirrorCommand,
+    },
     /// Run one or more services as a long-lived worker over the configured broker
     /// (`bus.backend: rabbitmq` or `kafka`), with /healthz, /readyz and /metrics.
     Serve(fleet::ServeArgs),
@@ -176,10 +185,12 @@ pub async fn main(cli: Cli) -> ExitCode {
         Command::Clone(args) => clone::run(args, &logs).await,
         Command::Volume(args) => volume::run(args, &logs).await,
         Command::Reconcile(args) => reconcile::run(args, &logs).await,
+        Command::Rollback(args) => rollback::run(args, &logs).await,
         Command::Audit { command } => audit::run(command, &logs).await,
         Command::Run(args) => run::run(args, &logs).await,
         Command::Validate(args) => run::validate(args, &logs).await,
         Command::Ingest(args) => run::ingest(args, &logs).await,
+        Command::Mirror { command } => run::mirror(command, &logs).await,
         Command::Serve(args) => fleet::serve(args, &logs).await,
         Command::Submit(args) => fleet::submit(args, &logs).await,
         Command::Watch(args) => fleet::watch(args, &logs).await,

@@ -41,6 +41,28 @@ pub struct IngestArgs {
 }
 
 #[derive(clap::Args)]
+pub struct MirrorArgs {
+    #[command(flatten)]
+    config: super::ConfigFlag,
+    /// Print the SQL the mirror would run, in execution order (after reading what Snowflake
+    /// has with `SHOW`); change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Print the run summary (or the dry run) as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `replicator mirror …`.
+#[derive(clap::Subcommand)]
+pub enum MirrorCommand {
+    /// Expose the tables in Snowflake as Iceberg tables that read them in place: UniForm
+    /// tables of Unity Catalog through catalog integrations, Delta tables through their
+    /// files (the config's `snowflake` section; docs/snowflake.md).
+    Snowflake(MirrorArgs),
+}
+
+#[derive(clap::Args)]
 pub struct ValidateArgs {
     #[command(flatten)]
     config: ConfigArg,
@@ -64,7 +86,7 @@ pub async fn run(args: RunArgs, logs: &Logs) -> ExitCode {
         dry_run: args.dry_run,
         validate_only: args.validate_only,
         progress: !args.json,
-        ingest_only: false,
+        ..Default::default()
     };
     run_config(&args.config, opts, args.json, logs).await
 }
@@ -77,6 +99,21 @@ pub async fn ingest(args: IngestArgs, logs: &Logs) -> ExitCode {
         ..Default::default()
     };
     run_config(&args.config, opts, args.json, logs).await
+}
+
+pub async fn mirror(command: MirrorCommand, logs: &Logs) -> ExitCode {
+    let MirrorCommand::Snowflake(args) = command;
+    let opts = RunOptions {
+        dry_run: args.dry_run,
+        progress: !args.json,
+        mirror_only: true,
+        ..Default::default()
+    };
+    let config = ConfigArg {
+        config: args.config.config,
+        overrides: args.config.overrides,
+    };
+    run_config(&config, opts, args.json, logs).await
 }
 
 pub async fn validate(args: ValidateArgs, logs: &Logs) -> ExitCode {

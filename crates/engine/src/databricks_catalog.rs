@@ -247,11 +247,12 @@ impl DatabricksEngine {
                 });
             }
             ObjectKind::Volume => return self.apply_volume(pair, task, ctx).await,
-            ObjectKind::Inventory => {
+            ObjectKind::Inventory | ObjectKind::Mirror => {
                 return Err(Failure::new(
                     ErrorKind::Permanent,
                     format!(
-                        "inventory {name}: checked by the catalog worker with diff_objects, not applied"
+                        "{} {name}: run by the catalog worker (diff_objects, the Snowflake mirror), not applied by the engine",
+                        task.kind
                     ),
                     false,
                 ));

@@ -32,6 +32,7 @@ use uuid::Uuid;
 mod catalog;
 pub mod databricks;
 mod databricks_catalog;
+pub mod mirror;
 pub mod native;
 
 pub use catalog::{
@@ -347,6 +348,8 @@ pub struct Engines {
     databricks: Option<Arc<DatabricksEngine>>,
     /// How catalog objects are carried (the config's `catalog` section, or its defaults).
     catalog: Arc<CatalogSettings>,
+    /// The Snowflake mirror (the config's `snowflake` section).
+    mirror: Option<Arc<mirror::Mirror>>,
 }
 
 impl Default for Engines {
@@ -372,6 +375,7 @@ impl Engines {
             native: Arc::new(NativeEngine::new(storage).with_ingest(ingest_settings(config))),
             databricks,
             catalog: Arc::new(config.catalog.clone().unwrap_or_default()),
+            mirror: mirror::Mirror::from_config(config)?.map(Arc::new),
         })
     }
 
@@ -389,6 +393,7 @@ impl Engines {
                         .with_ingest(ingest_settings(config)),
                 ),
                 databricks: None,
+                mirror: mirror::Mirror::from_config(config)?.map(Arc::new),
             }),
             EngineKind::Databricks => Self::from_config(config),
         }
@@ -400,7 +405,48 @@ impl Engines {
             native: Arc::new(NativeEngine::new(storage)),
             databricks: None,
             catalog: Arc::default(),
+            mirror: None,
         }
+    }
+
+    /// The Databricks engine, when the config has a `databricks` section.
+    pub fn databricks(&self) -> Option<&DatabricksEngine> {
+        self.databricks.as_deref()
+    }
+
+    /// The Snowflake mirror, when the config has a `snowflake` section.
+    pub fn mirror(&self) -> Option<&mirror::Mirror> {
+        self.mirror.as_deref()
+    }
+
+    /// One attempt at a catalog task with the engine it names; the Snowflake mirror's task
+    /// (`mirror`) with the mirror, over that engine's tables.
+    pub async fn apply_object(
+        &self,
+        task: &CatalogTask,
+        ctx: &ObjectContext,
+    ) -> Result<Applied, Failure> {
+        let permanent = |e: EngineError| Failure::new(ErrorKind::Permanent, e.to_string(), false);
+        if task.kind == replicator_proto::ObjectKind::Mirror {
+            let mirror = self.mirror().ok_or_else(|| {
+                permanent(EngineError::NotConfigured(format!(
+                    "mirror {}: this worker's config has no `snowflake` section",
+                    task.name
+                )))
+            })?;
+            let sources = mirror.sources(self, task.engine).await;
+            let databricks = match task.engine {
+                EngineKind::Databricks => self.databricks(),
+                EngineKind::Native => None,
+            };
+            return mirror
+                .apply(task, sources, &self.native, databricks, ctx)
+                .await;
+        }
+        self.get_for(task.engine, &task.source)
+            .map_err(permanent)?
+            .apply_object(task, ctx)
+            .await
     }
 
     /// How catalog objects are carried (docs/catalog.md).

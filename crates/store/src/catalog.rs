@@ -60,6 +60,18 @@ impl Store {
         Ok(n as u64)
     }
 
+    /// How many of the run's tables are still being copied (queued or cloning): the Snowflake
+    /// mirror waits for them, to expose the tables as the run leaves them.
+    pub async fn tables_copying(&self, run_id: Uuid) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM tasks WHERE run_id = $1 AND kind = 'table' AND status IN ('queued', 'cloning')",
+        )
+        .bind(run_id.to_string())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n as u64)
+    }
+
     /// The request a run was planned from, as recorded with the run.
     pub async fn run_request(
         &self,
@@ -198,6 +210,11 @@ mod tests {
         ];
         store.create_run(&req, &tasks).await.unwrap();
         assert_eq!(store.catalog_in_flight(run_id).await.unwrap(), 1);
+        assert_eq!(
+            store.tables_copying(run_id).await.unwrap(),
+            1,
+            "table a.x is queued"
+        );
         assert_eq!(store.run_request(run_id).await.unwrap(), Some(req.clone()));
         assert_eq!(store.run_request(Uuid::now_v7()).await.unwrap(), None);
 

@@ -123,10 +123,12 @@ impl Store {
         };
         let error = match (&r.error, r.outcome) {
             (Some(e), _) => Some(e.message.clone()),
+            // The failed checks, and the rollback that followed them if any
+            // (`reconciliation.on_mismatch: rollback`), for the summary and the digest.
             (None, Validation::Mismatched) => Some(
                 r.checks
                     .iter()
-                    .filter(|c| !c.passed)
+                    .filter(|c| !c.passed || c.name == "rollback")
                     .map(|c| format!("{}: {}", c.name, c.detail))
                     .collect::<Vec<_>>()
                     .join("; "),

@@ -19,6 +19,7 @@ pub(crate) fn request() -> ReplicationRequest {
         as_of: None,
         group: None,
         catalog: false,
+        mirror: false,
     }
 }
 
@@ -130,6 +131,7 @@ pub(crate) fn reconcile_result(
         error: None,
         duration_ms: 1,
         statement_ids: Vec::new(),
+        rolled_back_to: None,
         depth: Default::default(),
     }
 }

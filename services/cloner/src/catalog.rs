@@ -12,6 +12,9 @@
 //! the differences as its findings. A difference (missing, extra, different) makes the task,
 //! and so the run, `mismatched`; objects reported by design (a materialized view) are
 //! findings only.
+//!
+//! The Snowflake mirror ([`ObjectKind::Mirror`], docs/snowflake.md) is a catalog task too: it
+//! waits until the run's tables are copied, then exposes them in Snowflake.
 
 use std::time::Duration;
 
@@ -131,22 +134,45 @@ impl Work for Cataloger {
         if task.kind == ObjectKind::Inventory {
             return self.inventory(task).await;
         }
-        let engine = self
-            .engines
-            .get_for(task.engine, &task.source)
-            .map_err(|e| Failure::new(ErrorKind::Permanent, e.to_string(), false))?;
+        if task.kind == ObjectKind::Mirror {
+            // The mirror exposes the run's tables as the run leaves them: after their copies.
+            let copying = self
+                .store
+                .tables_copying(task.header.run_id)
+                .await
+                .map_err(|e| {
+                    Failure::new(
+                        ErrorKind::Transient,
+                        format!("mirror {}: the state store: {e}", task.name),
+                        true,
+                    )
+                })?;
+            if copying > 0 {
+                return Err(Failure {
+                    waits: true,
+                    ..Failure::new(
+                        ErrorKind::Transient,
+                        format!(
+                            "mirror {} waits for {copying} table(s) of the run still being copied",
+                            task.name
+                        ),
+                        false,
+                    )
+                });
+            }
+        }
         let ctx = ObjectContext {
             dry_run: false,
             settings: self.settings.clone(),
             parallelism: self.parallelism,
         };
-        engine.apply_object(task, &ctx).await
+        self.engines.apply_object(task, &ctx).await
     }
 
     fn not_yet(&self, task: &CatalogTask, error: &Failure) -> Option<String> {
         // The inventory waits as long as the objects it waits for: each of them settles
         // (applied, or failed after its own retries and wait).
-        if task.kind == ObjectKind::Inventory {
+        if matches!(task.kind, ObjectKind::Inventory | ObjectKind::Mirror) {
             return error.waits.then(|| error.to_string());
         }
         let budget = chrono::Duration::minutes(self.settings.wait_minutes as i64);

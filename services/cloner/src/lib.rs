@@ -261,7 +261,7 @@ impl Work for Cloner {
             && ((succeeded && recorded.first) || recorded.status == Some(TaskStatus::Cloned))
         {
             let version = if succeeded { msg.source_version } else { None };
-            queue_validation(task, version, bus).await?;
+            queue_validation(task, version, rollback_to(task, msg), bus).await?;
         }
         if recorded.first {
             let key = if succeeded {
@@ -291,7 +291,8 @@ impl Work for Cloner {
             let version = store
                 .last_source_version(&task.source, &task.target)
                 .await?;
-            queue_validation(task, version, bus).await?;
+            // The clone's result is not at hand: nothing known to roll back to.
+            queue_validation(task, version, None, bus).await?;
         }
         Ok(())
     }
@@ -303,10 +304,22 @@ fn validates(task: &CloneTask) -> bool {
     task.operation.reconciles() && task.ingest.as_ref().is_none_or(|i| i.validate)
 }
 
+/// The target's version before the clone `msg` reports, when it can be rolled back to: a
+/// clone commits exactly once (the native engine's one commit, Databricks' `DEEP CLONE`), so
+/// it is the version before the new one. None when the clone created the table, committed
+/// nothing, or is an ingestion (whose schema changes and merge may be several commits).
+fn rollback_to(task: &CloneTask, msg: &CloneResult) -> Option<u64> {
+    if task.ingest.is_some() || !msg.committed || msg.outcome != Outcome::Succeeded {
+        return None;
+    }
+    msg.target_version.and_then(|v| v.checked_sub(1))
+}
+
 /// Publish the reconcile task that follows a clone of `task`.
 async fn queue_validation(
     task: &CloneTask,
     source_version: Option<u64>,
+    rollback_to: Option<u64>,
     bus: &BusRef,
 ) -> anyhow::Result<()> {
     let next = ReconcileTask {
@@ -319,6 +332,7 @@ async fn queue_validation(
         target: task.target.clone(),
         source_version,
         engine: task.engine,
+        rollback_to,
     };
     typed::publish(bus.as_ref(), names::RECONCILE_TASKS, &next).await?;
     Ok(())

@@ -65,8 +65,11 @@ pub async fn plan(
     parallelism: usize,
 ) -> Result<RunPlan, PlanError> {
     let engine = engines.get_for(request.engine, &request.source_root)?;
-    // A request that only ingests (docs/ingest.md) has no source root to expand.
-    let mut items = if request.source_root.trim().is_empty() && !request.ingest.is_empty() {
+    // A request that only ingests (docs/ingest.md) or only mirrors (docs/snowflake.md) has no
+    // source root to expand.
+    let mut items = if request.source_root.trim().is_empty()
+        && (!request.ingest.is_empty() || request.mirror)
+    {
         Vec::new()
     } else {
         engine.plan(request, dry_run, parallelism).await?
@@ -119,6 +122,21 @@ pub async fn plan(
             request.target_root.clone(),
         ));
     }
+    // The Snowflake mirror goes last too: it exposes the run's tables as they end up
+    // (docs/snowflake.md). Only a worker whose config has the `snowflake` section runs it.
+    if request.mirror && request.operation.clones() {
+        let mirror = engines.mirror().ok_or_else(|| {
+            EngineError::NotConfigured(
+                "the request asks for a Snowflake mirror, but the planner's config has no `snowflake` section".into(),
+            )
+        })?;
+        objects.push(PlannedObject::new(
+            ObjectKind::Mirror,
+            "snowflake".into(),
+            request.source_root.clone(),
+            mirror.target(),
+        ));
+    }
     let mut would_apply = Vec::new();
     if dry_run {
         let ctx = ObjectContext {
@@ -128,7 +146,7 @@ pub async fn plan(
         };
         for o in &objects {
             let task = catalog_task(request, o);
-            would_apply.push(engine.apply_object(&task, &ctx).await.map_err(|f| {
+            would_apply.push(engines.apply_object(&task, &ctx).await.map_err(|f| {
                 if f.waits {
                     format!("after this run's tables: {f}")
                 } else {
@@ -293,6 +311,8 @@ pub async fn publish_plan(
                     target: item.target.clone(),
                     source_version: request.version,
                     engine,
+                    // A reconciliation-only run has no clone to undo.
+                    rollback_to: None,
                 };
                 (
                     names::RECONCILE_TASKS,

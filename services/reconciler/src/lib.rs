@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use replicator_bus::{BusRef, typed};
-use replicator_common::config::Reconciliation;
+use replicator_common::config::{OnMismatch, Reconciliation};
 use replicator_common::retry::RetryPolicy;
 use replicator_common::shutdown::CancellationToken;
 use replicator_engine::{CheckContext, Checked, Engines, Failure};
@@ -54,6 +54,52 @@ struct Reconciler {
     store: Store,
 }
 
+/// What one validation found, and the version the target was rolled back to, if it was.
+struct Outcome {
+    checked: Checked,
+    rolled_back_to: Option<u64>,
+}
+
+impl Reconciler {
+    /// `reconciliation.on_mismatch: rollback`: restore the target of a fresh clone that
+    /// failed validation to the version it had before the clone, with a new commit. The
+    /// account is one more check, `rollback`, so the result, the audit and the digest show
+    /// it; a target that cannot be rolled back says why.
+    async fn roll_back(
+        &self,
+        engine: &dyn replicator_engine::Engine,
+        task: &ReconcileTask,
+        checked: &mut Checked,
+    ) -> Option<u64> {
+        let (passed, detail, done) = match task.rollback_to {
+            None => (
+                false,
+                "not rolled back: no version before this clone to restore (the clone created the table, committed nothing, or was an ingestion)".to_owned(),
+                None,
+            ),
+            Some(v) => match engine.restore(&task.target, v).await {
+                Ok(did) => (
+                    true,
+                    format!("rolled back to version {v} with a new commit (history kept): {did}"),
+                    Some(v),
+                ),
+                Err(e) => (false, format!("rolling back to version {v} failed: {e}"), None),
+            },
+        };
+        if passed {
+            tracing::warn!(target = %task.target, version = ?done, "target rolled back after failing validation");
+        } else {
+            tracing::error!(target = %task.target, %detail, "target not rolled back");
+        }
+        checked.checks.push(replicator_proto::Check {
+            name: "rollback".into(),
+            passed,
+            detail,
+        });
+        done
+    }
+}
+
 /// Start consuming `tasks.reconcile`; returns once the consumer is attached.
 pub async fn spawn(
     bus: BusRef,
@@ -80,7 +126,7 @@ pub async fn spawn(
 #[async_trait]
 impl Work for Reconciler {
     type Task = ReconcileTask;
-    type Output = Checked;
+    type Output = Outcome;
     type Error = Failure;
     type Result = ReconcileResult;
     const SERVICE: &'static str = "reconciler";
@@ -98,7 +144,7 @@ impl Work for Reconciler {
         (task.task_id, task.attempt)
     }
 
-    async fn attempt(&self, task: &ReconcileTask) -> Result<Checked, Failure> {
+    async fn attempt(&self, task: &ReconcileTask) -> Result<Outcome, Failure> {
         let engine = self
             .engines
             .get_for(task.engine, &task.source)
@@ -107,20 +153,35 @@ impl Work for Reconciler {
             checks: &self.checks,
             store: &self.store,
         };
-        engine.check(task, &ctx).await
+        let mut checked = engine.check(task, &ctx).await?;
+        let rolled_back_to = if checked.outcome() == Validation::Mismatched
+            && self.checks.on_mismatch == OnMismatch::Rollback
+        {
+            self.roll_back(engine, task, &mut checked).await
+        } else {
+            None
+        };
+        Ok(Outcome {
+            checked,
+            rolled_back_to,
+        })
     }
 
     fn result(
         &self,
         task: &ReconcileTask,
-        outcome: Result<Checked, Failure>,
+        outcome: Result<Outcome, Failure>,
         _retries: u32,
         took: Duration,
     ) -> ReconcileResult {
         let mut msg = pending_result(task);
         msg.duration_ms = took.as_millis() as u64;
         match outcome {
-            Ok(c) => {
+            Ok(Outcome {
+                checked: c,
+                rolled_back_to,
+            }) => {
+                msg.rolled_back_to = rolled_back_to;
                 msg.outcome = c.outcome();
                 msg.source_version = c.source_version;
                 msg.target_version = c.target_version;
@@ -196,5 +257,6 @@ fn pending_result(task: &ReconcileTask) -> ReconcileResult {
         error: None,
         duration_ms: 0,
         statement_ids: Vec::new(),
+        rolled_back_to: None,
     }
 }

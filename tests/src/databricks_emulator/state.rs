@@ -147,6 +147,17 @@ impl World {
         );
     }
 
+    /// Unregister the table `catalog.schema.table` of a metastore (as `DROP TABLE` does to a
+    /// table another tool dropped); its files stay. Returns whether it was registered.
+    pub fn remove_table(&self, metastore: &str, catalog: &str, schema: &str, name: &str) -> bool {
+        let mut ms = self.metastores.lock().unwrap();
+        ms.get_mut(metastore)
+            .and_then(|m| m.catalogs.get_mut(catalog))
+            .and_then(|c| c.schemas.get_mut(schema))
+            .and_then(|s| s.remove(name))
+            .is_some()
+    }
+
     /// The table `catalog.schema.table` of a metastore, if registered.
     pub fn table(&self, metastore: &str, catalog: &str, schema: &str, name: &str) -> Option<Table> {
         let ms = self.metastores.lock().unwrap();

@@ -76,18 +76,15 @@ fn type_text(ty: &Value) -> String {
 }
 
 async fn table_json(catalog: &str, schema: &str, name: &str, t: &Table) -> Value {
-    let columns: Vec<Value> = match TableLocation::parse(&t.location.to_string_lossy()) {
-        Ok(loc) => match inspect::table_info(&loc, None).await {
-            Ok(info) => info
-                .columns
-                .iter()
-                .enumerate()
-                .map(|(i, (n, ty, nullable))| json!({"name": n, "type_text": type_text(ty), "type_name": type_text(ty).to_uppercase(), "nullable": nullable, "position": i}))
-                .collect(),
-            Err(_) => Vec::new(),
-        },
-        Err(_) => Vec::new(),
+    let info = match TableLocation::parse(&t.location.to_string_lossy()) {
+        Ok(loc) => inspect::table_info(&loc, None).await.ok(),
+        Err(_) => None,
     };
+    let columns: Vec<Value> = info
+        .iter()
+        .flat_map(|info| info.columns.iter().enumerate())
+        .map(|(i, (n, ty, nullable))| json!({"name": n, "type_text": type_text(ty), "type_name": type_text(ty).to_uppercase(), "nullable": nullable, "position": i}))
+        .collect();
     let mut v = json!({
         "name": name,
         "catalog_name": catalog,
@@ -101,6 +98,26 @@ async fn table_json(catalog: &str, schema: &str, name: &str, t: &Table) -> Value
     });
     if let Some(p) = t.properties.get("pipelines.pipelineId") {
         v["pipeline_id"] = json!(p);
+    }
+    // A UniForm table (`delta.universalFormat.enabledFormats` lists `iceberg`): the Tables
+    // API's `delta_uniform_iceberg` names the Iceberg metadata of the table's latest Delta
+    // version, where UniForm writes it (`<table>/metadata/<version>-<uuid>.metadata.json`).
+    // The emulator writes no Iceberg metadata; the location follows the real table's version.
+    let uniform = t
+        .properties
+        .get("delta.universalFormat.enabledFormats")
+        .is_some_and(|f| f.split(',').any(|x| x.trim() == "iceberg"));
+    if uniform && let Some(info) = &info {
+        v["delta_uniform_iceberg"] = json!({
+            "metadata_location": format!(
+                "file://{}/metadata/{:05}-00000000-0000-4000-8000-{:012}.metadata.json",
+                t.location.display(),
+                info.version,
+                info.version
+            ),
+            "converted_delta_version": info.version,
+            "converted_delta_timestamp": "2026-11-29T00:00:00Z",
+        });
     }
     v
 }

@@ -86,6 +86,9 @@ impl Config {
                 ingest.definitions_dir = Some(base.join(dir));
             }
         }
+        if let Some(snowflake) = &mut self.snowflake {
+            snowflake.resolve_paths(resolve);
+        }
         for root in &mut self.cloning.external_roots {
             if let Some(p) = resolve(root) {
                 *root = p;

@@ -41,6 +41,7 @@ mod retry;
 mod secret;
 pub mod seed;
 mod shape;
+mod snowflake;
 mod state;
 mod sync;
 mod tables;
@@ -57,9 +58,10 @@ pub use log::{Log, LogFormat};
 pub use notifications::{
     Email, Group, Notifications, Smtp, SmtpSecurity, Webhook, WebhookFormat, When,
 };
-pub use reconciliation::{Period, Reconciliation, TableChecks, TableReconciliation};
+pub use reconciliation::{OnMismatch, Period, Reconciliation, TableChecks, TableReconciliation};
 pub use secret::{SecretRef, StorageValue};
 pub use shape::{MAX_CONFIG_BYTES, MAX_NESTING};
+pub use snowflake::{DeltaSettings, SnowflakeClient, SnowflakeConfig, UniformSettings};
 pub use state::State;
 pub use sync::{Schedule, SyncConfig, SyncGroup, SyncNotify};
 pub use tables::Tables;
@@ -115,6 +117,10 @@ pub struct Config {
     /// (docs/ingest.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingest: Option<IngestConfig>,
+    /// Mirror tables into Snowflake as Iceberg tables that read them in place
+    /// (docs/snowflake.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snowflake: Option<SnowflakeConfig>,
     /// The file this config was loaded from (absolute when it exists), set by
     /// [`Config::load`]; never read from YAML. The notifier names it in its digests.
     #[serde(skip)]
@@ -185,6 +191,9 @@ impl Config {
         }
         if let Some(ingest) = &self.ingest {
             ingest.validate().map_err(|e| e.within("ingest"))?;
+        }
+        if let Some(snowflake) = &self.snowflake {
+            snowflake.validate().map_err(|e| e.within("snowflake"))?;
         }
         if let Some(catalog) = &self.catalog {
             catalog.validate().map_err(|e| e.within("catalog"))?;

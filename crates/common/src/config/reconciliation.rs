@@ -28,6 +28,21 @@ pub struct Reconciliation {
     /// validation that matched gets the cheap check instead: latest versions and commit
     /// fingerprints, no snapshot read. `0` validates deeply every run.
     pub deep_every: Period,
+    /// What a failed validation of a fresh clone does to its target: `report` (the default)
+    /// leaves it; `rollback` restores the version it had before the clone, with a new commit
+    /// (history kept), and says so in the result, the audit and the digest.
+    pub on_mismatch: OnMismatch,
+}
+
+/// `reconciliation.on_mismatch`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnMismatch {
+    /// Report the mismatch; the target stays as the clone left it.
+    #[default]
+    Report,
+    /// Restore the target to the version it had before the clone.
+    Rollback,
 }
 
 impl Default for Reconciliation {
@@ -40,6 +55,7 @@ impl Default for Reconciliation {
             memory_mb: 512,
             tables: Vec::new(),
             deep_every: Period(std::time::Duration::from_secs(24 * 3600)),
+            on_mismatch: OnMismatch::Report,
         }
     }
 }

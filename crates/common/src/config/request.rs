@@ -43,6 +43,7 @@ impl Config {
             as_of: None,
             group: None,
             catalog: self.catalog.is_some(),
+            mirror: self.snowflake.is_some(),
         }
     }
 }

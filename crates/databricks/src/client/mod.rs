@@ -50,7 +50,7 @@ pub use jobs::{
 pub use statement::StatementResult;
 pub use unity_catalog::{
     CatalogInfo, ColumnInfo, ProviderInfo, RecipientInfo, SchemaInfo, ShareInfo, SharedObject,
-    TableInfo, TableType,
+    TableInfo, TableType, UniformIceberg,
 };
 pub use volumes::{ExternalLocationInfo, StorageCredentialInfo, VolumeInfo, VolumeName};
 

@@ -83,9 +83,35 @@ pub struct TableInfo {
     pub pipeline_id: Option<String>,
     #[serde(default)]
     pub storage_location: Option<String>,
+    /// A UniForm table's Iceberg metadata (`delta_uniform_iceberg` of the Tables API).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta_uniform_iceberg: Option<UniformIceberg>,
+}
+
+/// Where Unity Catalog says a UniForm table's current Iceberg metadata is
+/// (`TableInfo.delta_uniform_iceberg`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UniformIceberg {
+    #[serde(default)]
+    pub metadata_location: Option<String>,
+    #[serde(default)]
+    pub converted_delta_version: Option<i64>,
+    #[serde(default)]
+    pub converted_delta_timestamp: Option<String>,
 }
 
 impl TableInfo {
+    /// Whether the table is UniForm with Iceberg reads enabled: its
+    /// `delta.universalFormat.enabledFormats` property lists `iceberg`.
+    pub fn uniform_iceberg(&self) -> bool {
+        self.properties
+            .get("delta.universalFormat.enabledFormats")
+            .is_some_and(|f| {
+                f.split(',')
+                    .any(|x| x.trim().eq_ignore_ascii_case("iceberg"))
+            })
+    }
+
     pub fn kind(&self) -> TableType {
         TableType::parse(&self.table_type)
     }

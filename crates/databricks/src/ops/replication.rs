@@ -274,6 +274,7 @@ mod tests {
                 .collect(),
             pipeline_id: None,
             storage_location: None,
+            delta_uniform_iceberg: None,
         }
     }
 

@@ -199,6 +199,7 @@ mod tests {
                 columns: Vec::new(),
                 pipeline_id: None,
                 storage_location: None,
+                delta_uniform_iceberg: None,
             },
         }
     }

@@ -304,6 +304,7 @@ mod tests {
             as_of: None,
             group: None,
             catalog: false,
+            mirror: false,
         }
     }
 

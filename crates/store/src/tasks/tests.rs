@@ -275,6 +275,7 @@ pub(crate) async fn results_are_recorded_once(url: &str) {
         error: None,
         duration_ms: 1,
         statement_ids: Vec::new(),
+        rolled_back_to: None,
         depth: Default::default(),
     };
     assert!(store.record_reconcile(&reconciled).await.unwrap().first);

@@ -145,6 +145,7 @@ impl Syncer {
         request.group = Some(group.name.clone());
         // A cut is of the group's tables; the catalog's other objects sync with runs.
         request.catalog = false;
+        request.mirror = false;
         request
     }
 
