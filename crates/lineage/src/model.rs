@@ -443,4 +443,29 @@ mod tests {
         assert!(PRODUCER.ends_with(env!("CARGO_PKG_VERSION")), "{PRODUCER}");
         assert!(ReplicatorRun::SCHEMA_URL.contains(env!("CARGO_PKG_VERSION")));
     }
+
+    /// The custom facet's schema URL points at a file of this crate, which describes
+    /// every field the facet has.
+    #[test]
+    fn the_replicator_facet_schema_is_in_the_repository() {
+        let text = include_str!("../schema/ReplicatorRunFacet.json");
+        let schema: serde_json::Value = serde_json::from_str(text).unwrap();
+        let (file_url, pointer) = ReplicatorRun::SCHEMA_URL.split_once('#').unwrap();
+        assert_eq!(schema["$id"], file_url);
+        assert!(file_url.ends_with("crates/lineage/schema/ReplicatorRunFacet.json"));
+        let def = schema
+            .pointer(pointer)
+            .unwrap_or_else(|| panic!("{pointer}"));
+        let props = &def["allOf"][1]["properties"];
+        let full = ReplicatorRun {
+            attempt: 1,
+            bytes_copied: Some(1),
+            files_copied: Some(1),
+            rows: Some(1),
+        };
+        let v = serde_json::to_value(full).unwrap();
+        for k in v.as_object().unwrap().keys() {
+            assert!(props.get(k).is_some(), "{k} is not in the schema");
+        }
+    }
 }
