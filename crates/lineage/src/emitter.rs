@@ -145,13 +145,18 @@ impl Emitter {
         })
     }
 
+    /// The emitter of `config`'s `lineage` section; none without one.
+    pub fn from_config(config: &replicator_common::Config) -> Result<Option<Self>, LineageError> {
+        config.lineage.as_ref().map(Self::new).transpose()
+    }
+
     /// The job namespace events of this emitter use (`lineage.namespace`).
     pub fn namespace(&self) -> &str {
         &self.inner.namespace
     }
 
     /// Queue `event` for sending and return at once. A full queue drops it with a warning
-    /// (see [`Emitter::dropped`]); nothing here waits or fails.
+    /// (the 1st, 2nd, 4th, … drop; see [`Emitter::dropped`]); nothing here waits or fails.
     pub fn emit(&self, event: RunEvent) {
         match self.inner.tx.try_send(event) {
             Ok(()) => {
@@ -161,13 +166,25 @@ impl Emitter {
                 mpsc::error::TrySendError::Full(event) | mpsc::error::TrySendError::Closed(event),
             ) => {
                 let dropped = self.inner.dropped.fetch_add(1, Ordering::SeqCst) + 1;
-                tracing::warn!(
-                    job = %event.job.name,
-                    event_type = %event.event_type,
-                    run_id = %event.run.run_id,
-                    dropped,
-                    "lineage event dropped: the queue is full (lineage.queue)"
-                );
+                // While the endpoint is down every new event is dropped: warn at the 1st,
+                // 2nd, 4th, 8th, … drop (with the total), note the others at debug.
+                if dropped.is_power_of_two() {
+                    tracing::warn!(
+                        job = %event.job.name,
+                        event_type = %event.event_type,
+                        run_id = %event.run.run_id,
+                        dropped,
+                        "lineage event dropped: the queue is full (lineage.queue)"
+                    );
+                } else {
+                    tracing::debug!(
+                        job = %event.job.name,
+                        event_type = %event.event_type,
+                        run_id = %event.run.run_id,
+                        dropped,
+                        "lineage event dropped: the queue is full (lineage.queue)"
+                    );
+                }
             }
         }
     }
@@ -349,5 +366,26 @@ mod tests {
         config.queue = 0;
         let err = Emitter::new(&config).unwrap_err().to_string();
         assert!(err.contains("lineage.queue"), "{err}");
+    }
+
+    #[test]
+    fn a_config_without_the_section_has_no_emitter() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _guard = rt.enter();
+        let base = "source: { root: /s }\ntarget: { root: /t }\n";
+        let none: Vec<(String, String)> = Vec::new();
+        let c = replicator_common::Config::from_yaml(base, none.clone(), &[]).unwrap();
+        assert!(Emitter::from_config(&c).unwrap().is_none());
+        let c = replicator_common::Config::from_yaml(
+            &format!("{base}lineage: {{ url: \"http://127.0.0.1:9\", namespace: dr }}\n"),
+            none,
+            &[],
+        )
+        .unwrap();
+        let e = Emitter::from_config(&c).unwrap().unwrap();
+        assert_eq!(e.namespace(), "dr");
     }
 }
