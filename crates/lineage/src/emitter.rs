@@ -26,14 +26,17 @@ pub enum LineageError {
 }
 
 /// Sends OpenLineage events without ever holding up the caller. Cheap to clone; the
-/// background task ends once every clone is dropped and the queue is drained.
+/// background task ends once every clone is dropped and the queue is drained. A disabled
+/// emitter ([`Emitter::disabled`], a config without `lineage`) takes events and sends none,
+/// so callers need no `if`.
 #[derive(Clone)]
 pub struct Emitter {
     inner: Arc<Inner>,
 }
 
 struct Inner {
-    tx: mpsc::Sender<RunEvent>,
+    /// None when disabled.
+    tx: Option<mpsc::Sender<RunEvent>>,
     namespace: String,
     /// Where events go, for `Debug` (never holds credentials: the config refuses them).
     target: String,
@@ -54,6 +57,7 @@ impl std::fmt::Debug for Emitter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The key itself is never kept here: only whether there is one.
         f.debug_struct("Emitter")
+            .field("enabled", &self.is_enabled())
             .field("target", &self.inner.target)
             .field("namespace", &self.inner.namespace)
             .field("api_key", &if self.inner.has_key { "set" } else { "none" })
@@ -132,7 +136,7 @@ impl Emitter {
         runtime.spawn(drain(rx, sender, done_tx));
         Ok(Self {
             inner: Arc::new(Inner {
-                tx,
+                tx: Some(tx),
                 namespace: config.namespace.clone(),
                 target: url,
                 has_key: config.api_key.is_some(),
@@ -145,9 +149,35 @@ impl Emitter {
         })
     }
 
-    /// The emitter of `config`'s `lineage` section; none without one.
-    pub fn from_config(config: &replicator_common::Config) -> Result<Option<Self>, LineageError> {
-        config.lineage.as_ref().map(Self::new).transpose()
+    /// The emitter of `config`'s `lineage` section; a disabled one without it.
+    pub fn from_config(config: &replicator_common::Config) -> Result<Self, LineageError> {
+        match &config.lineage {
+            Some(l) => Self::new(l),
+            None => Ok(Self::disabled()),
+        }
+    }
+
+    /// An emitter that sends nothing (no runtime needed).
+    pub fn disabled() -> Self {
+        let (_, done) = watch::channel(0u64);
+        Self {
+            inner: Arc::new(Inner {
+                tx: None,
+                namespace: "replicator".into(),
+                target: String::new(),
+                has_key: false,
+                queued: AtomicU64::new(0),
+                dropped: AtomicU64::new(0),
+                done,
+                sent: Arc::default(),
+                failed: Arc::default(),
+            }),
+        }
+    }
+
+    /// Whether events are sent anywhere.
+    pub fn is_enabled(&self) -> bool {
+        self.inner.tx.is_some()
     }
 
     /// The job namespace events of this emitter use (`lineage.namespace`).
@@ -158,7 +188,10 @@ impl Emitter {
     /// Queue `event` for sending and return at once. A full queue drops it with a warning
     /// (the 1st, 2nd, 4th, … drop; see [`Emitter::dropped`]); nothing here waits or fails.
     pub fn emit(&self, event: RunEvent) {
-        match self.inner.tx.try_send(event) {
+        let Some(tx) = &self.inner.tx else {
+            return;
+        };
+        match tx.try_send(event) {
             Ok(()) => {
                 self.inner.queued.fetch_add(1, Ordering::SeqCst);
             }
@@ -208,6 +241,9 @@ impl Emitter {
     /// `timeout`. True when they all were; false on timeout (the events stay queued and
     /// keep being tried).
     pub async fn flush(&self, timeout: Duration) -> bool {
+        if !self.is_enabled() {
+            return true;
+        }
         let target = self.inner.queued.load(Ordering::SeqCst);
         let mut done = self.inner.done.clone();
         tokio::time::timeout(timeout, done.wait_for(|d| *d >= target))
@@ -369,7 +405,7 @@ mod tests {
     }
 
     #[test]
-    fn a_config_without_the_section_has_no_emitter() {
+    fn a_config_without_the_section_has_a_disabled_emitter() {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -378,14 +414,19 @@ mod tests {
         let base = "source: { root: /s }\ntarget: { root: /t }\n";
         let none: Vec<(String, String)> = Vec::new();
         let c = replicator_common::Config::from_yaml(base, none.clone(), &[]).unwrap();
-        assert!(Emitter::from_config(&c).unwrap().is_none());
+        let off = Emitter::from_config(&c).unwrap();
+        assert!(!off.is_enabled());
+        off.emit(crate::RunLineage::new(uuid::Uuid::nil()).start(off.namespace()));
+        assert_eq!((off.sent(), off.dropped()), (0, 0));
+        assert!(rt.block_on(off.flush(Duration::ZERO)));
         let c = replicator_common::Config::from_yaml(
             &format!("{base}lineage: {{ url: \"http://127.0.0.1:9\", namespace: dr }}\n"),
             none,
             &[],
         )
         .unwrap();
-        let e = Emitter::from_config(&c).unwrap().unwrap();
+        let e = Emitter::from_config(&c).unwrap();
+        assert!(e.is_enabled());
         assert_eq!(e.namespace(), "dr");
     }
 }
