@@ -154,6 +154,12 @@ impl TaskLineage {
         self
     }
 
+    /// With the Azure storage account of locations that name none (`az://container/…`).
+    pub fn azure_account(mut self, account: impl Into<String>) -> Self {
+        self.azure_account = Some(account.into());
+        self
+    }
+
     /// START of the task.
     pub fn start(&self, namespace: &str) -> RunEvent {
         self.event(namespace, EventType::Start, None)
@@ -555,8 +561,9 @@ mod tests {
 
     #[test]
     fn the_azure_account_fills_in_locations_without_one() {
-        let mut t = TaskLineage::new(Uuid::nil(), Uuid::nil(), "clone a.b").output("az://lake/a/b");
-        t.azure_account = Some("acct".into());
+        let t = TaskLineage::new(Uuid::nil(), Uuid::nil(), "clone a.b")
+            .output("az://lake/a/b")
+            .azure_account("acct");
         let e = t.start("replicator");
         assert_eq!(
             e.outputs[0].namespace,
