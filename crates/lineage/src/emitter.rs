@@ -115,6 +115,8 @@ impl Emitter {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_millis(config.timeout_ms))
             .connect_timeout(Duration::from_millis(config.timeout_ms))
+            // A redirect would carry the key elsewhere: a 3xx is a refusal.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| LineageError::Config(format!("HTTP client: {e}")))?;
         let (tx, rx) = mpsc::channel(config.queue);
@@ -339,6 +341,12 @@ impl Sender {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_emitter_can_be_shared_across_threads() {
+        fn shared<T: Send + Sync + Clone + 'static>() {}
+        shared::<Emitter>();
+    }
 
     #[test]
     fn the_endpoint_is_a_path_under_the_url() {

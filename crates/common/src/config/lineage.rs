@@ -36,6 +36,9 @@ pub struct LineageConfig {
     pub base_delay_ms: u64,
 }
 
+/// Most events one emitter holds.
+const MAX_QUEUE: usize = 1_000_000;
+
 /// Marquez's endpoint, the one OpenLineage's HTTP transport posts to by default.
 pub const DEFAULT_LINEAGE_ENDPOINT: &str = "api/v1/lineage";
 
@@ -110,8 +113,11 @@ impl LineageConfig {
         if self.namespace.trim().is_empty() {
             return Err(ConfigError::key("namespace", "must not be empty"));
         }
-        if self.queue == 0 {
-            return Err(ConfigError::key("queue", "must be at least 1"));
+        if self.queue == 0 || self.queue > MAX_QUEUE {
+            return Err(ConfigError::key(
+                "queue",
+                format!("must be between 1 and {MAX_QUEUE}"),
+            ));
         }
         if self.timeout_ms == 0 {
             return Err(ConfigError::key(
@@ -200,7 +206,11 @@ mod tests {
             ),
             (
                 "{ url: \"http://m\", queue: 0 }",
-                "config key `lineage.queue`: must be at least 1",
+                "config key `lineage.queue`: must be between 1 and 1000000",
+            ),
+            (
+                "{ url: \"http://m\", queue: 1000001 }",
+                "config key `lineage.queue`: must be between 1 and 1000000",
             ),
             (
                 "{ url: \"http://m\", timeout_ms: 0 }",
