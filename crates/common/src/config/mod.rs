@@ -32,6 +32,7 @@ mod concurrency;
 mod endpoint;
 mod error;
 mod ingest;
+mod lineage;
 mod load;
 mod log;
 mod notifications;
@@ -53,6 +54,7 @@ pub use concurrency::Concurrency;
 pub use endpoint::Endpoint;
 pub use error::ConfigError;
 pub use ingest::IngestConfig;
+pub use lineage::{DEFAULT_LINEAGE_ENDPOINT, LineageConfig};
 pub use load::ENV_PREFIX;
 pub use log::{Log, LogFormat};
 pub use notifications::{
@@ -121,6 +123,10 @@ pub struct Config {
     /// (docs/snowflake.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snowflake: Option<SnowflakeConfig>,
+    /// Where OpenLineage events go: a `RunEvent` per task start, completion and failure
+    /// (docs/lineage.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lineage: Option<LineageConfig>,
     /// The file this config was loaded from (absolute when it exists), set by
     /// [`Config::load`]; never read from YAML. The notifier names it in its digests.
     #[serde(skip)]
@@ -194,6 +200,9 @@ impl Config {
         }
         if let Some(snowflake) = &self.snowflake {
             snowflake.validate().map_err(|e| e.within("snowflake"))?;
+        }
+        if let Some(lineage) = &self.lineage {
+            lineage.validate().map_err(|e| e.within("lineage"))?;
         }
         if let Some(catalog) = &self.catalog {
             catalog.validate().map_err(|e| e.within("catalog"))?;
