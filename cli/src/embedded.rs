@@ -28,6 +28,9 @@ pub struct RunOptions {
     pub ingest_only: bool,
     /// `replicator mirror snowflake`: only the Snowflake mirror (docs/snowflake.md).
     pub mirror_only: bool,
+    /// `replicator run --ui`: serve the operator console (docs/console.md) during the run,
+    /// and after it until Ctrl-C.
+    pub ui: bool,
 }
 
 /// What `run` produced.
@@ -103,8 +106,9 @@ pub async fn run(config: &Config, opts: &RunOptions) -> anyhow::Result<RunOutput
     }
     let completed = in_process(
         config,
-        opts.progress,
+        opts.progress && !opts.ui,
         request.operation,
+        opts.ui,
         |deps| async move {
             let plan = replicator_planner::submit(&request, &deps.engines, &deps.bus, &deps.store)
                 .await
@@ -124,6 +128,7 @@ pub async fn in_process<F, Fut>(
     config: &Config,
     progress: bool,
     operation: Operation,
+    ui: bool,
     start: F,
 ) -> anyhow::Result<RunCompleted>
 where
@@ -159,6 +164,7 @@ where
     let services: Vec<Service> = Service::ALL
         .into_iter()
         .filter(|s| *s != Service::Planner)
+        .chain(ui.then_some(Service::Console))
         .collect();
     let handles = runtime::start(config, &deps, &services, Some(copies), &shutdown).await?;
 
@@ -206,6 +212,20 @@ where
         }
     };
     bar.finish_and_clear();
+    if ui {
+        // The console stays up (replay works: the services are still running).
+        let s = &completed.summary;
+        eprintln!(
+            "run {} completed: {} succeeded, {} failed, {} mismatched; the console stays up until Ctrl-C",
+            completed.header.run_id, s.succeeded, s.failed, s.mismatched
+        );
+        let _ = tokio::signal::ctrl_c().await;
+    }
     finish(handles).await;
+    // OpenLineage events still queued get a few seconds to leave (never more).
+    deps.engines
+        .lineage()
+        .flush(std::time::Duration::from_secs(5))
+        .await;
     Ok(completed)
 }

@@ -119,6 +119,11 @@ pub async fn serve(
         replicator_common::metrics::set_up(s.name(), false);
     }
     depth.abort();
+    // OpenLineage events still queued get a few seconds to leave (never more).
+    deps.engines
+        .lineage()
+        .flush(std::time::Duration::from_secs(5))
+        .await;
     bus.close().await;
     let _ = http.await;
     if let Some(name) = failed {
@@ -212,6 +217,18 @@ async fn wait_for_plan(store: &Store, run_id: Uuid) -> Option<replicator_store::
 pub async fn replay(config: &Config, run_id: Uuid, task: Option<Uuid>) -> anyhow::Result<usize> {
     let bus = connect_bus(config).await?;
     let store = open_store(config).await?;
+    let moved = replay_with(&bus, &store, run_id, task).await;
+    bus.close().await;
+    moved
+}
+
+/// [`replay`] over an open bus and store (the console's replay action).
+pub async fn replay_with(
+    bus: &replicator_bus::BusRef,
+    store: &replicator_store::Store,
+    run_id: Uuid,
+    task: Option<Uuid>,
+) -> anyhow::Result<usize> {
     let matches = |letter: &replicator_proto::DeadLetter| {
         let v: serde_json::Value = serde_json::from_str(&letter.payload).unwrap_or_default();
         let same_run = v.get("run_id").and_then(|r| r.as_str()) == Some(&run_id.to_string());
@@ -237,7 +254,6 @@ pub async fn replay(config: &Config, run_id: Uuid, task: Option<Uuid>) -> anyhow
         }
         moved += bus.replay(queue, &matches).await?;
     }
-    bus.close().await;
     Ok(moved)
 }
 

@@ -14,6 +14,7 @@
 
 pub mod audit;
 pub mod commands;
+pub mod console;
 pub mod databricks;
 pub mod demo;
 pub mod embedded;

@@ -22,6 +22,9 @@ pub enum Service {
     Cloner,
     Reconciler,
     Notifier,
+    /// The operator console (docs/console.md), on `console.listen`; not one of the
+    /// services `replicator run` starts (`run --ui` adds it).
+    Console,
 }
 
 impl Service {
@@ -39,6 +42,7 @@ impl Service {
             Self::Cloner => "cloner",
             Self::Reconciler => "reconciler",
             Self::Notifier => "notifier",
+            Self::Console => "console",
         }
     }
 }
@@ -138,11 +142,28 @@ pub async fn start(
                 )
                 .await
             }
+            Service::Console => {
+                let listen = config
+                    .console
+                    .as_ref()
+                    .map(|c| c.listen)
+                    .unwrap_or_else(|| replicator_common::config::ConsoleConfig::default().listen);
+                match crate::console::serve(config, store, bus, listen, shutdown.clone()).await {
+                    Ok((bound, h)) => {
+                        eprintln!("console: http://{bound}/");
+                        Ok(h)
+                    }
+                    Err(e) => Err(e),
+                }
+            }
             Service::Notifier => {
                 replicator_notifier::spawn(
                     bus,
                     store,
-                    NotifierConfig::from_config(config),
+                    NotifierConfig {
+                        lineage: engines.lineage().clone(),
+                        ..NotifierConfig::from_config(config)
+                    },
                     shutdown.clone(),
                 )
                 .await

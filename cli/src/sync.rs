@@ -73,7 +73,7 @@ pub async fn trigger(config: &Config, name: &str) -> anyhow::Result<Triggered> {
     }
     let mut fired = None;
     let slot = &mut fired;
-    let run = embedded::in_process(config, false, config.operation, |deps| async move {
+    let run = embedded::in_process(config, false, config.operation, false, |deps| async move {
         let syncer = syncer(config, &deps)?;
         let f = syncer
             .fire(&g, chrono::Utc::now(), "manual", 1)
@@ -193,7 +193,7 @@ pub async fn failback(config: &Config, name: &str, execute: bool) -> anyhow::Res
             })
             .collect());
     }
-    let run = embedded::in_process(config, false, request.operation, |deps| async move {
+    let run = embedded::in_process(config, false, request.operation, false, |deps| async move {
         let plan = replicator_planner::submit(&request, &deps.engines, &deps.bus, &deps.store)
             .await
             .map_err(|e| anyhow::Error::from(e).context("planning the failback"))?;

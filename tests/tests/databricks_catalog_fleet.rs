@@ -130,6 +130,7 @@ catalog:
         progress: false,
         ingest_only: false,
         mirror_only: false,
+        ui: false,
     };
     let RunOutput::Completed(done) = run(&config, &opts).await.unwrap() else {
         panic!("expected a completed run");
@@ -330,6 +331,7 @@ catalog:
         progress: false,
         ingest_only: false,
         mirror_only: false,
+        ui: false,
     };
     let RunOutput::Completed(done) = run(&config, &opts).await.unwrap() else {
         panic!("expected a completed run");
@@ -405,6 +407,7 @@ catalog:
         progress: false,
         ingest_only: false,
         mirror_only: false,
+        ui: false,
     };
     env.tgt.clear_log();
     let RunOutput::Completed(done) = run(&config, &opts).await.unwrap() else {

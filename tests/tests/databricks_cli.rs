@@ -83,6 +83,7 @@ async fn the_fleet_runs_databricks_tasks_through_planner_cloners_and_reconcilers
         progress: false,
         ingest_only: false,
         mirror_only: false,
+        ui: false,
     };
     // `replicator validate` checks the workspaces and changes nothing.
     let checks = replicator_cli::embedded::validate(&config).await.unwrap();

@@ -60,13 +60,19 @@ fn librdkafka_builds_without_cmake() {
     }
 }
 
+/// The build needs nothing beyond cargo, gcc and make. The one Debian package a script
+/// installs is a test tool, not a build dependency: the browser the console's test drives
+/// (`chromium`, in `scripts/test-tools.sh`).
 #[test]
 fn ci_and_the_test_command_install_no_system_package_for_the_build() {
     for script in [".ci/run", "scripts/test", "scripts/test-tools.sh"] {
         let text = repo_file(script);
         for line in text.lines().filter(|l| !l.trim_start().starts_with('#')) {
+            let browser = script == "scripts/test-tools.sh"
+                && line.contains("apt-get install -y --no-install-recommends chromium >/dev/null")
+                && line.matches("apt-get install").count() == 1;
             assert!(
-                !line.contains("apt-get install") && !line.contains("cmake"),
+                (browser || !line.contains("apt-get install")) && !line.contains("cmake"),
                 "{script} installs a build dependency the README's commands would lack: {line}"
             );
         }

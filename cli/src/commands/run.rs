@@ -26,6 +26,10 @@ pub struct RunArgs {
     /// Print the run summary as JSON.
     #[arg(long)]
     json: bool,
+    /// Serve the operator console (docs/console.md) on `console.listen` during the run and
+    /// after it, until Ctrl-C.
+    #[arg(long, conflicts_with_all = ["dry_run", "validate_only"])]
+    ui: bool,
 }
 
 #[derive(clap::Args)]
@@ -86,6 +90,7 @@ pub async fn run(args: RunArgs, logs: &Logs) -> ExitCode {
         dry_run: args.dry_run,
         validate_only: args.validate_only,
         progress: !args.json,
+        ui: args.ui,
         ..Default::default()
     };
     run_config(&args.config, opts, args.json, logs).await

@@ -341,6 +341,12 @@ fn ingest_settings(config: &replicator_common::Config) -> native::IngestSettings
         .unwrap_or_default()
 }
 
+/// The OpenLineage emitter of a config (its API key read now, from its reference).
+fn lineage(config: &replicator_common::Config) -> Result<replicator_lineage::Emitter, EngineError> {
+    replicator_lineage::Emitter::from_config(config)
+        .map_err(|e| EngineError::NotConfigured(format!("lineage: {e}")))
+}
+
 /// The engines of one process, built once from its config and handed to every service.
 #[derive(Clone)]
 pub struct Engines {
@@ -350,6 +356,9 @@ pub struct Engines {
     catalog: Arc<CatalogSettings>,
     /// The Snowflake mirror (the config's `snowflake` section).
     mirror: Option<Arc<mirror::Mirror>>,
+    /// Where the workers send OpenLineage events (the config's `lineage` section; a
+    /// disabled emitter without it). One per process.
+    lineage: replicator_lineage::Emitter,
 }
 
 impl Default for Engines {
@@ -376,6 +385,7 @@ impl Engines {
             databricks,
             catalog: Arc::new(config.catalog.clone().unwrap_or_default()),
             mirror: mirror::Mirror::from_config(config)?.map(Arc::new),
+            lineage: lineage(config)?,
         })
     }
 
@@ -394,6 +404,7 @@ impl Engines {
                 ),
                 databricks: None,
                 mirror: mirror::Mirror::from_config(config)?.map(Arc::new),
+                lineage: lineage(config)?,
             }),
             EngineKind::Databricks => Self::from_config(config),
         }
@@ -406,7 +417,13 @@ impl Engines {
             databricks: None,
             catalog: Arc::default(),
             mirror: None,
+            lineage: replicator_lineage::Emitter::disabled(),
         }
+    }
+
+    /// Where OpenLineage events go (docs/lineage.md); disabled without a `lineage` section.
+    pub fn lineage(&self) -> &replicator_lineage::Emitter {
+        &self.lineage
     }
 
     /// The Databricks engine, when the config has a `databricks` section.

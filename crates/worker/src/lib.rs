@@ -101,6 +101,22 @@ pub trait Work: Send + Sync + 'static {
         None
     }
 
+    /// OpenLineage (docs/lineage.md): the task as a lineage run — its job name, input and
+    /// output datasets, parent run. None: the task sends no events.
+    fn lineage(&self, _task: &Self::Task) -> Option<replicator_lineage::TaskLineage> {
+        None
+    }
+
+    /// OpenLineage: send the event that ends the task's lineage run (COMPLETE with its
+    /// metrics or assertions, or FAIL with the reason), from its recorded result.
+    fn lineage_end(
+        &self,
+        _lineage: &replicator_lineage::TaskLineage,
+        _result: &Self::Result,
+        _emitter: &replicator_lineage::Emitter,
+    ) {
+    }
+
     /// After a redelivered task was skipped because its stage had its result already.
     async fn after_skip(
         &self,
@@ -123,6 +139,8 @@ pub struct WorkerSettings {
     pub retry: RetryPolicy,
     /// How long a lease lasts unless renewed (renewed every third of it while the work runs).
     pub lease_ttl: Duration,
+    /// Where OpenLineage events go (never waits; disabled without a `lineage` section).
+    pub lineage: replicator_lineage::Emitter,
 }
 
 /// What to do with a delivery once its result is recorded (or not).
@@ -227,6 +245,16 @@ pub async fn handle<W: Work>(
         return;
     }
     let _in_flight = metrics::in_flight(W::SERVICE);
+    // The lineage run's START carries the time the work started; it is sent once the
+    // outcome is known not to be a deferral (a deferred task starts again later).
+    let lineage = settings
+        .lineage
+        .is_enabled()
+        .then(|| work.lineage(&task))
+        .flatten();
+    let start = lineage
+        .as_ref()
+        .map(|l| l.start(settings.lineage.namespace()));
     let attempts = AtomicU32::new(0);
     let (outcome, retries) = settings
         .retry
@@ -268,8 +296,16 @@ pub async fn handle<W: Work>(
         delivery.defer(&reason);
         return;
     }
+    if let Some(start) = start {
+        settings.lineage.emit(start);
+    }
     let result = work.result(&task, outcome, retries, started.elapsed());
     let recorded = work.record(&task, &result, bus, store).await;
+    if let (Some(l), Ok(r)) = (&lineage, &recorded)
+        && r.first
+    {
+        work.lineage_end(l, &result, &settings.lineage);
+    }
     if let Some(lease) = lease {
         lease.release(store).await;
     }

@@ -232,6 +232,37 @@ impl Work for Cataloger {
         msg
     }
 
+    /// The Snowflake mirror reads the run's tables and writes Snowflake's objects; other
+    /// catalog objects send no lineage events.
+    fn lineage(&self, task: &CatalogTask) -> Option<replicator_lineage::TaskLineage> {
+        (task.kind == ObjectKind::Mirror).then(|| {
+            let l = replicator_lineage::TaskLineage::new(
+                task.header.run_id,
+                task.task_id,
+                format!("mirror {}", task.name),
+            )
+            .output(task.target.clone())
+            .attempt(task.attempt);
+            if task.source.is_empty() {
+                l
+            } else {
+                l.input(task.source.clone())
+            }
+        })
+    }
+
+    fn lineage_end(
+        &self,
+        lineage: &replicator_lineage::TaskLineage,
+        result: &CatalogResult,
+        emitter: &replicator_lineage::Emitter,
+    ) {
+        match &result.error {
+            Some(e) => emitter.task_failed(lineage, &e.message),
+            None => emitter.task_completed(lineage, &replicator_lineage::TaskMetrics::default()),
+        }
+    }
+
     fn failure(result: &CatalogResult) -> Option<&str> {
         result.error.as_ref().map(|e| e.message.as_str())
     }

@@ -60,12 +60,13 @@ impl ClonerConfig {
         }
     }
 
-    fn settings(&self) -> WorkerSettings {
+    fn settings(&self, lineage: &replicator_lineage::Emitter) -> WorkerSettings {
         WorkerSettings {
             worker: self.worker.clone(),
             concurrency: self.concurrency,
             retry: self.retry.clone(),
             lease_ttl: self.lease_ttl,
+            lineage: lineage.clone(),
         }
     }
 }
@@ -93,6 +94,7 @@ pub async fn spawn(
     progress: Option<ProgressSink>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<JoinHandle<()>> {
+    let lineage = engines.lineage().clone();
     let objects = Arc::new(catalog::Cataloger {
         engines: engines.clone(),
         settings: engines.catalog_settings().clone(),
@@ -109,12 +111,12 @@ pub async fn spawn(
         work,
         bus.clone(),
         store.clone(),
-        config.settings(),
+        config.settings(&lineage),
         shutdown.clone(),
     )
     .await?;
     let catalog =
-        replicator_worker::spawn(objects, bus, store, config.settings(), shutdown).await?;
+        replicator_worker::spawn(objects, bus, store, config.settings(&lineage), shutdown).await?;
     Ok(tokio::spawn(async move {
         let _ = clones.await;
         let _ = catalog.await;
@@ -278,6 +280,48 @@ impl Work for Cloner {
     /// validation queued again: the first delivery may have died between recording its
     /// result and queueing it (a duplicate validation is then recorded as an attempt only).
     /// Once the validation started or the task finished, none is queued.
+    /// A clone reads its source table and writes its target; an ingestion reads its source
+    /// (named as the run names it) and writes its target.
+    fn lineage(&self, task: &CloneTask) -> Option<replicator_lineage::TaskLineage> {
+        let job = match &task.ingest {
+            Some(_) => format!("ingest {}", task.table),
+            None => format!("clone {}", task.table),
+        };
+        Some(
+            replicator_lineage::TaskLineage::new(task.header.run_id, task.task_id, job)
+                .input(task.source.clone())
+                .output(task.target.clone())
+                .attempt(task.attempt),
+        )
+    }
+
+    fn lineage_end(
+        &self,
+        lineage: &replicator_lineage::TaskLineage,
+        result: &CloneResult,
+        emitter: &replicator_lineage::Emitter,
+    ) {
+        if result.outcome != Outcome::Succeeded {
+            let reason = result
+                .error
+                .as_ref()
+                .map_or("failed", |e| e.message.as_str());
+            emitter.task_failed(lineage, reason);
+            return;
+        }
+        let m = result.metrics.as_ref();
+        let i = result.ingest.as_ref();
+        emitter.task_completed(
+            lineage,
+            &replicator_lineage::TaskMetrics {
+                rows_read: i.map(|i| i.source_rows),
+                rows_written: i.map(|i| i.inserted + i.updated),
+                bytes_copied: m.map(|m| m.copied_files_size),
+                files_copied: m.map(|m| m.num_copied_files),
+            },
+        );
+    }
+
     async fn after_skip(
         &self,
         task: &CloneTask,

@@ -36,6 +36,8 @@ pub struct NotifierConfig {
     pub sweep_interval: Duration,
     /// How a digest says to give failed tables another go (with which config file).
     pub retry_hint: digest::Retry,
+    /// Where the replication run's lineage COMPLETE/FAIL goes (docs/lineage.md).
+    pub lineage: replicator_lineage::Emitter,
 }
 
 impl Default for NotifierConfig {
@@ -47,6 +49,7 @@ impl Default for NotifierConfig {
             retry: RetryPolicy::default(),
             sweep_interval: Duration::from_secs(5),
             retry_hint: digest::Retry::default(),
+            lineage: replicator_lineage::Emitter::disabled(),
         }
     }
 }
@@ -254,6 +257,18 @@ pub async fn check_run(
         summary,
     };
     log_summary(run_id, run.operation, &msg.summary);
+    let lineage = replicator_lineage::RunLineage::new(run_id);
+    if msg.summary.is_success() {
+        config.lineage.run_completed(&lineage);
+    } else {
+        config.lineage.run_failed(
+            &lineage,
+            &format!(
+                "{} of {} tables failed, {} mismatched",
+                msg.summary.failed, msg.summary.total, msg.summary.mismatched
+            ),
+        );
+    }
     typed::publish_event(bus.as_ref(), names::events::RUN_COMPLETED, &msg).await?;
     // Notifications go out on their own task: a slow or failing channel never holds up the
     // notifier's event loop, and the run is complete whatever they do.

@@ -217,6 +217,10 @@ pub async fn submit(
         });
     }
     let plan = plan(request, engines, false, 1).await?;
+    // The replication run's lineage START: the parent its tasks' events name.
+    engines
+        .lineage()
+        .run_started(&replicator_lineage::RunLineage::new(run_id));
     publish_plan(request, plan, bus, store).await
 }
 

@@ -114,6 +114,7 @@ pub async fn spawn(
         retry: config.retry,
         // No lease: validations only read.
         lease_ttl: Duration::ZERO,
+        lineage: engines.lineage().clone(),
     };
     let work = Arc::new(Reconciler {
         engines,
@@ -211,6 +212,51 @@ impl Work for Reconciler {
             }
         }
         msg
+    }
+
+    /// A validation reads both tables; its checks become the COMPLETE event's assertions
+    /// and its row counts the data-quality metrics.
+    fn lineage(&self, task: &ReconcileTask) -> Option<replicator_lineage::TaskLineage> {
+        Some(
+            replicator_lineage::TaskLineage::new(
+                task.header.run_id,
+                // Its own lineage run (the clone of the same table used the task ID): the
+                // task ID with its last 48 bits flipped by "RECONC", version bits kept.
+                Uuid::from_u128(task.task_id.as_u128() ^ 0x5245_434f_4e43),
+                format!("reconcile {}", task.table),
+            )
+            .input(task.source.clone())
+            .input(task.target.clone())
+            .attempt(task.attempt),
+        )
+    }
+
+    fn lineage_end(
+        &self,
+        lineage: &replicator_lineage::TaskLineage,
+        result: &ReconcileResult,
+        emitter: &replicator_lineage::Emitter,
+    ) {
+        if result.outcome == Validation::Failed {
+            let reason = result
+                .error
+                .as_ref()
+                .map_or("failed", |e| e.message.as_str());
+            emitter.task_failed(lineage, reason);
+            return;
+        }
+        emitter.task_reconciled(
+            lineage,
+            &replicator_lineage::Reconciliation {
+                source_rows: result.source_rows,
+                target_rows: result.target_rows,
+                checks: result
+                    .checks
+                    .iter()
+                    .map(|c| replicator_lineage::Check::new(c.name.clone(), c.passed))
+                    .collect(),
+            },
+        );
     }
 
     fn failure(result: &ReconcileResult) -> Option<&str> {

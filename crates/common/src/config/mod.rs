@@ -29,6 +29,7 @@ mod bus;
 mod catalog;
 mod clone;
 mod concurrency;
+mod console;
 mod endpoint;
 mod error;
 mod ingest;
@@ -51,6 +52,7 @@ pub use bus::{BusBackend, BusConfig};
 pub use catalog::{CatalogSettings, ExternalTables, GrantsSettings, VolumeSettings};
 pub use clone::CloneSettings;
 pub use concurrency::Concurrency;
+pub use console::ConsoleConfig;
 pub use endpoint::Endpoint;
 pub use error::ConfigError;
 pub use ingest::IngestConfig;
@@ -119,6 +121,9 @@ pub struct Config {
     /// (docs/ingest.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingest: Option<IngestConfig>,
+    /// The operator console (docs/console.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub console: Option<ConsoleConfig>,
     /// Mirror tables into Snowflake as Iceberg tables that read them in place
     /// (docs/snowflake.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -197,6 +202,9 @@ impl Config {
         }
         if let Some(ingest) = &self.ingest {
             ingest.validate().map_err(|e| e.within("ingest"))?;
+        }
+        if let Some(console) = &self.console {
+            console.validate().map_err(|e| e.within("console"))?;
         }
         if let Some(snowflake) = &self.snowflake {
             snowflake.validate().map_err(|e| e.within("snowflake"))?;
