@@ -148,7 +148,9 @@ pub async fn start(
                     .as_ref()
                     .map(|c| c.listen)
                     .unwrap_or_else(|| replicator_common::config::ConsoleConfig::default().listen);
-                match crate::console::serve(config, store, bus, listen, shutdown.clone()).await {
+                match crate::console::serve(config, store, bus, engines, listen, shutdown.clone())
+                    .await
+                {
                     Ok((bound, h)) => {
                         eprintln!("console: http://{bound}/");
                         Ok(h)

@@ -6,7 +6,9 @@
 //!   is held (this test holds its target's lease) and turns to `succeeded` once released;
 //! - `sales.broken` (a data file missing from its source) fails; its details give the reason;
 //! - replay without the operator token is refused; once the file is back, replay with the
-//!   token sends the task again and the table turns to `succeeded`, in the same page load.
+//!   token sends the task again and the table turns to `succeeded`, in the same page load;
+//! - sync group `sales` is synced from the console (its cut arrives on the page), and a
+//!   failover dry run says its table is at the cut.
 //!
 //! Screenshots of the pages go to a temporary directory, or to `$REPLICATOR_SCREENSHOTS`
 //! (the ones in `docs/console/` were made that way).
@@ -76,7 +78,8 @@ async fn an_operator_watches_a_run_reads_a_failure_and_replays_it() {
         format!(
             "source: {{ root: {src} }}\ntarget: {{ root: {dst} }}\nstate: {{ url: \"sqlite://{state}\" }}\n\
              retry: {{ max_attempts: 2, base_delay_ms: 1, max_delay_ms: 5 }}\n\
-             console: {{ listen: \"127.0.0.1:0\", operator_token: {{ file: {token} }} }}\n",
+             console: {{ listen: \"127.0.0.1:0\", operator_token: {{ file: {token} }} }}\n\
+             sync: {{ groups: [ {{ name: sales, owner: [ops@example.com], tables: [sales.orders], rpo: 1h }} ] }}\n",
             src = source.display(),
             dst = root.join("target").display(),
             state = state.display(),
@@ -189,6 +192,21 @@ async fn an_operator_watches_a_run_reads_a_failure_and_replays_it() {
         "{saw}"
     );
     assert_eq!(saw["noReload"], true);
+    // The sync group: synced from the console, then a failover dry run says the table is
+    // at the cut.
+    assert!(
+        saw["synced"]
+            .as_str()
+            .unwrap()
+            .starts_with("sync of group sales started: run "),
+        "{saw}"
+    );
+    assert_eq!(saw["groupStatus"], "success");
+    let failover = saw["failover"].as_str().unwrap();
+    assert!(
+        failover.starts_with("failover of sales (dry run): sales.orders: at the cut (version "),
+        "{failover}"
+    );
     for shot in [
         "console-runs.png",
         "console-run.png",

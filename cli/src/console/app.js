@@ -113,10 +113,17 @@ async function run(id) {
 async function groups() {
   const d = await get("/api/groups");
   view.innerHTML = `<h1>Sync groups</h1>
-  <table id="groups"><thead><tr><th>Group</th><th>Status</th><th>Last cut</th><th>Lag</th><th>RPO</th><th>Schedule</th><th>Message</th></tr></thead><tbody>
-  ${d.groups.map((g) => `<tr><td>${esc(g.name)}</td><td>${status(g.status)}</td><td>${when(g.cut_at)}</td>
-    <td class="${g.over_rpo ? "reason" : ""}">${g.lag_seconds == null ? "no cut yet" : `${g.lag_seconds} s`}</td><td>${esc(g.rpo)}</td><td>${esc(g.schedule)}</td><td>${esc(g.message || "")}</td></tr>`).join("")}
+  <table id="groups"><thead><tr><th>Group</th><th>Status</th><th>Last cut</th><th>Lag</th><th>RPO</th><th>Schedule</th><th>Message</th><th></th></tr></thead><tbody>
+  ${d.groups.map((g) => `<tr data-group="${esc(g.name)}"><td>${esc(g.name)}</td><td>${status(g.status)}</td><td>${when(g.cut_at)}</td>
+    <td class="${g.over_rpo ? "reason" : ""}">${g.lag_seconds == null ? "no cut yet" : `${g.lag_seconds} s`}</td><td>${esc(g.rpo)}</td><td>${esc(g.schedule)}</td><td>${esc(g.message || "")}</td>
+    <td><button class="sync-now" data-group="${esc(g.name)}">Sync now</button> <button class="failover" data-group="${esc(g.name)}">Failover (dry run)</button></td></tr>`).join("")}
   </tbody></table>`;
+  for (const b of view.querySelectorAll("button.sync-now")) {
+    b.addEventListener("click", async () => { await act(`/api/groups/${encodeURIComponent(b.dataset.group)}/sync`, {}); refresh(); });
+  }
+  for (const b of view.querySelectorAll("button.failover")) {
+    b.addEventListener("click", async () => { await act(`/api/groups/${encodeURIComponent(b.dataset.group)}/failover`, {}); });
+  }
 }
 
 async function deadLetters() {

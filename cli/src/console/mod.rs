@@ -31,6 +31,7 @@ const APP_CSS: &str = include_str!("app.css");
 struct Inner {
     store: Store,
     bus: BusRef,
+    engines: replicator_engine::Engines,
     config: Arc<Config>,
     /// The operator token actions must carry; none: actions are refused.
     token: Option<String>,
@@ -68,6 +69,7 @@ pub async fn serve(
     config: &Config,
     store: Store,
     bus: BusRef,
+    engines: replicator_engine::Engines,
     listen: SocketAddr,
     shutdown: CancellationToken,
 ) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
@@ -86,6 +88,7 @@ pub async fn serve(
     let inner = Arc::new(Inner {
         store,
         bus,
+        engines,
         config: Arc::new(config.clone()),
         token,
         csrf,
@@ -104,6 +107,8 @@ pub async fn serve(
         .route("/api/runs/{id}", get(run))
         .route("/api/runs/{id}/replay", post(replay))
         .route("/api/groups", get(groups))
+        .route("/api/groups/{name}/sync", post(sync_group))
+        .route("/api/groups/{name}/failover", post(failover_dry_run))
         .route("/api/dead-letters", get(dead_letters))
         .route("/api/history", get(history))
         .with_state(inner);
@@ -303,6 +308,92 @@ async fn history(State(s): State<Shared>, RawQuery(q): RawQuery) -> Response {
     }
 }
 
+/// Sync a group now (what `replicator sync trigger` does): the sync is planned and published
+/// for the workers; once its run completes the group's cut is moved, as the planner's
+/// scheduler would (in this process too, so it also works on the embedded default).
+async fn sync_group(
+    State(s): State<Shared>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err((status, why)) = authorize(&s, &headers) {
+        return refuse(status, why);
+    }
+    let Some(group) = s.config.sync.as_ref().and_then(|c| c.group(&name)).cloned() else {
+        return refuse(
+            StatusCode::NOT_FOUND,
+            format!("no sync group `{name}` in the config"),
+        );
+    };
+    let Some(syncer) = replicator_planner::sync::Syncer::new(
+        s.config.clone(),
+        s.engines.clone(),
+        s.bus.clone(),
+        s.store.clone(),
+        Arc::new(replicator_planner::sync::SystemClock),
+    ) else {
+        return refuse(StatusCode::NOT_FOUND, "the config has no `sync` section");
+    };
+    match syncer.fire(&group, chrono::Utc::now(), "console", 1).await {
+        Ok(Some(fired)) => {
+            let (store, run_id) = (s.store.clone(), fired.run_id);
+            tokio::spawn(async move {
+                // Finish the group's sync once its run completes (at most a day's watch).
+                for _ in 0..86_400 {
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    if let Ok(Some(run)) = store.run(run_id).await
+                        && run.completed_at.is_some()
+                    {
+                        if let Err(e) = syncer.finish_completed().await {
+                            tracing::warn!(%run_id, error = %e, "could not finish the group's sync");
+                        }
+                        return;
+                    }
+                }
+            });
+            tracing::info!(group = %name, %run_id, "sync started from the console");
+            axum::Json(json!({
+                "run_id": run_id,
+                "message": format!("sync of group {name} started: run {run_id}"),
+            }))
+            .into_response()
+        }
+        Ok(None) => refuse(
+            StatusCode::CONFLICT,
+            format!(
+                "sync group {name} was not synced: it failed its checks, or a sync of it is already running (see its message)"
+            ),
+        ),
+        Err(e) => refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("sync group {name}: {}", crate::commands::one_line(&e)),
+        ),
+    }
+}
+
+/// What a failover of the group would do (`replicator sync failover GROUP`, a dry run):
+/// one line per table. Changes nothing; an action all the same (it reads every table).
+async fn failover_dry_run(
+    State(s): State<Shared>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err((status, why)) = authorize(&s, &headers) {
+        return refuse(status, why);
+    }
+    match crate::sync::failover(&s.config, &name, false).await {
+        Ok(lines) => axum::Json(json!({
+            "lines": lines,
+            "message": format!("failover of {name} (dry run): {}", lines.join("; ")),
+        }))
+        .into_response(),
+        Err(e) => refuse(
+            StatusCode::CONFLICT,
+            format!("failover of {name}: {}", crate::commands::one_line(&e)),
+        ),
+    }
+}
+
 #[derive(serde::Deserialize, Default)]
 struct ReplayBody {
     #[serde(default)]
@@ -390,6 +481,7 @@ mod tests {
         Inner {
             store: Store::open("sqlite::memory:").await.unwrap(),
             bus: Arc::new(replicator_bus::MemoryBus::new(4, 3)),
+            engines: replicator_engine::Engines::default(),
             config: Arc::new(
                 Config::from_yaml(
                     "source: { root: /s }\ntarget: { root: /t }\n",

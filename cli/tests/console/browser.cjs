@@ -90,12 +90,29 @@ async function waitFor(what, fn, ms = 60000) {
   await waitFor("sales.broken succeeded", async () => (await watch("broken", "sales.broken")) === "succeeded");
   const noReload = await page.evaluate(() => window.__noReload === true);
 
-  // The other pages render.
+  // The dead letters page renders (empty now: the replay took the letter back).
   await page.click('a[href="#/dead-letters"]');
   await page.waitForSelector("#dead-letters");
+
+  // Sync group `sales`: sync it now, watch its cut arrive, then a failover dry run.
   await page.click('a[href="#/groups"]');
-  await page.waitForSelector("#groups");
+  await page.waitForSelector('tr[data-group="sales"] button.sync-now');
+  await page.click('tr[data-group="sales"] button.sync-now');
+  const synced = await waitFor("the sync to start", async () => {
+    const f = await page.textContent("#flash");
+    return f && f.startsWith("sync of group sales started") ? f : null;
+  });
+  const groupStatus = await waitFor("the group's cut", () => page.evaluate(() => {
+    const el = document.querySelector('tr[data-group="sales"] .status');
+    return el && el.dataset.status === "success" ? el.dataset.status : null;
+  }));
+  await page.click('tr[data-group="sales"] button.failover');
+  const failover = await waitFor("the failover dry run", async () => {
+    const f = await page.textContent("#flash");
+    return f && f.startsWith("failover of sales") ? f : null;
+  });
   await page.screenshot({ path: path.join(shots, "console-groups.png") });
+  const noReloadAtEnd = await page.evaluate(() => window.__noReload === true);
   await browser.close();
-  console.log(JSON.stringify({ seen, reason, refused, brokenAfterRefusal, replayed, noReload }));
+  console.log(JSON.stringify({ seen, reason, refused, brokenAfterRefusal, replayed, noReload: noReload && noReloadAtEnd, synced, groupStatus, failover }));
 })().catch((e) => fail(e.stack || String(e)));
