@@ -241,3 +241,36 @@ fn manifests_match_the_config_and_the_cli() {
     }
     assert_eq!(scaled.len(), 4, "{scaled:?}");
 }
+
+/// The image the Deployments run is the one `deploy/Containerfile` builds and
+/// `scripts/image.sh` tags: `ghcr.io/replicator-rs/replicator:<workspace version>`, running
+/// as the non-root user the build file creates.
+#[test]
+fn the_deployments_run_the_image_the_build_file_makes() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    let version = manifest
+        .lines()
+        .find_map(|l| l.strip_prefix("version = \""))
+        .and_then(|v| v.strip_suffix('"'))
+        .expect("the workspace version");
+    let want = format!("ghcr.io/replicator-rs/replicator:{version}");
+    let mut deployments = 0;
+    for (kind, doc) in documents() {
+        if kind != "Deployment" {
+            continue;
+        }
+        deployments += 1;
+        let pod = &doc["spec"]["template"]["spec"];
+        for c in pod["containers"].as_sequence().unwrap() {
+            assert_eq!(c["image"].as_str(), Some(want.as_str()), "{doc:?}");
+        }
+    }
+    assert!(deployments >= 4);
+    let script = std::fs::read_to_string(root.join("scripts/image.sh")).unwrap();
+    assert!(script.contains("image=\"ghcr.io/replicator-rs/replicator:$("));
+    let build = std::fs::read_to_string(root.join("deploy/Containerfile")).unwrap();
+    assert!(build.contains("\nUSER 10001:10001\n"), "a non-root user");
+    assert!(build.contains("ca-certificates"));
+    assert!(build.contains("AS build-source") && build.contains("AS runtime"));
+}
