@@ -158,6 +158,27 @@ async fn a_run_sends_valid_events_with_dataset_names_and_its_parent_run() {
             >= 1,
         "{clone:#}"
     );
+    // The schema facet: the replica's columns and their Delta types.
+    let fields: Vec<(String, String)> = clone["outputs"][0]["facets"]["schema"]["fields"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no schema facet: {clone:#}"))
+        .iter()
+        .map(|f| {
+            (
+                f["name"].as_str().unwrap().to_owned(),
+                f["type"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            ("id".to_owned(), "long".to_owned()),
+            ("customer".to_owned(), "string".to_owned()),
+            ("region".to_owned(), "string".to_owned()),
+            ("amount".to_owned(), "double".to_owned()),
+        ]
+    );
     // The validation: both tables as inputs, their row counts, and the checks as assertions.
     let check = by_job["reconcile sales.orders"][1];
     assert_eq!(check["inputs"].as_array().unwrap().len(), 2);
@@ -177,6 +198,10 @@ async fn a_run_sends_valid_events_with_dataset_names_and_its_parent_run() {
             .iter()
             .any(|a| a["assertion"] == "row_count" && a["success"] == true),
         "{assertions:#?}"
+    );
+    assert_eq!(
+        check["inputs"][1]["facets"]["schema"]["fields"][0]["name"], "id",
+        "a validation's inputs carry the replica's schema: {check:#}"
     );
     assert_ne!(
         check["run"]["runId"], clone["run"]["runId"],

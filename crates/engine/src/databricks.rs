@@ -329,6 +329,28 @@ impl Engine for DatabricksEngine {
 
     /// The latest version of a table of either workspace (`DESCRIBE HISTORY` on its side's
     /// warehouse; a target streaming table's: its backing table's).
+    /// From Unity Catalog (`columns[].type_text`), on the workspace the location names.
+    async fn table_columns(&self, location: &str) -> Result<Vec<(String, String)>, EngineError> {
+        let Some((root, full_name)) = split(location) else {
+            return Ok(Vec::new());
+        };
+        let ws = if root == self.source_root {
+            &self.pair.source
+        } else {
+            &self.pair.target
+        };
+        Ok(ws
+            .get_table(full_name)
+            .await?
+            .map(|t| {
+                t.columns
+                    .into_iter()
+                    .map(|c| (c.name, c.type_text))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
     async fn table_version(&self, location: &str) -> Result<u64, EngineError> {
         if let Some((root, full_name)) = split(location)
             && root == self.source_root

@@ -289,6 +289,12 @@ pub trait Engine: Send + Sync {
     /// The latest version of the table at `location` (a source or a target table).
     async fn table_version(&self, location: &str) -> Result<u64, EngineError>;
 
+    /// The columns (name, type) of the table at `location`, for the lineage schema facet
+    /// (docs/lineage.md). Empty when the engine cannot tell.
+    async fn table_columns(&self, _location: &str) -> Result<Vec<(String, String)>, EngineError> {
+        Ok(Vec::new())
+    }
+
     /// Bring the target table at `location` back to `version` with a new commit (history is
     /// kept), as `RESTORE TABLE … TO VERSION AS OF` does. Returns what it did.
     async fn restore(&self, location: &str, version: u64) -> Result<String, EngineError>;

@@ -109,7 +109,7 @@ pub trait Work: Send + Sync + 'static {
 
     /// OpenLineage: send the event that ends the task's lineage run (COMPLETE with its
     /// metrics or assertions, or FAIL with the reason), from its recorded result.
-    fn lineage_end(
+    async fn lineage_end(
         &self,
         _lineage: &replicator_lineage::TaskLineage,
         _result: &Self::Result,
@@ -304,7 +304,7 @@ pub async fn handle<W: Work>(
     if let (Some(l), Ok(r)) = (&lineage, &recorded)
         && r.first
     {
-        work.lineage_end(l, &result, &settings.lineage);
+        work.lineage_end(l, &result, &settings.lineage).await;
     }
     if let Some(lease) = lease {
         lease.release(store).await;

@@ -251,7 +251,7 @@ impl Work for Cataloger {
         })
     }
 
-    fn lineage_end(
+    async fn lineage_end(
         &self,
         lineage: &replicator_lineage::TaskLineage,
         result: &CatalogResult,

@@ -25,7 +25,7 @@ use replicator_common::shutdown::CancellationToken;
 use replicator_engine::{CloneContext, Cloned, Engines, Failure};
 use replicator_lake::CloneProgress;
 use replicator_proto::{
-    CloneResult, CloneTask, ErrorKind, Header, Outcome, ReconcileTask, TaskError, names,
+    CloneResult, CloneTask, EngineKind, ErrorKind, Header, Outcome, ReconcileTask, TaskError, names,
 };
 use replicator_store::{Recorded, Stage, Store, TaskStatus};
 use replicator_worker::{Work, WorkerSettings};
@@ -295,7 +295,7 @@ impl Work for Cloner {
         )
     }
 
-    fn lineage_end(
+    async fn lineage_end(
         &self,
         lineage: &replicator_lineage::TaskLineage,
         result: &CloneResult,
@@ -309,6 +309,24 @@ impl Work for Cloner {
             emitter.task_failed(lineage, reason);
             return;
         }
+        // The schema facet: the replica's columns as the clone left them (one log read).
+        let columns = match self
+            .engines
+            .get_for(engine_of(&result.target), &result.target)
+        {
+            Ok(engine) => engine
+                .table_columns(&result.target)
+                .await
+                .unwrap_or_default(),
+            Err(_) => Vec::new(),
+        };
+        let with_schema;
+        let lineage = if columns.is_empty() {
+            lineage
+        } else {
+            with_schema = lineage.clone().schema(columns);
+            &with_schema
+        };
         let m = result.metrics.as_ref();
         let i = result.ingest.as_ref();
         emitter.task_completed(
@@ -339,6 +357,15 @@ impl Work for Cloner {
             queue_validation(task, version, None, bus).await?;
         }
         Ok(())
+    }
+}
+
+/// The engine a location belongs to: Databricks locations name themselves.
+fn engine_of(target: &str) -> EngineKind {
+    if target.starts_with(replicator_engine::databricks::SCHEME) {
+        EngineKind::Databricks
+    } else {
+        EngineKind::Native
     }
 }
 

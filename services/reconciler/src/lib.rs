@@ -231,7 +231,7 @@ impl Work for Reconciler {
         )
     }
 
-    fn lineage_end(
+    async fn lineage_end(
         &self,
         lineage: &replicator_lineage::TaskLineage,
         result: &ReconcileResult,
@@ -245,6 +245,24 @@ impl Work for Reconciler {
             emitter.task_failed(lineage, reason);
             return;
         }
+        // The schema facet (on the inputs: a validation writes nothing): the replica's.
+        let target = lineage.inputs.last().cloned().unwrap_or_default();
+        let kind = if target.starts_with(replicator_engine::databricks::SCHEME) {
+            replicator_proto::EngineKind::Databricks
+        } else {
+            replicator_proto::EngineKind::Native
+        };
+        let columns = match self.engines.get_for(kind, &target) {
+            Ok(engine) => engine.table_columns(&target).await.unwrap_or_default(),
+            Err(_) => Vec::new(),
+        };
+        let with_schema;
+        let lineage = if columns.is_empty() {
+            lineage
+        } else {
+            with_schema = lineage.clone().schema(columns);
+            &with_schema
+        };
         emitter.task_reconciled(
             lineage,
             &replicator_lineage::Reconciliation {

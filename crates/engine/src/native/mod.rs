@@ -212,6 +212,21 @@ impl Engine for NativeEngine {
         }
     }
 
+    /// From the latest snapshot's schema: top-level columns, Delta type names (a struct,
+    /// array or map as its Delta type's JSON).
+    async fn table_columns(&self, location: &str) -> Result<Vec<(String, String)>, EngineError> {
+        let table = self.resolve(location)?;
+        let info = replicator_lake::inspect::table_info(&table, None).await?;
+        Ok(info
+            .columns
+            .into_iter()
+            .map(|(name, ty, _)| {
+                let ty = ty.as_str().map_or_else(|| ty.to_string(), str::to_owned);
+                (name, ty)
+            })
+            .collect())
+    }
+
     async fn restore(&self, location: &str, version: u64) -> Result<String, EngineError> {
         let table = self.resolve(location)?;
         let r = replicator_lake::restore::restore(&table, version).await?;
