@@ -133,3 +133,56 @@ async fn a_request_published_from_python_runs_like_submit() {
     fleet.verify_targets().await;
     fleet.cleanup().await;
 }
+
+/// The console over a fleet (docs/console.md): `replicator serve console` beside the other
+/// services reads the run from PostgreSQL and the dead letters from RabbitMQ, and refuses
+/// an action without the operator token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_serves_a_fleet_run_from_postgresql_and_rabbitmq() {
+    let console_port = free_port();
+    let mut fleet = Fleet::new(
+        3,
+        &format!("console: {{ listen: \"127.0.0.1:{console_port}\" }}\n"),
+    )
+    .await;
+    fleet.start_all();
+    fleet.start("console");
+    let run = fleet.submit();
+    let (code, summary) = fleet.watch(run);
+    assert_eq!(code, 0, "{summary}\n{}", fleet.logs());
+
+    let (code, body) = http_get(console_port, "/api/runs").unwrap();
+    assert_eq!(code, 200, "{body}");
+    let runs: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let listed = &runs["runs"][0];
+    assert_eq!(listed["run_id"], run.to_string(), "{runs}");
+    assert_eq!(
+        (listed["total"].as_u64(), listed["succeeded"].as_u64()),
+        (Some(3), Some(3))
+    );
+    let (code, body) = http_get(console_port, &format!("/api/runs/{run}")).unwrap();
+    assert_eq!(code, 200, "{body}");
+    let detail: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let tasks = detail["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 3);
+    assert!(tasks.iter().all(|t| t["status"] == "succeeded"), "{detail}");
+    assert!(!detail["attempts"].as_array().unwrap().is_empty());
+    let (code, body) = http_get(console_port, "/api/dead-letters").unwrap();
+    assert_eq!((code, body.as_str()), (200, "{\"dead_letters\":[]}"));
+    let (code, page) = http_get(console_port, "/").unwrap();
+    assert_eq!(code, 200);
+    assert!(page.contains("<meta name=\"csrf-token\""), "{page}");
+    // No operator token configured: the console is read-only.
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", console_port)).unwrap();
+    use std::io::{Read, Write};
+    write!(
+        s,
+        "POST /api/runs/{run}/replay HTTP/1.0\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.0 403"), "{answer}");
+    assert!(answer.contains("actions are off"), "{answer}");
+    fleet.cleanup().await;
+}
