@@ -454,3 +454,67 @@ catalog:
         "{volume:?}"
     );
 }
+
+/// A volume with more files than `volumes.chunk_files` is copied by several tasks, each the
+/// files whose path hashes to its part, as on the native engine: all of them arrive, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_volume_is_split_into_parts_by_the_planner() {
+    let env = Env::new().await;
+    let dir = env.dir.path().to_owned();
+    let (s, t) = (env.src.metastore.clone(), env.tgt.metastore.clone());
+    env.world.create_volume(&s, MODELS, None, None).unwrap();
+    let models = env.world.volume_dir(&s, MODELS).unwrap();
+    for i in 0..7 {
+        let d = models.join(format!("part-{}", i % 2));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join(format!("f{i}.bin")), vec![i as u8; 1000 + i]).unwrap();
+    }
+    let yaml = format!(
+        "{}state: {{ url: \"sqlite://{}\" }}\ncatalog: {{ objects: [volume], inventory: false, volumes: {{ chunk_files: 3 }}, \
+         mapping: {{ locations: [[\"file://{ext}/ext/\", \"file://{ext}/dr-ext/\"]] }} }}\n",
+        env.yaml(""),
+        dir.join("state.db").display(),
+        ext = dir.display(),
+    );
+    let config = Config::from_yaml(&yaml, std::iter::empty(), &[]).unwrap();
+    let RunOutput::Completed(done) = run(&config, &RunOptions::default()).await.unwrap() else {
+        panic!("expected a completed run");
+    };
+    assert!(done.summary.is_success(), "{:#?}", done.summary);
+    let mut parts: Vec<&str> = objects(&done)
+        .into_iter()
+        .filter(|o| o.table.starts_with("volume prod.sales.models"))
+        .map(|o| o.table.as_str())
+        .collect();
+    parts.sort();
+    assert_eq!(
+        parts,
+        [
+            "volume prod.sales.models (part 1/3)",
+            "volume prod.sales.models (part 2/3)",
+            "volume prod.sales.models (part 3/3)"
+        ]
+    );
+    let target = env.world.volume_dir(&t, MODELS).unwrap();
+    for i in 0..7 {
+        let f = target.join(format!("part-{}/f{i}.bin", i % 2));
+        assert_eq!(
+            std::fs::read(&f).unwrap(),
+            vec![i as u8; 1000 + i],
+            "{}",
+            f.display()
+        );
+    }
+    // A second run finds every part in place.
+    let RunOutput::Completed(again) = run(&config, &RunOptions::default()).await.unwrap() else {
+        panic!("expected a completed run");
+    };
+    assert!(again.summary.is_success(), "{:#?}", again.summary);
+    for o in objects(&again)
+        .into_iter()
+        .filter(|o| o.table.starts_with("volume prod.sales.models"))
+    {
+        let detail = o.detail.as_deref().unwrap_or_default();
+        assert!(detail.starts_with("unchanged"), "{}: {detail}", o.table);
+    }
+}

@@ -145,7 +145,23 @@ impl DatabricksEngine {
                         }
                         let t = format!("{t}.{}", v.name);
                         if carries(ObjectKind::Volume) {
-                            volumes.push(self.object(ObjectKind::Volume, &full, &t, None));
+                            // A large volume is copied by several tasks, each the files
+                            // whose path hashes to its part (`volumes.chunk_files`), as on
+                            // the native engine; counting them is one listing of its tree.
+                            let name = replicator_databricks::client::VolumeName::parse(&full)
+                                .map_err(EngineError::Databricks)?;
+                            let files =
+                                pair.source.list_tree(&name, &vols::OURS).await?.files.len() as u64;
+                            let parts =
+                                files.div_ceil(settings.volumes.chunk_files.max(1)).max(1) as u32;
+                            for index in 0..parts {
+                                let mut o = self.object(ObjectKind::Volume, &full, &t, None);
+                                o.shard = (parts > 1).then_some(replicator_proto::Shard {
+                                    index,
+                                    count: parts,
+                                });
+                                volumes.push(o);
+                            }
                         }
                         if carries(ObjectKind::Grants) {
                             grants.push(self.object(ObjectKind::Grants, &full, &t, Some("VOLUME")));
