@@ -228,4 +228,31 @@ fn plain_file_trees_beside_tables_are_carried_as_volumes_incrementally() {
         "{:?}",
         volumes(&done)
     );
+
+    // A whole volume removed from the source: kept on the target (reported by the
+    // inventory) unless deletions are asked for; then its files go, and the catalogs match.
+    std::fs::remove_dir_all(src.join("landing")).unwrap();
+    let (done, ok) = run_json_status(&config, &[]);
+    assert!(!ok, "{done}");
+    let (status, why) = inventory(&done);
+    assert_eq!(status, "mismatched", "{done}");
+    assert!(why.contains("volume landing: extra on the target"), "{why}");
+    assert!(dst.join("landing/csv/2026/11/orders.csv").exists());
+    let done = run_json(&config, &["--set", "catalog.volumes.delete_extra=true"]);
+    let vols = volumes(&done);
+    assert!(
+        vols.iter()
+            .any(|(n, _, d)| n == "volume landing" && d.contains("3 deleted")),
+        "{vols:?}"
+    );
+    assert!(!dst.join("landing/csv/2026/11/orders.csv").exists());
+    assert!(!dst.join("landing/csv/2026/11/more.csv").exists());
+    assert_eq!(inventory(&done).0, "succeeded", "{done}");
+    // Nothing left to delete: no task for it any more.
+    let done = run_json(&config, &["--set", "catalog.volumes.delete_extra=true"]);
+    assert!(
+        volumes(&done).iter().all(|(n, _, _)| n != "volume landing"),
+        "{:?}",
+        volumes(&done)
+    );
 }

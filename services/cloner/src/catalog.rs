@@ -49,18 +49,26 @@ impl Cataloger {
                 true,
             )
         };
+        // The other catalog objects, and the run's tables: volume discovery on the target
+        // tells a table's directory from a file tree by its `_delta_log`, so a table still
+        // being copied would make its directory look like a volume.
         let pending = self
             .store
             .catalog_in_flight(run_id)
             .await
-            .map_err(store_error)?;
+            .map_err(store_error)?
+            + self
+                .store
+                .tables_copying(run_id)
+                .await
+                .map_err(store_error)?;
         if pending > 0 {
             return Err(Failure {
                 waits: true,
                 ..Failure::new(
                     ErrorKind::Transient,
                     format!(
-                        "inventory {} waits for {pending} catalog object(s) of the run still in flight",
+                        "inventory {} waits for {pending} catalog object(s) or table(s) of the run still in flight",
                         task.name
                     ),
                     false,

@@ -90,7 +90,31 @@ impl NativeEngine {
         let source = self.resolve(&request.source_root)?;
         let target = self.resolve(&request.target_root)?;
         let mut planned = Vec::new();
-        for v in discover_volumes(&source, &request.tables).await? {
+        let ours = discover_volumes(&source, &request.tables).await?;
+        // A volume gone from the source, with `volumes.delete_extra`: one task that syncs it
+        // from nothing, so its files are deleted from the target. Only when the source root
+        // still holds volumes: an emptied (or unmounted) source root deletes nothing.
+        if settings.volumes.delete_extra
+            && !ours.is_empty()
+            && !target.local_dir().is_some_and(|d| !d.is_dir())
+        {
+            for t in discover_volumes(&target, &request.tables).await? {
+                if ours.iter().any(|v| v.relative == t.relative) || t.files == 0 {
+                    continue;
+                }
+                let (_, d) = locations_of(&source, &target, &t)?;
+                // No source: the volume is gone from it (see `apply_volume`).
+                let mut o = PlannedObject::new(
+                    ObjectKind::Volume,
+                    t.name.clone(),
+                    String::new(),
+                    d.url().to_string(),
+                );
+                o.loose = !t.recursive;
+                planned.push(o);
+            }
+        }
+        for v in ours {
             let (s, t) = locations_of(&source, &target, &v)?;
             let parts = v.files.div_ceil(settings.volumes.chunk_files).max(1) as u32;
             for index in 0..parts {
@@ -127,9 +151,33 @@ impl NativeEngine {
                 false,
             ));
         }
-        let source = self.resolve(&task.source)?;
         let target = self.resolve(&task.target)?;
         let delete_extra = ctx.settings.volumes.delete_extra;
+        // A volume gone from the source (planned with no source, `volumes.delete_extra` on):
+        // synced from an empty directory, so every file of it is deleted from the target.
+        let empty;
+        let source = if task.source.is_empty() {
+            if !delete_extra {
+                return Err(Failure::new(
+                    ErrorKind::Permanent,
+                    format!(
+                        "volume {}: gone from the source; kept (`catalog.volumes.delete_extra` deletes it)",
+                        task.name
+                    ),
+                    false,
+                ));
+            }
+            empty = tempfile::tempdir().map_err(|e| {
+                Failure::new(
+                    ErrorKind::Transient,
+                    format!("volume {}: a temporary directory: {e}", task.name),
+                    true,
+                )
+            })?;
+            TableLocation::parse(&empty.path().to_string_lossy())?
+        } else {
+            self.resolve(&task.source)?
+        };
         let opts = VolumeOptions {
             parallelism: ctx.parallelism.max(1),
             delete_extra,
@@ -137,6 +185,7 @@ impl NativeEngine {
             shard: task.shard.map(|s| (s.index, s.count)),
             recursive: !task.loose,
             verify_every: ctx.settings.volumes.verify_every_duration(),
+            source_gone: task.source.is_empty(),
             ..VolumeOptions::default()
         };
         let r = sync_volume(&source, &target, &opts).await?;
@@ -208,7 +257,7 @@ impl NativeEngine {
         }
         for t in theirs
             .iter()
-            .filter(|t| !ours.iter().any(|v| v.relative == t.relative))
+            .filter(|t| t.files > 0 && !ours.iter().any(|v| v.relative == t.relative))
         {
             diffs.push(Difference {
                 kind: ObjectKind::Volume,

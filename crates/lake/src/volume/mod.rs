@@ -60,6 +60,11 @@ pub struct VolumeOptions {
     /// Delete target files the source no longer has (of this shard only). Without it they
     /// are reported in [`VolumeSynced::extra`].
     pub delete_extra: bool,
+    /// The source volume was removed on purpose (the planner found it gone from a source
+    /// root that still holds others): with `delete_extra`, every target file goes. Without
+    /// it, a source that lists nothing while the target has files is refused as a likely
+    /// wrong or unmounted source location.
+    pub source_gone: bool,
     /// Work out what would be copied and deleted; write nothing.
     pub dry_run: bool,
     /// `(index, count)`: handle only the files whose relative path hashes to `index`
@@ -86,6 +91,7 @@ impl Default for VolumeOptions {
             parallelism: 16,
             part_size: 8 << 20,
             delete_extra: false,
+            source_gone: false,
             dry_run: false,
             shard: None,
             recursive: true,
@@ -268,7 +274,7 @@ pub async fn sync_volume(
         .take(NAMES_KEPT)
         .map(|(r, _)| r.clone())
         .collect();
-    if opts.delete_extra && src.is_empty() && !dst.is_empty() {
+    if opts.delete_extra && !opts.source_gone && src.is_empty() && !dst.is_empty() {
         return Err(LakeError::Invalid(format!(
             "source {source} lists no files: refusing to delete all {} files of {target} (check the source location)",
             dst.len()
