@@ -96,7 +96,7 @@ impl NativeEngine {
         // still holds volumes: an emptied (or unmounted) source root deletes nothing.
         if settings.volumes.delete_extra
             && !ours.is_empty()
-            && !target.local_dir().is_some_and(|d| !d.is_dir())
+            && target.local_dir().is_none_or(|d| d.is_dir())
         {
             for t in discover_volumes(&target, &request.tables).await? {
                 if ours.iter().any(|v| v.relative == t.relative) || t.files == 0 {
