@@ -39,6 +39,8 @@ if $local_base; then
             echo "== debootstrap (minbase bookworm) into $rootfs"
             debootstrap --variant=minbase bookworm "$rootfs" http://deb.debian.org/debian >/dev/null
         fi
+        # What debootstrap downloaded is not part of the system.
+        rm -f "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*_* 2>/dev/null || true
         echo "== importing $rootfs as $runtime_image"
         ctr="$("${buildah[@]}" from scratch)"
         "${buildah[@]}" copy "$ctr" "$rootfs" / >/dev/null
