@@ -5,7 +5,6 @@
 use std::process::ExitCode;
 
 use replicator_engine::Engines;
-use replicator_proto::EngineKind;
 
 use super::{Logs, fail};
 
@@ -44,15 +43,7 @@ pub async fn run(args: Args, logs: &Logs) -> ExitCode {
             Engines::default()
         }
     };
-    let kind = if args
-        .table
-        .starts_with(replicator_engine::databricks::SCHEME)
-    {
-        EngineKind::Databricks
-    } else {
-        EngineKind::Native
-    };
-    let engine = match engines.get_for(kind, &args.table) {
+    let engine = match engines.for_location(&args.table) {
         Ok(e) => e,
         Err(e) => return fail(2, e),
     };

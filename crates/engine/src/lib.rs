@@ -501,6 +501,17 @@ impl Engines {
         }
     }
 
+    /// The engine of a table location: a `databricks:` location names the Databricks
+    /// engine, any other the native one.
+    pub fn for_location(&self, location: &str) -> Result<&dyn Engine, EngineError> {
+        let kind = if location.starts_with(databricks::SCHEME) {
+            EngineKind::Databricks
+        } else {
+            EngineKind::Native
+        };
+        self.get_for(kind, location)
+    }
+
     /// The engine a message names.
     pub fn get(&self, kind: EngineKind) -> Result<&dyn Engine, EngineError> {
         self.get_for(kind, "databricks:")

@@ -25,7 +25,7 @@ use replicator_common::shutdown::CancellationToken;
 use replicator_engine::{CloneContext, Cloned, Engines, Failure};
 use replicator_lake::CloneProgress;
 use replicator_proto::{
-    CloneResult, CloneTask, EngineKind, ErrorKind, Header, Outcome, ReconcileTask, TaskError, names,
+    CloneResult, CloneTask, ErrorKind, Header, Outcome, ReconcileTask, TaskError, names,
 };
 use replicator_store::{Recorded, Stage, Store, TaskStatus};
 use replicator_worker::{Work, WorkerSettings};
@@ -310,10 +310,7 @@ impl Work for Cloner {
             return;
         }
         // The schema facet: the replica's columns as the clone left them (one log read).
-        let columns = match self
-            .engines
-            .get_for(engine_of(&result.target), &result.target)
-        {
+        let columns = match self.engines.for_location(&result.target) {
             Ok(engine) => engine
                 .table_columns(&result.target)
                 .await
@@ -357,15 +354,6 @@ impl Work for Cloner {
             queue_validation(task, version, None, bus).await?;
         }
         Ok(())
-    }
-}
-
-/// The engine a location belongs to: Databricks locations name themselves.
-fn engine_of(target: &str) -> EngineKind {
-    if target.starts_with(replicator_engine::databricks::SCHEME) {
-        EngineKind::Databricks
-    } else {
-        EngineKind::Native
     }
 }
 

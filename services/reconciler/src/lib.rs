@@ -247,12 +247,7 @@ impl Work for Reconciler {
         }
         // The schema facet (on the inputs: a validation writes nothing): the replica's.
         let target = lineage.inputs.last().cloned().unwrap_or_default();
-        let kind = if target.starts_with(replicator_engine::databricks::SCHEME) {
-            replicator_proto::EngineKind::Databricks
-        } else {
-            replicator_proto::EngineKind::Native
-        };
-        let columns = match self.engines.get_for(kind, &target) {
+        let columns = match self.engines.for_location(&target) {
             Ok(engine) => engine.table_columns(&target).await.unwrap_or_default(),
             Err(_) => Vec::new(),
         };
