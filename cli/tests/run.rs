@@ -170,3 +170,30 @@ fn the_config_log_format_is_honoured() {
         "text expected:\n{logs}"
     );
 }
+
+/// `replicator mirror snowflake` on a config without a `snowflake` section is a usage
+/// error (exit 2) that names the file, and does nothing.
+#[test]
+fn mirroring_without_a_snowflake_section_is_refused_with_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("replicator.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "source: {{ root: {} }}\ntarget: {{ root: {} }}\n",
+            dir.path().join("s").display(),
+            dir.path().join("t").display()
+        ),
+    )
+    .unwrap();
+    let out = replicator(&["mirror", "snowflake", "-c", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out).trim(),
+        format!(
+            "error: {}: the config has no `snowflake` section: nothing to mirror (docs/snowflake.md)",
+            config.display()
+        )
+    );
+    assert!(!dir.path().join("t").exists());
+}

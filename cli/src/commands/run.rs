@@ -114,11 +114,19 @@ pub async fn mirror(command: MirrorCommand, logs: &Logs) -> ExitCode {
         mirror_only: true,
         ..Default::default()
     };
-    let config = ConfigArg {
-        config: args.config.config,
-        overrides: args.config.overrides,
+    let Some(config) = logs.config(&args.config.config, &args.config.overrides, None) else {
+        return ExitCode::from(2);
     };
-    run_config(&config, opts, args.json, logs).await
+    if config.snowflake.is_none() {
+        return fail(
+            2,
+            format!(
+                "{}: the config has no `snowflake` section: nothing to mirror (docs/snowflake.md)",
+                args.config.config.display()
+            ),
+        );
+    }
+    run_loaded(&config, opts, args.json).await
 }
 
 pub async fn validate(args: ValidateArgs, logs: &Logs) -> ExitCode {
