@@ -485,3 +485,32 @@ async fn roots_in_same_named_buckets_on_two_endpoints_keep_their_own_options() {
         .version;
     assert_eq!(before, after);
 }
+
+/// Many files in one bucket (past the 16 from which the plan lists source and target
+/// instead of a HEAD per file): every copy is server-side, the replica reads the same, and
+/// a second clone copies nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_server_side_copies_in_one_bucket() {
+    let b = bucket("replicator-s3-many");
+    let s3_src = TableLocation::parse_with(&format!("{b}/lake/events"), s3_options()).unwrap();
+    let s3_dst = TableLocation::parse_with(&format!("{b}/dr/events"), s3_options()).unwrap();
+    sample::create(&s3_src, &sample::orders(0, 10, "eu"), &[])
+        .await
+        .unwrap();
+    for i in 1..20 {
+        sample::append(&s3_src, &sample::orders(i * 10, 10, "eu"))
+            .await
+            .unwrap();
+    }
+    let r = deep_clone(&s3_src, &s3_dst, &CloneOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(r.metrics.num_copied_files, 20);
+    assert_eq!(rows(&s3_dst).await, rows(&s3_src).await);
+    assert!(
+        !deep_clone(&s3_src, &s3_dst, &CloneOptions::default())
+            .await
+            .unwrap()
+            .committed
+    );
+}
