@@ -512,6 +512,15 @@ impl Engines {
         self.get_for(kind, location)
     }
 
+    /// The columns of the table at `location` by its engine, for the lineage schema facet;
+    /// empty when they cannot be read (lineage never fails a task).
+    pub async fn columns_of(&self, location: &str) -> Vec<(String, String)> {
+        match self.for_location(location) {
+            Ok(engine) => engine.table_columns(location).await.unwrap_or_default(),
+            Err(_) => Vec::new(),
+        }
+    }
+
     /// The engine a message names.
     pub fn get(&self, kind: EngineKind) -> Result<&dyn Engine, EngineError> {
         self.get_for(kind, "databricks:")

@@ -134,17 +134,17 @@ impl TaskLineage {
         self
     }
 
-    /// With these columns (name, type).
+    /// With these columns (name, type). No columns (the schema could not be read): no
+    /// schema facet.
     pub fn schema<N: Into<String>, T: Into<String>>(
         mut self,
         columns: impl IntoIterator<Item = (N, T)>,
     ) -> Self {
-        self.schema = Some(
-            columns
-                .into_iter()
-                .map(|(n, t)| (n.into(), t.into()))
-                .collect(),
-        );
+        let columns: Vec<(String, String)> = columns
+            .into_iter()
+            .map(|(n, t)| (n.into(), t.into()))
+            .collect();
+        self.schema = (!columns.is_empty()).then_some(columns);
         self
     }
 
@@ -496,6 +496,15 @@ mod tests {
         let long = clone_task().fail("replicator", &"x".repeat(5000));
         let m = long.run.facets.error_message.unwrap().body.message;
         assert!(m.ends_with("… (904 more characters)"), "{}", &m[4000..]);
+    }
+
+    #[test]
+    fn no_columns_give_no_schema_facet() {
+        let t = TaskLineage::new(Uuid::from_u128(1), Uuid::from_u128(2), "clone a.b")
+            .output("/lake/target/a/b")
+            .schema(Vec::<(String, String)>::new());
+        let v = serde_json::to_value(t.start("replicator")).unwrap();
+        assert!(v["outputs"][0]["facets"].get("schema").is_none(), "{v}");
     }
 
     #[test]

@@ -310,20 +310,9 @@ impl Work for Cloner {
             return;
         }
         // The schema facet: the replica's columns as the clone left them (one log read).
-        let columns = match self.engines.for_location(&result.target) {
-            Ok(engine) => engine
-                .table_columns(&result.target)
-                .await
-                .unwrap_or_default(),
-            Err(_) => Vec::new(),
-        };
-        let with_schema;
-        let lineage = if columns.is_empty() {
-            lineage
-        } else {
-            with_schema = lineage.clone().schema(columns);
-            &with_schema
-        };
+        let lineage = &lineage
+            .clone()
+            .schema(self.engines.columns_of(&result.target).await);
         let m = result.metrics.as_ref();
         let i = result.ingest.as_ref();
         emitter.task_completed(

@@ -247,17 +247,9 @@ impl Work for Reconciler {
         }
         // The schema facet (on the inputs: a validation writes nothing): the replica's.
         let target = lineage.inputs.last().cloned().unwrap_or_default();
-        let columns = match self.engines.for_location(&target) {
-            Ok(engine) => engine.table_columns(&target).await.unwrap_or_default(),
-            Err(_) => Vec::new(),
-        };
-        let with_schema;
-        let lineage = if columns.is_empty() {
-            lineage
-        } else {
-            with_schema = lineage.clone().schema(columns);
-            &with_schema
-        };
+        let lineage = &lineage
+            .clone()
+            .schema(self.engines.columns_of(&target).await);
         emitter.task_reconciled(
             lineage,
             &replicator_lineage::Reconciliation {
