@@ -121,6 +121,19 @@ fn refused(name: &str) -> String {
 pub async fn failover(config: &Config, name: &str, execute: bool) -> anyhow::Result<Vec<String>> {
     group(config, name)?;
     let store = open_store(config).await?;
+    let engines = Engines::from_config(config)?;
+    failover_with(config, &store, &engines, name, execute).await
+}
+
+/// [`failover`] with the store and engines already open (the console's dry run).
+pub async fn failover_with(
+    config: &Config,
+    store: &replicator_store::Store,
+    engines: &Engines,
+    name: &str,
+    execute: bool,
+) -> anyhow::Result<Vec<String>> {
+    group(config, name)?;
     let state = store
         .sync_group(name)
         .await?
@@ -128,7 +141,6 @@ pub async fn failover(config: &Config, name: &str, execute: bool) -> anyhow::Res
     let cut = state
         .cut_at
         .with_context(|| format!("sync group {name} has no consistent cut to fail over to"))?;
-    let engines = Engines::from_config(config)?;
     let engine = engines.get(config.engine())?;
     let mut lines = Vec::new();
     for t in &state.cut_tables {

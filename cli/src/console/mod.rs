@@ -381,7 +381,7 @@ async fn failover_dry_run(
     if let Err((status, why)) = authorize(&s, &headers) {
         return refuse(status, why);
     }
-    match crate::sync::failover(&s.config, &name, false).await {
+    match crate::sync::failover_with(&s.config, &s.store, &s.engines, &name, false).await {
         Ok(lines) => axum::Json(json!({
             "lines": lines,
             "message": format!("failover of {name} (dry run): {}", lines.join("; ")),
