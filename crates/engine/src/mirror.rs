@@ -68,11 +68,7 @@ struct Uniform {
 }
 
 fn secret_ref(r: &replicator_common::config::SecretRef) -> String {
-    match (&r.env, &r.file) {
-        (Some(v), _) => format!("env:{v}"),
-        (_, Some(f)) => format!("file:{}", f.display()),
-        _ => "a reference".into(),
-    }
+    r.reference().unwrap_or_else(|| "a reference".into())
 }
 
 impl std::fmt::Debug for Mirror {

@@ -58,10 +58,9 @@ pub struct ConnectionRef(pub SecretRef);
 /// fleet's workers in its request and must read the same there.
 impl Serialize for ConnectionRef {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match (&self.0.env, &self.0.file) {
-            (Some(var), _) => s.serialize_str(&format!("env:{var}")),
-            (None, Some(path)) => s.serialize_str(&format!("file:{}", path.display())),
-            (None, None) => s.serialize_none(),
+        match self.0.reference() {
+            Some(r) => s.serialize_str(&r),
+            None => s.serialize_none(),
         }
     }
 }

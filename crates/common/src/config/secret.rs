@@ -175,6 +175,16 @@ impl SecretRef {
         Ok(())
     }
 
+    /// The reference as written in short form: `env:VAR` or `file:PATH` (never the value);
+    /// `None` for a reference that names neither.
+    pub fn reference(&self) -> Option<String> {
+        match (&self.env, &self.file) {
+            (Some(var), _) => Some(format!("env:{var}")),
+            (None, Some(path)) => Some(format!("file:{}", path.display())),
+            (None, None) => None,
+        }
+    }
+
     /// The secret's value. Errors never contain the value.
     pub fn resolve(&self) -> Result<String, ConfigError> {
         match (&self.env, &self.file) {
