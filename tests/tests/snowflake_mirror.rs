@@ -361,7 +361,12 @@ async fn a_wrong_passphrase_stops_the_command_in_one_line() {
 async fn native_replicas_on_s3_are_read_through_a_delta_integration() {
     let moto = Moto::shared();
     let bucket = moto.bucket("mirror-replicas");
-    for (path, n) in [("dr/sales/orders", 12), ("dr/customers", 4)] {
+    // `v1.orders`: a dot in a directory name is part of the table's name, not a schema.
+    for (path, n) in [
+        ("dr/sales/orders", 12),
+        ("dr/customers", 4),
+        ("dr/v1.orders", 2),
+    ] {
         sample::create(
             &moto.location(&format!("{bucket}/{path}")),
             &sample::orders(0, n, "eu"),
@@ -401,18 +406,19 @@ target:
             "CREATE SCHEMA IF NOT EXISTS \"REPLICAS\".\"sales\"",
             "CREATE ICEBERG TABLE IF NOT EXISTS \"REPLICAS\".\"PUBLIC\".\"customers\" EXTERNAL_VOLUME = 'REPLICAS_VOL' CATALOG = 'DELTA_REPLICAS' BASE_LOCATION = 'customers/' AUTO_REFRESH = TRUE",
             "CREATE ICEBERG TABLE IF NOT EXISTS \"REPLICAS\".\"sales\".\"orders\" EXTERNAL_VOLUME = 'REPLICAS_VOL' CATALOG = 'DELTA_REPLICAS' BASE_LOCATION = 'sales/orders/' AUTO_REFRESH = TRUE",
+            "CREATE ICEBERG TABLE IF NOT EXISTS \"REPLICAS\".\"PUBLIC\".\"v1.orders\" EXTERNAL_VOLUME = 'REPLICAS_VOL' CATALOG = 'DELTA_REPLICAS' BASE_LOCATION = 'v1.orders/' AUTO_REFRESH = TRUE",
         ]
     );
     let (done, _) = completed(mirror(&config, false).await.unwrap());
     assert!(done.summary.is_success(), "{:?}", done.summary);
-    assert_eq!(em.ddl_executed().len(), 7);
+    assert_eq!(em.ddl_executed().len(), 8);
     em.catalog(|c| {
         let t = &c.tables[&("REPLICAS".into(), "sales".into(), "orders".into())];
         assert_eq!(t.base_location.as_deref(), Some("sales/orders/"));
         assert_eq!(t.external_volume.as_deref(), Some("REPLICAS_VOL"));
     });
     let rows = metadata(dir.path()).await;
-    assert_eq!(rows.len(), 2, "{rows:#?}");
+    assert_eq!(rows.len(), 3, "{rows:#?}");
     assert!(
         rows.iter()
             .all(|r| r["snowflake_integration"] == "DELTA_REPLICAS" && r["status"] == "created"),

@@ -35,6 +35,9 @@ pub struct MirrorSource {
     pub iceberg_metadata: Option<String>,
     /// Readable as Iceberg through Unity Catalog's Iceberg REST endpoint.
     pub uniform: bool,
+    /// A Unity Catalog table (`name` is `catalog.schema.table`), not a path under the Delta
+    /// location.
+    pub unity_catalog: bool,
 }
 
 /// What one table became in Snowflake, for the metadata table.
@@ -333,7 +336,7 @@ impl Mirror {
                 }));
                 continue;
             }
-            let uc = s.name.contains('.') && !s.name.contains('/');
+            let uc = s.unity_catalog;
             let relative = match &delta {
                 Some(_) if !uc => Some(s.name.clone()),
                 Some((_, base)) => ddl::storage_location(&s.storage_location)
@@ -486,6 +489,7 @@ impl Mirror {
                 name: t.relative,
                 iceberg_metadata: None,
                 uniform: false,
+                unity_catalog: false,
             })
             .collect())
     }
@@ -563,6 +567,7 @@ impl Mirror {
                         storage_location: info.storage_location.clone().unwrap_or_default(),
                         iceberg_metadata,
                         uniform,
+                        unity_catalog: true,
                     });
                 }
             }
