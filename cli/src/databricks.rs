@@ -23,6 +23,14 @@ pub async fn run(config: &Config, opts: Options) -> u8 {
         eprintln!("error: the config has no `databricks` section");
         return 2;
     };
+    if db.clone_mode == replicator_common::databricks::CloneMode::Storage
+        && !opts.validate_only
+        && matches!(opts.operation, DbOperation::Replication | DbOperation::All)
+    {
+        eprintln!(
+            "note: `databricks.clone_mode: storage` applies to `replicator run` (the fleet's clone tasks); this command replicates with the warehouse DEEP CLONE"
+        );
+    }
     let pair = match WorkspacePair::from_config(db, opts.dry_run) {
         Ok(e) => e,
         Err(e) => {

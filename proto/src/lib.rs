@@ -32,8 +32,8 @@ pub use header::{DecodeError, Header, Message, SCHEMA_VERSION, decode, encode};
 pub use ingest::{IngestMetrics, IngestMode, IngestSource};
 pub use requests::{EngineKind, Operation, ReplicationRequest, TableFilter};
 pub use results::{
-    Check, CloneMetrics, CloneResult, ErrorKind, KeyDiff, Outcome, PartitionDiff, ReconcileResult,
-    TaskError, Validation, ValidationDepth,
+    Check, CloneMetrics, ClonePath, CloneResult, ErrorKind, KeyDiff, Outcome, PartitionDiff,
+    ReconcileResult, TaskError, Validation, ValidationDepth,
 };
 pub use summaries::{RunSummary, TableStatus, TableSummary};
 pub use tasks::{CloneTask, ReconcileTask};

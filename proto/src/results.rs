@@ -76,6 +76,24 @@ pub struct CloneResult {
     /// An ingestion's account: mode, rows inserted, updated and deleted, watermark.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingest: Option<crate::IngestMetrics>,
+    /// Databricks engine: how the files moved (`storage` or `warehouse`) and, for a
+    /// `clone_mode: storage` clone that used the warehouse, why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clone_path: Option<ClonePath>,
+}
+
+/// How a Databricks clone moved the table's files.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ClonePath {
+    /// `storage`: copied by the native engine with credentials Unity Catalog vended, no
+    /// warehouse time for the copy; `warehouse`: a `DEEP CLONE` on the target's warehouse.
+    pub mode: String,
+    /// Why a `clone_mode: storage` clone fell back to the warehouse.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
+    /// Storage credentials asked for during the copy (both sides; the first two included).
+    #[serde(default)]
+    pub credential_requests: u32,
 }
 
 /// One validation check.

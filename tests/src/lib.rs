@@ -3,5 +3,6 @@
 //! (`servers`: moto) other crates' tests use too.
 
 pub mod databricks_emulator;
+pub mod s3_gateway;
 pub mod servers;
 pub mod snowflake_emulator;

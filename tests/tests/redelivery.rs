@@ -340,6 +340,7 @@ async fn a_failed_redelivery_of_a_cloned_task_still_queues_its_validation() {
     let h = Harness::new().await;
     let first = replicator_proto::CloneResult {
         ingest: None,
+        clone_path: None,
         header: Header::new(h.task.header.run_id),
         task_id: h.task.task_id,
         attempt: 1,

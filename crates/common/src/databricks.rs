@@ -31,6 +31,41 @@ pub struct DatabricksConfig {
     pub reconciliation_keys: BTreeMap<String, Vec<String>>,
     #[serde(default)]
     pub client: ClientTuning,
+    /// How a table's files move: `warehouse` (a `DEEP CLONE` on the target's SQL warehouse,
+    /// the default) or `storage` (Unity Catalog vends short-lived storage credentials for
+    /// the source table and the target path, the native engine copies the files between the
+    /// object stores, and the target warehouse only registers a new table). docs/databricks.md.
+    #[serde(default)]
+    pub clone_mode: CloneMode,
+    /// `clone_mode: storage`: where a table that is new in the target is placed, under an
+    /// external location of the target metastore (`s3://dr-bucket/replicas`): the table goes
+    /// to `<storage_location>/<catalog>/<schema>/<table>`. An external source table whose
+    /// location the `catalog.mapping` rewrites goes to its mapped location instead; a
+    /// target table that exists as an external table stays where it is.
+    #[serde(default)]
+    pub storage_location: Option<String>,
+}
+
+/// How the Databricks engine moves a table's files (`databricks.clone_mode`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CloneMode {
+    /// `CREATE OR REPLACE TABLE … DEEP CLONE …` on the target warehouse.
+    #[default]
+    Warehouse,
+    /// The native engine copies the files with credentials Unity Catalog vends; the
+    /// warehouse only registers the table. Falls back to `warehouse`, saying why, when the
+    /// credentials APIs refuse or the table cannot be copied that way.
+    Storage,
+}
+
+impl CloneMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Warehouse => "warehouse",
+            Self::Storage => "storage",
+        }
+    }
 }
 
 fn yes() -> bool {
@@ -214,6 +249,19 @@ impl DatabricksConfig {
         }
         if self.sharing.recipient.trim().is_empty() {
             return Err(ConfigError::key("sharing.recipient", "must not be empty"));
+        }
+        if let Some(at) = &self.storage_location {
+            let scheme = at.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+            if !matches!(
+                scheme.as_deref(),
+                Some("s3" | "s3a" | "abfss" | "abfs" | "az" | "azure")
+            ) || at.split('/').any(|s| s == ".." || s == ".")
+            {
+                return Err(ConfigError::key(
+                    "storage_location",
+                    "must be an s3:// or abfss:// URL of an external location, without `.` or `..` segments",
+                ));
+            }
         }
         Ok(())
     }

@@ -14,7 +14,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use replicator_common::config::CatalogSettings;
-use replicator_common::databricks::DatabricksConfig;
+use replicator_common::databricks::{CloneMode, DatabricksConfig};
+
+use crate::databricks_storage::StorageClone;
 use replicator_databricks::ops::{Reconciled, SourceTable, Step};
 use replicator_databricks::{DatabricksError, Ident, TableName};
 use replicator_proto::EngineKind;
@@ -49,6 +51,8 @@ pub struct DatabricksEngine {
     pair: Arc<replicator_databricks::WorkspacePair>,
     source_root: String,
     target_root: String,
+    /// `clone_mode: storage`: the worker's storage options (endpoint, region) per side.
+    storage: crate::databricks_storage::SideOptions,
 }
 
 impl DatabricksEngine {
@@ -88,7 +92,24 @@ impl DatabricksEngine {
             pair,
             source_root,
             target_root,
+            storage: Default::default(),
         })
+    }
+
+    /// The storage options (endpoint, region; object_store keys) of the object stores the
+    /// source and target tables live in, for `clone_mode: storage`: the config's
+    /// `source.storage` and `target.storage`. Credentials among them are never used: Unity
+    /// Catalog vends those.
+    pub fn with_storage_options(
+        mut self,
+        source: std::collections::BTreeMap<String, String>,
+        target: std::collections::BTreeMap<String, String>,
+    ) -> Self {
+        self.storage = crate::databricks_storage::SideOptions {
+            source: Arc::new(source),
+            target: Arc::new(target),
+        };
+        self
     }
 
     /// The source table a task's location names, looked up in Unity Catalog.
@@ -237,9 +258,24 @@ impl Engine for DatabricksEngine {
             .collect())
     }
 
-    async fn clone_table(&self, task: &CloneTask, _ctx: &CloneContext) -> Result<Cloned, Failure> {
+    async fn clone_table(&self, task: &CloneTask, ctx: &CloneContext) -> Result<Cloned, Failure> {
         if task.ingest.is_some() {
             return Err(not_an_ingest_engine(&task.table));
+        }
+        let mut fallback = None;
+        if self.pair.config().clone_mode == CloneMode::Storage {
+            let t = self
+                .source_table(&task.source)
+                .await
+                .map_err(|e| failure((Vec::new(), e)))?;
+            match crate::databricks_storage::clone(&self.pair, &self.storage, &t, task, ctx).await?
+            {
+                StorageClone::Done(c) => return Ok(*c),
+                StorageClone::Fallback(reason) => {
+                    tracing::warn!(table = %task.table, %reason, "clone_mode storage: using the warehouse DEEP CLONE");
+                    fallback = Some(reason);
+                }
+            }
         }
         let (step, version) = self
             .replicate(&task.source, task.as_of)
@@ -258,6 +294,11 @@ impl Engine for DatabricksEngine {
             metrics: step.metrics,
             statement_ids: step.statement_ids,
             ingest: None,
+            path: Some(replicator_proto::ClonePath {
+                mode: CloneMode::Warehouse.as_str().into(),
+                fallback,
+                credential_requests: 0,
+            }),
         })
     }
 

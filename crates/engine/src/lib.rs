@@ -32,6 +32,7 @@ use uuid::Uuid;
 mod catalog;
 pub mod databricks;
 mod databricks_catalog;
+mod databricks_storage;
 pub mod mirror;
 pub mod native;
 
@@ -57,6 +58,13 @@ pub enum EngineError {
     /// The request names an engine this process was not configured for.
     #[error("{0}")]
     NotConfigured(String),
+}
+
+/// A config problem found while setting an engine up.
+fn setup(e: replicator_common::ConfigError) -> EngineError {
+    EngineError::Setup(replicator_databricks::DatabricksError::Config(
+        e.to_string(),
+    ))
 }
 
 impl From<replicator_databricks::DatabricksError> for EngineError {
@@ -128,6 +136,8 @@ pub struct Cloned {
     pub statement_ids: Vec<String>,
     /// An ingestion's account (docs/ingest.md).
     pub ingest: Option<replicator_proto::IngestMetrics>,
+    /// Databricks engine: how the files moved (docs/databricks.md, `clone_mode`).
+    pub path: Option<replicator_proto::ClonePath>,
 }
 
 /// What checking a replica found (the checks ran; they may have failed).
@@ -382,7 +392,11 @@ impl Engines {
         let databricks = match &config.databricks {
             Some(d) => Some(Arc::new(
                 DatabricksEngine::with_catalog(d, config.catalog.as_ref())
-                    .map_err(EngineError::Setup)?,
+                    .map_err(EngineError::Setup)?
+                    .with_storage_options(
+                        config.source.storage_options().map_err(setup)?,
+                        config.target.storage_options().map_err(setup)?,
+                    ),
             )),
             None => None,
         };

@@ -374,6 +374,7 @@ mod tests {
             .unwrap();
         let result = CloneResult {
             ingest: None,
+            clone_path: None,
             header: Header::new(run_id),
             task_id: tasks[0].task_id,
             attempt: 1,
@@ -401,6 +402,7 @@ mod tests {
         );
         let failed = CloneResult {
             ingest: None,
+            clone_path: None,
             task_id: tasks[1].task_id,
             outcome: Outcome::Failed,
             metrics: None,

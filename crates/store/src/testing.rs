@@ -84,6 +84,7 @@ pub(crate) fn clone_result(
     let failed = outcome == replicator_proto::Outcome::Failed;
     replicator_proto::CloneResult {
         ingest: None,
+        clone_path: None,
         header: Header::new(run_id),
         task_id: task.task_id,
         attempt: 1,

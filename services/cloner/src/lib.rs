@@ -215,6 +215,7 @@ impl Work for Cloner {
                 msg.metrics = c.metrics;
                 msg.statement_ids = c.statement_ids;
                 msg.ingest = c.ingest;
+                msg.clone_path = c.path;
             }
             Err(f) => {
                 tracing::error!(error = %f, statements = ?f.statement_ids, retries, "clone failed");
@@ -390,6 +391,7 @@ async fn queue_validation(
 fn pending_result(task: &CloneTask) -> CloneResult {
     CloneResult {
         ingest: None,
+        clone_path: None,
         header: Header::new(task.header.run_id),
         task_id: task.task_id,
         attempt: task.attempt,

@@ -22,6 +22,8 @@
 //! - volumes, external locations and storage credentials (`volumes.rs`, also `CREATE
 //!   [EXTERNAL] VOLUME` on the warehouse) and the Files API over the volumes' directories
 //!   (`files.rs`);
+//! - credential vending (`credentials.rs`): temporary table and path credentials, AWS ones
+//!   enforced by the S3 gateway in front of moto, Azure ones SAS tokens azurite checks;
 //! - Delta Sharing: recipients, shares (`include_shared_data`, `PATCH` updates), share
 //!   permissions, providers (derived from recipients other metastores created for this one).
 //!
@@ -46,6 +48,7 @@
 
 mod catalog_objects;
 mod catalog_sql;
+mod credentials;
 mod files;
 mod history;
 mod jobs;
@@ -59,5 +62,6 @@ mod volumes;
 mod warehouse;
 
 pub use catalog_objects::{ColumnMeta, Meta, Objects, ViewDef};
+pub use credentials::{S3Refusal, service_sas};
 pub use server::Workspace;
 pub use state::{Call, Faults, RunFields, RunResult, Table, WorkspaceAuth, World};

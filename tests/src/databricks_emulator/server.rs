@@ -315,6 +315,14 @@ async fn handle(
         {
             super::volumes::uc(&st, method.as_str(), &seg[3..], &q, &body)
         }
+        ("POST", ["api", "2.0", "unity-catalog", kind])
+            if matches!(
+                *kind,
+                "temporary-table-credentials" | "temporary-path-credentials"
+            ) =>
+        {
+            super::credentials::handle(&st, kind, &body)
+        }
         ("GET", ["api", "2.1", "unity-catalog", rest @ ..]) => uc_get(&st, rest, &q).await,
         ("GET", ["api", "2.2", "jobs", rest @ ..]) => jobs_get(&st, rest, &q),
         ("POST" | "PATCH", ["api", "2.1", "unity-catalog", rest @ ..]) => {

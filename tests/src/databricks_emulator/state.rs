@@ -60,6 +60,8 @@ pub struct World {
     pub(super) metastores: Arc<Mutex<BTreeMap<String, Metastore>>>,
     /// Volumes, external locations and storage credentials, by global metastore ID.
     pub(super) volumes: Arc<Mutex<BTreeMap<String, super::volumes::VolumeStore>>>,
+    /// Credential vending (`credentials.rs`).
+    pub(super) vending: Arc<Mutex<super::credentials::Vending>>,
 }
 
 impl World {

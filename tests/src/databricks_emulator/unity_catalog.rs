@@ -92,7 +92,7 @@ async fn table_json(catalog: &str, schema: &str, name: &str, t: &Table) -> Value
         "full_name": format!("{catalog}.{schema}.{name}"),
         "table_type": t.table_type,
         "data_source_format": "DELTA",
-        "storage_location": format!("file://{}", t.location.display()),
+        "storage_location": super::credentials::storage_url(t),
         "properties": t.properties,
         "columns": columns,
     });
@@ -216,6 +216,7 @@ pub(super) async fn uc_get(st: &Inner, rest: &[&str], q: &HashMap<String, String
             let mut items = Vec::new();
             for (n, t) in tables {
                 let mut v = table_json(&c, &s, n, t).await;
+                v["table_id"] = json!(super::credentials::table_id(&st.metastore, &c, &s, n));
                 objects::decorate_table(&m, &format!("{c}.{s}.{n}"), &mut v, false);
                 items.push(v);
             }
@@ -234,6 +235,7 @@ pub(super) async fn uc_get(st: &Inner, rest: &[&str], q: &HashMap<String, String
             {
                 Some(tb) => {
                     let mut v = table_json(c, s, t, tb).await;
+                    v["table_id"] = json!(super::credentials::table_id(&st.metastore, c, s, t));
                     objects::decorate_table(&m, full, &mut v, true);
                     ok(v)
                 }

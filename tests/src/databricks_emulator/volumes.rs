@@ -120,6 +120,14 @@ impl World {
         });
     }
 
+    /// The URLs of a metastore's external locations.
+    pub(super) fn with_locations<T>(&self, metastore: &str, f: impl FnOnce(&[String]) -> T) -> T {
+        self.with_store(metastore, |s| {
+            let urls: Vec<String> = s.locations.values().map(|l| l.url.clone()).collect();
+            f(&urls)
+        })
+    }
+
     /// The directory holding the files of volume `catalog.schema.volume`, if it exists.
     pub fn volume_dir(&self, metastore: &str, full_name: &str) -> Option<PathBuf> {
         self.with_store(metastore, |s| {

@@ -226,6 +226,18 @@ pub(super) async fn execute(st: &Inner, sql: &str) -> Result<Rows, SqlError> {
         }
         Stmt2::Register(target, at) => {
             let dest = local_path(&at);
+            // A table in object storage: its log is read through the store (the lock below
+            // is not held across it).
+            let cloud_table = if at.contains("://") && !at.starts_with("file://") {
+                let loc = TableLocation::parse(&at).map_err(lake)?;
+                Some(
+                    replicator_lake::inspect::table_info(&loc, None)
+                        .await
+                        .is_ok(),
+                )
+            } else {
+                None
+            };
             let mut ms = world.lock().unwrap();
             let m = ms.get_mut(&me).unwrap();
             let schema = m
@@ -242,7 +254,7 @@ pub(super) async fn execute(st: &Inner, sql: &str) -> Result<Rows, SqlError> {
                     )
                 })?;
             if !schema.contains_key(&target[2]) {
-                if !dest.join("_delta_log").is_dir() {
+                if !cloud_table.unwrap_or_else(|| dest.join("_delta_log").is_dir()) {
                     return Err((
                         "BAD_REQUEST".into(),
                         format!("[DELTA_TABLE_NOT_FOUND] no Delta table at {at}"),

@@ -10,6 +10,8 @@ use super::{ConfigError, StorageValue};
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Endpoint {
+    /// Required unless a `databricks` section replaces the roots ([`super::Config::validate`]).
+    #[serde(default)]
     pub root: String,
     /// Object store options for an `s3://`, `az://` or `abfss://` root (object_store keys such
     /// as `aws_region`, `aws_endpoint`, `azure_storage_account_name`). Secrets must be

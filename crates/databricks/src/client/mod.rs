@@ -17,6 +17,7 @@
 
 mod answer;
 mod catalog;
+mod credentials;
 mod files;
 mod jobs;
 mod statement;
@@ -43,6 +44,7 @@ pub use catalog::{
     CatalogDetail, ColumnDetail, ColumnMask, Dependency, DependencyList, FunctionDependency,
     Grants, RowFilter, SchemaDetail, TableDependency, TableDetail,
 };
+pub use credentials::{AwsTempCredentials, AzureUserDelegationSas, TemporaryCredential};
 pub use files::{DirectoryEntry, Download, FileStat, MAX_UPLOAD, VolumeTree, rel_segments};
 pub use jobs::{
     JobInfo, JobSettings, RunInfo, RunOutcome, RunState, RunStatus, RunsQuery, TerminationDetails,

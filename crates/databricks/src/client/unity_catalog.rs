@@ -83,6 +83,9 @@ pub struct TableInfo {
     pub pipeline_id: Option<String>,
     #[serde(default)]
     pub storage_location: Option<String>,
+    /// The table's UUID (what the temporary table credentials API asks for).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table_id: Option<String>,
     /// A UniForm table's Iceberg metadata (`delta_uniform_iceberg` of the Tables API).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delta_uniform_iceberg: Option<UniformIceberg>,

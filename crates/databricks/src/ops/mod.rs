@@ -41,6 +41,7 @@ mod reconciliation;
 mod replication;
 mod run;
 mod sharing;
+pub mod storage;
 mod types;
 pub mod volumes;
 mod workflows;

@@ -199,7 +199,7 @@ impl WorkspacePair {
     }
 
     /// Refuse to replace `target` when its columns differ from the source's.
-    fn enforce_schema(
+    pub(super) fn enforce_schema(
         &self,
         source: &TableInfo,
         target: &TableInfo,
@@ -274,6 +274,7 @@ mod tests {
                 .collect(),
             pipeline_id: None,
             storage_location: None,
+            table_id: None,
             delta_uniform_iceberg: None,
         }
     }

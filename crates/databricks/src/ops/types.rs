@@ -199,6 +199,7 @@ mod tests {
                 columns: Vec::new(),
                 pipeline_id: None,
                 storage_location: None,
+                table_id: None,
                 delta_uniform_iceberg: None,
             },
         }

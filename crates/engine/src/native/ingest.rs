@@ -292,6 +292,7 @@ fn cloned(r: &IngestReport) -> Cloned {
             copied_files_size: r.bytes_added,
         }),
         statement_ids: Vec::new(),
+        path: None,
         ingest: Some(IngestMetrics {
             mode: r.mode.map(|m| match m {
                 LoadMode::Full => IngestMode::Full,

@@ -176,6 +176,7 @@ impl Engine for NativeEngine {
             committed: r.committed,
             metrics: Some(r.metrics),
             statement_ids: Vec::new(),
+            path: None,
             ingest: None,
         })
     }

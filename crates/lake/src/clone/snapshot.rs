@@ -81,8 +81,11 @@ fn builder(
     loc: &TableLocation,
     version: Option<u64>,
 ) -> Result<deltalake::DeltaTableBuilder, LakeError> {
-    let builder = deltalake::DeltaTableBuilder::from_url(loc.url().clone())
+    let mut builder = deltalake::DeltaTableBuilder::from_url(loc.url().clone())
         .map_err(|e| LakeError::from_delta(loc.url().as_str(), version, e))?;
+    if loc.has_own_store() {
+        builder = builder.with_storage_backend(loc.object_store().clone(), loc.url().clone());
+    }
     Ok(builder.with_storage_options(
         loc.options()
             .iter()

@@ -15,6 +15,7 @@ use crate::LakeError;
 
 mod place;
 mod roots;
+pub mod vended;
 
 pub(crate) use place::{Place, real_path};
 use place::{normalize, segments};
@@ -30,6 +31,9 @@ pub struct TableLocation {
     local_dir: Option<PathBuf>,
     /// Object store options (endpoint, region, …) for cloud locations.
     options: StorageOptions,
+    /// The store is this location's own (vended credentials): delta-rs must read through it,
+    /// not through the per-bucket store its URL would resolve to.
+    own_store: bool,
 }
 
 /// Object store configuration keys (`aws_endpoint`, `azure_storage_account_name`, …) on top
@@ -139,6 +143,7 @@ fn cloud(
         prefix,
         local_dir: None,
         options,
+        own_store: false,
     })
 }
 
@@ -185,6 +190,7 @@ impl TableLocation {
             prefix,
             local_dir: Some(abs),
             options: StorageOptions::default(),
+            own_store: false,
         })
     }
 
@@ -200,6 +206,7 @@ impl TableLocation {
             prefix,
             local_dir: None,
             options: StorageOptions::default(),
+            own_store: false,
         }
     }
 
@@ -221,6 +228,12 @@ impl TableLocation {
     /// The object store options this location was parsed with.
     pub fn options(&self) -> &StorageOptions {
         &self.options
+    }
+
+    /// Whether the store is this location's own (vended credentials), which delta-rs must
+    /// be handed rather than resolve from the URL.
+    pub fn has_own_store(&self) -> bool {
+        self.own_store
     }
 
     pub fn local_dir(&self) -> Option<&std::path::Path> {
@@ -269,6 +282,7 @@ impl TableLocation {
             prefix: self.object_path(relative),
             local_dir: self.local_dir.as_ref().map(|d| d.join(relative)),
             options: self.options.clone(),
+            own_store: self.own_store,
         })
     }
 

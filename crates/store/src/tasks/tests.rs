@@ -205,6 +205,7 @@ pub(crate) async fn results_are_recorded_once(url: &str) {
         .unwrap();
     let clone = |files: u64| CloneResult {
         ingest: None,
+        clone_path: None,
         header: Header::new(run_id),
         task_id: task.task_id,
         attempt: 1,
