@@ -40,11 +40,18 @@ fn arg(name: &str, default: usize) -> usize {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let (tables, commits, rows) = (arg("--tables", 20), arg("--commits", 3), arg("--rows", 20_000));
+    let (tables, commits, rows) = (
+        arg("--tables", 20),
+        arg("--commits", 3),
+        arg("--rows", 20_000),
+    );
     let dir = tempfile::tempdir().unwrap();
     let moto = Moto::start();
     let run_id = uuid::Uuid::new_v4().simple().to_string();
-    let (src_bucket, dr_bucket) = (format!("bench-src-{}", &run_id[..8]), format!("bench-dr-{}", &run_id[..8]));
+    let (src_bucket, dr_bucket) = (
+        format!("bench-src-{}", &run_id[..8]),
+        format!("bench-dr-{}", &run_id[..8]),
+    );
     moto.bucket(&src_bucket);
     moto.bucket(&dr_bucket);
     let replicas = format!("s3://{dr_bucket}/replicas");
@@ -53,7 +60,9 @@ async fn main() {
     let world = World::new();
     let src_ms = world.add_metastore("prod", &dir.path().join("prod-root"));
     let tgt_ms = world.add_metastore("dr", &dir.path().join("dr-root"));
-    eprintln!("== writing {tables} tables of {commits} commits × {rows} rows into s3://{src_bucket}");
+    eprintln!(
+        "== writing {tables} tables of {commits} commits × {rows} rows into s3://{src_bucket}"
+    );
     for i in 0..tables {
         let url = format!("s3://{src_bucket}/managed/t{i:04}");
         let loc = moto.location(&url);

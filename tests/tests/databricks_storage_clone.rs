@@ -473,3 +473,74 @@ impl Vendor for NoMore {
         Err("no more credentials".into())
     }
 }
+
+/// Through the fleet path of `replicator run`: the S3 table goes through storage, the local
+/// ones (no cloud storage to vend credentials for) fall back to the warehouse, and each
+/// recorded result (audit) says which, with its statements.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_run_records_how_each_table_moved() {
+    use replicator_cli::embedded::{RunOptions, RunOutput, run};
+    let env = Env::new().await;
+    let gateway = S3Gateway::start(&env.world, moto().port, Duration::ZERO).await;
+    let replicas = format!("s3://{}/replicas", bucket("uc-dr"));
+    let (_, src) = setup(&env, &gateway, &replicas).await;
+    let state = env.dir.path().join("state.db");
+    let yaml = format!(
+        "{}state: {{ url: \"sqlite://{}\" }}\n",
+        env.yaml(&format!(
+            "  clone_mode: storage\n  storage_location: {replicas}\n"
+        )),
+        state.display()
+    ) + &{
+        let storage = format!(
+            "{{ storage: {{ aws_endpoint: \"{}\", aws_allow_http: \"true\", aws_region: us-east-1 }} }}",
+            gateway.url
+        );
+        format!("source: {storage}\ntarget: {storage}\n")
+    };
+    let config = Config::from_yaml(&yaml, std::iter::empty(), &[]).unwrap();
+    let opts = RunOptions {
+        operation: None,
+        dry_run: false,
+        validate_only: false,
+        progress: false,
+        ingest_only: false,
+        mirror_only: false,
+        ui: false,
+    };
+    let RunOutput::Completed(done) = run(&config, &opts).await.unwrap() else {
+        panic!("expected a completed run");
+    };
+    assert!(done.summary.is_success(), "{:#?}", done.summary);
+    let target = moto().location(&format!("{replicas}/prod/sales/s3orders"));
+    assert_eq!(rows(&target).await, rows(&src).await);
+    env.assert_replicas_equal().await;
+
+    let store = replicator_store::Store::open(&format!("sqlite://{}", state.display()))
+        .await
+        .unwrap();
+    let outcomes = store.outcomes(done.header.run_id).await.unwrap();
+    let clone_of = |table: &str| {
+        outcomes
+            .iter()
+            .find(|(stage, _, d)| stage == "clone" && d["table"] == table)
+            .map(|(_, _, d)| d.clone())
+            .unwrap_or_else(|| panic!("no clone result for {table}: {outcomes:#?}"))
+    };
+    let s3 = clone_of("prod.sales.s3orders");
+    assert_eq!(s3["clone_path"]["mode"], "storage", "{s3}");
+    assert!(s3["metrics"]["copied_files_size"].as_u64().unwrap() > 0);
+    assert_eq!(s3["statement_ids"].as_array().unwrap().len(), 1, "{s3}");
+    let local = clone_of("prod.sales.orders");
+    assert_eq!(local["clone_path"]["mode"], "warehouse", "{local}");
+    let why = local["clone_path"]["fallback"].as_str().unwrap();
+    assert!(why.contains("not a cloud storage location"), "{why}");
+    let streaming = clone_of("prod.sales.events");
+    assert!(
+        streaming["clone_path"]["fallback"]
+            .as_str()
+            .unwrap()
+            .contains("streaming table"),
+        "{streaming}"
+    );
+}
