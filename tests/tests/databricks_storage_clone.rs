@@ -534,7 +534,7 @@ async fn a_fleet_run_records_how_each_table_moved() {
     let local = clone_of("prod.sales.orders");
     assert_eq!(local["clone_path"]["mode"], "warehouse", "{local}");
     let why = local["clone_path"]["fallback"].as_str().unwrap();
-    assert!(why.contains("not a cloud storage location"), "{why}");
+    assert!(why.contains("not in S3 or Azure storage"), "{why}");
     let streaming = clone_of("prod.sales.events");
     assert!(
         streaming["clone_path"]["fallback"]

@@ -55,6 +55,16 @@ fn refused(e: &DatabricksError) -> bool {
     }
 }
 
+/// Whether `url` is in object storage the native engine reaches with vended credentials.
+fn in_cloud_storage(url: &str) -> bool {
+    url.split_once("://").is_some_and(|(scheme, _)| {
+        matches!(
+            scheme.to_ascii_lowercase().as_str(),
+            "s3" | "s3a" | "abfss" | "abfs" | "az" | "azure"
+        )
+    })
+}
+
 /// Whether this build can use a vended credential.
 fn usable(c: &TemporaryCredential) -> bool {
     c.aws_temp_credentials.is_some() || c.azure_user_delegation_sas.is_some()
@@ -145,6 +155,13 @@ impl WorkspacePair {
                 )));
             }
         };
+        for (side, url) in [("source", &source_url), ("target", &target_url)] {
+            if !in_cloud_storage(url) {
+                return Ok(Fallback(format!(
+                    "the {side} of {name} is at {url}, not in S3 or Azure storage"
+                )));
+            }
+        }
         let source_credential = match self
             .source
             .temporary_table_credentials(&table_id, READ)
@@ -251,5 +268,20 @@ mod tests {
         };
         assert!(refused(&http(403)) && refused(&http(400)) && refused(&http(404)));
         assert!(!refused(&http(429)) && !refused(&http(500)) && !refused(&http(503)));
+    }
+
+    #[test]
+    fn only_object_storage_is_copied_with_vended_credentials() {
+        for url in [
+            "s3://b/t",
+            "S3A://b/t",
+            "abfss://c@a.dfs.core.windows.net/t",
+            "az://c/t",
+        ] {
+            assert!(in_cloud_storage(url), "{url}");
+        }
+        for url in ["file:///etc/passwd", "/local/t", "gs://b/t", "dbfs:/x"] {
+            assert!(!in_cloud_storage(url), "{url}");
+        }
     }
 }
