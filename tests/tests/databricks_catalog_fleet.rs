@@ -518,3 +518,101 @@ async fn a_large_volume_is_split_into_parts_by_the_planner() {
         assert!(detail.starts_with("unchanged"), "{}: {detail}", o.table);
     }
 }
+
+/// A volume gone from the source is an extra object: the inventory diff reports it and a
+/// run keeps it; with `volumes.delete_extra` a run deletes its files and drops it, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_volume_gone_from_the_source_is_kept_then_removed_with_delete_extra() {
+    let env = Env::new().await;
+    let dir = env.dir.path().to_owned();
+    let (s, t) = (env.src.metastore.clone(), env.tgt.metastore.clone());
+    env.world.create_volume(&s, MODELS, None, None).unwrap();
+    let models = env.world.volume_dir(&s, MODELS).unwrap();
+    std::fs::create_dir_all(models.join("v1/weights")).unwrap();
+    for (i, f) in ["a.bin", "v1/b.bin", "v1/weights/c.bin"].iter().enumerate() {
+        std::fs::write(models.join(f), vec![i as u8; 100 + i]).unwrap();
+    }
+    let config = |delete_extra: bool| {
+        let yaml = format!(
+            "{}state: {{ url: \"sqlite://{}\" }}\ncatalog: {{ objects: [volume], inventory: false, volumes: {{ delete_extra: {delete_extra} }}, \
+             mapping: {{ locations: [[\"file://{ext}/ext/\", \"file://{ext}/dr-ext/\"]] }} }}\n",
+            env.yaml(""),
+            dir.join("state.db").display(),
+            ext = dir.display(),
+        );
+        Config::from_yaml(&yaml, std::iter::empty(), &[]).unwrap()
+    };
+    let run_with = |config: Config| async move {
+        let RunOutput::Completed(done) = run(&config, &RunOptions::default()).await.unwrap() else {
+            panic!("expected a completed run");
+        };
+        assert!(done.summary.is_success(), "{:#?}", done.summary);
+        done
+    };
+    run_with(config(false)).await;
+    let copied = env.world.volume_dir(&t, MODELS).unwrap();
+    assert!(copied.join("v1/weights/c.bin").is_file());
+
+    env.world.drop_volume(&s, MODELS);
+    let diff = |config: Config| async move {
+        let engines = Engines::from_config(&config).unwrap();
+        let engine = engines.get(EngineKind::Databricks).unwrap();
+        let mut request = config.request(None, None);
+        request.catalog = true;
+        engine
+            .diff_objects(&request, engines.catalog_settings())
+            .await
+            .unwrap()
+    };
+    let diffs = diff(config(false)).await;
+    assert!(
+        diffs
+            .iter()
+            .any(|d| d.kind == replicator_proto::ObjectKind::Volume
+                && d.name == MODELS
+                && d.state == DiffState::Extra),
+        "{diffs:#?}"
+    );
+    // Kept by default: no task touches it.
+    let kept = run_with(config(false)).await;
+    assert!(
+        objects(&kept).iter().all(|o| !o.table.contains(MODELS)),
+        "{:#?}",
+        objects(&kept)
+    );
+    assert!(env.world.volume(&t, MODELS).is_some());
+    assert!(copied.join("v1/weights/c.bin").is_file());
+
+    // With delete_extra: its files deleted, then the volume dropped.
+    let removed = run_with(config(true)).await;
+    let o = line(&removed, &format!("volume {MODELS}"));
+    assert_eq!(o.status, TableStatus::Succeeded, "{o:?}");
+    assert_eq!(o.removed_files, 3, "{o:?}");
+    assert!(env.world.volume(&t, MODELS).is_none());
+    assert!(!copied.join("v1/weights/c.bin").exists());
+    let deletes: Vec<String> = env
+        .tgt
+        .calls()
+        .into_iter()
+        .filter(|c| c.method == "DELETE")
+        .map(|c| c.path)
+        .collect();
+    // The three files and replicator's own manifest, then the volume.
+    assert_eq!(deletes.len(), 5, "{deletes:?}");
+    assert!(
+        deletes
+            .last()
+            .unwrap()
+            .ends_with(&format!("/volumes/{MODELS}"))
+    );
+
+    // Once: the next run has nothing to remove, and the diff nothing extra.
+    let again = run_with(config(true)).await;
+    assert!(objects(&again).iter().all(|o| !o.table.contains(MODELS)));
+    assert!(
+        diff(config(true))
+            .await
+            .iter()
+            .all(|d| d.state != DiffState::Extra)
+    );
+}

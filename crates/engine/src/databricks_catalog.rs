@@ -135,7 +135,24 @@ impl DatabricksEngine {
                 }
                 if carries(ObjectKind::Volume) || carries(ObjectKind::ExternalLocation) {
                     let (cat, schema) = s.split_once('.').unwrap_or((s, ""));
-                    for v in pair.source.list_volumes(cat, schema).await? {
+                    let source_volumes = pair.source.list_volumes(cat, schema).await?;
+                    // A target volume whose source is gone, with `volumes.delete_extra`: one
+                    // task with no source removes it (files, then the volume).
+                    if carries(ObjectKind::Volume) && settings.volumes.delete_extra {
+                        for gone in extra_volumes(pair, &source_volumes, &t, |n| {
+                            matcher.matches(&format!("{cat}.{schema}.{n}"))
+                        })
+                        .await?
+                        {
+                            volumes.push(PlannedObject::new(
+                                ObjectKind::Volume,
+                                gone.clone(),
+                                String::new(),
+                                format!("{}/{gone}", self.target_root()),
+                            ));
+                        }
+                    }
+                    for v in source_volumes {
                         let full = format!("{cat}.{schema}.{}", v.name);
                         if !matcher.matches(&full) {
                             continue;
@@ -312,6 +329,26 @@ impl DatabricksEngine {
         let target = crate::databricks::split(&task.target)
             .map(|(_, n)| n.to_owned())
             .unwrap_or_else(|| task.target.clone());
+        if task.source.is_empty() {
+            // Gone from the source (planned only with `volumes.delete_extra`).
+            if !ctx.settings.volumes.delete_extra {
+                return Err(Failure::new(
+                    ErrorKind::Permanent,
+                    format!(
+                        "volume {target}: gone from the source; kept (`catalog.volumes.delete_extra` deletes it)"
+                    ),
+                    false,
+                ));
+            }
+            let r = vols::remove_volume(&pair.target, &target, ctx.dry_run)
+                .await
+                .map_err(databricks_failure)?;
+            return Ok(Applied {
+                statements: r.statements,
+                files_deleted: r.files_deleted,
+                ..Applied::default()
+            });
+        }
         let opts = VolumeSyncOptions {
             delete_extra: ctx.settings.volumes.delete_extra,
             dry_run: ctx.dry_run,
@@ -491,7 +528,20 @@ impl DatabricksEngine {
                 for s in src.schemas.keys() {
                     let (cat, schema) = s.split_once('.').unwrap_or((s, ""));
                     let t = mapping.map_schema(s, s).map_err(refused)?;
-                    for v in pair.source.list_volumes(cat, schema).await? {
+                    let source_volumes = pair.source.list_volumes(cat, schema).await?;
+                    for gone in extra_volumes(pair, &source_volumes, &t, |n| {
+                        matcher.matches(&format!("{cat}.{schema}.{n}"))
+                    })
+                    .await?
+                    {
+                        diffs.push(Difference {
+                            kind: ObjectKind::Volume,
+                            name: gone,
+                            state: DiffState::Extra,
+                            detail: "in the target, gone from the source".into(),
+                        });
+                    }
+                    for v in source_volumes {
                         let full = format!("{cat}.{schema}.{}", v.name);
                         if !matcher.matches(&full) {
                             continue;
@@ -519,4 +569,26 @@ impl DatabricksEngine {
         diffs.sort();
         Ok(diffs)
     }
+}
+
+/// The target volumes of schema `target_schema` (`catalog.schema`, mapped) with no source
+/// volume of the same name among `source` (those `wanted` by the request's filter, by
+/// name); none when the target schema does not exist.
+async fn extra_volumes(
+    pair: &WorkspacePair,
+    source: &[replicator_databricks::client::VolumeInfo],
+    target_schema: &str,
+    wanted: impl Fn(&str) -> bool,
+) -> Result<Vec<String>, EngineError> {
+    let (cat, schema) = target_schema.split_once('.').unwrap_or((target_schema, ""));
+    let theirs = match pair.target.list_volumes(cat, schema).await {
+        Ok(v) => v,
+        Err(e) if e.is_not_found() => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    Ok(theirs
+        .into_iter()
+        .filter(|t| !source.iter().any(|s| s.name == t.name) && wanted(&t.name))
+        .map(|t| format!("{target_schema}.{}", t.name))
+        .collect())
 }

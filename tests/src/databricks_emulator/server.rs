@@ -307,7 +307,7 @@ async fn handle(
         ("GET", ["api", "2.0", "sql", "statements", id, "result", "chunks", n]) => {
             result_chunk(&st, id, n)
         }
-        ("GET" | "POST", ["api", "2.1", "unity-catalog", kind, ..])
+        ("GET" | "POST" | "DELETE", ["api", "2.1", "unity-catalog", kind, ..])
             if matches!(
                 *kind,
                 "volumes" | "external-locations" | "storage-credentials"

@@ -152,6 +152,15 @@ impl World {
         })
     }
 
+    /// Drop a volume as `DELETE …/volumes/{name}` would (a managed one's files with it).
+    pub fn drop_volume(&self, metastore: &str, full_name: &str) {
+        if let Some(v) = self.with_store(metastore, |s| s.volumes.remove(full_name))
+            && v.volume_type == "MANAGED"
+        {
+            let _ = std::fs::remove_dir_all(&v.dir);
+        }
+    }
+
     /// Create a volume as `POST …/volumes` or `CREATE VOLUME` would (the schema must exist).
     pub fn create_volume(
         &self,
@@ -346,6 +355,21 @@ pub(super) fn uc(
             Some(v) => ok(volume_json(v, &me)),
             None => missing("Volume", full),
         },
+        // `DELETE /api/2.1/unity-catalog/volumes/{name}`
+        // (<https://docs.databricks.com/api/workspace/volumes/delete>): a managed volume's
+        // files go with it; an external volume's stay in its storage location.
+        ("DELETE", ["volumes", full]) => {
+            let removed = world.with_store(&me, |s| s.volumes.remove(*full));
+            match removed {
+                Some(v) => {
+                    if v.volume_type == "MANAGED" {
+                        let _ = std::fs::remove_dir_all(&v.dir);
+                    }
+                    ok(json!({}))
+                }
+                None => missing("Volume", full),
+            }
+        }
         ("POST", ["volumes"]) => {
             let field = |k: &str| body[k].as_str();
             let (Some(c), Some(s), Some(n), Some(ty)) = (

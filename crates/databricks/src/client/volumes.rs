@@ -146,6 +146,14 @@ impl WorkspaceClient {
         .await
     }
 
+    /// Delete a volume (`DELETE /api/2.1/unity-catalog/volumes/{name}`,
+    /// <https://docs.databricks.com/api/workspace/volumes/delete>): a managed volume's files
+    /// go with it, an external volume's stay in its storage.
+    pub async fn delete_volume(&self, name: &VolumeName) -> Result<(), DatabricksError> {
+        let url = self.url(&["api", "2.1", "unity-catalog", "volumes", &name.full_name()]);
+        self.call(Method::DELETE, url, &[], None).await.map(drop)
+    }
+
     pub async fn get_volume(&self, full_name: &str) -> Result<Option<VolumeInfo>, DatabricksError> {
         self.get_optional(&["api", "2.1", "unity-catalog", "volumes", full_name], &[])
             .await

@@ -413,6 +413,54 @@ async fn copy_file(
     }
 }
 
+/// What removing a volume gone from the source did.
+#[derive(Debug, Default)]
+pub struct Removed {
+    /// The calls made (or, in a dry run, that would be).
+    pub statements: Vec<String>,
+    pub files_deleted: u64,
+}
+
+/// A target volume whose source is gone (`volumes.delete_extra`): each of its files deleted
+/// through the Files API, then the volume itself (`DELETE …/volumes/{name}`) — so an
+/// external volume's files go too, as they do on the native engine. Nothing happens to a
+/// volume that is already gone; a listing that strays outside the volume stops it.
+pub async fn remove_volume(
+    target: &WorkspaceClient,
+    name: &str,
+    dry_run: bool,
+) -> Result<Removed, DatabricksError> {
+    let v = VolumeName::parse(name)?;
+    if target.get_volume(&v.full_name()).await?.is_none() {
+        return Ok(Removed::default());
+    }
+    let tree = target.list_tree(&v, &[]).await?;
+    if let Some(r) = tree.refused.first() {
+        return Err(DatabricksError::Refused(format!(
+            "volume {name}: not removed, its listing named a path outside it ({r})"
+        )));
+    }
+    // The user's files; replicator's own bookkeeping (`OURS`) goes too but is not counted.
+    let ours = |rel: &str| {
+        OURS.iter()
+            .any(|d| rel == *d || rel.starts_with(&format!("{d}/")))
+    };
+    let files = tree.files.keys().filter(|rel| !ours(rel)).count() as u64;
+    if !dry_run {
+        for rel in tree.files.keys() {
+            target.delete_file(&v, rel).await?;
+        }
+        target.delete_volume(&v).await?;
+    }
+    Ok(Removed {
+        statements: vec![format!(
+            "DELETE volume {} ({files} file(s) deleted first)",
+            v.full_name()
+        )],
+        files_deleted: files,
+    })
+}
+
 /// Create the target volume if needed and bring its files up to the source's.
 pub async fn sync_volume(
     source: &WorkspaceClient,
