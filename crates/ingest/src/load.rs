@@ -55,7 +55,8 @@ use crate::target::{self, FileWriter, TargetState};
 pub enum LoadMode {
     /// The target was missing: every row, one commit creating the table.
     Full,
-    /// Rows after the last watermark, merged by key (no deletes can be seen).
+    /// Rows after the last watermark, merged by key; with `hard_deletes`, a key-only scan of
+    /// the source finds the keys gone from it.
     Watermark,
     /// Every row compared by key and row hash with the target: inserts, updates, deletes.
     KeyHash,
@@ -530,6 +531,22 @@ async fn merge(
         stash.write(&b).map_err(|e| stash_err(&e))?;
         ordinal += b.num_rows() as u64;
     }
+    // Watermark mode with `hard_deletes`: every source key (only the keys), so that a target
+    // key the source no longer has is found without reading the unchanged rows.
+    let mut kspill = None;
+    if mode == LoadMode::Watermark && spec.hard_deletes {
+        let mut k = Spill::new(partitions, chunk);
+        let mut keys = source
+            .key_batches(&spec.primary_key, sizes.batch_rows)
+            .await?;
+        while let Some(b) = keys.try_next().await? {
+            let rows = hasher.keys(&b)?;
+            for j in 0..rows.num_rows() {
+                k.push(rows.row(j).data(), 0, 0)?;
+            }
+        }
+        kspill = Some(k);
+    }
     let source_scanned = scan_started.elapsed();
     let mut tspill = target_scan
         .await
@@ -539,7 +556,7 @@ async fn merge(
     stash.rewind().map_err(|e| stash_err(&e))?;
 
     // Join partition by partition.
-    let deletes_visible = mode == LoadMode::KeyHash;
+    let deletes_visible = mode == LoadMode::KeyHash || kspill.is_some();
     let mut ch = Changes::default();
     for p in 0..partitions {
         let t = tspill.take(p)?;
@@ -587,6 +604,18 @@ async fn merge(
                             in_source: true,
                         },
                     );
+                }
+            }
+        }
+        // The key-only scan: a target key still in the source is not a delete.
+        let present = match kspill.as_mut() {
+            Some(k) => Some(k.take(p)?),
+            None => None,
+        };
+        if let Some(present) = &present {
+            for (k, _, _) in present.iter() {
+                if let Some(e) = seen.get_mut(k) {
+                    e.in_source = true;
                 }
             }
         }

@@ -173,5 +173,31 @@ async fn mysql_watermark_query_and_unsupported_type() {
         target_rows(&root.child(&t).unwrap()).await,
         source_rows(&q, &c).await
     );
+
+    // A query source too: with `hard_deletes`, the watermark run reads the query's keys
+    // (`SELECT id FROM (query)`) and finds the rows deleted since.
+    sqlx::raw_sql(&format!("DELETE FROM {t} WHERE id > 195"))
+        .execute(&pool)
+        .await
+        .unwrap();
+    q.hard_deletes = true;
+    let del = run(
+        &q,
+        &c,
+        &root,
+        &IngestOptions {
+            last_watermark: inc.watermark.clone(),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(
+        (del.mode, del.source_rows, del.deleted),
+        (Some(LoadMode::Watermark), 0, 5)
+    );
+    assert_eq!(
+        target_rows(&root.child(&t).unwrap()).await,
+        source_rows(&q, &c).await
+    );
     drop_table(&pool, &t).await;
 }

@@ -220,6 +220,55 @@ async fn postgres_watermark_incremental() {
     assert_eq!((none.source_rows, none.committed), (0, false));
     assert_eq!(none.watermark, inc.watermark, "the watermark is kept");
     assert_eq!(version(&target).await, v);
+
+    // Deletes leave no newer row behind: without `hard_deletes` the watermark run does not
+    // look for them; with it, a key-only scan of the source finds them.
+    sqlx::raw_sql(&format!(
+        "DELETE FROM {t} WHERE id IN (20, 21, 22);
+         UPDATE {t} SET v = 'third', updated_at = timestamptz '2025-03-01 00:00:00+00' WHERE id = 30;"
+    ))
+    .execute(&pool)
+    .await
+    .unwrap();
+    let opts = IngestOptions {
+        last_watermark: none.watermark.clone(),
+        ..Default::default()
+    };
+    let kept = run(&def, &c, &root, &opts).await;
+    assert_eq!(kept.mode, Some(LoadMode::Watermark));
+    assert_eq!((kept.source_rows, kept.updated, kept.deleted), (1, 1, 0));
+    assert_eq!(kept.gone_from_source, 0, "no key scan without hard_deletes");
+    assert_eq!(target_rows(&target).await.len(), 505);
+
+    def.hard_deletes = true;
+    let opts = IngestOptions {
+        last_watermark: kept.watermark.clone(),
+        ..Default::default()
+    };
+    let deleted = run(&def, &c, &root, &opts).await;
+    assert_eq!(deleted.mode, Some(LoadMode::Watermark));
+    assert_eq!(
+        deleted.source_rows, 0,
+        "no row is newer: only the keys were read"
+    );
+    assert_eq!(
+        (
+            deleted.inserted,
+            deleted.updated,
+            deleted.deleted,
+            deleted.gone_from_source
+        ),
+        (0, 0, 3, 3)
+    );
+    assert!(deleted.committed);
+    assert_eq!(target_rows(&target).await, source_rows(&def, &c).await);
+    // And nothing more the next time.
+    let opts = IngestOptions {
+        last_watermark: deleted.watermark.clone(),
+        ..Default::default()
+    };
+    let again = run(&def, &c, &root, &opts).await;
+    assert_eq!((again.deleted, again.committed), (0, false));
     drop_table(&pool, &t).await;
 }
 

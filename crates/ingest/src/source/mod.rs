@@ -72,6 +72,36 @@ pub trait Source: Send + Sync + std::fmt::Debug {
         Ok(n)
     }
 
+    /// The primary key columns of every row, for finding deletes beside a watermark read
+    /// (`hard_deletes`). By default every column is read and the keys kept; SQL sources
+    /// select only the keys.
+    async fn key_batches(
+        &self,
+        primary_key: &[String],
+        batch_rows: usize,
+    ) -> Result<BatchStream, IngestError> {
+        use futures::StreamExt;
+        let schema = self.schema().await?;
+        let name = self.name().to_owned();
+        let columns = primary_key
+            .iter()
+            .map(|k| {
+                schema.index_of(k).map_err(|_| IngestError::Data {
+                    table: name.clone(),
+                    detail: format!("primary key column `{k}` is not in the source"),
+                })
+            })
+            .collect::<Result<Vec<usize>, _>>()?;
+        let s = self.batches(None, batch_rows).await?;
+        Ok(s.map(move |b| {
+            b?.project(&columns).map_err(|e| IngestError::Data {
+                table: name.clone(),
+                detail: format!("cannot read the key columns: {e}"),
+            })
+        })
+        .boxed())
+    }
+
     /// Keys and row hashes of every row (after `after`), for comparisons.
     async fn key_hashes(
         &self,

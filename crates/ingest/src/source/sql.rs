@@ -308,6 +308,42 @@ impl Source for SqlSource {
         Ok(self.schema.clone())
     }
 
+    /// `SELECT <key columns> FROM …`: only the keys cross the wire.
+    async fn key_batches(
+        &self,
+        primary_key: &[String],
+        batch_rows: usize,
+    ) -> Result<BatchStream, IngestError> {
+        let mut columns = Vec::with_capacity(primary_key.len());
+        for k in primary_key {
+            let c =
+                self.columns
+                    .iter()
+                    .find(|c| &c.name == k)
+                    .ok_or_else(|| IngestError::Data {
+                        table: self.name.clone(),
+                        detail: format!("primary key column `{k}` is not in the source"),
+                    })?;
+            columns.push(c.clone());
+        }
+        let schema = Arc::new(Schema::new(
+            columns
+                .iter()
+                .map(|c| Field::new(&c.name, c.kind.arrow(), true))
+                .collect::<Vec<_>>(),
+        ));
+        let keys_only = SqlSource {
+            name: self.name.clone(),
+            dialect: self.dialect,
+            pool: self.pool.clone(),
+            from: self.from.clone(),
+            columns,
+            schema,
+            redact: self.redact.clone(),
+        };
+        keys_only.batches(None, batch_rows).await
+    }
+
     async fn batches(
         &self,
         after: Option<&Watermark>,
