@@ -72,6 +72,14 @@ function taskDetail(t, attempts, results) {
     }
     for (const c of r.checks || []) lines.push(`<div>${c.passed ? "ok  " : "FAIL"} ${esc(c.name)}: ${esc(c.detail)}</div>`);
     for (const s of r.statements || []) lines.push(`<div class="muted">${esc(s)}</div>`);
+    if (r.clone_path) {
+      const p = r.clone_path;
+      const how = p.mode === "storage"
+        ? `the worker, with storage credentials Unity Catalog vended (${p.credential_requests} asked for)`
+        : "the target warehouse (DEEP CLONE)";
+      lines.push(`<div>Files copied by ${how}${p.fallback ? `; storage mode fell back: ${esc(p.fallback)}` : ""}</div>`);
+    }
+    for (const s of r.statement_ids || []) lines.push(`<div class="muted">statement ${esc(s)}</div>`);
   }
   lines.push("<div>Attempts:</div>");
   for (const a of attempts) {
