@@ -31,6 +31,8 @@ mod ingest;
 mod leases;
 mod notifications;
 mod open;
+#[cfg(test)]
+mod plans;
 mod runs;
 mod state;
 mod sync;

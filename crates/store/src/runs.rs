@@ -49,12 +49,40 @@ impl RunProgress {
     }
 }
 
+/// Task rows per INSERT statement when a run is created (9 parameters each: under every
+/// database's parameter limit).
+const TASKS_PER_INSERT: usize = 500;
+
+/// A run's task count and terminal count (`tasks_by_run_status` covers it).
+pub(crate) const RUN_PROGRESS: &str = concat!(
+    "SELECT COUNT(*), CAST(COALESCE(SUM(CASE WHEN status IN ",
+    terminal_sql!(),
+    " THEN 1 ELSE 0 END), 0) AS BIGINT) FROM tasks WHERE run_id = $1"
+);
+/// A run's tasks in name order (`tasks_by_run_table`: no sort).
+pub(crate) const SUMMARIZE: &str = "SELECT task_id, table_name, status, source_version, target_version, copied_files, copied_bytes,
+        removed_files, source_rows, target_rows, error, kind, detail
+ FROM tasks WHERE run_id = $1 ORDER BY table_name";
+/// Runs not completed, oldest first (`runs_open`, a partial index).
+pub(crate) const OPEN_RUNS: &str =
+    "SELECT run_id FROM runs WHERE completed_at IS NULL ORDER BY created_at";
+
 impl Store {
     /// Record a new run and its tasks, atomically.
     pub async fn create_run(
         &self,
         request: &ReplicationRequest,
         tasks: &[NewTask],
+    ) -> Result<(), StoreError> {
+        self.create_run_from(request, tasks.iter().cloned()).await
+    }
+
+    /// [`create_run`](Self::create_run) from tasks made as they are inserted: a run of
+    /// 100,000 tables never has all its task rows in memory, only one statement's worth.
+    pub async fn create_run_from(
+        &self,
+        request: &ReplicationRequest,
+        tasks: impl IntoIterator<Item = NewTask>,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         let ts = now();
@@ -72,7 +100,9 @@ impl Store {
         .await?;
         // Many rows per statement: a run of thousands of tables is one round trip per
         // chunk, not per table (chunks stay under every database's parameter limit).
-        for chunk in tasks.chunks(500) {
+        let mut tasks = tasks.into_iter().peekable();
+        while tasks.peek().is_some() {
+            let chunk: Vec<NewTask> = tasks.by_ref().take(TASKS_PER_INSERT).collect();
             let mut sql = String::from(
                 "INSERT INTO tasks (task_id, run_id, table_name, source, target, status, source_version, created_at, updated_at, kind) VALUES ",
             );
@@ -95,7 +125,7 @@ impl Store {
                 ));
             }
             let mut q = sqlx::query(&sql);
-            for t in chunk {
+            for t in &chunk {
                 q = q
                     .bind(t.task_id.to_string())
                     .bind(request.header.run_id.to_string())
@@ -115,14 +145,10 @@ impl Store {
 
     /// Tasks in total and in a terminal state.
     pub async fn run_progress(&self, run_id: Uuid) -> Result<RunProgress, StoreError> {
-        let row = sqlx::query(concat!(
-            "SELECT COUNT(*), CAST(COALESCE(SUM(CASE WHEN status IN ",
-            terminal_sql!(),
-            " THEN 1 ELSE 0 END), 0) AS BIGINT) FROM tasks WHERE run_id = $1"
-        ))
-        .bind(run_id.to_string())
-        .fetch_one(&self.pool)
-        .await?;
+        let row = sqlx::query(RUN_PROGRESS)
+            .bind(run_id.to_string())
+            .fetch_one(&self.pool)
+            .await?;
         Ok(RunProgress {
             total: row.get::<i64, _>(0) as u64,
             terminal: row.get::<i64, _>(1) as u64,
@@ -135,14 +161,10 @@ impl Store {
             .run(run_id)
             .await?
             .ok_or(StoreError::RunNotFound(run_id))?;
-        let rows = sqlx::query(
-            "SELECT task_id, table_name, status, source_version, target_version, copied_files, copied_bytes,
-                    removed_files, source_rows, target_rows, error, kind, detail
-             FROM tasks WHERE run_id = $1 ORDER BY table_name",
-        )
-        .bind(run_id.to_string())
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(SUMMARIZE)
+            .bind(run_id.to_string())
+            .fetch_all(&self.pool)
+            .await?;
         let mut s = RunSummary::default();
         for row in rows {
             let st: TaskStatus = row.get::<String, _>(2).parse()?;
@@ -233,10 +255,7 @@ impl Store {
 
     /// Runs not completed yet, oldest first.
     pub async fn open_runs(&self) -> Result<Vec<Uuid>, StoreError> {
-        let rows =
-            sqlx::query("SELECT run_id FROM runs WHERE completed_at IS NULL ORDER BY created_at")
-                .fetch_all(&self.pool)
-                .await?;
+        let rows = sqlx::query(OPEN_RUNS).fetch_all(&self.pool).await?;
         Ok(rows
             .into_iter()
             .filter_map(|r| r.get::<String, _>(0).parse().ok())
