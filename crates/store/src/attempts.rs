@@ -33,6 +33,31 @@ pub struct AttemptLog {
     pub outcome: Option<AttemptOutcome>,
 }
 
+/// A clone attempt starts: the task moves to `cloning` unless its clone result is recorded.
+pub(crate) const START_CLONE: &str = concat!(
+    "UPDATE tasks SET status = $1, updated_at = $2 WHERE task_id = $3 AND status IN ",
+    clone_pending_sql!()
+);
+/// A catalog attempt starts: the task stays `queued`.
+pub(crate) const START_CATALOG: &str =
+    "UPDATE tasks SET status = $1, updated_at = $2 WHERE task_id = $3 AND status = 'queued'";
+/// A validation attempt starts: the task moves to `reconciling` unless it is terminal.
+pub(crate) const START_RECONCILE: &str = concat!(
+    "UPDATE tasks SET status = $1, updated_at = $2 WHERE task_id = $3 AND status NOT IN ",
+    terminal_sql!()
+);
+pub(crate) const ATTEMPT_FINISHED: &str =
+    "UPDATE attempts SET finished_at = $1, outcome = $2, error = $3 WHERE id = $4";
+/// A run's attempts in order (`attempts_by_run`).
+pub(crate) const ATTEMPTS_OF_RUN: &str =
+    "SELECT task_id, stage, attempt, outcome, error FROM attempts WHERE run_id = $1 ORDER BY id";
+/// A run's attempts with their targets. The tasks are joined within the run too, so
+/// PostgreSQL reads the run's tasks by index instead of hashing the whole table.
+pub(crate) const ATTEMPT_LOG: &str =
+    "SELECT a.task_id, t.target, a.stage, a.worker, a.started_at, a.finished_at, a.outcome
+ FROM attempts a JOIN tasks t ON t.task_id = a.task_id AND t.run_id = a.run_id
+ WHERE a.run_id = $1 ORDER BY a.id";
+
 impl Store {
     /// A stage attempt starts: log it and move the task to `cloning`/`reconciling`.
     /// A clone attempt moves only a task whose clone result is not recorded yet, a
@@ -48,25 +73,10 @@ impl Store {
     ) -> Result<i64, StoreError> {
         let ts = now();
         let (state, sql) = match stage {
-            Stage::Clone => (
-                TaskStatus::Cloning,
-                concat!(
-                    "UPDATE tasks SET status = $1, updated_at = $2 WHERE task_id = $3 AND status IN ",
-                    clone_pending_sql!()
-                ),
-            ),
+            Stage::Clone => (TaskStatus::Cloning, START_CLONE),
             // A catalog object stays `queued` until its result: it has one stage.
-            Stage::Catalog => (
-                TaskStatus::Queued,
-                "UPDATE tasks SET status = $1, updated_at = $2 WHERE task_id = $3 AND status = 'queued'",
-            ),
-            Stage::Reconcile => (
-                TaskStatus::Reconciling,
-                concat!(
-                    "UPDATE tasks SET status = $1, updated_at = $2 WHERE task_id = $3 AND status NOT IN ",
-                    terminal_sql!()
-                ),
-            ),
+            Stage::Catalog => (TaskStatus::Queued, START_CATALOG),
+            Stage::Reconcile => (TaskStatus::Reconciling, START_RECONCILE),
         };
         sqlx::query(sql)
             .bind(state.as_str())
@@ -95,7 +105,7 @@ impl Store {
         outcome: AttemptOutcome,
         error: Option<&str>,
     ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE attempts SET finished_at = $1, outcome = $2, error = $3 WHERE id = $4")
+        sqlx::query(ATTEMPT_FINISHED)
             .bind(now())
             .bind(outcome.as_str())
             .bind(error)
@@ -107,7 +117,7 @@ impl Store {
 
     /// Every attempt of a run, oldest first.
     pub async fn attempts(&self, run_id: Uuid) -> Result<Vec<AttemptRecord>, StoreError> {
-        let rows = sqlx::query("SELECT task_id, stage, attempt, outcome, error FROM attempts WHERE run_id = $1 ORDER BY id")
+        let rows = sqlx::query(ATTEMPTS_OF_RUN)
             .bind(run_id.to_string())
             .fetch_all(&self.pool)
             .await?;
@@ -126,13 +136,10 @@ impl Store {
 
     /// Attempts with their workers and times, for audit (oldest first).
     pub async fn attempt_log(&self, run_id: Uuid) -> Result<Vec<AttemptLog>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT a.task_id, t.target, a.stage, a.worker, a.started_at, a.finished_at, a.outcome
-             FROM attempts a JOIN tasks t ON t.task_id = a.task_id WHERE a.run_id = $1 ORDER BY a.id",
-        )
-        .bind(run_id.to_string())
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(ATTEMPT_LOG)
+            .bind(run_id.to_string())
+            .fetch_all(&self.pool)
+            .await?;
         rows.into_iter()
             .map(|r| {
                 Ok(AttemptLog {

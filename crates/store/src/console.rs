@@ -35,22 +35,33 @@ pub struct TargetTask {
     pub updated_at: Option<chrono::DateTime<Utc>>,
 }
 
+/// The latest runs with their task counts. The runs are picked first (`runs_by_created`),
+/// then only their tasks are counted (`tasks_by_run_status` covers the count): joining first
+/// would count every task of every run before keeping the latest.
+pub(crate) const RECENT_RUNS: &str =
+    "SELECT r.run_id, r.operation, r.status, r.created_at, r.completed_at,
+        COUNT(t.run_id),
+        SUM(CASE WHEN t.status = 'succeeded' THEN 1 ELSE 0 END),
+        SUM(CASE WHEN t.status = 'failed' THEN 1 ELSE 0 END),
+        SUM(CASE WHEN t.status = 'mismatched' THEN 1 ELSE 0 END)
+ FROM (SELECT run_id, operation, status, created_at, completed_at FROM runs
+       ORDER BY created_at DESC LIMIT $1) r
+ LEFT JOIN tasks t ON t.run_id = r.run_id
+ GROUP BY r.run_id, r.operation, r.status, r.created_at, r.completed_at
+ ORDER BY r.created_at DESC";
+
+/// A target's tasks, newest first (`tasks_by_target`).
+pub(crate) const TARGET_HISTORY: &str =
+    "SELECT run_id, task_id, table_name, status, source_version, target_version, error, updated_at
+ FROM tasks WHERE target = $1 ORDER BY updated_at DESC LIMIT $2";
+
 impl Store {
     /// The `limit` latest runs, newest first, with their task counts by outcome.
     pub async fn recent_runs(&self, limit: u32) -> Result<Vec<RunOverview>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT r.run_id, r.operation, r.status, r.created_at, r.completed_at,
-                    COUNT(t.task_id),
-                    SUM(CASE WHEN t.status = 'succeeded' THEN 1 ELSE 0 END),
-                    SUM(CASE WHEN t.status = 'failed' THEN 1 ELSE 0 END),
-                    SUM(CASE WHEN t.status = 'mismatched' THEN 1 ELSE 0 END)
-             FROM runs r LEFT JOIN tasks t ON t.run_id = r.run_id
-             GROUP BY r.run_id, r.operation, r.status, r.created_at, r.completed_at
-             ORDER BY r.created_at DESC LIMIT $1",
-        )
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(RECENT_RUNS)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
         let count =
             |r: &sqlx::any::AnyRow, i: usize| r.get::<Option<i64>, _>(i).unwrap_or(0) as u64;
         Ok(rows
@@ -78,14 +89,11 @@ impl Store {
         target: &str,
         limit: u32,
     ) -> Result<Vec<TargetTask>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT run_id, task_id, table_name, status, source_version, target_version, error, updated_at
-             FROM tasks WHERE target = $1 ORDER BY updated_at DESC LIMIT $2",
-        )
-        .bind(target)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(TARGET_HISTORY)
+            .bind(target)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
         Ok(rows
             .iter()
             .filter_map(|r| {

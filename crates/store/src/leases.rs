@@ -38,6 +38,10 @@ impl std::fmt::Display for LeaseToken {
     }
 }
 
+pub(crate) const RELEASE_LEASE: &str = "DELETE FROM leases WHERE target = $1 AND holder = $2";
+pub(crate) const LEASE_HOLDER: &str =
+    "SELECT holder FROM leases WHERE target = $1 AND expires_at >= $2";
+
 impl Store {
     /// Take (or renew) the lease on `target` for `token` until `ttl` from now. Succeeds
     /// when the table is free, its lease expired, or this very token holds it. The holder
@@ -69,7 +73,7 @@ impl Store {
 
     /// Give the lease on `target` back (only if `token` still holds it).
     pub async fn release_lease(&self, target: &str, token: &LeaseToken) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM leases WHERE target = $1 AND holder = $2")
+        sqlx::query(RELEASE_LEASE)
             .bind(target)
             .bind(token.holder())
             .execute(&self.pool)
@@ -83,7 +87,7 @@ impl Store {
         &self,
         target: &str,
     ) -> Result<Option<(String, Option<Uuid>)>, StoreError> {
-        let row = sqlx::query("SELECT holder FROM leases WHERE target = $1 AND expires_at >= $2")
+        let row = sqlx::query(LEASE_HOLDER)
             .bind(target)
             .bind(Utc::now().timestamp_millis())
             .fetch_optional(&self.pool)

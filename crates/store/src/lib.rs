@@ -31,6 +31,8 @@ mod ingest;
 mod leases;
 mod notifications;
 mod open;
+#[cfg(test)]
+mod plans;
 mod runs;
 mod state;
 mod sync;
@@ -47,7 +49,7 @@ pub use error::StoreError;
 pub use leases::LeaseToken;
 pub use notifications::NotificationRecord;
 pub use open::Backend;
-pub use runs::{NewTask, RunProgress, RunRecord};
+pub use runs::{NewRun, NewTask, RunProgress, RunRecord};
 pub use state::{AttemptOutcome, Stage, TaskStatus, UnknownState};
 pub(crate) use state::{clone_pending_sql, terminal_sql};
 pub use sync::{CutTable, Fire, GroupState, SyncStatus};

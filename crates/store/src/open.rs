@@ -91,9 +91,12 @@ impl Store {
         let endpoint = redact_url(&url);
         let pool = AnyPoolOptions::new()
             .max_connections(max)
-            // A ping before every use is a round trip to SQLite's connection thread per
-            // statement; a local file has no connection to lose.
-            .test_before_acquire(backend == Backend::Postgres)
+            // No ping before every use: it is a round trip per statement (to SQLite's
+            // connection thread, or to PostgreSQL), a third of the fleet's round trips to
+            // PostgreSQL on a re-check (bench/RESULTS.md, "Scale"). A PostgreSQL connection
+            // that broke fails its statement instead, which the caller retries or nacks (the
+            // task is redelivered), and the pool drops the connection.
+            .test_before_acquire(false)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {

@@ -49,30 +49,22 @@ impl RunProgress {
     }
 }
 
-impl Store {
-    /// Record a new run and its tasks, atomically.
-    pub async fn create_run(
-        &self,
-        request: &ReplicationRequest,
-        tasks: &[NewTask],
-    ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let ts = now();
-        sqlx::query(
-            "INSERT INTO runs (run_id, operation, source_root, target_root, request, status, created_at)
-             VALUES ($1, $2, $3, $4, $5, 'running', $6)",
-        )
-        .bind(request.header.run_id.to_string())
-        .bind(request.operation.to_string())
-        .bind(&request.source_root)
-        .bind(&request.target_root)
-        .bind(serde_json::to_string(request).unwrap_or_default())
-        .bind(&ts)
-        .execute(&mut *tx)
-        .await?;
-        // Many rows per statement: a run of thousands of tables is one round trip per
-        // chunk, not per table (chunks stay under every database's parameter limit).
-        for chunk in tasks.chunks(500) {
+/// Task rows per INSERT statement when a run is created (9 parameters each: under every
+/// database's parameter limit).
+const TASKS_PER_INSERT: usize = 500;
+
+/// A run being recorded ([`Store::begin_run`]): one transaction, committed with its tasks.
+pub struct NewRun {
+    tx: sqlx::Transaction<'static, sqlx::Any>,
+    run_id: String,
+    ts: String,
+}
+
+impl NewRun {
+    /// Add tasks to the run. Many rows per statement: a run of thousands of tables is one
+    /// round trip per TASKS_PER_INSERT tasks, not per table.
+    pub async fn add_tasks(&mut self, tasks: &[NewTask]) -> Result<(), StoreError> {
+        for chunk in tasks.chunks(TASKS_PER_INSERT) {
             let mut sql = String::from(
                 "INSERT INTO tasks (task_id, run_id, table_name, source, target, status, source_version, created_at, updated_at, kind) VALUES ",
             );
@@ -98,31 +90,84 @@ impl Store {
             for t in chunk {
                 q = q
                     .bind(t.task_id.to_string())
-                    .bind(request.header.run_id.to_string())
+                    .bind(&self.run_id)
                     .bind(&t.table)
                     .bind(&t.source)
                     .bind(&t.target)
                     .bind(opt_i64(t.source_version))
-                    .bind(&ts)
-                    .bind(&ts)
+                    .bind(&self.ts)
+                    .bind(&self.ts)
                     .bind(t.kind.map_or("table", ObjectKind::as_str));
             }
-            q.execute(&mut *tx).await?;
+            q.execute(&mut *self.tx).await?;
         }
-        tx.commit().await?;
         Ok(())
+    }
+
+    /// The run and every task added, at once.
+    pub async fn commit(self) -> Result<(), StoreError> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// A run's task count and terminal count (`tasks_by_run_status` covers it).
+pub(crate) const RUN_PROGRESS: &str = concat!(
+    "SELECT COUNT(*), CAST(COALESCE(SUM(CASE WHEN status IN ",
+    terminal_sql!(),
+    " THEN 1 ELSE 0 END), 0) AS BIGINT) FROM tasks WHERE run_id = $1"
+);
+/// A run's tasks in name order (`tasks_by_run_table`: no sort).
+pub(crate) const SUMMARIZE: &str = "SELECT task_id, table_name, status, source_version, target_version, copied_files, copied_bytes,
+        removed_files, source_rows, target_rows, error, kind, detail
+ FROM tasks WHERE run_id = $1 ORDER BY table_name";
+/// Runs not completed, oldest first (`runs_open`, a partial index).
+pub(crate) const OPEN_RUNS: &str =
+    "SELECT run_id FROM runs WHERE completed_at IS NULL ORDER BY created_at";
+
+impl Store {
+    /// Record a new run and its tasks, atomically.
+    pub async fn create_run(
+        &self,
+        request: &ReplicationRequest,
+        tasks: &[NewTask],
+    ) -> Result<(), StoreError> {
+        let mut run = self.begin_run(request).await?;
+        run.add_tasks(tasks).await?;
+        run.commit().await
+    }
+
+    /// Start recording a new run: its tasks are added a batch at a time
+    /// ([`NewRun::add_tasks`]) and appear with the run at [`NewRun::commit`], so a run of
+    /// 100,000 tables never has all its task rows in memory, and no reader sees it half made.
+    pub async fn begin_run(&self, request: &ReplicationRequest) -> Result<NewRun, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let ts = now();
+        sqlx::query(
+            "INSERT INTO runs (run_id, operation, source_root, target_root, request, status, created_at)
+             VALUES ($1, $2, $3, $4, $5, 'running', $6)",
+        )
+        .bind(request.header.run_id.to_string())
+        .bind(request.operation.to_string())
+        .bind(&request.source_root)
+        .bind(&request.target_root)
+        .bind(serde_json::to_string(request).unwrap_or_default())
+        .bind(&ts)
+        .execute(&mut *tx)
+        .await?;
+        Ok(NewRun {
+            tx,
+            run_id: request.header.run_id.to_string(),
+            ts,
+        })
     }
 
     /// Tasks in total and in a terminal state.
     pub async fn run_progress(&self, run_id: Uuid) -> Result<RunProgress, StoreError> {
-        let row = sqlx::query(concat!(
-            "SELECT COUNT(*), CAST(COALESCE(SUM(CASE WHEN status IN ",
-            terminal_sql!(),
-            " THEN 1 ELSE 0 END), 0) AS BIGINT) FROM tasks WHERE run_id = $1"
-        ))
-        .bind(run_id.to_string())
-        .fetch_one(&self.pool)
-        .await?;
+        let row = sqlx::query(RUN_PROGRESS)
+            .bind(run_id.to_string())
+            .fetch_one(&self.pool)
+            .await?;
         Ok(RunProgress {
             total: row.get::<i64, _>(0) as u64,
             terminal: row.get::<i64, _>(1) as u64,
@@ -135,14 +180,10 @@ impl Store {
             .run(run_id)
             .await?
             .ok_or(StoreError::RunNotFound(run_id))?;
-        let rows = sqlx::query(
-            "SELECT task_id, table_name, status, source_version, target_version, copied_files, copied_bytes,
-                    removed_files, source_rows, target_rows, error, kind, detail
-             FROM tasks WHERE run_id = $1 ORDER BY table_name",
-        )
-        .bind(run_id.to_string())
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(SUMMARIZE)
+            .bind(run_id.to_string())
+            .fetch_all(&self.pool)
+            .await?;
         let mut s = RunSummary::default();
         for row in rows {
             let st: TaskStatus = row.get::<String, _>(2).parse()?;
@@ -233,10 +274,7 @@ impl Store {
 
     /// Runs not completed yet, oldest first.
     pub async fn open_runs(&self) -> Result<Vec<Uuid>, StoreError> {
-        let rows =
-            sqlx::query("SELECT run_id FROM runs WHERE completed_at IS NULL ORDER BY created_at")
-                .fetch_all(&self.pool)
-                .await?;
+        let rows = sqlx::query(OPEN_RUNS).fetch_all(&self.pool).await?;
         Ok(rows
             .into_iter()
             .filter_map(|r| r.get::<String, _>(0).parse().ok())

@@ -29,6 +29,31 @@ pub struct TaskRecord {
     pub error: Option<String>,
 }
 
+/// A clone result on its task (by primary key), if no clone result is recorded yet.
+pub(crate) const RECORD_CLONE: &str = concat!(
+    "UPDATE tasks SET status = $1, source_version = COALESCE($2, source_version), target_version = $3,
+       copied_files = $4, copied_bytes = $5, removed_files = $6, error = $7, updated_at = $8,
+       detail = COALESCE($10, detail)
+     WHERE task_id = $9 AND status IN ",
+    clone_pending_sql!()
+);
+/// A validation result on its task (by primary key), if the task is not terminal yet.
+pub(crate) const RECORD_RECONCILE: &str = concat!(
+    "UPDATE tasks SET status = $1, source_rows = $2, target_rows = $3, error = COALESCE($4, error), updated_at = $5,
+       source_version = COALESCE(source_version, $6), target_version = COALESCE(target_version, $7)
+     WHERE task_id = $8 AND status NOT IN ",
+    terminal_sql!()
+);
+pub(crate) const FAIL_TASK: &str = concat!(
+    "UPDATE tasks SET status = $1, error = $2, updated_at = $3 WHERE task_id = $4 AND status NOT IN ",
+    terminal_sql!()
+);
+/// A run's tasks in name order (`tasks_by_run_table`).
+pub(crate) const TASKS_OF_RUN: &str = "SELECT task_id, table_name, source, target, status, error FROM tasks WHERE run_id = $1 ORDER BY table_name";
+pub(crate) const LAST_SOURCE_VERSION: &str =
+    "SELECT source_version FROM table_versions WHERE source = $1 AND target = $2";
+pub(crate) const TASK_STATUS: &str = "SELECT status FROM tasks WHERE task_id = $1";
+
 impl Store {
     /// Record a clone result. `then_reconcile` leaves a successful task at `cloned`, waiting
     /// for its validation; otherwise success is terminal.
@@ -51,26 +76,20 @@ impl Store {
             (Outcome::Failed, _) => TaskStatus::Failed,
         };
         let m = r.metrics.clone().unwrap_or_default();
-        let done = sqlx::query(concat!(
-            "UPDATE tasks SET status = $1, source_version = COALESCE($2, source_version), target_version = $3,
-               copied_files = $4, copied_bytes = $5, removed_files = $6, error = $7, updated_at = $8,
-               detail = COALESCE($10, detail)
-             WHERE task_id = $9 AND status IN ",
-            clone_pending_sql!()
-        ))
-        .bind(state.as_str())
-        .bind(opt_i64(r.source_version))
-        .bind(opt_i64(r.target_version))
-        .bind(m.num_copied_files as i64)
-        .bind(m.copied_files_size as i64)
-        .bind(m.num_removed_files as i64)
-        .bind(r.error.as_ref().map(|e| e.message.clone()))
-        .bind(&ts)
-        .bind(r.task_id.to_string())
-        // An ingestion's account (mode, rows inserted, updated, deleted).
-        .bind(r.ingest.as_ref().map(|i| i.account(r.committed)))
-        .execute(&mut *tx)
-        .await?;
+        let done = sqlx::query(RECORD_CLONE)
+            .bind(state.as_str())
+            .bind(opt_i64(r.source_version))
+            .bind(opt_i64(r.target_version))
+            .bind(m.num_copied_files as i64)
+            .bind(m.copied_files_size as i64)
+            .bind(m.num_removed_files as i64)
+            .bind(r.error.as_ref().map(|e| e.message.clone()))
+            .bind(&ts)
+            .bind(r.task_id.to_string())
+            // An ingestion's account (mode, rows inserted, updated, deleted).
+            .bind(r.ingest.as_ref().map(|i| i.account(r.committed)))
+            .execute(&mut *tx)
+            .await?;
         let first = done.rows_affected() == 1;
         if first {
             insert_outcome(
@@ -135,22 +154,17 @@ impl Store {
             ),
             _ => None,
         };
-        let done = sqlx::query(concat!(
-            "UPDATE tasks SET status = $1, source_rows = $2, target_rows = $3, error = COALESCE($4, error), updated_at = $5,
-               source_version = COALESCE(source_version, $6), target_version = COALESCE(target_version, $7)
-             WHERE task_id = $8 AND status NOT IN ",
-            terminal_sql!()
-        ))
-        .bind(state.as_str())
-        .bind(opt_i64(r.source_rows))
-        .bind(opt_i64(r.target_rows))
-        .bind(error)
-        .bind(now())
-        .bind(opt_i64(r.source_version))
-        .bind(opt_i64(r.target_version))
-        .bind(r.task_id.to_string())
-        .execute(&mut *tx)
-        .await?;
+        let done = sqlx::query(RECORD_RECONCILE)
+            .bind(state.as_str())
+            .bind(opt_i64(r.source_rows))
+            .bind(opt_i64(r.target_rows))
+            .bind(error)
+            .bind(now())
+            .bind(opt_i64(r.source_version))
+            .bind(opt_i64(r.target_version))
+            .bind(r.task_id.to_string())
+            .execute(&mut *tx)
+            .await?;
         if done.rows_affected() == 0 {
             let status = task_status(&mut *tx, r.task_id).await?;
             tx.commit().await?;
@@ -183,27 +197,22 @@ impl Store {
     /// Fail a task that is not terminal yet (its message was dead-lettered without a
     /// result). Returns whether the task changed.
     pub async fn fail_task(&self, task_id: Uuid, reason: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query(concat!(
-            "UPDATE tasks SET status = $1, error = $2, updated_at = $3 WHERE task_id = $4 AND status NOT IN ",
-            terminal_sql!()
-        ))
-        .bind(TaskStatus::Failed.as_str())
-        .bind(reason)
-        .bind(now())
-        .bind(task_id.to_string())
-        .execute(&self.pool)
-        .await?;
+        let done = sqlx::query(FAIL_TASK)
+            .bind(TaskStatus::Failed.as_str())
+            .bind(reason)
+            .bind(now())
+            .bind(task_id.to_string())
+            .execute(&self.pool)
+            .await?;
         Ok(done.rows_affected() == 1)
     }
 
     /// Every task of a run as stored (for `status`).
     pub async fn tasks(&self, run_id: Uuid) -> Result<Vec<TaskRecord>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT task_id, table_name, source, target, status, error FROM tasks WHERE run_id = $1 ORDER BY table_name",
-        )
-        .bind(run_id.to_string())
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(TASKS_OF_RUN)
+            .bind(run_id.to_string())
+            .fetch_all(&self.pool)
+            .await?;
         rows.into_iter()
             .map(|r| {
                 Ok(TaskRecord {
@@ -275,13 +284,11 @@ impl Store {
         source: &str,
         target: &str,
     ) -> Result<Option<u64>, StoreError> {
-        let row = sqlx::query(
-            "SELECT source_version FROM table_versions WHERE source = $1 AND target = $2",
-        )
-        .bind(source)
-        .bind(target)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row = sqlx::query(LAST_SOURCE_VERSION)
+            .bind(source)
+            .bind(target)
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(row.map(|r| r.get::<i64, _>(0) as u64))
     }
 }
@@ -291,7 +298,7 @@ pub(crate) async fn task_status<'e>(
     db: impl sqlx::Executor<'e, Database = sqlx::Any>,
     task_id: Uuid,
 ) -> Result<Option<TaskStatus>, StoreError> {
-    let row = sqlx::query("SELECT status FROM tasks WHERE task_id = $1")
+    let row = sqlx::query(TASK_STATUS)
         .bind(task_id.to_string())
         .fetch_optional(db)
         .await?;

@@ -27,6 +27,15 @@ pub struct DeepValidation {
     pub run_id: Uuid,
 }
 
+/// The reconciler's last-validation lookup (the primary key).
+pub(crate) const DEEP_VALIDATION: &str =
+    "SELECT checks, source_version, source_commit, target_version, target_commit, source_rows,
+        target_rows, validated_at, run_id
+ FROM validations WHERE source = $1 AND target = $2";
+/// The notifier's completion check: one open task of the run (`tasks_by_run_status`).
+pub(crate) const HAS_OPEN_TASKS: &str =
+    "SELECT 1 FROM tasks WHERE run_id = $1 AND status IN ($2, $3, $4, $5) LIMIT 1";
+
 impl Store {
     /// The last deep validation of `source` → `target` that matched, if it is still on record.
     pub async fn deep_validation(
@@ -34,15 +43,11 @@ impl Store {
         source: &str,
         target: &str,
     ) -> Result<Option<DeepValidation>, StoreError> {
-        let row = sqlx::query(
-            "SELECT checks, source_version, source_commit, target_version, target_commit, source_rows,
-                    target_rows, validated_at, run_id
-             FROM validations WHERE source = $1 AND target = $2",
-        )
-        .bind(source)
-        .bind(target)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row = sqlx::query(DEEP_VALIDATION)
+            .bind(source)
+            .bind(target)
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(row.map(|r| DeepValidation {
             source: source.to_owned(),
             target: target.to_owned(),
@@ -104,16 +109,14 @@ impl Store {
     /// Whether a task of `run_id` is not terminal yet. Reads at most one index entry, where
     /// [`Store::run_progress`] counts every task of the run.
     pub async fn has_open_tasks(&self, run_id: Uuid) -> Result<bool, StoreError> {
-        let row = sqlx::query(
-            "SELECT 1 FROM tasks WHERE run_id = $1 AND status IN ($2, $3, $4, $5) LIMIT 1",
-        )
-        .bind(run_id.to_string())
-        .bind(TaskStatus::Queued.as_str())
-        .bind(TaskStatus::Cloning.as_str())
-        .bind(TaskStatus::Cloned.as_str())
-        .bind(TaskStatus::Reconciling.as_str())
-        .fetch_optional(&self.pool)
-        .await?;
+        let row = sqlx::query(HAS_OPEN_TASKS)
+            .bind(run_id.to_string())
+            .bind(TaskStatus::Queued.as_str())
+            .bind(TaskStatus::Cloning.as_str())
+            .bind(TaskStatus::Cloned.as_str())
+            .bind(TaskStatus::Reconciling.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(row.is_some())
     }
 }

@@ -9,6 +9,8 @@
 //! dead-lettered with the reason. [`plan`] with `dry_run` works out what each clone would
 //! copy and writes nothing. The expansion itself is the engine's ([`replicator_engine`]).
 
+use std::time::Instant;
+
 use futures::{StreamExt, TryStreamExt, stream};
 use replicator_bus::{BusRef, typed};
 use replicator_common::shutdown::CancellationToken;
@@ -216,12 +218,22 @@ pub async fn submit(
             would_apply: Vec::new(),
         });
     }
+    let started = Instant::now();
     let plan = plan(request, engines, false, 1).await?;
+    let expanded = started.elapsed();
     // The replication run's lineage START: the parent its tasks' events name.
     engines
         .lineage()
         .run_started(&replicator_lineage::RunLineage::new(run_id));
-    publish_plan(request, plan, bus, store).await
+    let plan = publish_plan(request, plan, bus, store).await?;
+    tracing::info!(
+        %run_id,
+        tasks = plan.tasks(),
+        expand_ms = expanded.as_millis() as u64,
+        total_ms = started.elapsed().as_millis() as u64,
+        "planning done"
+    );
+    Ok(plan)
 }
 
 /// Record the run and the tasks of a plan made for `request`, publish the tasks and
@@ -233,27 +245,40 @@ pub async fn publish_plan(
     store: &Store,
 ) -> Result<RunPlan, PlanError> {
     let run_id = request.header.run_id;
-    let tasks: Vec<NewTask> = plan
-        .items
+    let started = Instant::now();
+    // The task rows are made a batch at a time as they are inserted; all of them in one
+    // transaction, so no worker sees a run with only some of its tasks (the notifier would
+    // complete it early).
+    let mut run = store.begin_run(request).await?;
+    for batch in plan.items.chunks(BATCH) {
+        let tasks: Vec<NewTask> = batch
+            .iter()
+            .map(|i| NewTask {
+                task_id: i.task_id,
+                kind: None,
+                table: i.table.clone(),
+                source: i.source.clone(),
+                target: i.target.clone(),
+                source_version: i.source_version,
+            })
+            .collect();
+        run.add_tasks(&tasks).await?;
+    }
+    let objects: Vec<NewTask> = plan
+        .objects
         .iter()
-        .map(|i| NewTask {
-            task_id: i.task_id,
-            kind: None,
-            table: i.table.clone(),
-            source: i.source.clone(),
-            target: i.target.clone(),
-            source_version: i.source_version,
-        })
-        .chain(plan.objects.iter().map(|o| NewTask {
+        .map(|o| NewTask {
             task_id: o.task_id,
             kind: Some(o.kind),
             table: object_label(o),
             source: o.source.clone(),
             target: o.target.clone(),
             source_version: None,
-        }))
+        })
         .collect();
-    store.create_run(request, &tasks).await?;
+    run.add_tasks(&objects).await?;
+    run.commit().await?;
+    let recorded = started.elapsed();
     let planned = RunPlanned {
         header: Header::new(run_id),
         operation: request.operation,
@@ -276,59 +301,95 @@ pub async fn publish_plan(
     };
     typed::publish_event(bus.as_ref(), names::events::RUN_PLANNED, &planned).await?;
     // Publishes wait for the broker's confirm; a few at once keep a large plan fast. The
-    // futures own their messages (a spawned planner needs them `'static`).
-    let messages: Vec<(&'static str, bytes::Bytes)> = plan
-        .items
+    // messages are encoded a batch at a time: a run of 100,000 tables never holds them all.
+    for batch in plan.items.chunks(BATCH) {
+        let messages = batch
+            .iter()
+            .map(|item| task_message(request, item))
+            .collect();
+        publish_all(bus, messages).await?;
+    }
+    let messages = plan
+        .objects
         .iter()
-        .map(|item| {
-            // Ingestions write Delta tables with the native engine, whatever the run's.
-            let engine = if item.ingest.is_some() {
-                EngineKind::Native
-            } else {
-                request.engine
-            };
-            if request.operation.clones() {
-                let task = CloneTask {
-                    ingest: item.ingest.clone(),
-                    header: Header::new(run_id),
-                    task_id: item.task_id,
-                    attempt: 1,
-                    table: item.table.clone(),
-                    source: item.source.clone(),
-                    target: item.target.clone(),
-                    version: request.version,
-                    operation: request.operation,
-                    engine,
-                    replace: request.replace,
-                    external_roots: request.external_roots.clone(),
-                    as_of: request.as_of,
-                };
-                (names::CLONE_TASKS, replicator_proto::encode(&task).into())
-            } else {
-                let task = ReconcileTask {
-                    ingest: item.ingest.clone(),
-                    header: Header::new(run_id),
-                    task_id: item.task_id,
-                    attempt: 1,
-                    table: item.table.clone(),
-                    source: item.source.clone(),
-                    target: item.target.clone(),
-                    source_version: request.version,
-                    engine,
-                    // A reconciliation-only run has no clone to undo.
-                    rollback_to: None,
-                };
-                (
-                    names::RECONCILE_TASKS,
-                    replicator_proto::encode(&task).into(),
-                )
-            }
-        })
-        .chain(plan.objects.iter().map(|o| {
+        .map(|o| {
             let task = catalog_task(request, o);
             (names::CATALOG_TASKS, replicator_proto::encode(&task).into())
-        }))
+        })
         .collect();
+    publish_all(bus, messages).await?;
+    tracing::info!(
+        %run_id,
+        tables = plan.items.len(),
+        objects = plan.objects.len(),
+        operation = %request.operation,
+        record_ms = recorded.as_millis() as u64,
+        publish_ms = (started.elapsed() - recorded).as_millis() as u64,
+        "run planned"
+    );
+    Ok(plan)
+}
+
+/// Task publishes in flight at once while planning.
+const PUBLISH_CONCURRENCY: usize = 32;
+
+/// Tasks recorded, or encoded and published, at a time while planning.
+const BATCH: usize = 1000;
+
+/// The task message of a planned table: its clone, or its validation for a
+/// reconciliation-only run.
+fn task_message(request: &ReplicationRequest, item: &PlannedItem) -> (&'static str, bytes::Bytes) {
+    let run_id = request.header.run_id;
+    // Ingestions write Delta tables with the native engine, whatever the run's.
+    let engine = if item.ingest.is_some() {
+        EngineKind::Native
+    } else {
+        request.engine
+    };
+    if request.operation.clones() {
+        let task = CloneTask {
+            ingest: item.ingest.clone(),
+            header: Header::new(run_id),
+            task_id: item.task_id,
+            attempt: 1,
+            table: item.table.clone(),
+            source: item.source.clone(),
+            target: item.target.clone(),
+            version: request.version,
+            operation: request.operation,
+            engine,
+            replace: request.replace,
+            external_roots: request.external_roots.clone(),
+            as_of: request.as_of,
+        };
+        (names::CLONE_TASKS, replicator_proto::encode(&task).into())
+    } else {
+        let task = ReconcileTask {
+            ingest: item.ingest.clone(),
+            header: Header::new(run_id),
+            task_id: item.task_id,
+            attempt: 1,
+            table: item.table.clone(),
+            source: item.source.clone(),
+            target: item.target.clone(),
+            source_version: request.version,
+            engine,
+            // A reconciliation-only run has no clone to undo.
+            rollback_to: None,
+        };
+        (
+            names::RECONCILE_TASKS,
+            replicator_proto::encode(&task).into(),
+        )
+    }
+}
+
+/// Publish messages, PUBLISH_CONCURRENCY at once. The futures own their messages (a
+/// spawned planner needs them `'static`).
+async fn publish_all(
+    bus: &BusRef,
+    messages: Vec<(&'static str, bytes::Bytes)>,
+) -> Result<(), replicator_bus::BusError> {
     let mut publishes = Vec::with_capacity(messages.len());
     for (queue, payload) in messages {
         let bus = bus.clone();
@@ -338,12 +399,8 @@ pub async fn publish_plan(
         .buffer_unordered(PUBLISH_CONCURRENCY)
         .try_collect::<Vec<()>>()
         .await?;
-    tracing::info!(%run_id, tables = plan.items.len(), objects = plan.objects.len(), operation = %request.operation, "run planned");
-    Ok(plan)
+    Ok(())
 }
-
-/// Task publishes in flight at once while planning.
-const PUBLISH_CONCURRENCY: usize = 32;
 
 /// Serve the `requests` queue until `shutdown` fires. The consumer is attached before this
 /// returns.
