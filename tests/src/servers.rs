@@ -1,4 +1,4 @@
-//! Emulator processes the tests start on free ports: `moto` (S3) for now. Installed by
+//! Emulator processes the tests start on free ports: `moto` (S3) and `azurite` (Azure Blob). Installed by
 //! `scripts/test-tools.sh`; each runs under a watchdog shell that kills it as soon as the
 //! test process exits (statics are never dropped, so a server cannot rely on `Drop`).
 
@@ -142,5 +142,92 @@ impl Moto {
     /// `url` on this server.
     pub fn location(&self, url: &str) -> TableLocation {
         TableLocation::parse_with(url, self.options()).unwrap()
+    }
+}
+
+/// The key of azurite's well-known development account `devstoreaccount1`.
+pub const AZURITE_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+/// An `azurite-blob` server (Azure Blob), its data in a directory of its own.
+pub struct Azurite {
+    _child: Child,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Azurite {
+    /// A new server on a free port.
+    pub fn start() -> Azurite {
+        let port = free_port();
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let args: Vec<String> = vec![
+            "--blobHost".into(),
+            "127.0.0.1".into(),
+            "--blobPort".into(),
+            port.to_string(),
+            "--location".into(),
+            dir.path().display().to_string(),
+            "--silent".into(),
+            "--skipApiVersionCheck".into(),
+            "--loose".into(),
+        ];
+        let child = spawn_watched(&tool("azurite-blob"), &args);
+        wait_for(port, "azurite");
+        Azurite {
+            _child: child,
+            port,
+            _dir: dir,
+        }
+    }
+
+    /// The server this test process shares.
+    pub fn shared() -> &'static Azurite {
+        static A: OnceLock<Azurite> = OnceLock::new();
+        A.get_or_init(Azurite::start)
+    }
+
+    /// The blob endpoint of the development account.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}/devstoreaccount1", self.port)
+    }
+
+    /// object_store options reaching this server with the account key.
+    pub fn options(&self) -> StorageOptions {
+        Arc::new(BTreeMap::from([
+            (
+                "azure_storage_account_name".to_owned(),
+                "devstoreaccount1".to_owned(),
+            ),
+            (
+                "azure_storage_account_key".to_owned(),
+                AZURITE_KEY.to_owned(),
+            ),
+            ("azure_storage_endpoint".to_owned(), self.endpoint()),
+            ("azure_allow_http".to_owned(), "true".to_owned()),
+        ]))
+    }
+
+    /// Create container `name` (with the Python SDK: object_store has no container API);
+    /// `az://name`.
+    pub fn container(&self, name: &str) -> String {
+        let out = Command::new("python3")
+            .args([
+                "-c",
+                &format!(
+                    "from azure.storage.blob import BlobServiceClient; BlobServiceClient.from_connection_string(\
+                     'DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={AZURITE_KEY};\
+                     BlobEndpoint={};').create_container('{name}')",
+                    self.endpoint()
+                ),
+            ])
+            .output()
+            .expect("python3 runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        format!("az://{name}")
     }
 }

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use object_store::ObjectStoreExt;
@@ -23,7 +23,7 @@ use replicator_lake::{TableLocation, sample};
 use replicator_proto::{CloneTask, EngineKind, Header};
 use replicator_tests::databricks_emulator::{Table, service_sas};
 use replicator_tests::s3_gateway::S3Gateway;
-use replicator_tests::servers::{Moto, free_port, spawn_watched, tool, wait_for};
+use replicator_tests::servers::{AZURITE_KEY, Azurite, Moto};
 
 mod databricks_env;
 use databricks_env::Env;
@@ -266,86 +266,21 @@ async fn a_refused_credential_falls_back_to_the_warehouse_and_says_why() {
 
 // ---- Azure (azurite) ------------------------------------------------------------------
 
-const AZURITE_KEY: &str =
-    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
-
-struct Azurite {
-    child: std::process::Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Azurite {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn azurite() -> &'static Azurite {
-    static S: OnceLock<Azurite> = OnceLock::new();
-    S.get_or_init(|| {
-        let port = free_port();
-        let dir = tempfile::tempdir().unwrap();
-        let args: Vec<String> = vec![
-            "--blobHost".into(),
-            "127.0.0.1".into(),
-            "--blobPort".into(),
-            port.to_string(),
-            "--location".into(),
-            dir.path().display().to_string(),
-            "--silent".into(),
-            "--skipApiVersionCheck".into(),
-            "--loose".into(),
-        ];
-        let child = spawn_watched(&tool("azurite-blob"), &args);
-        wait_for(port, "azurite");
-        Azurite {
-            child,
-            port,
-            _dir: dir,
-        }
-    })
+    Azurite::shared()
 }
 
 fn azure_endpoint() -> String {
-    format!("http://127.0.0.1:{}/devstoreaccount1", azurite().port)
+    azurite().endpoint()
 }
 
 /// Options with the account key: what the test itself (and the emulator) uses.
 fn azure_admin() -> StorageOptions {
-    Arc::new(BTreeMap::from([
-        (
-            "azure_storage_account_name".to_owned(),
-            "devstoreaccount1".to_owned(),
-        ),
-        (
-            "azure_storage_account_key".to_owned(),
-            AZURITE_KEY.to_owned(),
-        ),
-        ("azure_storage_endpoint".to_owned(), azure_endpoint()),
-        ("azure_allow_http".to_owned(), "true".to_owned()),
-    ]))
+    azurite().options()
 }
 
 fn container(name: &str) {
-    let out = std::process::Command::new("python3")
-        .args([
-            "-c",
-            &format!(
-                "from azure.storage.blob import BlobServiceClient; BlobServiceClient.from_connection_string(\
-                 'DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={AZURITE_KEY};\
-                 BlobEndpoint={};').create_container('{name}')",
-                azure_endpoint()
-            ),
-        ])
-        .output()
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    azurite().container(name);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

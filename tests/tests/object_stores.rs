@@ -3,29 +3,13 @@
 //! emulators are real servers speaking the real protocols, started by this test on free
 //! ports; `scripts/test-tools.sh` installs them (`.ci/run` calls it).
 
-use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Child, Command};
 use std::sync::{Arc, OnceLock};
 
 use replicator_lake::inspect::{read_batches, sorted_rows};
 use replicator_lake::location::StorageOptions;
 use replicator_lake::{CloneOptions, TableLocation, deep_clone, sample};
-use replicator_tests::servers::{Moto, free_port, spawn_watched, tool, wait_for};
-
-/// A server process killed on drop.
-struct Server {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use replicator_tests::servers::{Azurite, Moto};
 
 fn moto() -> &'static Moto {
     Moto::shared()
@@ -37,65 +21,16 @@ fn other_moto() -> &'static Moto {
     S.get_or_init(Moto::start)
 }
 
-fn azurite() -> &'static Server {
-    static S: OnceLock<Server> = OnceLock::new();
-    S.get_or_init(|| {
-        let port = free_port();
-        let dir = tempfile::tempdir().unwrap();
-        let args: Vec<String> = vec![
-            "--blobHost".into(),
-            "127.0.0.1".into(),
-            "--blobPort".into(),
-            port.to_string(),
-            "--location".into(),
-            dir.path().display().to_string(),
-            "--silent".into(),
-            "--skipApiVersionCheck".into(),
-            "--loose".into(),
-        ];
-        let child = spawn_watched(&tool("azurite-blob"), &args);
-        wait_for(port, "azurite");
-        Server {
-            child,
-            port,
-            _dir: dir,
-        }
-    })
+fn azurite() -> &'static Azurite {
+    Azurite::shared()
 }
-
-const AZURITE_KEY: &str =
-    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 
 fn s3_options() -> StorageOptions {
     moto().options()
 }
 
 fn azure_options() -> StorageOptions {
-    let endpoint = format!("http://127.0.0.1:{}/devstoreaccount1", azurite().port);
-    Arc::new(BTreeMap::from([
-        (
-            "azure_storage_account_name".to_owned(),
-            "devstoreaccount1".to_owned(),
-        ),
-        (
-            "azure_storage_account_key".to_owned(),
-            AZURITE_KEY.to_owned(),
-        ),
-        ("azure_storage_endpoint".to_owned(), endpoint),
-        ("azure_allow_http".to_owned(), "true".to_owned()),
-    ]))
-}
-
-fn python(script: &str) {
-    let out = Command::new("python3")
-        .args(["-c", script])
-        .output()
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    azurite().options()
 }
 
 fn bucket(name: &str) -> String {
@@ -103,13 +38,7 @@ fn bucket(name: &str) -> String {
 }
 
 fn container(name: &str) -> String {
-    python(&format!(
-        "from azure.storage.blob import BlobServiceClient; BlobServiceClient.from_connection_string(\
-         'DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={AZURITE_KEY};\
-         BlobEndpoint=http://127.0.0.1:{}/devstoreaccount1;').create_container('{name}')",
-        azurite().port
-    ));
-    format!("az://{name}")
+    azurite().container(name)
 }
 
 fn local(p: &Path) -> TableLocation {

@@ -197,6 +197,32 @@ fn is_credential_key(key: &str) -> bool {
     .any(|c| k.contains(c))
 }
 
+/// A vended store's settings: the standard environment variables of its kind (`AWS_*`,
+/// `AZURE_*`: endpoint, region, …), then the location's options, never a credential.
+fn configure<B, K: std::str::FromStr<Err = object_store::Error>>(
+    mut b: B,
+    env_prefix: &str,
+    options: &StorageOptions,
+    with: impl Fn(B, K, String) -> B,
+) -> Result<B, String> {
+    for (k, v) in std::env::vars() {
+        if k.starts_with(env_prefix)
+            && !is_credential_key(&k)
+            && let Ok(key) = k.to_ascii_lowercase().parse::<K>()
+        {
+            b = with(b, key, v);
+        }
+    }
+    for (k, v) in options.iter().filter(|(k, _)| !is_credential_key(k)) {
+        let key = k
+            .to_ascii_lowercase()
+            .parse::<K>()
+            .map_err(|e| e.to_string())?;
+        b = with(b, key, v.clone());
+    }
+    Ok(b)
+}
+
 impl TableLocation {
     /// `location` (an `s3://` or Azure URL) reached with `credentials`: a store of its own,
     /// configured with `options` (endpoint, region: the worker's options for that storage;
@@ -218,28 +244,11 @@ impl TableLocation {
         if url.path().split('/').any(|s| s == ".." || s == ".") {
             return Err(invalid("path escapes the bucket".into()));
         }
-        let settings = options
-            .iter()
-            .filter(|(k, _)| !is_credential_key(k))
-            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()));
         let store: Arc<dyn object_store::ObjectStore> = match cloud_kind(url.scheme()) {
             Some(Cloud::S3) => {
-                let mut b = object_store::aws::AmazonS3Builder::new().with_url(url.as_str());
-                for (k, v) in std::env::vars() {
-                    if k.starts_with("AWS_")
-                        && !is_credential_key(&k)
-                        && let Ok(key) = k.to_ascii_lowercase().parse()
-                    {
-                        b = b.with_config(key, v);
-                    }
-                }
-                for (k, v) in settings {
-                    b = b.with_config(
-                        k.parse()
-                            .map_err(|e: object_store::Error| invalid(e.to_string()))?,
-                        v,
-                    );
-                }
+                let b = object_store::aws::AmazonS3Builder::new().with_url(url.as_str());
+                let b = configure(b, "AWS_", &options, |b, k, v| b.with_config(k, v))
+                    .map_err(invalid)?;
                 Arc::new(
                     b.with_credentials(Arc::new(AwsProvider(credentials)))
                         .build()
@@ -247,23 +256,9 @@ impl TableLocation {
                 )
             }
             Some(Cloud::Azure) => {
-                let mut b =
-                    object_store::azure::MicrosoftAzureBuilder::new().with_url(url.as_str());
-                for (k, v) in std::env::vars() {
-                    if k.starts_with("AZURE_")
-                        && !is_credential_key(&k)
-                        && let Ok(key) = k.to_ascii_lowercase().parse()
-                    {
-                        b = b.with_config(key, v);
-                    }
-                }
-                for (k, v) in settings {
-                    b = b.with_config(
-                        k.parse()
-                            .map_err(|e: object_store::Error| invalid(e.to_string()))?,
-                        v,
-                    );
-                }
+                let b = object_store::azure::MicrosoftAzureBuilder::new().with_url(url.as_str());
+                let b = configure(b, "AZURE_", &options, |b, k, v| b.with_config(k, v))
+                    .map_err(invalid)?;
                 Arc::new(
                     b.with_credentials(Arc::new(AzureProvider(credentials)))
                         .build()
