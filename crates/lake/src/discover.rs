@@ -65,6 +65,12 @@ pub async fn discover(
             reason: "source root does not exist".into(),
         });
     }
+    if let Some(dir) = root.local_dir() {
+        let (dir, url) = (dir.to_path_buf(), root.url().clone());
+        return tokio::task::spawn_blocking(move || discover_local(&dir, &url, &matcher))
+            .await
+            .map_err(|e| LakeError::Invalid(format!("table discovery stopped: {e}")))?;
+    }
     let store = root.object_store().clone();
     let base = root.prefix().clone();
     let mut found = Vec::new();
@@ -75,11 +81,8 @@ pub async fn discover(
             (dir, res)
         }
     };
-    // Local directories already walked, by canonical path: a symlink back up the tree (or
-    // two links to one directory) is walked once, not followed until the path is too long.
-    // The walk goes level by level, each level's listings run concurrently and are handled
-    // in name order, so which of two paths to one directory is kept never depends on timing.
-    let mut visited = std::collections::HashSet::new();
+    // An object store (a local root takes `discover_local`): level by level, each level's
+    // listings concurrently, handled in name order.
     let mut level = vec![base.clone()];
     while !level.is_empty() {
         level.sort_by(|a, b| a.as_ref().cmp(b.as_ref()));
@@ -88,26 +91,6 @@ pub async fn discover(
             .collect()
             .await;
         for (dir, res) in listings {
-            if let Some(local) = root.local_dir() {
-                let path = local.join(relative_to(&base, &dir));
-                match std::fs::canonicalize(&path) {
-                    Ok(real) if !visited.insert(real.clone()) => {
-                        tracing::warn!(
-                            root = %root.url(),
-                            path = %path.display(),
-                            real = %real.display(),
-                            "skipping a directory already discovered through another path (a symlink loop or a second link)"
-                        );
-                        continue;
-                    }
-                    Ok(_) => {}
-                    Err(e) if dir != base => {
-                        tracing::warn!(root = %root.url(), path = %path.display(), error = %e, "skipping a directory that cannot be resolved");
-                        continue;
-                    }
-                    Err(_) => {}
-                }
-            }
             let listing = match res {
                 Ok(l) => l,
                 Err(object_store::Error::NotFound { .. }) if dir == base => {
@@ -136,11 +119,7 @@ pub async fn discover(
             if is_table {
                 let relative = relative_to(&base, &dir);
                 let name = if relative.is_empty() {
-                    root.url()
-                        .path_segments()
-                        .and_then(|mut s| s.rfind(|s| !s.is_empty()))
-                        .unwrap_or("table")
-                        .to_owned()
+                    root_name(root.url())
                 } else {
                     relative.replace('/', ".")
                 };
@@ -160,6 +139,124 @@ pub async fn discover(
         }
     }
 
+    found.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(found)
+}
+
+/// The name of a table at the root itself: the root's last path segment.
+fn root_name(url: &url::Url) -> String {
+    url.path_segments()
+        .and_then(|mut s| s.rfind(|s| !s.is_empty()))
+        .unwrap_or("table")
+        .to_owned()
+}
+
+/// [`discover`] on a local root, with the same rules and names, by `read_dir`: an entry
+/// carries its type, so a directory costs one listing — no `stat` of every entry, no
+/// `canonicalize` of every directory, no thread hop per listing (object_store's local
+/// listing does all three, which made discovery most of planning a large estate). A
+/// directory's real path is its parent's joined with its name; only a symbolic link is
+/// resolved, so a loop or a second link to one directory is still walked once, the first
+/// in name order keeping it. Names are the directories' names, as the store's listing gives them.
+fn discover_local(
+    root: &std::path::Path,
+    url: &url::Url,
+    matcher: &TableMatcher,
+) -> Result<Vec<DiscoveredTable>, LakeError> {
+    use std::fs::FileType;
+    let invalid = |reason: String| LakeError::InvalidLocation {
+        location: url.to_string(),
+        reason,
+    };
+    let real_root = std::fs::canonicalize(root).map_err(|e| {
+        invalid(if e.kind() == std::io::ErrorKind::NotFound {
+            "source root does not exist".into()
+        } else {
+            e.to_string()
+        })
+    })?;
+    // (relative path, directory, its real path)
+    let mut level = vec![(String::new(), root.to_path_buf(), real_root)];
+    let mut visited = std::collections::HashSet::new();
+    let mut found = Vec::new();
+    while !level.is_empty() {
+        level.sort_by(|a, b| a.0.cmp(&b.0));
+        for (relative, dir, real) in std::mem::take(&mut level) {
+            if !visited.insert(real.clone()) {
+                tracing::warn!(
+                    root = %url,
+                    path = %dir.display(),
+                    real = %real.display(),
+                    "skipping a directory already discovered through another path (a symlink loop or a second link)"
+                );
+                continue;
+            }
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if relative.is_empty() => return Err(invalid(e.to_string())),
+                Err(e) => {
+                    tracing::warn!(root = %url, dir = %relative, error = %e, "skipping a directory that cannot be listed");
+                    continue;
+                }
+            };
+            let mut subdirs: Vec<(String, FileType)> = Vec::new();
+            let mut is_table = false;
+            for entry in entries {
+                let Ok(entry) = entry else { continue };
+                let Ok(kind) = entry.file_type() else {
+                    continue;
+                };
+                let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                    tracing::warn!(root = %url, dir = %relative, "skipping an entry whose name is not UTF-8");
+                    continue;
+                };
+                if name == "_delta_log"
+                    && (kind.is_dir() || (kind.is_symlink() && entry.path().is_dir()))
+                {
+                    is_table = true;
+                    break;
+                }
+                if (kind.is_dir() || kind.is_symlink())
+                    && !name.starts_with('_')
+                    && !name.starts_with('.')
+                {
+                    subdirs.push((name, kind));
+                }
+            }
+            if is_table {
+                let name = if relative.is_empty() {
+                    root_name(url)
+                } else {
+                    relative.replace('/', ".")
+                };
+                if matcher.matches(&name) {
+                    found.push(DiscoveredTable { name, relative });
+                }
+                continue;
+            }
+            for (name, kind) in subdirs {
+                let path = dir.join(&name);
+                let real = if kind.is_dir() {
+                    real.join(&name)
+                } else {
+                    match std::fs::canonicalize(&path) {
+                        Ok(r) if r.is_dir() => r,
+                        Ok(_) => continue,
+                        Err(e) => {
+                            tracing::warn!(root = %url, path = %path.display(), error = %e, "skipping a directory that cannot be resolved");
+                            continue;
+                        }
+                    }
+                };
+                let relative = if relative.is_empty() {
+                    name
+                } else {
+                    format!("{relative}/{name}")
+                };
+                level.push((relative, path, real));
+            }
+        }
+    }
     found.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(found)
 }
@@ -203,5 +300,44 @@ mod tests {
         let names: Vec<_> = found.iter().map(|t| t.name.as_str()).collect();
         // `hr` and `hr_again` are one directory: the first in name order names it.
         assert_eq!(names, ["hr.people", "sales.orders"]);
+    }
+
+    /// The `read_dir` walk of a local root finds what object_store's listing of the same
+    /// tree finds, names with odd characters and paths alike.
+    #[tokio::test]
+    async fn the_local_walk_matches_the_store_listing() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        for t in [
+            "sales/orders",
+            "sales/eu/orders 2024",
+            "odd/a#b%c{d}",
+            "deep/x/y/z/t",
+            "_hidden/t",
+            ".dot/t",
+        ] {
+            table(&root.join(t));
+        }
+        std::fs::create_dir_all(root.join("empty/dir")).unwrap();
+        std::fs::write(root.join("sales/readme.txt"), "x").unwrap();
+        let local = discover(
+            &TableLocation::parse(root.to_str().unwrap()).unwrap(),
+            &TableFilter::default(),
+        )
+        .await
+        .unwrap();
+        let store: std::sync::Arc<dyn object_store::ObjectStore> =
+            std::sync::Arc::new(object_store::local::LocalFileSystem::new());
+        let via_store = TableLocation::with_store(
+            url::Url::from_directory_path(&root).unwrap(),
+            store,
+            Path::from_absolute_path(&root).unwrap(),
+        );
+        assert!(via_store.local_dir().is_none());
+        let listed = discover(&via_store, &TableFilter::default()).await.unwrap();
+        assert_eq!(local, listed);
+        let names: Vec<_> = local.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names.len(), 4, "{names:?}");
+        assert!(names.contains(&"deep.x.y.z.t") && names.contains(&"sales.orders"));
     }
 }
