@@ -192,7 +192,7 @@ impl DatabricksEngine {
 }
 
 /// A failure after the engine's own statement retries: final for this task.
-fn failure((statement_ids, e): (Vec<String>, DatabricksError)) -> Failure {
+pub(crate) fn failure((statement_ids, e): (Vec<String>, DatabricksError)) -> Failure {
     let mut f = Failure::new(e.kind(), e.to_string(), false);
     f.statement_ids = statement_ids;
     f

@@ -94,17 +94,6 @@ pub(crate) struct SideOptions {
     pub target: StorageOptions,
 }
 
-fn lake_failure(e: LakeError, statement_ids: Vec<String>) -> Failure {
-    let kind = if e.is_transient() {
-        ErrorKind::Transient
-    } else {
-        ErrorKind::Permanent
-    };
-    let mut f = Failure::new(kind, e.to_string(), false);
-    f.statement_ids = statement_ids;
-    f
-}
-
 /// Clone the table of `task` through storage, or say why not.
 pub(crate) async fn clone(
     pair: &Arc<WorkspacePair>,
@@ -116,7 +105,7 @@ pub(crate) async fn clone(
     let plan = match pair.storage_plan(t).await {
         Ok(StorageDecision::Copy(plan)) => plan,
         Ok(StorageDecision::Fallback(reason)) => return Ok(StorageClone::Fallback(reason)),
-        Err(e) => return Err(Failure::new(e.kind(), e.to_string(), false)),
+        Err(e) => return Err(crate::databricks::failure((Vec::new(), e))),
     };
     let StorageCopy {
         source_url,
@@ -150,10 +139,10 @@ pub(crate) async fn clone(
     );
     let src =
         TableLocation::parse_vended(&source_url, options.source.clone(), source_creds.clone())
-            .map_err(|e| lake_failure(e, Vec::new()))?;
+            .map_err(Failure::from)?;
     let dst =
         TableLocation::parse_vended(&target_url, options.target.clone(), target_creds.clone())
-            .map_err(|e| lake_failure(e, Vec::new()))?;
+            .map_err(Failure::from)?;
     let clone_options = CloneOptions {
         timestamp: task.as_of,
         parallelism: ctx.parallelism,
@@ -171,7 +160,7 @@ pub(crate) async fn clone(
                 "the native engine cannot copy {source_url}: table feature `{feature}` ({reason})"
             )));
         }
-        Err(e) => return Err(lake_failure(e, Vec::new())),
+        Err(e) => return Err(e.into()),
     };
     let mut ids = Vec::new();
     if register {
