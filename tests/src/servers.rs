@@ -71,6 +71,20 @@ pub fn wait_for(port: u16, what: &str) {
     }
 }
 
+/// Run a Python snippet (the emulators' own SDKs set up what object_store cannot), failing
+/// the test with its stderr.
+fn python(script: &str) {
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A `moto_server` (S3).
 pub struct Moto {
     _child: Child,
@@ -119,23 +133,12 @@ impl Moto {
 
     /// Create bucket `name` (with boto3: object_store has no bucket API); `s3://name`.
     pub fn bucket(&self, name: &str) -> String {
-        let out = Command::new("python3")
-            .args([
-                "-c",
-                &format!(
-                    "import boto3; boto3.client('s3', endpoint_url='http://127.0.0.1:{}', \
-                     aws_access_key_id='testing', aws_secret_access_key='testing', \
-                     region_name='us-east-1').create_bucket(Bucket='{name}')",
-                    self.port
-                ),
-            ])
-            .output()
-            .expect("python3 runs");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        python(&format!(
+            "import boto3; boto3.client('s3', endpoint_url='http://127.0.0.1:{}', \
+             aws_access_key_id='testing', aws_secret_access_key='testing', \
+             region_name='us-east-1').create_bucket(Bucket='{name}')",
+            self.port
+        ));
         format!("s3://{name}")
     }
 
@@ -211,23 +214,12 @@ impl Azurite {
     /// Create container `name` (with the Python SDK: object_store has no container API);
     /// `az://name`.
     pub fn container(&self, name: &str) -> String {
-        let out = Command::new("python3")
-            .args([
-                "-c",
-                &format!(
-                    "from azure.storage.blob import BlobServiceClient; BlobServiceClient.from_connection_string(\
-                     'DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={AZURITE_KEY};\
-                     BlobEndpoint={};').create_container('{name}')",
-                    self.endpoint()
-                ),
-            ])
-            .output()
-            .expect("python3 runs");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        python(&format!(
+            "from azure.storage.blob import BlobServiceClient; BlobServiceClient.from_connection_string(\
+             'DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={AZURITE_KEY};\
+             BlobEndpoint={};').create_container('{name}')",
+            self.endpoint()
+        ));
         format!("az://{name}")
     }
 }

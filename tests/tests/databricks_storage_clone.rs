@@ -92,25 +92,17 @@ async fn s3_table(url: &str, commits: usize) -> TableLocation {
     loc
 }
 
-/// The environment's source and target metastores with external access on, an external
-/// location for the replicas in `replicas` (`s3://bucket/replicas`), and a managed source
-/// table `prod.sales.s3orders` in another bucket; the config with `clone_mode: storage`,
-/// whose `target.storage`/`source.storage` reach S3 through `gateway`.
-async fn setup(env: &Env, gateway: &S3Gateway, replicas: &str) -> (Config, TableLocation) {
-    let src_bucket = bucket("uc-src");
-    let src_url = format!(
-        "s3://{src_bucket}/managed/{}",
-        uuid::Uuid::new_v4().simple()
-    );
-    let src = s3_table(&src_url, 4).await;
+/// A managed source table `prod.sales.<name>` at `src_url`, external access on in both
+/// metastores, and an external location of the target's over `replicas`.
+fn register(env: &Env, name: &str, src_url: &str, replicas: &str) {
     env.world.add_table(
         &env.src.metastore,
         "prod",
         "sales",
-        "s3orders",
+        name,
         Table {
             table_type: "MANAGED".into(),
-            location: PathBuf::from(&src_url),
+            location: PathBuf::from(src_url),
             properties: Default::default(),
         },
     );
@@ -121,17 +113,43 @@ async fn setup(env: &Env, gateway: &S3Gateway, replicas: &str) -> (Config, Table
         .add_storage_credential(&env.tgt.metastore, "dr-cred");
     env.world
         .add_external_location(&env.tgt.metastore, "dr-replicas", replicas, "dr-cred");
+}
+
+/// The environment's config with `clone_mode: storage` into `replicas`, and `storage` (a
+/// YAML flow map of object_store options) as both sides' storage options.
+fn storage_yaml(env: &Env, replicas: &str, storage: &str) -> String {
+    env.yaml(&format!(
+        "  clone_mode: storage\n  storage_location: {replicas}\n"
+    )) + &format!("source: {{ storage: {storage} }}\ntarget: {{ storage: {storage} }}\n")
+}
+
+fn config(yaml: &str) -> Config {
+    Config::from_yaml(yaml, std::iter::empty(), &[]).unwrap()
+}
+
+/// The S3 options that reach moto through `gateway`.
+fn through(gateway: &S3Gateway) -> String {
+    format!(
+        "{{ aws_endpoint: \"{}\", aws_allow_http: \"true\", aws_region: us-east-1 }}",
+        gateway.url
+    )
+}
+
+/// The environment's source and target metastores with external access on, an external
+/// location for the replicas in `replicas` (`s3://bucket/replicas`), and a managed source
+/// table `prod.sales.s3orders` in another bucket; the config with `clone_mode: storage`,
+/// whose `target.storage`/`source.storage` reach S3 through `gateway`.
+async fn setup(env: &Env, gateway: &S3Gateway, replicas: &str) -> (String, TableLocation) {
+    let src_bucket = bucket("uc-src");
+    let src_url = format!(
+        "s3://{src_bucket}/managed/{}",
+        uuid::Uuid::new_v4().simple()
+    );
+    let src = s3_table(&src_url, 4).await;
+    register(env, "s3orders", &src_url, replicas);
     // The emulator reaches the replicas' bucket directly (its own storage access).
     moto().location(replicas);
-    let storage = format!(
-        "{{ storage: {{ aws_endpoint: \"{}\", aws_allow_http: \"true\", aws_region: us-east-1 }} }}",
-        gateway.url
-    );
-    let yaml = env.yaml(&format!(
-        "  clone_mode: storage\n  storage_location: {replicas}\n"
-    )) + &format!("source: {storage}\ntarget: {storage}\n");
-    let config = Config::from_yaml(&yaml, std::iter::empty(), &[]).unwrap();
-    (config, src)
+    (storage_yaml(env, replicas, &through(gateway)), src)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -145,7 +163,8 @@ async fn a_managed_table_is_copied_with_vended_credentials_refreshed_mid_copy() 
         .set_credential_lifetime(Duration::from_millis(1000));
     let gateway = S3Gateway::start(&env.world, moto().port, Duration::from_millis(300)).await;
     let replicas = format!("s3://{}/replicas", bucket("uc-dr"));
-    let (config, src) = setup(&env, &gateway, &replicas).await;
+    let (yaml, src) = setup(&env, &gateway, &replicas).await;
+    let config = config(&yaml);
     let engines = Engines::from_config(&config).unwrap();
     let engine = engines.databricks().unwrap();
     let roots = replicator_engine::databricks::roots(config.databricks.as_ref().unwrap());
@@ -215,7 +234,8 @@ async fn a_refused_credential_falls_back_to_the_warehouse_and_says_why() {
     let env = Env::new().await;
     let gateway = S3Gateway::start(&env.world, moto().port, Duration::ZERO).await;
     let replicas = format!("s3://{}/replicas", bucket("uc-dr"));
-    let (config, src) = setup(&env, &gateway, &replicas).await;
+    let (yaml, src) = setup(&env, &gateway, &replicas).await;
+    let config = config(&yaml);
     // The source metastore does not allow external access.
     env.world.enable_external_access(&env.src.metastore, false);
     // Delta Sharing set up as planning does (the warehouse path reads the shared catalog).
@@ -307,36 +327,16 @@ async fn an_azure_table_is_copied_with_vended_sas_tokens_azurite_checks() {
     replicator_lake::deep_clone(&seed, &src, &Default::default())
         .await
         .unwrap();
-    env.world.add_table(
-        &env.src.metastore,
-        "prod",
-        "sales",
-        "azorders",
-        Table {
-            table_type: "MANAGED".into(),
-            location: PathBuf::from(&src_url),
-            properties: Default::default(),
-        },
-    );
-    for ms in [&env.src.metastore, &env.tgt.metastore] {
-        env.world.enable_external_access(ms, true);
-    }
     let replicas = format!("az://{dr_c}/replicas");
+    register(&env, "azorders", &src_url, &replicas);
     // The emulator reaches the replicas' container with the account key.
     TableLocation::parse_with(&replicas, azure_admin()).unwrap();
-    env.world
-        .add_storage_credential(&env.tgt.metastore, "dr-cred");
-    env.world
-        .add_external_location(&env.tgt.metastore, "dr-replicas", &replicas, "dr-cred");
     // The worker knows the account and endpoint, never the key.
     let storage = format!(
-        "{{ storage: {{ azure_storage_account_name: devstoreaccount1, azure_storage_endpoint: \"{}\", azure_allow_http: \"true\" }} }}",
+        "{{ azure_storage_account_name: devstoreaccount1, azure_storage_endpoint: \"{}\", azure_allow_http: \"true\" }}",
         azure_endpoint()
     );
-    let yaml = env.yaml(&format!(
-        "  clone_mode: storage\n  storage_location: {replicas}\n"
-    )) + &format!("source: {storage}\ntarget: {storage}\n");
-    let config = Config::from_yaml(&yaml, std::iter::empty(), &[]).unwrap();
+    let config = config(&storage_yaml(&env, &replicas, &storage));
     let engines = Engines::from_config(&config).unwrap();
     let engine = engines.databricks().unwrap();
     let roots = replicator_engine::databricks::roots(config.databricks.as_ref().unwrap());
@@ -418,32 +418,13 @@ async fn a_fleet_run_records_how_each_table_moved() {
     let env = Env::new().await;
     let gateway = S3Gateway::start(&env.world, moto().port, Duration::ZERO).await;
     let replicas = format!("s3://{}/replicas", bucket("uc-dr"));
-    let (_, src) = setup(&env, &gateway, &replicas).await;
+    let (yaml, src) = setup(&env, &gateway, &replicas).await;
     let state = env.dir.path().join("state.db");
-    let yaml = format!(
-        "{}state: {{ url: \"sqlite://{}\" }}\n",
-        env.yaml(&format!(
-            "  clone_mode: storage\n  storage_location: {replicas}\n"
-        )),
+    let config = config(&format!(
+        "{yaml}state: {{ url: \"sqlite://{}\" }}\n",
         state.display()
-    ) + &{
-        let storage = format!(
-            "{{ storage: {{ aws_endpoint: \"{}\", aws_allow_http: \"true\", aws_region: us-east-1 }} }}",
-            gateway.url
-        );
-        format!("source: {storage}\ntarget: {storage}\n")
-    };
-    let config = Config::from_yaml(&yaml, std::iter::empty(), &[]).unwrap();
-    let opts = RunOptions {
-        operation: None,
-        dry_run: false,
-        validate_only: false,
-        progress: false,
-        ingest_only: false,
-        mirror_only: false,
-        ui: false,
-    };
-    let RunOutput::Completed(done) = run(&config, &opts).await.unwrap() else {
+    ));
+    let RunOutput::Completed(done) = run(&config, &RunOptions::default()).await.unwrap() else {
         panic!("expected a completed run");
     };
     assert!(done.summary.is_success(), "{:#?}", done.summary);
