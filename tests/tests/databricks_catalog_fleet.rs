@@ -553,7 +553,7 @@ async fn a_volume_gone_from_the_source_is_kept_then_removed_with_delete_extra() 
     let copied = env.world.volume_dir(&t, MODELS).unwrap();
     assert!(copied.join("v1/weights/c.bin").is_file());
 
-    env.world.drop_volume(&s, MODELS);
+    assert!(env.world.drop_volume(&s, MODELS));
     let diff = |config: Config| async move {
         let engines = Engines::from_config(&config).unwrap();
         let engine = engines.get(EngineKind::Databricks).unwrap();

@@ -152,13 +152,16 @@ impl World {
         })
     }
 
-    /// Drop a volume as `DELETE …/volumes/{name}` would (a managed one's files with it).
-    pub fn drop_volume(&self, metastore: &str, full_name: &str) {
-        if let Some(v) = self.with_store(metastore, |s| s.volumes.remove(full_name))
-            && v.volume_type == "MANAGED"
-        {
+    /// Drop a volume as `DELETE …/volumes/{name}` does (a managed one's files with it);
+    /// whether it existed.
+    pub fn drop_volume(&self, metastore: &str, full_name: &str) -> bool {
+        let Some(v) = self.with_store(metastore, |s| s.volumes.remove(full_name)) else {
+            return false;
+        };
+        if v.volume_type == "MANAGED" {
             let _ = std::fs::remove_dir_all(&v.dir);
         }
+        true
     }
 
     /// Create a volume as `POST …/volumes` or `CREATE VOLUME` would (the schema must exist).
@@ -359,15 +362,10 @@ pub(super) fn uc(
         // (<https://docs.databricks.com/api/workspace/volumes/delete>): a managed volume's
         // files go with it; an external volume's stay in its storage location.
         ("DELETE", ["volumes", full]) => {
-            let removed = world.with_store(&me, |s| s.volumes.remove(*full));
-            match removed {
-                Some(v) => {
-                    if v.volume_type == "MANAGED" {
-                        let _ = std::fs::remove_dir_all(&v.dir);
-                    }
-                    ok(json!({}))
-                }
-                None => missing("Volume", full),
+            if world.drop_volume(&me, full) {
+                ok(json!({}))
+            } else {
+                missing("Volume", full)
             }
         }
         ("POST", ["volumes"]) => {
