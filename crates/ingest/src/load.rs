@@ -608,11 +608,8 @@ async fn merge(
             }
         }
         // The key-only scan: a target key still in the source is not a delete.
-        let present = match kspill.as_mut() {
-            Some(k) => Some(k.take(p)?),
-            None => None,
-        };
-        if let Some(present) = &present {
+        if let Some(k) = kspill.as_mut() {
+            let present = k.take(p)?;
             for (k, _, _) in present.iter() {
                 if let Some(e) = seen.get_mut(k) {
                     e.in_source = true;

@@ -84,6 +84,16 @@ impl Kind {
     }
 }
 
+/// The Arrow schema of the batches built from `columns` (every column nullable).
+fn schema_of(columns: &[Column]) -> SchemaRef {
+    Arc::new(Schema::new(
+        columns
+            .iter()
+            .map(|c| Field::new(&c.name, c.kind.arrow(), true))
+            .collect::<Vec<_>>(),
+    ))
+}
+
 /// One column: its name, how it is read, and the expression that selects it.
 #[derive(Clone, Debug)]
 struct Column {
@@ -250,12 +260,7 @@ impl SqlSource {
                 transient: false,
             });
         }
-        let schema = Arc::new(Schema::new(
-            columns
-                .iter()
-                .map(|c| Field::new(&c.name, c.kind.arrow(), true))
-                .collect::<Vec<_>>(),
-        ));
+        let schema = schema_of(&columns);
         Ok(Self {
             name,
             dialect,
@@ -326,12 +331,7 @@ impl Source for SqlSource {
                     })?;
             columns.push(c.clone());
         }
-        let schema = Arc::new(Schema::new(
-            columns
-                .iter()
-                .map(|c| Field::new(&c.name, c.kind.arrow(), true))
-                .collect::<Vec<_>>(),
-        ));
+        let schema = schema_of(&columns);
         let keys_only = SqlSource {
             name: self.name.clone(),
             dialect: self.dialect,
