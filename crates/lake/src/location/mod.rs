@@ -119,11 +119,9 @@ pub(crate) fn cloud_store(
     Ok(store)
 }
 
-fn cloud(
-    location: &str,
-    mut url: Url,
-    options: StorageOptions,
-) -> Result<TableLocation, LakeError> {
+/// An object store URL as a location's: ending in `/`, no `.` or `..` segment, and its
+/// path as the prefix inside the bucket.
+pub(crate) fn cloud_url(location: &str, mut url: Url) -> Result<(Url, Path), LakeError> {
     if !url.path().ends_with('/') {
         url.set_path(&format!("{}/", url.path()));
     }
@@ -134,8 +132,16 @@ fn cloud(
     if url.path().split('/').any(|s| s == ".." || s == ".") {
         return Err(invalid("path escapes the bucket".into()));
     }
-    let store = cloud_store(&url, &options).map_err(|e| invalid(e.to_string()))?;
     let prefix = Path::parse(url.path().trim_matches('/')).map_err(|e| invalid(e.to_string()))?;
+    Ok((url, prefix))
+}
+
+fn cloud(location: &str, url: Url, options: StorageOptions) -> Result<TableLocation, LakeError> {
+    let (url, prefix) = cloud_url(location, url)?;
+    let store = cloud_store(&url, &options).map_err(|e| LakeError::InvalidLocation {
+        location: location.to_owned(),
+        reason: e.to_string(),
+    })?;
     crate::delta_rs::register(url.scheme());
     Ok(TableLocation {
         url,

@@ -107,7 +107,7 @@ impl VendedCredentials {
         let mut held = self.held.lock().await;
         let now = Utc::now();
         if let Some(exp) = held.vended.expires_at
-            && now + margin(exp - held.received) >= exp
+            && due(held.received, exp, now)
         {
             let fresh = self
                 .vendor
@@ -237,13 +237,8 @@ impl TableLocation {
             location: location.to_owned(),
             reason,
         };
-        let mut url = Url::parse(location.trim()).map_err(|e| invalid(e.to_string()))?;
-        if !url.path().ends_with('/') {
-            url.set_path(&format!("{}/", url.path()));
-        }
-        if url.path().split('/').any(|s| s == ".." || s == ".") {
-            return Err(invalid("path escapes the bucket".into()));
-        }
+        let url = Url::parse(location.trim()).map_err(|e| invalid(e.to_string()))?;
+        let (url, prefix) = super::cloud_url(location, url)?;
         let store: Arc<dyn object_store::ObjectStore> = match cloud_kind(url.scheme()) {
             Some(Cloud::S3) => {
                 let b = object_store::aws::AmazonS3Builder::new().with_url(url.as_str());
@@ -271,8 +266,6 @@ impl TableLocation {
                 ));
             }
         };
-        let prefix = object_store::path::Path::parse(url.path().trim_matches('/'))
-            .map_err(|e| invalid(e.to_string()))?;
         let mut loc = Self::with_store(url, store, prefix);
         loc.options = options;
         loc.own_store = true;
@@ -282,7 +275,6 @@ impl TableLocation {
 
 /// Whether a credential expiring at `expires_at` (received at `received`) is replaced at
 /// `now`.
-#[cfg(test)]
 fn due(received: DateTime<Utc>, expires_at: DateTime<Utc>, now: DateTime<Utc>) -> bool {
     now + margin(expires_at - received) >= expires_at
 }
