@@ -46,6 +46,17 @@ pub struct DatabricksConfig {
     pub storage_location: Option<String>,
 }
 
+/// Whether `url` is in S3 or Azure storage, where `clone_mode: storage` copies with vended
+/// credentials (`s3`, `s3a`, `abfss`, `abfs`, `az`, `azure`).
+pub fn in_object_storage(url: &str) -> bool {
+    url.split_once("://").is_some_and(|(scheme, _)| {
+        matches!(
+            scheme.to_ascii_lowercase().as_str(),
+            "s3" | "s3a" | "abfss" | "abfs" | "az" | "azure"
+        )
+    })
+}
+
 /// How the Databricks engine moves a table's files (`databricks.clone_mode`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -250,18 +261,13 @@ impl DatabricksConfig {
         if self.sharing.recipient.trim().is_empty() {
             return Err(ConfigError::key("sharing.recipient", "must not be empty"));
         }
-        if let Some(at) = &self.storage_location {
-            let scheme = at.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
-            if !matches!(
-                scheme.as_deref(),
-                Some("s3" | "s3a" | "abfss" | "abfs" | "az" | "azure")
-            ) || at.split('/').any(|s| s == ".." || s == ".")
-            {
-                return Err(ConfigError::key(
-                    "storage_location",
-                    "must be an s3:// or abfss:// URL of an external location, without `.` or `..` segments",
-                ));
-            }
+        if let Some(at) = &self.storage_location
+            && (!in_object_storage(at) || at.split('/').any(|s| s == ".." || s == "."))
+        {
+            return Err(ConfigError::key(
+                "storage_location",
+                "must be an s3:// or abfss:// URL of an external location, without `.` or `..` segments",
+            ));
         }
         Ok(())
     }

@@ -5,6 +5,8 @@
 //! target, a streaming table, a credential kind this build cannot use) is a fallback to the
 //! warehouse `DEEP CLONE`, with the reason.
 
+use replicator_common::databricks::in_object_storage;
+
 use crate::client::{TableType, TemporaryCredential};
 use crate::{DatabricksError, Ident, TableName};
 
@@ -53,16 +55,6 @@ fn refused(e: &DatabricksError) -> bool {
         DatabricksError::NoEndpoint { .. } | DatabricksError::Auth { .. } => true,
         _ => false,
     }
-}
-
-/// Whether `url` is in object storage the native engine reaches with vended credentials.
-fn in_cloud_storage(url: &str) -> bool {
-    url.split_once("://").is_some_and(|(scheme, _)| {
-        matches!(
-            scheme.to_ascii_lowercase().as_str(),
-            "s3" | "s3a" | "abfss" | "abfs" | "az" | "azure"
-        )
-    })
 }
 
 /// Whether this build can use a vended credential.
@@ -156,7 +148,7 @@ impl WorkspacePair {
             }
         };
         for (side, url) in [("source", &source_url), ("target", &target_url)] {
-            if !in_cloud_storage(url) {
+            if !in_object_storage(url) {
                 return Ok(Fallback(format!(
                     "the {side} of {name} is at {url}, not in S3 or Azure storage"
                 )));
@@ -278,10 +270,10 @@ mod tests {
             "abfss://c@a.dfs.core.windows.net/t",
             "az://c/t",
         ] {
-            assert!(in_cloud_storage(url), "{url}");
+            assert!(in_object_storage(url), "{url}");
         }
         for url in ["file:///etc/passwd", "/local/t", "gs://b/t", "dbfs:/x"] {
-            assert!(!in_cloud_storage(url), "{url}");
+            assert!(!in_object_storage(url), "{url}");
         }
     }
 }
