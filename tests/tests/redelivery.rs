@@ -357,7 +357,10 @@ async fn a_failed_redelivery_of_a_cloned_task_still_queues_its_validation() {
         duration_ms: 1,
         statement_ids: Vec::new(),
     };
-    h.store.record_clone(&first, true).await.unwrap();
+    h.store
+        .record_clone(&first, true, &Default::default())
+        .await
+        .unwrap();
     assert_eq!(h.status().await, "cloned");
     // The redelivery cannot read its source.
     std::fs::rename(&h.task.source, format!("{}.away", h.task.source)).unwrap();

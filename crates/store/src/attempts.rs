@@ -58,11 +58,133 @@ pub(crate) const ATTEMPT_LOG: &str =
  FROM attempts a JOIN tasks t ON t.task_id = a.task_id AND t.run_id = a.run_id
  WHERE a.run_id = $1 ORDER BY a.id";
 
+/// An attempt starts on PostgreSQL in one statement (one round trip, one commit): the
+/// task's status as it was, the task moved by `$8` (one of the `START_*` updates, inlined
+/// below), the attempt row inserted. Every part of a statement sees the snapshot from before
+/// it, so `prior` is the status the delivery found.
+macro_rules! start_attempt_pg {
+    ($update:expr) => {
+        concat!(
+            "WITH prior AS (SELECT status FROM tasks WHERE task_id = $3), moved AS (",
+            $update,
+            "), started AS (INSERT INTO attempts (task_id, run_id, stage, attempt, started_at, worker) VALUES ($3, $4, $5, $6, $2, $7) RETURNING id)
+ SELECT started.id, (SELECT status FROM prior) FROM started"
+        )
+    };
+}
+pub(crate) const START_CLONE_PG: &str = start_attempt_pg!(concat!(
+    "UPDATE tasks SET status = $1, updated_at = $2 WHERE task_id = $3 AND status IN ",
+    clone_pending_sql!()
+));
+pub(crate) const START_CATALOG_PG: &str = start_attempt_pg!(
+    "UPDATE tasks SET status = $1, updated_at = $2 WHERE task_id = $3 AND status = 'queued'"
+);
+pub(crate) const START_RECONCILE_PG: &str = start_attempt_pg!(concat!(
+    "UPDATE tasks SET status = $1, updated_at = $2 WHERE task_id = $3 AND status NOT IN ",
+    terminal_sql!()
+));
+
+/// A delivery that works on a key (a clone's target) takes the key's lease and starts its
+/// first attempt in one statement on PostgreSQL: the lease (`$8`…`$11`, as
+/// [`Store::acquire_lease`]), then — only if it was taken — the task moved by `$12` and the
+/// attempt row; returns whether the lease was taken, the attempt's row (none for an unknown
+/// task) and the status the task had.
+macro_rules! start_leased_pg {
+    ($update:expr) => {
+        concat!(
+            "WITH lease AS (INSERT INTO leases (target, holder, task_id, expires_at) VALUES ($8, $9, $3, $10)
+     ON CONFLICT (target) DO UPDATE SET holder = excluded.holder, task_id = excluded.task_id,
+       expires_at = excluded.expires_at
+     WHERE leases.expires_at < $11 OR leases.holder = excluded.holder RETURNING 1),
+ prior AS (SELECT status FROM tasks WHERE task_id = $3), moved AS (",
+            $update,
+            " AND EXISTS (SELECT 1 FROM lease)), started AS (INSERT INTO attempts (task_id, run_id, stage, attempt, started_at, worker)
+   SELECT $3, $4, $5, $6, $2, $7 WHERE EXISTS (SELECT 1 FROM lease) AND EXISTS (SELECT 1 FROM prior) RETURNING id)
+ SELECT (SELECT count(*) FROM lease), (SELECT id FROM started), (SELECT status FROM prior)"
+        )
+    };
+}
+pub(crate) const START_LEASED_CLONE_PG: &str = start_leased_pg!(concat!(
+    "UPDATE tasks SET status = $1, updated_at = $2 WHERE task_id = $3 AND status IN ",
+    clone_pending_sql!()
+));
+pub(crate) const START_LEASED_CATALOG_PG: &str = start_leased_pg!(
+    "UPDATE tasks SET status = $1, updated_at = $2 WHERE task_id = $3 AND status = 'queued'"
+);
+
+/// An attempt that started: its row, and the task's status when it started (None: no such
+/// task). A status that already has the stage's result
+/// ([`TaskStatus::has_result`]) means a redelivery: the attempt is then ended as skipped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Started {
+    pub id: i64,
+    pub prior: Option<TaskStatus>,
+}
+
+impl Started {
+    /// This attempt ended with `outcome` (and `error`).
+    pub fn end(&self, outcome: AttemptOutcome, error: Option<&str>) -> AttemptEnd {
+        AttemptEnd {
+            id: self.id,
+            outcome,
+            error: error.map(str::to_owned),
+            at: now(),
+        }
+    }
+}
+
+/// How an attempt ended, to record with the stage's result ([`StageEnd`]) or alone
+/// ([`Store::attempt_finished`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AttemptEnd {
+    pub id: i64,
+    pub outcome: AttemptOutcome,
+    pub error: Option<String>,
+    /// When it ended (as stored), which may be before it is written.
+    pub at: String,
+}
+
+/// What ends with a stage's result, in the result's own transaction: the last attempt's
+/// outcome and the release of the delivery's lease. One commit instead of three per task.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StageEnd {
+    pub attempt: Option<AttemptEnd>,
+    /// The lease on a key (a clone's target) held by this delivery.
+    pub lease: Option<(String, crate::LeaseToken)>,
+}
+
+impl StageEnd {
+    /// Record the attempt's end and release the lease inside `tx`.
+    pub(crate) async fn apply(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    ) -> Result<(), StoreError> {
+        if let Some(a) = &self.attempt {
+            sqlx::query(ATTEMPT_FINISHED)
+                .bind(&a.at)
+                .bind(a.outcome.as_str())
+                .bind(a.error.as_deref())
+                .bind(a.id)
+                .execute(&mut **tx)
+                .await?;
+        }
+        if let Some((key, token)) = &self.lease {
+            sqlx::query(crate::leases::RELEASE_LEASE)
+                .bind(key)
+                .bind(token.holder())
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
 impl Store {
     /// A stage attempt starts: log it and move the task to `cloning`/`reconciling`.
     /// A clone attempt moves only a task whose clone result is not recorded yet, a
     /// reconcile attempt only a task that is not terminal: a redelivered task never
-    /// reopens a stage that has its result.
+    /// reopens a stage that has its result. Returns the attempt's row and the status the
+    /// task had before (one round trip on PostgreSQL).
     pub async fn attempt_started(
         &self,
         run_id: Uuid,
@@ -70,14 +192,33 @@ impl Store {
         stage: Stage,
         attempt: u32,
         worker: &str,
-    ) -> Result<i64, StoreError> {
+    ) -> Result<Started, StoreError> {
         let ts = now();
-        let (state, sql) = match stage {
-            Stage::Clone => (TaskStatus::Cloning, START_CLONE),
+        let (state, sql, pg) = match stage {
+            Stage::Clone => (TaskStatus::Cloning, START_CLONE, START_CLONE_PG),
             // A catalog object stays `queued` until its result: it has one stage.
-            Stage::Catalog => (TaskStatus::Queued, START_CATALOG),
-            Stage::Reconcile => (TaskStatus::Reconciling, START_RECONCILE),
+            Stage::Catalog => (TaskStatus::Queued, START_CATALOG, START_CATALOG_PG),
+            Stage::Reconcile => (TaskStatus::Reconciling, START_RECONCILE, START_RECONCILE_PG),
         };
+        if self.backend == crate::Backend::Postgres {
+            let row = sqlx::query(pg)
+                .bind(state.as_str())
+                .bind(&ts)
+                .bind(task_id.to_string())
+                .bind(run_id.to_string())
+                .bind(stage.as_str())
+                .bind(attempt as i64)
+                .bind(worker)
+                .fetch_one(&self.pool)
+                .await?;
+            let prior: Option<String> = row.get(1);
+            return Ok(Started {
+                id: row.get(0),
+                prior: prior.map(|s| s.parse()).transpose()?,
+            });
+        }
+        // SQLite: in-process, no round trips to save; the same three steps in order.
+        let prior = crate::tasks::task_status(&self.pool, task_id).await?;
         sqlx::query(sql)
             .bind(state.as_str())
             .bind(&ts)
@@ -95,21 +236,86 @@ impl Store {
         .bind(worker)
         .fetch_one(&self.pool)
         .await?;
-        Ok(row.get(0))
+        Ok(Started {
+            id: row.get(0),
+            prior,
+        })
     }
 
-    /// An attempt ended.
-    pub async fn attempt_finished(
+    /// Take the lease on `key` for `token` (as [`Store::acquire_lease`]) and, if it was
+    /// taken, start the task's first attempt of `stage` (as [`Store::attempt_started`]): one
+    /// round trip on PostgreSQL. None: another delivery holds the lease, nothing started.
+    /// Some(None): the lease is taken but no attempt row was written (no such task).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn start_leased(
         &self,
-        attempt_id: i64,
-        outcome: AttemptOutcome,
-        error: Option<&str>,
-    ) -> Result<(), StoreError> {
+        key: &str,
+        token: &crate::LeaseToken,
+        ttl: std::time::Duration,
+        run_id: Uuid,
+        task_id: Uuid,
+        stage: Stage,
+        worker: &str,
+    ) -> Result<Option<Option<Started>>, StoreError> {
+        let pg = match stage {
+            Stage::Clone => Some(START_LEASED_CLONE_PG),
+            Stage::Catalog => Some(START_LEASED_CATALOG_PG),
+            Stage::Reconcile => None,
+        };
+        let (Some(sql), crate::Backend::Postgres) = (pg, self.backend) else {
+            if !self.acquire_lease(key, token, task_id, ttl).await? {
+                return Ok(None);
+            }
+            return Ok(Some(
+                match self
+                    .attempt_started(run_id, task_id, stage, 1, worker)
+                    .await
+                {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not record the attempt");
+                        None
+                    }
+                },
+            ));
+        };
+        let ts = now();
+        let state = match stage {
+            Stage::Clone => TaskStatus::Cloning,
+            _ => TaskStatus::Queued,
+        };
+        let millis = Utc::now().timestamp_millis();
+        let row = sqlx::query(sql)
+            .bind(state.as_str())
+            .bind(&ts)
+            .bind(task_id.to_string())
+            .bind(run_id.to_string())
+            .bind(stage.as_str())
+            .bind(1_i64)
+            .bind(worker)
+            .bind(key)
+            .bind(token.holder())
+            .bind(millis + ttl.as_millis() as i64)
+            .bind(millis)
+            .fetch_one(&self.pool)
+            .await?;
+        if row.get::<i64, _>(0) == 0 {
+            return Ok(None);
+        }
+        let id: Option<i64> = row.get(1);
+        let prior: Option<String> = row.get(2);
+        let prior = prior.map(|s| s.parse()).transpose()?;
+        Ok(Some(id.map(|id| Started { id, prior })))
+    }
+
+    /// An attempt ended (one that ends without the stage's result: a retry, a deferral, a
+    /// skip; the last one ends with the result, see [`StageEnd`]).
+    pub async fn attempt_finished(&self, end: &AttemptEnd) -> Result<(), StoreError> {
         sqlx::query(ATTEMPT_FINISHED)
-            .bind(now())
-            .bind(outcome.as_str())
-            .bind(error)
-            .bind(attempt_id)
+            .bind(&end.at)
+            .bind(end.outcome.as_str())
+            .bind(end.error.as_deref())
+            .bind(end.id)
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -179,7 +385,7 @@ mod tests {
                 .await
                 .unwrap();
             store
-                .attempt_finished(id, o, Some(o.as_str()))
+                .attempt_finished(&id.end(o, Some(o.as_str())))
                 .await
                 .unwrap();
         }
@@ -203,7 +409,7 @@ mod tests {
         assert_eq!(log.iter().map(|a| a.outcome).collect::<Vec<_>>(), expected);
         assert!(log[5].finished_at.is_none() && log[4].finished_at.is_some());
         sqlx::query("UPDATE attempts SET outcome = 'exploded' WHERE id = $1")
-            .bind(running)
+            .bind(running.id)
             .execute(&store.pool)
             .await
             .unwrap();

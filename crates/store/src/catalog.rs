@@ -6,7 +6,9 @@ use replicator_proto::{CatalogOutcome, CatalogResult};
 use crate::tasks::{insert_outcome, task_status};
 use uuid::Uuid;
 
-use crate::{Recorded, Stage, Store, StoreError, TaskStatus, clone_pending_sql, now, terminal_sql};
+use crate::{
+    Recorded, Stage, StageEnd, Store, StoreError, TaskStatus, clone_pending_sql, now, terminal_sql,
+};
 
 /// The one-line account of a catalog task: what ran and what was only reported.
 pub fn catalog_detail(r: &CatalogResult) -> String {
@@ -86,7 +88,11 @@ impl Store {
 
     /// Record a catalog task's result; always terminal. Only the first one is recorded (the
     /// task is still `queued`); a later one changes nothing ([`Recorded::first`] is false).
-    pub async fn record_catalog(&self, r: &CatalogResult) -> Result<Recorded, StoreError> {
+    pub async fn record_catalog(
+        &self,
+        r: &CatalogResult,
+        end: &StageEnd,
+    ) -> Result<Recorded, StoreError> {
         let mut tx = self.pool.begin().await?;
         let state = match r.outcome {
             CatalogOutcome::Failed => TaskStatus::Failed,
@@ -142,6 +148,7 @@ impl Store {
         } else {
             task_status(&mut *tx, r.task_id).await?
         };
+        end.apply(&mut tx).await?;
         tx.commit().await?;
         Ok(Recorded { first, status })
     }
@@ -219,7 +226,13 @@ mod tests {
         assert_eq!(store.run_request(Uuid::now_v7()).await.unwrap(), None);
 
         let view = result(run_id, &tasks[1], CatalogOutcome::Applied, &[]);
-        assert!(store.record_catalog(&view).await.unwrap().first);
+        assert!(
+            store
+                .record_catalog(&view, &Default::default())
+                .await
+                .unwrap()
+                .first
+        );
         assert_eq!(store.catalog_in_flight(run_id).await.unwrap(), 0);
 
         let diffs = [
@@ -228,7 +241,10 @@ mod tests {
         ];
         let mut check = result(run_id, &tasks[2], CatalogOutcome::Mismatched, &diffs);
         check.mismatches = 2;
-        let recorded = store.record_catalog(&check).await.unwrap();
+        let recorded = store
+            .record_catalog(&check, &Default::default())
+            .await
+            .unwrap();
         assert_eq!(recorded.status, Some(TaskStatus::Mismatched));
         let summary = store.summarize(run_id).await.unwrap();
         let row = summary

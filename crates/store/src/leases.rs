@@ -27,7 +27,7 @@ impl LeaseToken {
     }
 
     /// The `holder` stored in the lease row: `worker#lease-id`.
-    fn holder(&self) -> String {
+    pub(crate) fn holder(&self) -> String {
         format!("{}#{}", self.worker, self.id)
     }
 }

@@ -41,7 +41,7 @@ mod tasks;
 mod testing;
 mod validations;
 
-pub use attempts::{AttemptLog, AttemptRecord};
+pub use attempts::{AttemptEnd, AttemptLog, AttemptRecord, StageEnd, Started};
 pub use audit::{AUDIT_TABLES, AuditTable, AuditType, AuditValue};
 pub use catalog::catalog_detail;
 pub use console::{RunOverview, TargetTask};

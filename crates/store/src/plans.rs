@@ -34,6 +34,35 @@ const HOT: &[(&str, &str)] = &[
     ("console: target history", crate::console::TARGET_HISTORY),
 ];
 
+/// PostgreSQL's own forms of hot queries (one statement where SQLite runs several).
+const HOT_POSTGRES: &[(&str, &str)] = &[
+    (
+        "attempt started (clone, PostgreSQL)",
+        crate::attempts::START_CLONE_PG,
+    ),
+    (
+        "attempt started (catalog, PostgreSQL)",
+        crate::attempts::START_CATALOG_PG,
+    ),
+    (
+        "attempt started (reconcile, PostgreSQL)",
+        crate::attempts::START_RECONCILE_PG,
+    ),
+    (
+        "lease and first attempt (clone, PostgreSQL)",
+        crate::attempts::START_LEASED_CLONE_PG,
+    ),
+    (
+        "lease and first attempt (catalog, PostgreSQL)",
+        crate::attempts::START_LEASED_CATALOG_PG,
+    ),
+    ("clone result (PostgreSQL)", crate::tasks::RECORD_CLONE_PG),
+    (
+        "validation result (PostgreSQL)",
+        crate::tasks::RECORD_RECONCILE_PG,
+    ),
+];
+
 /// How many parameters (`$1`…`$n`) a query takes.
 fn params(sql: &str) -> usize {
     let mut n = 0;
@@ -159,7 +188,7 @@ async fn every_hot_query_uses_an_index_on_postgres() {
         .await
         .unwrap();
     let mut missing = Vec::new();
-    for (name, sql) in HOT {
+    for (name, sql) in HOT.iter().chain(HOT_POSTGRES) {
         let mut literal = sql.to_string();
         for i in (1..=params(sql)).rev() {
             literal = literal.replace(&format!("${i}"), "'1'");

@@ -375,6 +375,8 @@ mod tests {
         crate::leases::tests::leases(&url).await;
         crate::leases::tests::a_worker_holds_a_lease_once_per_acquisition(&url).await;
         crate::tasks::tests::results_are_recorded_once(&url).await;
+        crate::tasks::tests::a_stage_ends_with_its_result(&url).await;
+        crate::tasks::tests::a_lease_starts_the_first_attempt(&url).await;
         drop_db(&name).await;
     }
 
@@ -407,7 +409,7 @@ mod tests {
             .await
             .unwrap();
         store
-            .attempt_finished(att, AttemptOutcome::Succeeded, None)
+            .attempt_finished(&att.end(AttemptOutcome::Succeeded, None))
             .await
             .unwrap();
         let result = CloneResult {
@@ -433,7 +435,10 @@ mod tests {
             duration_ms: 5,
             statement_ids: Vec::new(),
         };
-        store.record_clone(&result, false).await.unwrap();
+        store
+            .record_clone(&result, false, &Default::default())
+            .await
+            .unwrap();
         assert_eq!(
             store.last_source_version("/s/a.x", "/t/a.x").await.unwrap(),
             Some(3)
@@ -450,7 +455,10 @@ mod tests {
             }),
             ..result.clone()
         };
-        store.record_clone(&failed, false).await.unwrap();
+        store
+            .record_clone(&failed, false, &Default::default())
+            .await
+            .unwrap();
         assert!(store.run_progress(run_id).await.unwrap().is_complete());
         let summary = store.summarize(run_id).await.unwrap();
         assert_eq!(

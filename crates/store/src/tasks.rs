@@ -6,7 +6,9 @@ use replicator_proto::{CloneResult, Outcome, ReconcileResult, Validation};
 use sqlx::Row;
 use uuid::Uuid;
 
-use crate::{Stage, Store, StoreError, TaskStatus, clone_pending_sql, now, opt_i64, terminal_sql};
+use crate::{
+    Stage, StageEnd, Store, StoreError, TaskStatus, clone_pending_sql, now, opt_i64, terminal_sql,
+};
 
 /// What recording a stage's result did.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -29,21 +31,109 @@ pub struct TaskRecord {
     pub error: Option<String>,
 }
 
-/// A clone result on its task (by primary key), if no clone result is recorded yet.
-pub(crate) const RECORD_CLONE: &str = concat!(
-    "UPDATE tasks SET status = $1, source_version = COALESCE($2, source_version), target_version = $3,
+macro_rules! record_clone_sql {
+    () => {
+        concat!(
+            "UPDATE tasks SET status = $1, source_version = COALESCE($2, source_version), target_version = $3,
        copied_files = $4, copied_bytes = $5, removed_files = $6, error = $7, updated_at = $8,
        detail = COALESCE($10, detail)
      WHERE task_id = $9 AND status IN ",
-    clone_pending_sql!()
-);
-/// A validation result on its task (by primary key), if the task is not terminal yet.
-pub(crate) const RECORD_RECONCILE: &str = concat!(
-    "UPDATE tasks SET status = $1, source_rows = $2, target_rows = $3, error = COALESCE($4, error), updated_at = $5,
+            clone_pending_sql!()
+        )
+    };
+}
+macro_rules! record_reconcile_sql {
+    () => {
+        concat!(
+            "UPDATE tasks SET status = $1, source_rows = $2, target_rows = $3, error = COALESCE($4, error), updated_at = $5,
        source_version = COALESCE(source_version, $6), target_version = COALESCE(target_version, $7)
      WHERE task_id = $8 AND status NOT IN ",
-    terminal_sql!()
+            terminal_sql!()
+        )
+    };
+}
+/// The end of a stage inside a PostgreSQL result statement ([`StageEnd`]): the attempt's
+/// end (`$a`… are the statement's last six parameters, see [`bind_end`]) and the lease's
+/// release; either matches no row when absent (NULL).
+macro_rules! stage_end_pg {
+    ($at:literal, $outcome:literal, $error:literal, $id:literal, $key:literal, $holder:literal) => {
+        concat!(
+            ", attempt AS (UPDATE attempts SET finished_at = ",
+            $at,
+            ", outcome = ",
+            $outcome,
+            ", error = ",
+            $error,
+            " WHERE id = ",
+            $id,
+            "), lease AS (DELETE FROM leases WHERE target = ",
+            $key,
+            " AND holder = ",
+            $holder,
+            ")"
+        )
+    };
+}
+
+/// A clone result on its task (by primary key), if no clone result is recorded yet.
+pub(crate) const RECORD_CLONE: &str = record_clone_sql!();
+/// A validation result on its task (by primary key), if the task is not terminal yet.
+pub(crate) const RECORD_RECONCILE: &str = record_reconcile_sql!();
+/// A clone result on PostgreSQL in one statement (one round trip, one commit): the task's
+/// result, its outcome row if it is the first, the target's last source version (when `$19`),
+/// the attempt's end and the lease's release; returns whether the result was the first and
+/// the task's status as it was (every part of a statement sees the snapshot before it).
+pub(crate) const RECORD_CLONE_PG: &str = concat!(
+    "WITH recorded AS (",
+    record_clone_sql!(),
+    " RETURNING task_id), outcome AS (INSERT INTO outcomes (task_id, run_id, stage, outcome, detail, created_at)
+       SELECT task_id, $11, $12, $13, $14, $8 FROM recorded),
+     versions AS (INSERT INTO table_versions (source, target, table_name, source_version, target_version, run_id, updated_at)
+       SELECT $15, $16, $17, $18, $19, $11, $8 WHERE $20
+       ON CONFLICT (source, target) DO UPDATE SET source_version = excluded.source_version,
+         target_version = excluded.target_version, run_id = excluded.run_id, updated_at = excluded.updated_at)",
+    stage_end_pg!("$21", "$22", "$23", "$24", "$25", "$26"),
+    " SELECT (SELECT count(*) FROM recorded), (SELECT status FROM tasks WHERE task_id = $9)"
 );
+/// A validation result on PostgreSQL in one statement, as [`RECORD_CLONE_PG`].
+pub(crate) const RECORD_RECONCILE_PG: &str = concat!(
+    "WITH recorded AS (",
+    record_reconcile_sql!(),
+    " RETURNING task_id), outcome AS (INSERT INTO outcomes (task_id, run_id, stage, outcome, detail, created_at)
+       SELECT task_id, $9, $10, $11, $12, $5 FROM recorded)",
+    stage_end_pg!("$13", "$14", "$15", "$16", "$17", "$18"),
+    " SELECT (SELECT count(*) FROM recorded), (SELECT status FROM tasks WHERE task_id = $8)"
+);
+
+/// Bind a [`StageEnd`] as the last six parameters of a PostgreSQL result statement.
+fn bind_end<'q>(
+    q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    end: &'q StageEnd,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    let a = end.attempt.as_ref();
+    let lease = end.lease.as_ref();
+    q.bind(a.map(|a| a.at.as_str()))
+        .bind(a.map(|a| a.outcome.as_str()))
+        .bind(a.and_then(|a| a.error.as_deref()))
+        .bind(a.map(|a| a.id))
+        .bind(lease.map(|l| l.0.as_str()))
+        .bind(lease.map(|l| l.1.holder()))
+}
+
+/// What a PostgreSQL result statement returned: whether its result was the first, and the
+/// task's status before it.
+fn recorded_pg(row: &sqlx::any::AnyRow, state: TaskStatus) -> Result<Recorded, StoreError> {
+    let first = row.get::<i64, _>(0) == 1;
+    let before: Option<String> = row.get(1);
+    Ok(Recorded {
+        first,
+        status: if first {
+            Some(state)
+        } else {
+            before.map(|s| s.parse()).transpose()?
+        },
+    })
+}
 pub(crate) const FAIL_TASK: &str = concat!(
     "UPDATE tasks SET status = $1, error = $2, updated_at = $3 WHERE task_id = $4 AND status NOT IN ",
     terminal_sql!()
@@ -67,8 +157,8 @@ impl Store {
         &self,
         r: &CloneResult,
         then_reconcile: bool,
+        end: &StageEnd,
     ) -> Result<Recorded, StoreError> {
-        let mut tx = self.pool.begin().await?;
         let ts = now();
         let state = match (r.outcome, then_reconcile) {
             (Outcome::Succeeded, true) => TaskStatus::Cloned,
@@ -76,6 +166,41 @@ impl Store {
             (Outcome::Failed, _) => TaskStatus::Failed,
         };
         let m = r.metrics.clone().unwrap_or_default();
+        // What the target holds now, whichever delivery put it there.
+        let holds = match (r.outcome, r.source_version, r.target_version) {
+            (Outcome::Succeeded, Some(sv), Some(tv)) => Some((sv as i64, tv as i64)),
+            _ => None,
+        };
+        if self.backend == crate::Backend::Postgres {
+            let row = bind_end(
+                sqlx::query(RECORD_CLONE_PG)
+                    .bind(state.as_str())
+                    .bind(opt_i64(r.source_version))
+                    .bind(opt_i64(r.target_version))
+                    .bind(m.num_copied_files as i64)
+                    .bind(m.copied_files_size as i64)
+                    .bind(m.num_removed_files as i64)
+                    .bind(r.error.as_ref().map(|e| e.message.clone()))
+                    .bind(&ts)
+                    .bind(r.task_id.to_string())
+                    .bind(r.ingest.as_ref().map(|i| i.account(r.committed)))
+                    .bind(r.header.run_id.to_string())
+                    .bind(Stage::Clone.as_str())
+                    .bind(format!("{:?}", r.outcome).to_lowercase())
+                    .bind(serde_json::to_string(r).unwrap_or_default())
+                    .bind(&r.source)
+                    .bind(&r.target)
+                    .bind(&r.table)
+                    .bind(holds.map(|h| h.0))
+                    .bind(holds.map(|h| h.1))
+                    .bind(holds.is_some()),
+                end,
+            )
+            .fetch_one(&self.pool)
+            .await?;
+            return recorded_pg(&row, state);
+        }
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query(RECORD_CLONE)
             .bind(state.as_str())
             .bind(opt_i64(r.source_version))
@@ -102,10 +227,7 @@ impl Store {
             )
             .await?;
         }
-        // What the target holds now, whichever delivery put it there.
-        if let (Outcome::Succeeded, Some(sv), Some(tv)) =
-            (r.outcome, r.source_version, r.target_version)
-        {
+        if let Some((sv, tv)) = holds {
             sqlx::query(
                 "INSERT INTO table_versions (source, target, table_name, source_version, target_version, run_id, updated_at)
                  VALUES ($1, $2, $3, $4, $5, $6, $7)
@@ -115,8 +237,8 @@ impl Store {
             .bind(&r.source)
             .bind(&r.target)
             .bind(&r.table)
-            .bind(sv as i64)
-            .bind(tv as i64)
+            .bind(sv)
+            .bind(tv)
             .bind(r.header.run_id.to_string())
             .bind(&ts)
             .execute(&mut *tx)
@@ -127,14 +249,18 @@ impl Store {
         } else {
             task_status(&mut *tx, r.task_id).await?
         };
+        end.apply(&mut tx).await?;
         tx.commit().await?;
         Ok(Recorded { first, status })
     }
 
     /// Record a validation result; always terminal for the task. Only the first one is
     /// recorded: a task already terminal keeps its result ([`Recorded::first`] is false).
-    pub async fn record_reconcile(&self, r: &ReconcileResult) -> Result<Recorded, StoreError> {
-        let mut tx = self.pool.begin().await?;
+    pub async fn record_reconcile(
+        &self,
+        r: &ReconcileResult,
+        end: &StageEnd,
+    ) -> Result<Recorded, StoreError> {
         let state = match r.outcome {
             Validation::Matched => TaskStatus::Succeeded,
             Validation::Mismatched => TaskStatus::Mismatched,
@@ -154,12 +280,35 @@ impl Store {
             ),
             _ => None,
         };
+        let ts = now();
+        if self.backend == crate::Backend::Postgres {
+            let row = bind_end(
+                sqlx::query(RECORD_RECONCILE_PG)
+                    .bind(state.as_str())
+                    .bind(opt_i64(r.source_rows))
+                    .bind(opt_i64(r.target_rows))
+                    .bind(error)
+                    .bind(&ts)
+                    .bind(opt_i64(r.source_version))
+                    .bind(opt_i64(r.target_version))
+                    .bind(r.task_id.to_string())
+                    .bind(r.header.run_id.to_string())
+                    .bind(Stage::Reconcile.as_str())
+                    .bind(format!("{:?}", r.outcome).to_lowercase())
+                    .bind(serde_json::to_string(r).unwrap_or_default()),
+                end,
+            )
+            .fetch_one(&self.pool)
+            .await?;
+            return recorded_pg(&row, state);
+        }
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query(RECORD_RECONCILE)
             .bind(state.as_str())
             .bind(opt_i64(r.source_rows))
             .bind(opt_i64(r.target_rows))
             .bind(error)
-            .bind(now())
+            .bind(&ts)
             .bind(opt_i64(r.source_version))
             .bind(opt_i64(r.target_version))
             .bind(r.task_id.to_string())
@@ -167,6 +316,7 @@ impl Store {
             .await?;
         if done.rows_affected() == 0 {
             let status = task_status(&mut *tx, r.task_id).await?;
+            end.apply(&mut tx).await?;
             tx.commit().await?;
             return Ok(Recorded {
                 first: false,
@@ -182,6 +332,7 @@ impl Store {
             &serde_json::to_string(r).unwrap_or_default(),
         )
         .await?;
+        end.apply(&mut tx).await?;
         tx.commit().await?;
         Ok(Recorded {
             first: true,

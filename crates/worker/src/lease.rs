@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use replicator_store::{LeaseToken, Store};
+use replicator_store::{LeaseToken, Stage, Started, Store};
 use uuid::Uuid;
 
 /// Holds the lease on a key (a clone's target) for one delivery and renews it until released
@@ -16,18 +16,24 @@ pub(crate) struct Lease {
 }
 
 impl Lease {
-    /// Take the lease on `key` for `task_id`, or say who holds it.
-    pub(crate) async fn take(
+    /// Take the lease on `key` for `task_id` and start the task's first attempt of `stage`
+    /// (one round trip on PostgreSQL), or say who holds the lease.
+    pub(crate) async fn begin(
         key: &str,
-        task_id: Uuid,
+        task: (Uuid, Uuid),
+        stage: Stage,
         store: &Store,
         worker: &str,
         ttl: Duration,
-    ) -> Result<Lease, String> {
+    ) -> Result<(Lease, Option<Started>), String> {
+        let (run_id, task_id) = task;
         let token = LeaseToken::new(worker);
-        match store.acquire_lease(key, &token, task_id, ttl).await {
-            Ok(true) => {}
-            Ok(false) => {
+        let started = match store
+            .start_leased(key, &token, ttl, run_id, task_id, stage, worker)
+            .await
+        {
+            Ok(Some(started)) => started,
+            Ok(None) => {
                 let holder = match store.lease_holder(key).await.ok().flatten() {
                     Some((holder, _)) if holder == worker => {
                         "another delivery on this worker".to_owned()
@@ -40,7 +46,7 @@ impl Lease {
                 ));
             }
             Err(e) => return Err(format!("cannot take the lease on {key}: {e}")),
-        }
+        };
         let (store, renewing, target) = (store.clone(), token.clone(), key.to_owned());
         let renew = tokio::spawn(async move {
             loop {
@@ -54,11 +60,22 @@ impl Lease {
                 }
             }
         });
-        Ok(Lease {
-            key: key.to_owned(),
-            token,
-            renew,
-        })
+        Ok((
+            Lease {
+                key: key.to_owned(),
+                token,
+                renew,
+            },
+            started,
+        ))
+    }
+
+    /// Stop renewing and hand the lease over to be released with the stage's result, in its
+    /// transaction ([`replicator_store::StageEnd`]). Releasing it again later (the result
+    /// could not be recorded) is harmless.
+    pub(crate) fn hand_over(&self) -> (String, LeaseToken) {
+        self.renew.abort();
+        (self.key.clone(), self.token.clone())
     }
 
     pub(crate) async fn release(self, store: &Store) {

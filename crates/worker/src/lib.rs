@@ -3,16 +3,20 @@
 //! For each delivery, in order:
 //!
 //! 1. **lease** — when the work names a key (a clone's target), take the key's lease in the
-//!    store for this delivery; held by another delivery → the delivery is deferred;
-//! 2. **already done?** — a task whose stage already has its result recorded (a redelivered
-//!    task) is not worked again: one `skipped` attempt is recorded, the work's
+//!    store for this delivery, in the statement that starts the first attempt; held by
+//!    another delivery → the delivery is deferred, nothing started;
+//! 2. **already done?** — the first attempt's row is written by a statement that also reads
+//!    the task's status: a task whose stage already has its result recorded (a redelivered
+//!    task) is not worked again: that attempt ends `skipped`, the work's
 //!    [`Work::after_skip`] runs (the cloner re-queues a validation the first delivery may
 //!    have died before queueing), and the delivery is acked;
 //! 3. **attempts with retry** — every try is one attempt row (`succeeded`, `retrying` or
 //!    `failed`); a failure that says another try may help is retried with the shared
 //!    backoff, up to `retry.max_attempts`;
 //! 4. **record and publish** — the work turns the outcome into its result message, records
-//!    it (only the first result of a task stands) and publishes it;
+//!    it (only the first result of a task stands) with the last attempt's end and the
+//!    lease's release in the same transaction ([`StageEnd`]: three round trips to the store
+//!    per task and stage, not a dozen), and publishes it;
 //!    A failure the work calls "not yet" ([`Work::not_yet`]: a dependency still in flight)
 //!    records no result: the delivery is deferred and comes back later;
 //! 5. **settle** ([`settle`]) — the one rule for every stage:
@@ -22,8 +26,8 @@
 //!      can send it back once the cause is fixed;
 //!    - otherwise (a clone done, a validation that ran — matched or not) → **ack**.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -32,7 +36,9 @@ use replicator_common::metrics;
 use replicator_common::retry::{RetryPolicy, Retryable};
 use replicator_common::shutdown::CancellationToken;
 use replicator_proto::Message;
-use replicator_store::{AttemptOutcome, Recorded, Stage, Store, TaskStatus};
+use replicator_store::{
+    AttemptEnd, AttemptOutcome, Recorded, Stage, StageEnd, Started, Store, TaskStatus,
+};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
@@ -83,11 +89,14 @@ pub trait Work: Send + Sync + 'static {
     /// The result's error message when the work failed (dead-lettered with it).
     fn failure(result: &Self::Result) -> Option<&str>;
 
-    /// Record the result (the first one of a task stands) and publish what follows it.
+    /// Record the result (the first one of a task stands) with `end` — the last attempt's
+    /// outcome and the lease's release, in the result's transaction — and publish what
+    /// follows it.
     async fn record(
         &self,
         task: &Self::Task,
         result: &Self::Result,
+        end: &StageEnd,
         bus: &BusRef,
         store: &Store,
     ) -> anyhow::Result<Recorded>;
@@ -184,6 +193,14 @@ fn stage_name(stage: Stage) -> &'static str {
     }
 }
 
+/// Deliveries a worker of `concurrency` slots holds from the broker: one more per two slots,
+/// so a slot that frees finds its next task here instead of waiting for the broker to send
+/// one after the ack (a round trip per task; bench/RESULTS.md, "Scale"). Few enough that a
+/// long task keeps little waiting behind it that another worker could take.
+pub fn prefetch(concurrency: usize) -> usize {
+    concurrency + concurrency.div_ceil(2)
+}
+
 /// Start consuming the work's queue; returns once the consumer is attached. The worker stops
 /// taking tasks when `shutdown` fires and returns after in-flight tasks finish.
 pub async fn spawn<W: Work>(
@@ -194,7 +211,7 @@ pub async fn spawn<W: Work>(
     shutdown: CancellationToken,
 ) -> anyhow::Result<JoinHandle<()>> {
     let concurrency = settings.concurrency;
-    let consumer = bus.consume(work.queue(), concurrency).await?;
+    let consumer = bus.consume(work.queue(), prefetch(concurrency)).await?;
     let settings = Arc::new(settings);
     Ok(tokio::spawn(replicator_bus::worker::serve(
         consumer,
@@ -221,23 +238,45 @@ pub async fn handle<W: Work>(
     let started = Instant::now();
     let run_id = task.header().run_id;
     let (task_id, _) = W::ids(&task);
-    let lease = match work.lease_key(&task) {
-        None => None,
-        Some(key) => {
-            match Lease::take(&key, task_id, store, &settings.worker, settings.lease_ttl).await {
-                Ok(l) => Some(l),
-                Err(reason) => {
-                    tracing::info!(%reason, "task deferred");
-                    delivery.defer(&reason);
-                    return;
+    // The first attempt starts (with the key's lease, when the work names one); the same
+    // statement says where the task stood, so a redelivery of a task whose stage has its
+    // result costs no extra round trip.
+    let (lease, first) = match work.lease_key(&task) {
+        None => {
+            let first = match store
+                .attempt_started(run_id, task_id, W::STAGE, 1, &settings.worker)
+                .await
+            {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not record the attempt");
+                    None
                 }
-            }
+            };
+            (None, first)
         }
+        Some(key) => match Lease::begin(
+            &key,
+            (run_id, task_id),
+            W::STAGE,
+            store,
+            &settings.worker,
+            settings.lease_ttl,
+        )
+        .await
+        {
+            Ok((lease, first)) => (Some(lease), first),
+            Err(reason) => {
+                tracing::info!(%reason, "task deferred");
+                delivery.defer(&reason);
+                return;
+            }
+        },
     };
-    if let Ok(Some(state)) = store.task_status(task_id).await
-        && state.has_result(W::STAGE)
+    if let Some(s) = first
+        && let Some(state) = s.prior.filter(|p| p.has_result(W::STAGE))
     {
-        skip(work, &task, state, delivery, bus, store, settings).await;
+        skip(work, &task, state, s, delivery, bus, store).await;
         metrics::task_done(W::SERVICE, true, started.elapsed());
         if let Some(lease) = lease {
             lease.release(store).await;
@@ -256,17 +295,28 @@ pub async fn handle<W: Work>(
         .as_ref()
         .map(|l| l.start(settings.lineage.namespace()));
     let attempts = AtomicU32::new(0);
+    let first = Mutex::new(first);
+    // The last attempt's end, written when the next attempt starts or with the result.
+    let ended: Mutex<Option<AttemptEnd>> = Mutex::new(None);
     let (outcome, retries) = settings
         .retry
         .retry(
             || async {
                 let n = attempts.fetch_add(1, Ordering::SeqCst) + 1;
-                let id = store
-                    .attempt_started(run_id, task_id, W::STAGE, n, &settings.worker)
-                    .await
-                    .ok();
+                let before = ended.lock().expect("attempt end").take();
+                if let Some(before) = before {
+                    finish(store, &before).await;
+                }
+                let started: Option<Started> = if n == 1 {
+                    first.lock().expect("first attempt").take()
+                } else {
+                    store
+                        .attempt_started(run_id, task_id, W::STAGE, n, &settings.worker)
+                        .await
+                        .ok()
+                };
                 let r = work.attempt(&task).await;
-                if let Some(id) = id {
+                if let Some(s) = started {
                     let (o, e) = match &r {
                         Ok(_) => (AttemptOutcome::Succeeded, None),
                         Err(e) if work.not_yet(&task, e).is_some() => {
@@ -277,18 +327,20 @@ pub async fn handle<W: Work>(
                         }
                         Err(e) => (AttemptOutcome::Failed, Some(e.to_string())),
                     };
-                    if let Err(err) = store.attempt_finished(id, o, e.as_deref()).await {
-                        tracing::warn!(error = %err, "could not record the attempt");
-                    }
+                    *ended.lock().expect("attempt end") = Some(s.end(o, e.as_deref()));
                 }
                 r
             },
             |e: &W::Error, delay| tracing::warn!(error = %e, delay_ms = delay.as_millis() as u64, "{} attempt failed, retrying", stage_name(W::STAGE)),
         )
         .await;
+    let ended = ended.into_inner().expect("attempt end");
     if let Err(e) = &outcome
         && let Some(reason) = work.not_yet(&task, e)
     {
+        if let Some(end) = &ended {
+            finish(store, end).await;
+        }
         if let Some(lease) = lease {
             lease.release(store).await;
         }
@@ -300,14 +352,25 @@ pub async fn handle<W: Work>(
         settings.lineage.emit(start);
     }
     let result = work.result(&task, outcome, retries, started.elapsed());
-    let recorded = work.record(&task, &result, bus, store).await;
+    let end = StageEnd {
+        attempt: ended,
+        lease: lease.as_ref().map(|l| l.hand_over()),
+    };
+    let recorded = work.record(&task, &result, &end, bus, store).await;
     if let (Some(l), Ok(r)) = (&lineage, &recorded)
         && r.first
     {
         work.lineage_end(l, &result, &settings.lineage).await;
     }
-    if let Some(lease) = lease {
-        lease.release(store).await;
+    if recorded.is_err() {
+        // The result's transaction may not have committed: end the attempt and release the
+        // lease on their own (both are harmless if it did).
+        if let Some(a) = &end.attempt {
+            finish(store, a).await;
+        }
+        if let Some(lease) = lease {
+            lease.release(store).await;
+        }
     }
     let failure = W::failure(&result);
     metrics::task_done(W::SERVICE, failure.is_none(), started.elapsed());
@@ -332,32 +395,27 @@ pub async fn handle<W: Work>(
     }
 }
 
-/// A delivery of a task whose stage has its result: recorded as a skipped attempt, then
-/// acked (nacked if what follows the skip could not be published).
+/// An attempt's end written on its own (not with a result).
+async fn finish(store: &Store, end: &AttemptEnd) {
+    if let Err(e) = store.attempt_finished(end).await {
+        tracing::warn!(error = %e, "could not record the attempt");
+    }
+}
+
+/// A delivery of a task whose stage has its result: its attempt ends as skipped, then the
+/// delivery is acked (nacked if what follows the skip could not be published).
 async fn skip<W: Work>(
     work: &W,
     task: &W::Task,
     state: TaskStatus,
+    attempt: Started,
     delivery: Delivery,
     bus: &BusRef,
     store: &Store,
-    settings: &WorkerSettings,
 ) {
     tracing::info!(status = %state, "task delivered again after its result was recorded; the recorded result stands, this delivery is in the attempts only");
-    let run_id = task.header().run_id;
-    let (task_id, attempt) = W::ids(task);
-    if let Ok(id) = store
-        .attempt_started(run_id, task_id, W::STAGE, attempt, &settings.worker)
-        .await
-    {
-        let why = format!("task already {state}");
-        if let Err(e) = store
-            .attempt_finished(id, AttemptOutcome::Skipped, Some(&why))
-            .await
-        {
-            tracing::warn!(error = %e, "could not record the attempt");
-        }
-    }
+    let why = format!("task already {state}");
+    finish(store, &attempt.end(AttemptOutcome::Skipped, Some(&why))).await;
     match work.after_skip(task, state, bus, store).await {
         Ok(()) => delivery.ack(),
         Err(e) => {

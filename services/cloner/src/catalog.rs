@@ -25,7 +25,7 @@ use replicator_engine::{Applied, Engines, Failure, ObjectContext, inventory_appl
 use replicator_proto::{
     CatalogOutcome, CatalogResult, CatalogTask, ErrorKind, Header, ObjectKind, names,
 };
-use replicator_store::{Recorded, Stage, Store};
+use replicator_store::{Recorded, Stage, StageEnd, Store};
 use replicator_worker::Work;
 use uuid::Uuid;
 
@@ -279,10 +279,11 @@ impl Work for Cataloger {
         &self,
         _task: &CatalogTask,
         msg: &CatalogResult,
+        end: &StageEnd,
         bus: &BusRef,
         store: &Store,
     ) -> anyhow::Result<Recorded> {
-        let recorded = store.record_catalog(msg).await?;
+        let recorded = store.record_catalog(msg, end).await?;
         if recorded.first {
             let key = if msg.outcome == CatalogOutcome::Failed {
                 names::events::CATALOG_FAILED

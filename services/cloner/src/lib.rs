@@ -27,7 +27,7 @@ use replicator_lake::CloneProgress;
 use replicator_proto::{
     CloneResult, CloneTask, ErrorKind, Header, Outcome, ReconcileTask, TaskError, names,
 };
-use replicator_store::{Recorded, Stage, Store, TaskStatus};
+use replicator_store::{Recorded, Stage, StageEnd, Store, TaskStatus};
 use replicator_worker::{Work, WorkerSettings};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
@@ -239,12 +239,13 @@ impl Work for Cloner {
         &self,
         task: &CloneTask,
         msg: &CloneResult,
+        end: &StageEnd,
         bus: &BusRef,
         store: &Store,
     ) -> anyhow::Result<Recorded> {
         let succeeded = msg.outcome == Outcome::Succeeded;
         let reconciles = validates(task);
-        let recorded = store.record_clone(msg, reconciles).await?;
+        let recorded = store.record_clone(msg, reconciles, end).await?;
         // The watermark a successful ingestion reached: the next load reads after it. (A
         // worker dying before this line leaves the older one: the next load reads a few rows
         // again and merges them to the same result.)
@@ -259,21 +260,29 @@ impl Work for Cloner {
                 .await?;
         }
         // A first successful result queues its validation; so does a later one while the
-        // task still waits at `cloned` (see `after_skip`).
-        if reconciles
-            && ((succeeded && recorded.first) || recorded.status == Some(TaskStatus::Cloned))
-        {
-            let version = if succeeded { msg.source_version } else { None };
-            queue_validation(task, version, rollback_to(task, msg), bus).await?;
-        }
-        if recorded.first {
-            let key = if succeeded {
-                names::events::CLONE_SUCCEEDED
-            } else {
-                names::events::CLONE_FAILED
-            };
-            typed::publish_event(bus.as_ref(), key, msg).await?;
-        }
+        // task still waits at `cloned` (see `after_skip`). The validation and the event are
+        // published at once (two broker confirms awaited together, not one after the other).
+        let validation = async {
+            if reconciles
+                && ((succeeded && recorded.first) || recorded.status == Some(TaskStatus::Cloned))
+            {
+                let version = if succeeded { msg.source_version } else { None };
+                queue_validation(task, version, rollback_to(task, msg), bus).await?;
+            }
+            anyhow::Ok(())
+        };
+        let event = async {
+            if recorded.first {
+                let key = if succeeded {
+                    names::events::CLONE_SUCCEEDED
+                } else {
+                    names::events::CLONE_FAILED
+                };
+                typed::publish_event(bus.as_ref(), key, msg).await?;
+            }
+            anyhow::Ok(())
+        };
+        tokio::try_join!(validation, event)?;
         Ok(recorded)
     }
 

@@ -21,7 +21,7 @@ use replicator_common::retry::RetryPolicy;
 use replicator_common::shutdown::CancellationToken;
 use replicator_engine::{CheckContext, Checked, Engines, Failure};
 use replicator_proto::{ErrorKind, Header, ReconcileResult, ReconcileTask, Validation, names};
-use replicator_store::{Recorded, Stage, Store};
+use replicator_store::{Recorded, Stage, StageEnd, Store};
 use replicator_worker::{Work, WorkerSettings};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
@@ -273,10 +273,11 @@ impl Work for Reconciler {
         &self,
         _task: &ReconcileTask,
         msg: &ReconcileResult,
+        end: &StageEnd,
         bus: &BusRef,
         store: &Store,
     ) -> anyhow::Result<Recorded> {
-        let recorded = store.record_reconcile(msg).await?;
+        let recorded = store.record_reconcile(msg, end).await?;
         if recorded.first {
             let key = match msg.outcome {
                 Validation::Matched => names::events::RECONCILE_MATCHED,

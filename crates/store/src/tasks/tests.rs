@@ -17,14 +17,20 @@ async fn a_first_failed_clone_stands_against_a_later_success() {
     let failed = clone_result(run_id, &tasks[0], Outcome::Failed, 0);
     let succeeded = clone_result(run_id, &tasks[0], Outcome::Succeeded, 3);
     assert_eq!(
-        store.record_clone(&failed, true).await.unwrap(),
+        store
+            .record_clone(&failed, true, &Default::default())
+            .await
+            .unwrap(),
         Recorded {
             first: true,
             status: Some(TaskStatus::Failed)
         }
     );
     assert_eq!(
-        store.record_clone(&succeeded, true).await.unwrap(),
+        store
+            .record_clone(&succeeded, true, &Default::default())
+            .await
+            .unwrap(),
         Recorded {
             first: false,
             status: Some(TaskStatus::Failed)
@@ -62,7 +68,13 @@ async fn a_first_validation_stands() {
         .unwrap();
     assert_eq!(status().await, Some(TaskStatus::Cloning));
     let cloned = clone_result(run_id, &tasks[0], Outcome::Succeeded, 1);
-    assert!(store.record_clone(&cloned, true).await.unwrap().first);
+    assert!(
+        store
+            .record_clone(&cloned, true, &Default::default())
+            .await
+            .unwrap()
+            .first
+    );
     assert_eq!(status().await, Some(TaskStatus::Cloned));
     store
         .attempt_started(run_id, id, Stage::Reconcile, 1, "r1")
@@ -71,7 +83,10 @@ async fn a_first_validation_stands() {
     assert_eq!(status().await, Some(TaskStatus::Reconciling));
     let mismatched = reconcile_result(run_id, &tasks[0], Validation::Mismatched);
     assert_eq!(
-        store.record_reconcile(&mismatched).await.unwrap(),
+        store
+            .record_reconcile(&mismatched, &Default::default())
+            .await
+            .unwrap(),
         Recorded {
             first: true,
             status: Some(TaskStatus::Mismatched)
@@ -79,7 +94,10 @@ async fn a_first_validation_stands() {
     );
     let matched = reconcile_result(run_id, &tasks[0], Validation::Matched);
     assert_eq!(
-        store.record_reconcile(&matched).await.unwrap(),
+        store
+            .record_reconcile(&matched, &Default::default())
+            .await
+            .unwrap(),
         Recorded {
             first: false,
             status: Some(TaskStatus::Mismatched)
@@ -121,9 +139,21 @@ async fn results_of_an_unknown_task_record_nothing() {
         status: None,
     };
     let clone = clone_result(run_id, &ghost, Outcome::Succeeded, 1);
-    assert_eq!(store.record_clone(&clone, true).await.unwrap(), none);
+    assert_eq!(
+        store
+            .record_clone(&clone, true, &Default::default())
+            .await
+            .unwrap(),
+        none
+    );
     let validation = reconcile_result(run_id, &ghost, Validation::Matched);
-    assert_eq!(store.record_reconcile(&validation).await.unwrap(), none);
+    assert_eq!(
+        store
+            .record_reconcile(&validation, &Default::default())
+            .await
+            .unwrap(),
+        none
+    );
     assert_eq!(store.task_status(ghost.task_id).await.unwrap(), None);
     assert!(store.outcomes(run_id).await.unwrap().is_empty());
 }
@@ -230,7 +260,10 @@ pub(crate) async fn results_are_recorded_once(url: &str) {
         .attempt_started(run_id, task.task_id, Stage::Clone, 1, "w1")
         .await
         .unwrap();
-    let first = store.record_clone(&clone(6), true).await.unwrap();
+    let first = store
+        .record_clone(&clone(6), true, &Default::default())
+        .await
+        .unwrap();
     assert_eq!(
         first,
         Recorded {
@@ -252,7 +285,10 @@ pub(crate) async fn results_are_recorded_once(url: &str) {
             .map(TaskStatus::as_str),
         Some("cloned")
     );
-    let again = store.record_clone(&clone(0), true).await.unwrap();
+    let again = store
+        .record_clone(&clone(0), true, &Default::default())
+        .await
+        .unwrap();
     assert_eq!(
         again,
         Recorded {
@@ -279,13 +315,22 @@ pub(crate) async fn results_are_recorded_once(url: &str) {
         rolled_back_to: None,
         depth: Default::default(),
     };
-    assert!(store.record_reconcile(&reconciled).await.unwrap().first);
+    assert!(
+        store
+            .record_reconcile(&reconciled, &Default::default())
+            .await
+            .unwrap()
+            .first
+    );
     // After the task succeeded: neither a clone nor a validation changes it.
     store
         .attempt_started(run_id, task.task_id, Stage::Clone, 1, "w2")
         .await
         .unwrap();
-    let late = store.record_clone(&clone(0), true).await.unwrap();
+    let late = store
+        .record_clone(&clone(0), true, &Default::default())
+        .await
+        .unwrap();
     assert_eq!(
         late,
         Recorded {
@@ -301,7 +346,13 @@ pub(crate) async fn results_are_recorded_once(url: &str) {
         }),
         ..reconciled
     };
-    assert!(!store.record_reconcile(&failed).await.unwrap().first);
+    assert!(
+        !store
+            .record_reconcile(&failed, &Default::default())
+            .await
+            .unwrap()
+            .first
+    );
     let summary = store.summarize(run_id).await.unwrap();
     assert_eq!(
         (
@@ -320,4 +371,173 @@ pub(crate) async fn results_are_recorded_once(url: &str) {
     assert_eq!(stages, [("clone", "succeeded"), ("reconcile", "matched")]);
     // Every delivery's attempt is in the audit.
     assert_eq!(store.attempts(run_id).await.unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn a_stage_ends_with_its_result_on_sqlite() {
+    let (url, _dir) = sqlite_file();
+    a_stage_ends_with_its_result(&url).await;
+    a_lease_starts_the_first_attempt(&url).await;
+}
+
+/// Taking a key's lease starts the first attempt with it; a lease held by another delivery
+/// starts nothing; an unknown task gets the lease but no attempt.
+pub(crate) async fn a_lease_starts_the_first_attempt(url: &str) {
+    use crate::LeaseToken;
+    let store = Store::open(url).await.unwrap();
+    let (run_id, tasks) = new_run(&store, &["a.x"]).await;
+    let (id, target) = (tasks[0].task_id, tasks[0].target.clone());
+    let ttl = std::time::Duration::from_secs(60);
+    let (w1, w2) = (LeaseToken::new("w1"), LeaseToken::new("w2"));
+    let started = store
+        .start_leased(&target, &w1, ttl, run_id, id, Stage::Clone, "w1")
+        .await
+        .unwrap()
+        .expect("lease taken")
+        .expect("attempt started");
+    assert_eq!(started.prior, Some(TaskStatus::Queued));
+    assert_eq!(
+        store.task_status(id).await.unwrap(),
+        Some(TaskStatus::Cloning)
+    );
+    assert_eq!(
+        store.lease_holder(&target).await.unwrap().map(|h| h.1),
+        Some(Some(w1.id))
+    );
+    // Another delivery: refused, and neither an attempt nor a status change.
+    assert_eq!(
+        store
+            .start_leased(&target, &w2, ttl, run_id, id, Stage::Clone, "w2")
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(store.attempts(run_id).await.unwrap().len(), 1);
+    store.release_lease(&target, &w1).await.unwrap();
+    let again = store
+        .start_leased(&target, &w2, ttl, run_id, id, Stage::Clone, "w2")
+        .await
+        .unwrap()
+        .expect("free again")
+        .expect("attempt started");
+    assert_eq!(again.prior, Some(TaskStatus::Cloning));
+    let unknown = store
+        .start_leased(
+            "/t/none",
+            &w1,
+            ttl,
+            run_id,
+            Uuid::now_v7(),
+            Stage::Clone,
+            "w1",
+        )
+        .await
+        .unwrap();
+    assert_eq!(unknown, Some(None));
+}
+
+/// An attempt's start says where the task stood (a redelivery finds its stage's result);
+/// the last attempt's end and the lease's release commit with the result — also when the
+/// result is not the first — and a retried attempt's end is written on its own.
+pub(crate) async fn a_stage_ends_with_its_result(url: &str) {
+    use crate::{AttemptOutcome, LeaseToken, StageEnd};
+    let store = Store::open(url).await.unwrap();
+    let (run_id, tasks) = new_run(&store, &["a.x"]).await;
+    let (id, target) = (tasks[0].task_id, tasks[0].target.clone());
+    let token = LeaseToken::new("w1");
+    let ttl = std::time::Duration::from_secs(60);
+    assert!(store.acquire_lease(&target, &token, id, ttl).await.unwrap());
+    let first = store
+        .attempt_started(run_id, id, Stage::Clone, 1, "w1")
+        .await
+        .unwrap();
+    assert_eq!(first.prior, Some(TaskStatus::Queued));
+    assert_eq!(
+        store.task_status(id).await.unwrap(),
+        Some(TaskStatus::Cloning)
+    );
+    store
+        .attempt_finished(&first.end(AttemptOutcome::Retrying, Some("timeout")))
+        .await
+        .unwrap();
+    let second = store
+        .attempt_started(run_id, id, Stage::Clone, 2, "w1")
+        .await
+        .unwrap();
+    assert_eq!(second.prior, Some(TaskStatus::Cloning));
+    let end = StageEnd {
+        attempt: Some(second.end(AttemptOutcome::Succeeded, None)),
+        lease: Some((target.clone(), token.clone())),
+    };
+    let cloned = clone_result(run_id, &tasks[0], Outcome::Succeeded, 2);
+    assert_eq!(
+        store.record_clone(&cloned, true, &end).await.unwrap(),
+        Recorded {
+            first: true,
+            status: Some(TaskStatus::Cloned)
+        }
+    );
+    assert_eq!(store.lease_holder(&target).await.unwrap(), None, "released");
+    let outcomes: Vec<_> = store
+        .attempts(run_id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| (a.attempt, a.outcome, a.error))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            (
+                1,
+                Some(AttemptOutcome::Retrying),
+                Some("timeout".to_owned())
+            ),
+            (2, Some(AttemptOutcome::Succeeded), None)
+        ]
+    );
+    // A redelivery: its start finds the clone's result; its late result is not the first
+    // but still ends its attempt and releases its lease.
+    let token2 = LeaseToken::new("w2");
+    assert!(
+        store
+            .acquire_lease(&target, &token2, id, ttl)
+            .await
+            .unwrap()
+    );
+    let again = store
+        .attempt_started(run_id, id, Stage::Clone, 1, "w2")
+        .await
+        .unwrap();
+    assert_eq!(again.prior, Some(TaskStatus::Cloned));
+    assert!(again.prior.unwrap().has_result(Stage::Clone));
+    let end = StageEnd {
+        attempt: Some(again.end(AttemptOutcome::Succeeded, None)),
+        lease: Some((target.clone(), token2)),
+    };
+    let late = store.record_clone(&cloned, true, &end).await.unwrap();
+    assert!(!late.first);
+    assert_eq!(store.lease_holder(&target).await.unwrap(), None);
+    // The validation stage: its start finds `cloned`, its result ends its attempt.
+    let check = store
+        .attempt_started(run_id, id, Stage::Reconcile, 1, "r1")
+        .await
+        .unwrap();
+    assert_eq!(check.prior, Some(TaskStatus::Cloned));
+    let end = StageEnd {
+        attempt: Some(check.end(AttemptOutcome::Succeeded, None)),
+        lease: None,
+    };
+    let matched = reconcile_result(run_id, &tasks[0], Validation::Matched);
+    assert!(store.record_reconcile(&matched, &end).await.unwrap().first);
+    let attempts = store.attempts(run_id).await.unwrap();
+    assert_eq!(attempts.len(), 4);
+    assert!(attempts.iter().all(|a| a.outcome.is_some()), "{attempts:?}");
+    // An unknown task has no attempts (the worker then works without an attempt row).
+    assert!(
+        store
+            .attempt_started(run_id, Uuid::now_v7(), Stage::Clone, 1, "w1")
+            .await
+            .is_err()
+    );
 }
