@@ -4,22 +4,27 @@
 # `read_database_uri` over connectorx + deltalake `write_deltalake`), then 1% of the rows
 # updated and 0.1% deleted: replicator's merge (which finds the changes itself, every row
 # compared by key and row hash) against deltalake's `merge` given the change set. Prints
-# times, rows/s, peak RSS and the ratios. See bench/README.md.
-# Usage: bench/ingest.sh [--profile release|dev] [--rows N]
+# times, rows/s, peak RSS and the ratios. With --watermark the table has an `updated_at`
+# column that the updates set, and replicator reads only the rows past its watermark (plus
+# a key-only scan to find the deletes, `hard_deletes: true`): the same change set the
+# baseline is handed. See bench/README.md.
+# Usage: bench/ingest.sh [--profile release|dev] [--rows N] [--watermark]
 set -euo pipefail
 
 ROWS=${ROWS:-2000000}
 BENCH_DIR=${BENCH_DIR:-/tmp/replicator-bench-ingest}
 PG=${PG:-postgres://postgres@127.0.0.1:5432/test}
 PROFILE=release
+WATERMARK=0
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$(cd "$(dirname "$0")/.." && pwd)/target}
 DURABLE=0
 
-usage() { sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 while (($#)); do
     case $1 in
         --profile) PROFILE=$2; shift ;;
         --rows) ROWS=$2; shift ;;
+        --watermark) WATERMARK=1 ;;
         -h|--help) usage 0 ;;
         *) echo "unknown argument: $1" >&2; usage 2 >&2 ;;
     esac
@@ -62,6 +67,13 @@ sql "DROP TABLE IF EXISTS $T_NAME;
        timestamptz '2024-01-01 00:00:00+00' + g * interval '1 second',
        CASE WHEN g % 10 = 0 THEN NULL ELSE md5(g::text) END
      FROM generate_series(1, $ROWS) g;"
+if ((WATERMARK)); then
+    sql "ALTER TABLE $T_NAME ADD COLUMN updated_at timestamptz NOT NULL DEFAULT timestamptz '2024-06-01 00:00:00+00';
+         CREATE INDEX ON $T_NAME (updated_at)"
+    INCREMENTAL=", watermark: updated_at"
+else
+    INCREMENTAL=""
+fi
 sql "VACUUM ANALYZE $T_NAME"
 
 echo "$PG" > "$BENCH_DIR/pg.url"
@@ -72,7 +84,7 @@ log: { level: warn }
 ingest:
   validate: false
   sources:
-    - { type: postgres, connection: "file:$BENCH_DIR/pg.url", table: $T_NAME, primary_key: [id], target: orders, hard_deletes: true }
+    - { type: postgres, connection: "file:$BENCH_DIR/pg.url", table: $T_NAME, primary_key: [id], target: orders, hard_deletes: true$INCREMENTAL }
 YAML
 
 cat > "$BENCH_DIR/baseline.py" <<'PY'
@@ -110,9 +122,15 @@ py_full
 P_FULL=$T P_FULL_RSS=$RSS
 
 log "changing 1% of the rows, deleting 0.1%"
-sql "UPDATE $T_NAME SET amount = amount + 1, note = 'changed' WHERE id % 100 = 1;
+SET_WATERMARK=""
+((WATERMARK)) && SET_WATERMARK=", updated_at = now()"
+sql "UPDATE $T_NAME SET amount = amount + 1, note = 'changed'$SET_WATERMARK WHERE id % 100 = 1;
      DELETE FROM $T_NAME WHERE id % 1000 = 5;"
-log "merge: replicator (finds the changes itself)"
+if ((WATERMARK)); then
+    log "merge: replicator (rows past the watermark, deletes by a key-only scan)"
+else
+    log "merge: replicator (finds the changes itself)"
+fi
 rep
 grep -q '"succeeded":1' "$BENCH_DIR/rep.json" || { cat "$BENCH_DIR/rep.json" >&2; exit 1; }
 DETAIL=$(sed -n 's/.*"detail":"\([^"]*\)".*/\1/p' "$BENCH_DIR/rep.json")
@@ -126,7 +144,9 @@ sql "DROP TABLE $T_NAME"
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 rate() { awk -v n="$1" -v t="$2" 'BEGIN { printf "%.0f", n / t }'; }
 echo
-echo "ingest benchmark: $ROWS rows × 10 columns, PostgreSQL → local Delta ($PROFILE build); load before: $LOAD_START, after: $(cut -d' ' -f1-3 /proc/loadavg)"
+MODE="key+row-hash comparison"
+((WATERMARK)) && MODE="watermark (updated_at) + key-only delete scan"
+echo "ingest benchmark: $ROWS rows × 10 columns, replicator's merge by $MODE, PostgreSQL → local Delta ($PROFILE build); load before: $LOAD_START, after: $(cut -d' ' -f1-3 /proc/loadavg)"
 printf '%-36s %10s %12s %12s\n' "" "time (s)" "rows/s" "peak RSS MB"
 printf '%-36s %10s %12s %12s\n' "full load: replicator" "$R_FULL" "$(rate "$ROWS" "$R_FULL")" "$((R_FULL_RSS / 1024))"
 printf '%-36s %10s %12s %12s\n' "full load: polars + write_deltalake" "$P_FULL" "$(rate "$ROWS" "$P_FULL")" "$((P_FULL_RSS / 1024))"
