@@ -60,7 +60,7 @@ LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 
 log "building release binaries (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
 (cd "$ROOT" && cargo build --release --quiet -p replicator-cli --bin replicator \
-    -p replicator-lake --example gen_estate)
+    -p replicator-lake --example gen_estate -p replicator-bus --example amqp_baseline)
 REPLICATOR=${REPLICATOR_BIN:-$CARGO_TARGET_DIR/release/replicator}
 GEN=$CARGO_TARGET_DIR/release/examples/gen_estate
 
@@ -243,6 +243,16 @@ if ((PLAN_ONLY)); then
     PLAN=$(plan_secs "$BENCH_DIR/planner.log")
     [[ -n $PLAN ]] || { echo "the planner did not finish" >&2; cat "$BENCH_DIR/planner.log" >&2; exit 1; }
     check "$(sql "SELECT COUNT(*) FROM tasks")" "$TABLES" "task rows"
+    # Baseline in the same run: the raw broker publishing as many messages of the same size
+    # (the planner's queue's average), persistent, confirmed, as many in flight as the planner.
+    SIZE=$(rabbitmqctl list_queues -q name messages message_bytes 2>/dev/null |
+        awk -v q="$PREFIX.tasks.clone" '$1 == q && $2 > 0 { printf "%d", $3 / $2 }')
+    SIZE=${SIZE:-600}
+    log "raw broker: $TABLES messages of $SIZE bytes, 256 confirms in flight, no consumer"
+    RAW=$("$CARGO_TARGET_DIR/release/examples/amqp_baseline" "$AMQP_URL" "$TABLES" "$SIZE" 8 256 publish-only |
+        python3 -c 'import json,sys; print(json.load(sys.stdin)["publish_s"])')
+    PUBLISH=$(grep 'run planned' "$BENCH_DIR/planner.log" | tail -n 1 |
+        sed -n 's/.*publish_ms=\([0-9]*\).*/\1/p' | awk '{ printf "%.2f", $1 / 1000 }')
     echo
     echo "Planning $TABLES tables: the fleet's planner alone (discovery, task rows in PostgreSQL, tasks published to RabbitMQ)"
     echo "replicator: $REPLICATOR ($(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?') when built here)"
@@ -255,6 +265,9 @@ if ((PLAN_ONLY)); then
         "$(awk -v v="$PLAN" 'BEGIN { print (v < 5) ? "PASS" : "MISS" }')"
     printf '| %-20s | %10s | %-6s | %-6s |\n' "planner peak RSS" \
         "$(awk -v k="$(peak "${PID_OF[planner]}")" 'BEGIN { printf "%.0f MiB", k / 1024 }')" - -
+    echo
+    echo "baseline: the raw broker publishing $TABLES messages of $SIZE bytes (persistent, confirmed, 256 in flight): $RAW s"
+    echo "the planner's publishing: $PUBLISH s = $(awk -v a="$RAW" -v b="$PUBLISH" 'BEGIN { printf "%.2f", a / b }')x the raw broker's speed"
     exit 0
 fi
 

@@ -8,7 +8,7 @@
 # column that the updates set, and replicator reads only the rows past its watermark (plus
 # a key-only scan to find the deletes, `hard_deletes: true`): the same change set the
 # baseline is handed. See bench/README.md.
-# Usage: bench/ingest.sh [--profile release|dev] [--rows N] [--watermark]
+# Usage: [REPLICATOR_BIN=…] bench/ingest.sh [--profile release|dev] [--rows N] [--watermark]
 set -euo pipefail
 
 ROWS=${ROWS:-2000000}
@@ -44,13 +44,18 @@ command -v psql >/dev/null || { echo "psql not found" >&2; exit 1; }
 source "$ROOT/bench/lib.sh"
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 
-log "building replicator ($PROFILE profile, CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
-if [[ $PROFILE == release ]]; then
-    (cd "$ROOT" && cargo build --release --quiet --workspace --bin replicator)
-    REPLICATOR=$CARGO_TARGET_DIR/release/replicator
+REPLICATOR_BIN=${REPLICATOR_BIN:-}    # time this binary instead of building one
+if [[ -n $REPLICATOR_BIN ]]; then
+    REPLICATOR=$REPLICATOR_BIN
 else
-    (cd "$ROOT" && cargo build --quiet --workspace --bin replicator)
-    REPLICATOR=$CARGO_TARGET_DIR/debug/replicator
+    log "building replicator ($PROFILE profile, CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
+    if [[ $PROFILE == release ]]; then
+        (cd "$ROOT" && cargo build --release --quiet --workspace --bin replicator)
+        REPLICATOR=$CARGO_TARGET_DIR/release/replicator
+    else
+        (cd "$ROOT" && cargo build --quiet --workspace --bin replicator)
+        REPLICATOR=$CARGO_TARGET_DIR/debug/replicator
+    fi
 fi
 
 rm -rf "$BENCH_DIR"

@@ -3,9 +3,11 @@
 //! persistent messages, publisher confirms, manual acks, prefetch).
 //!
 //! ```text
-//! amqp_baseline AMQP_URL MESSAGES BYTES [PREFETCH]
+//! amqp_baseline AMQP_URL MESSAGES BYTES [PREFETCH] [IN_FLIGHT] [publish-only]
 //! ```
-//! Prints one JSON line: messages, bytes, publish_s, total_s, per_s.
+//! Prints one JSON line: messages, bytes, publish_s, total_s, per_s. IN_FLIGHT (8) publishes
+//! wait for their confirms at once; `publish-only` attaches no consumer (the planner's case:
+//! `bench/estate.sh --plan-only` prints this baseline beside the planning time).
 
 use std::time::Instant;
 
@@ -20,12 +22,14 @@ use lapin::{BasicProperties, Connection, ConnectionProperties};
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let url = args
-        .first()
-        .ok_or("usage: amqp_baseline AMQP_URL MESSAGES BYTES [PREFETCH]")?;
+    let url = args.first().ok_or(
+        "usage: amqp_baseline AMQP_URL MESSAGES BYTES [PREFETCH] [IN_FLIGHT] [publish-only]",
+    )?;
     let n: usize = args.get(1).ok_or("MESSAGES")?.parse()?;
     let size: usize = args.get(2).ok_or("BYTES")?.parse()?;
     let prefetch: u16 = args.get(3).map(|p| p.parse()).transpose()?.unwrap_or(8);
+    let in_flight: usize = args.get(4).map(|p| p.parse()).transpose()?.unwrap_or(8);
+    let consume_too = args.get(5).map(String::as_str) != Some("publish-only");
     let conn = Connection::connect(url, ConnectionProperties::default()).await?;
     let queue = format!("baseline-{}", uuid::Uuid::new_v4().simple());
     let publisher = conn.create_channel().await?;
@@ -56,6 +60,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .await?;
     let started = Instant::now();
     let consume = tokio::spawn(async move {
+        if !consume_too {
+            return Ok(Instant::now());
+        }
         for _ in 0..n {
             let d = consumer.next().await.expect("delivery")?;
             d.ack(BasicAckOptions::default()).await?;
@@ -83,7 +90,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .await
             }
         })
-        .buffer_unordered(8)
+        .buffer_unordered(in_flight)
         .collect::<Vec<_>>()
         .await;
     for p in publishes {
@@ -91,7 +98,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let published = started.elapsed().as_secs_f64();
     let done = consume.await??;
-    let total = (done - started).as_secs_f64();
+    let total = if consume_too {
+        (done - started).as_secs_f64()
+    } else {
+        published
+    };
     publisher
         .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
         .await?;
