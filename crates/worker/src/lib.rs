@@ -296,7 +296,8 @@ pub async fn handle<W: Work>(
         .map(|l| l.start(settings.lineage.namespace()));
     let attempts = AtomicU32::new(0);
     let first = Mutex::new(first);
-    // The last attempt's end, written when the next attempt starts or with the result.
+    // The last attempt's end, written with the result (or when another attempt starts).
+    // An attempt that will be retried ends at once: the backoff may be long.
     let ended: Mutex<Option<AttemptEnd>> = Mutex::new(None);
     let (outcome, retries) = settings
         .retry
@@ -327,7 +328,13 @@ pub async fn handle<W: Work>(
                         }
                         Err(e) => (AttemptOutcome::Failed, Some(e.to_string())),
                     };
-                    *ended.lock().expect("attempt end") = Some(s.end(o, e.as_deref()));
+                    let end = s.end(o, e.as_deref());
+                    if o == AttemptOutcome::Retrying {
+                        // Another try follows after a backoff: the log says so now.
+                        finish(store, &end).await;
+                    } else {
+                        *ended.lock().expect("attempt end") = Some(end);
+                    }
                 }
                 r
             },
@@ -428,6 +435,221 @@ async fn skip<W: Work>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use replicator_bus::{MemoryBus, typed};
+    use replicator_proto::{
+        CloneResult, CloneTask, EngineKind, ErrorKind, Header, Operation, Outcome,
+        ReplicationRequest, TableFilter, TaskError,
+    };
+    use replicator_store::NewTask;
+
+    /// Fails its first `fails` attempts with a transient error, then succeeds.
+    struct Flaky {
+        fails: AtomicU32,
+    }
+
+    #[derive(Debug)]
+    struct Transient;
+    impl std::fmt::Display for Transient {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("the store blinked")
+        }
+    }
+    impl Retryable for Transient {
+        fn is_transient(&self) -> bool {
+            true
+        }
+    }
+
+    #[async_trait]
+    impl Work for Flaky {
+        type Task = CloneTask;
+        type Output = ();
+        type Error = Transient;
+        type Result = CloneResult;
+        const SERVICE: &'static str = "flaky";
+        const STAGE: Stage = Stage::Clone;
+
+        fn queue(&self) -> &'static str {
+            "flaky"
+        }
+        fn span(_: &CloneTask) -> tracing::Span {
+            tracing::Span::none()
+        }
+        fn ids(task: &CloneTask) -> (Uuid, u32) {
+            (task.task_id, task.attempt)
+        }
+        fn lease_key(&self, task: &CloneTask) -> Option<String> {
+            Some(task.target.clone())
+        }
+        async fn attempt(&self, _: &CloneTask) -> Result<(), Transient> {
+            let left = self.fails.load(Ordering::SeqCst);
+            if left > 0 {
+                self.fails.store(left - 1, Ordering::SeqCst);
+                return Err(Transient);
+            }
+            Ok(())
+        }
+        fn result(
+            &self,
+            task: &CloneTask,
+            outcome: Result<(), Transient>,
+            retries: u32,
+            took: Duration,
+        ) -> CloneResult {
+            CloneResult {
+                header: Header::new(task.header.run_id),
+                task_id: task.task_id,
+                attempt: task.attempt,
+                table: task.table.clone(),
+                source: task.source.clone(),
+                target: task.target.clone(),
+                outcome: if outcome.is_ok() {
+                    Outcome::Succeeded
+                } else {
+                    Outcome::Failed
+                },
+                source_version: Some(1),
+                target_version: Some(1),
+                committed: true,
+                metrics: None,
+                error: outcome.err().map(|e| TaskError {
+                    kind: ErrorKind::Transient,
+                    message: e.to_string(),
+                }),
+                retries,
+                duration_ms: took.as_millis() as u64,
+                statement_ids: Vec::new(),
+                ingest: None,
+                clone_path: None,
+            }
+        }
+        fn failure(result: &CloneResult) -> Option<&str> {
+            result.error.as_ref().map(|e| e.message.as_str())
+        }
+        async fn record(
+            &self,
+            _: &CloneTask,
+            result: &CloneResult,
+            end: &StageEnd,
+            _: &BusRef,
+            store: &Store,
+        ) -> anyhow::Result<Recorded> {
+            Ok(store.record_clone(result, false, end).await?)
+        }
+    }
+
+    /// A task that fails once with a transient error: its first attempt's end is in the log
+    /// during the backoff (not only once the task is done), the second ends with the result,
+    /// and the lease taken with the first attempt is released with the result.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_retried_attempt_is_logged_before_its_backoff_and_the_last_with_the_result() {
+        let store = Store::open("sqlite::memory:").await.unwrap();
+        let run_id = Uuid::now_v7();
+        let request = ReplicationRequest {
+            ingest: Vec::new(),
+            header: Header::new(run_id),
+            operation: Operation::Replication,
+            source_root: "/s".into(),
+            target_root: "/t".into(),
+            tables: TableFilter::default(),
+            version: None,
+            requested_by: None,
+            engine: EngineKind::default(),
+            replace: false,
+            external_roots: Vec::new(),
+            as_of: None,
+            group: None,
+            catalog: false,
+            mirror: false,
+        };
+        let task = CloneTask {
+            ingest: None,
+            header: Header::new(run_id),
+            task_id: Uuid::now_v7(),
+            attempt: 1,
+            table: "a.x".into(),
+            source: "/s/a/x".into(),
+            target: "/t/a/x".into(),
+            version: None,
+            operation: Operation::Replication,
+            engine: EngineKind::default(),
+            replace: false,
+            external_roots: Vec::new(),
+            as_of: None,
+        };
+        let row = NewTask {
+            task_id: task.task_id,
+            kind: None,
+            table: task.table.clone(),
+            source: task.source.clone(),
+            target: task.target.clone(),
+            source_version: None,
+        };
+        store.create_run(&request, &[row]).await.unwrap();
+        let bus: BusRef = Arc::new(MemoryBus::new(16, 5));
+        let mut consumer = bus.consume("flaky", 1).await.unwrap();
+        typed::publish(bus.as_ref(), "flaky", &task).await.unwrap();
+        let delivery = consumer.next().await.unwrap();
+        let settings = WorkerSettings {
+            worker: "w1".into(),
+            concurrency: 1,
+            retry: RetryPolicy {
+                max_attempts: 2,
+                base_delay_ms: 400,
+                max_delay_ms: 400,
+            },
+            lease_ttl: Duration::from_secs(30),
+            lineage: replicator_lineage::Emitter::disabled(),
+        };
+        let handling = {
+            let (store, bus, task) = (store.clone(), bus.clone(), task.clone());
+            tokio::spawn(async move {
+                let work = Flaky {
+                    fails: AtomicU32::new(1),
+                };
+                handle(&work, task, delivery, &bus, &store, &settings).await;
+            })
+        };
+        // During the backoff: one attempt, already ended as retrying; the lease still held.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let attempts = store.attempts(run_id).await.unwrap();
+            if let [first] = attempts.as_slice()
+                && first.outcome.is_some()
+            {
+                assert_eq!(first.outcome, Some(AttemptOutcome::Retrying));
+                assert_eq!(first.error.as_deref(), Some("the store blinked"));
+                break;
+            }
+            assert!(
+                attempts.len() < 2,
+                "the retried attempt's end was not logged before the next attempt: {attempts:?}"
+            );
+            assert!(Instant::now() < deadline, "no attempt ended");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(store.lease_holder(&task.target).await.unwrap().is_some());
+        handling.await.unwrap();
+        let attempts: Vec<_> = store
+            .attempts(run_id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|a| (a.attempt, a.outcome))
+            .collect();
+        assert_eq!(
+            attempts,
+            [
+                (1, Some(AttemptOutcome::Retrying)),
+                (2, Some(AttemptOutcome::Succeeded))
+            ]
+        );
+        assert_eq!(
+            store.task_status(task.task_id).await.unwrap(),
+            Some(TaskStatus::Succeeded)
+        );
+        assert_eq!(store.lease_holder(&task.target).await.unwrap(), None);
+    }
 
     fn recorded(first: bool) -> Recorded {
         Recorded {
