@@ -34,18 +34,32 @@ pub struct AttemptLog {
 }
 
 /// A clone attempt starts: the task moves to `cloning` unless its clone result is recorded.
-pub(crate) const START_CLONE: &str = concat!(
-    "UPDATE tasks SET status = $1, updated_at = $2 WHERE task_id = $3 AND status IN ",
-    clone_pending_sql!()
-);
+macro_rules! start_clone_sql {
+    () => {
+        concat!(
+            "UPDATE tasks SET status = $1, updated_at = $2 WHERE task_id = $3 AND status IN ",
+            clone_pending_sql!()
+        )
+    };
+}
 /// A catalog attempt starts: the task stays `queued`.
-pub(crate) const START_CATALOG: &str =
-    "UPDATE tasks SET status = $1, updated_at = $2 WHERE task_id = $3 AND status = 'queued'";
+macro_rules! start_catalog_sql {
+    () => {
+        "UPDATE tasks SET status = $1, updated_at = $2 WHERE task_id = $3 AND status = 'queued'"
+    };
+}
 /// A validation attempt starts: the task moves to `reconciling` unless it is terminal.
-pub(crate) const START_RECONCILE: &str = concat!(
-    "UPDATE tasks SET status = $1, updated_at = $2 WHERE task_id = $3 AND status NOT IN ",
-    terminal_sql!()
-);
+macro_rules! start_reconcile_sql {
+    () => {
+        concat!(
+            "UPDATE tasks SET status = $1, updated_at = $2 WHERE task_id = $3 AND status NOT IN ",
+            terminal_sql!()
+        )
+    };
+}
+pub(crate) const START_CLONE: &str = start_clone_sql!();
+pub(crate) const START_CATALOG: &str = start_catalog_sql!();
+pub(crate) const START_RECONCILE: &str = start_reconcile_sql!();
 pub(crate) const ATTEMPT_FINISHED: &str =
     "UPDATE attempts SET finished_at = $1, outcome = $2, error = $3 WHERE id = $4";
 /// A run's attempts in order (`attempts_by_run`).
@@ -59,8 +73,8 @@ pub(crate) const ATTEMPT_LOG: &str =
  WHERE a.run_id = $1 ORDER BY a.id";
 
 /// An attempt starts on PostgreSQL in one statement (one round trip, one commit): the
-/// task's status as it was, the task moved by `$8` (one of the `START_*` updates, inlined
-/// below), the attempt row inserted. Every part of a statement sees the snapshot from before
+/// task's status as it was, the task moved (one of the `START_*` updates, `$1`…`$3`), the
+/// attempt row inserted (`$3`…`$7`). Every part of a statement sees the snapshot from before
 /// it, so `prior` is the status the delivery found.
 macro_rules! start_attempt_pg {
     ($update:expr) => {
@@ -72,21 +86,13 @@ macro_rules! start_attempt_pg {
         )
     };
 }
-pub(crate) const START_CLONE_PG: &str = start_attempt_pg!(concat!(
-    "UPDATE tasks SET status = $1, updated_at = $2 WHERE task_id = $3 AND status IN ",
-    clone_pending_sql!()
-));
-pub(crate) const START_CATALOG_PG: &str = start_attempt_pg!(
-    "UPDATE tasks SET status = $1, updated_at = $2 WHERE task_id = $3 AND status = 'queued'"
-);
-pub(crate) const START_RECONCILE_PG: &str = start_attempt_pg!(concat!(
-    "UPDATE tasks SET status = $1, updated_at = $2 WHERE task_id = $3 AND status NOT IN ",
-    terminal_sql!()
-));
+pub(crate) const START_CLONE_PG: &str = start_attempt_pg!(start_clone_sql!());
+pub(crate) const START_CATALOG_PG: &str = start_attempt_pg!(start_catalog_sql!());
+pub(crate) const START_RECONCILE_PG: &str = start_attempt_pg!(start_reconcile_sql!());
 
 /// A delivery that works on a key (a clone's target) takes the key's lease and starts its
 /// first attempt in one statement on PostgreSQL: the lease (`$8`…`$11`, as
-/// [`Store::acquire_lease`]), then — only if it was taken — the task moved by `$12` and the
+/// [`Store::acquire_lease`]), then — only if it was taken — the task moved (`$1`…`$3`) and the
 /// attempt row; returns whether the lease was taken, the attempt's row (none for an unknown
 /// task) and the status the task had.
 macro_rules! start_leased_pg {
@@ -104,13 +110,8 @@ macro_rules! start_leased_pg {
         )
     };
 }
-pub(crate) const START_LEASED_CLONE_PG: &str = start_leased_pg!(concat!(
-    "UPDATE tasks SET status = $1, updated_at = $2 WHERE task_id = $3 AND status IN ",
-    clone_pending_sql!()
-));
-pub(crate) const START_LEASED_CATALOG_PG: &str = start_leased_pg!(
-    "UPDATE tasks SET status = $1, updated_at = $2 WHERE task_id = $3 AND status = 'queued'"
-);
+pub(crate) const START_LEASED_CLONE_PG: &str = start_leased_pg!(start_clone_sql!());
+pub(crate) const START_LEASED_CATALOG_PG: &str = start_leased_pg!(start_catalog_sql!());
 
 /// An attempt that started: its row, and the task's status when it started (None: no such
 /// task). A status that already has the stage's result

@@ -105,11 +105,46 @@ pub(crate) const RECORD_RECONCILE_PG: &str = concat!(
     " SELECT (SELECT count(*) FROM recorded), (SELECT status FROM tasks WHERE task_id = $8)"
 );
 
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+/// [`RECORD_CLONE`]'s parameters `$1`…`$10` bound, for it or its PostgreSQL form.
+fn clone_params<'q>(sql: &'q str, r: &CloneResult, state: TaskStatus, ts: &'q str) -> AnyQuery<'q> {
+    let m = r.metrics.clone().unwrap_or_default();
+    sqlx::query(sql)
+        .bind(state.as_str())
+        .bind(opt_i64(r.source_version))
+        .bind(opt_i64(r.target_version))
+        .bind(m.num_copied_files as i64)
+        .bind(m.copied_files_size as i64)
+        .bind(m.num_removed_files as i64)
+        .bind(r.error.as_ref().map(|e| e.message.clone()))
+        .bind(ts)
+        .bind(r.task_id.to_string())
+        // An ingestion's account (mode, rows inserted, updated, deleted).
+        .bind(r.ingest.as_ref().map(|i| i.account(r.committed)))
+}
+
+/// [`RECORD_RECONCILE`]'s parameters `$1`…`$8` bound, for it or its PostgreSQL form.
+fn reconcile_params<'q>(
+    sql: &'q str,
+    r: &ReconcileResult,
+    state: TaskStatus,
+    error: Option<String>,
+    ts: &'q str,
+) -> AnyQuery<'q> {
+    sqlx::query(sql)
+        .bind(state.as_str())
+        .bind(opt_i64(r.source_rows))
+        .bind(opt_i64(r.target_rows))
+        .bind(error)
+        .bind(ts)
+        .bind(opt_i64(r.source_version))
+        .bind(opt_i64(r.target_version))
+        .bind(r.task_id.to_string())
+}
+
 /// Bind a [`StageEnd`] as the last six parameters of a PostgreSQL result statement.
-fn bind_end<'q>(
-    q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
-    end: &'q StageEnd,
-) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+fn bind_end<'q>(q: AnyQuery<'q>, end: &'q StageEnd) -> AnyQuery<'q> {
     let a = end.attempt.as_ref();
     let lease = end.lease.as_ref();
     q.bind(a.map(|a| a.at.as_str()))
@@ -165,7 +200,6 @@ impl Store {
             (Outcome::Succeeded, false) => TaskStatus::Succeeded,
             (Outcome::Failed, _) => TaskStatus::Failed,
         };
-        let m = r.metrics.clone().unwrap_or_default();
         // What the target holds now, whichever delivery put it there.
         let holds = match (r.outcome, r.source_version, r.target_version) {
             (Outcome::Succeeded, Some(sv), Some(tv)) => Some((sv as i64, tv as i64)),
@@ -173,17 +207,7 @@ impl Store {
         };
         if self.backend == crate::Backend::Postgres {
             let row = bind_end(
-                sqlx::query(RECORD_CLONE_PG)
-                    .bind(state.as_str())
-                    .bind(opt_i64(r.source_version))
-                    .bind(opt_i64(r.target_version))
-                    .bind(m.num_copied_files as i64)
-                    .bind(m.copied_files_size as i64)
-                    .bind(m.num_removed_files as i64)
-                    .bind(r.error.as_ref().map(|e| e.message.clone()))
-                    .bind(&ts)
-                    .bind(r.task_id.to_string())
-                    .bind(r.ingest.as_ref().map(|i| i.account(r.committed)))
+                clone_params(RECORD_CLONE_PG, r, state, &ts)
                     .bind(r.header.run_id.to_string())
                     .bind(Stage::Clone.as_str())
                     .bind(format!("{:?}", r.outcome).to_lowercase())
@@ -201,18 +225,7 @@ impl Store {
             return recorded_pg(&row, state);
         }
         let mut tx = self.pool.begin().await?;
-        let done = sqlx::query(RECORD_CLONE)
-            .bind(state.as_str())
-            .bind(opt_i64(r.source_version))
-            .bind(opt_i64(r.target_version))
-            .bind(m.num_copied_files as i64)
-            .bind(m.copied_files_size as i64)
-            .bind(m.num_removed_files as i64)
-            .bind(r.error.as_ref().map(|e| e.message.clone()))
-            .bind(&ts)
-            .bind(r.task_id.to_string())
-            // An ingestion's account (mode, rows inserted, updated, deleted).
-            .bind(r.ingest.as_ref().map(|i| i.account(r.committed)))
+        let done = clone_params(RECORD_CLONE, r, state, &ts)
             .execute(&mut *tx)
             .await?;
         let first = done.rows_affected() == 1;
@@ -283,15 +296,7 @@ impl Store {
         let ts = now();
         if self.backend == crate::Backend::Postgres {
             let row = bind_end(
-                sqlx::query(RECORD_RECONCILE_PG)
-                    .bind(state.as_str())
-                    .bind(opt_i64(r.source_rows))
-                    .bind(opt_i64(r.target_rows))
-                    .bind(error)
-                    .bind(&ts)
-                    .bind(opt_i64(r.source_version))
-                    .bind(opt_i64(r.target_version))
-                    .bind(r.task_id.to_string())
+                reconcile_params(RECORD_RECONCILE_PG, r, state, error, &ts)
                     .bind(r.header.run_id.to_string())
                     .bind(Stage::Reconcile.as_str())
                     .bind(format!("{:?}", r.outcome).to_lowercase())
@@ -303,15 +308,7 @@ impl Store {
             return recorded_pg(&row, state);
         }
         let mut tx = self.pool.begin().await?;
-        let done = sqlx::query(RECORD_RECONCILE)
-            .bind(state.as_str())
-            .bind(opt_i64(r.source_rows))
-            .bind(opt_i64(r.target_rows))
-            .bind(error)
-            .bind(&ts)
-            .bind(opt_i64(r.source_version))
-            .bind(opt_i64(r.target_version))
-            .bind(r.task_id.to_string())
+        let done = reconcile_params(RECORD_RECONCILE, r, state, error, &ts)
             .execute(&mut *tx)
             .await?;
         if done.rows_affected() == 0 {
