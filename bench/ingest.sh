@@ -48,14 +48,7 @@ REPLICATOR_BIN=${REPLICATOR_BIN:-}    # time this binary instead of building one
 if [[ -n $REPLICATOR_BIN ]]; then
     REPLICATOR=$REPLICATOR_BIN
 else
-    log "building replicator ($PROFILE profile, CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
-    if [[ $PROFILE == release ]]; then
-        (cd "$ROOT" && cargo build --release --quiet --workspace --bin replicator)
-        REPLICATOR=$CARGO_TARGET_DIR/release/replicator
-    else
-        (cd "$ROOT" && cargo build --quiet --workspace --bin replicator)
-        REPLICATOR=$CARGO_TARGET_DIR/debug/replicator
-    fi
+    build_replicator "$PROFILE"
 fi
 
 rm -rf "$BENCH_DIR"

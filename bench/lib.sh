@@ -26,3 +26,16 @@ field() { sed -n "s/.*\"$1\":\([^,}]*\).*/\1/p" "$2"; }
 check() { [[ $1 == "$2" ]] || { echo "unexpected $3: got $1, want $2" >&2; exit 1; }; }
 clone_args=(clone --json)
 if [[ -n ${PARALLELISM:-} ]]; then clone_args+=(--parallelism "$PARALLELISM"); fi
+
+# build_replicator PROFILE: build the `replicator` binary of the whole workspace (release or dev)
+# and set REPLICATOR to it.
+build_replicator() {
+    log "building replicator ($1 profile, CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
+    if [[ $1 == release ]]; then
+        (cd "$ROOT" && cargo build --release --quiet --workspace --bin replicator)
+        REPLICATOR=$CARGO_TARGET_DIR/release/replicator
+    else
+        (cd "$ROOT" && cargo build --quiet --workspace --bin replicator)
+        REPLICATOR=$CARGO_TARGET_DIR/debug/replicator
+    fi
+}

@@ -47,14 +47,9 @@ fi
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # --- build -----------------------------------------------------------------------------
-log "building replicator ($PROFILE profile, CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
-if [[ $PROFILE == release ]]; then
-    (cd "$ROOT" && cargo build --release --quiet --workspace --bin replicator)
-    REPLICATOR=$CARGO_TARGET_DIR/release/replicator
-else
-    (cd "$ROOT" && cargo build --quiet --workspace --bin replicator)
-    REPLICATOR=$CARGO_TARGET_DIR/debug/replicator
-fi
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
+build_replicator "$PROFILE"
 
 # --- trees -----------------------------------------------------------------------------
 PARAMS="small=$SMALL_FILES big=$BIG_FILES x ${BIG_MB}MB"
@@ -90,8 +85,6 @@ SMALL_BYTES=$(tree_bytes "$BASE/small") BIG_BYTES=$(tree_bytes "$BASE/big")
 # Warm the page cache for every tool alike.
 find "$BASE/small" "$BASE/big" -type f -exec cat {} + >/dev/null
 
-# shellcheck source=bench/lib.sh
-source "$ROOT/bench/lib.sh"
 export RCLONE_CONFIG=/dev/null
 vol_args=(volume --json)
 [[ -n $PARALLELISM ]] && vol_args+=(--parallelism "$PARALLELISM")
