@@ -44,12 +44,7 @@ command -v psql >/dev/null || { echo "psql not found" >&2; exit 1; }
 source "$ROOT/bench/lib.sh"
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 
-REPLICATOR_BIN=${REPLICATOR_BIN:-}    # time this binary instead of building one
-if [[ -n $REPLICATOR_BIN ]]; then
-    REPLICATOR=$REPLICATOR_BIN
-else
-    build_replicator "$PROFILE"
-fi
+build_replicator "$PROFILE"    # or REPLICATOR_BIN=… to time a built binary
 
 rm -rf "$BENCH_DIR"
 mkdir -p "$BENCH_DIR"

@@ -28,8 +28,14 @@ clone_args=(clone --json)
 if [[ -n ${PARALLELISM:-} ]]; then clone_args+=(--parallelism "$PARALLELISM"); fi
 
 # build_replicator PROFILE: build the `replicator` binary of the whole workspace (release or dev)
-# and set REPLICATOR to it.
+# and set REPLICATOR to it; with REPLICATOR_BIN set, time that binary instead (an older build,
+# or one built elsewhere) and build nothing.
 build_replicator() {
+    if [[ -n ${REPLICATOR_BIN:-} ]]; then
+        log "timing $REPLICATOR_BIN (REPLICATOR_BIN; nothing built)"
+        REPLICATOR=$REPLICATOR_BIN
+        return
+    fi
     log "building replicator ($1 profile, CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
     if [[ $1 == release ]]; then
         (cd "$ROOT" && cargo build --release --quiet --workspace --bin replicator)

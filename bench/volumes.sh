@@ -3,7 +3,8 @@
 # same run — 20,000 small files (1–64 KiB) and 20 files of 100 MB, local -> local and
 # local -> S3 emulator (moto_server on 127.0.0.1): a full sync into an empty target, then
 # an unchanged re-sync. See bench/README.md.
-# Usage: bench/volumes.sh [--fresh] [--no-s3] [--profile release|dev] [--runs N]
+# Usage: [REPLICATOR_BIN=…] bench/volumes.sh [--fresh] [--no-s3] [--profile release|dev] [--runs N]
+#   TREES="small big" TARGETS="local s3" (the defaults) choose the pairs measured.
 set -euo pipefail
 
 SMALL_FILES=${SMALL_FILES:-20000}    # small files, 1–64 KiB each, in directories of 1000
@@ -13,17 +14,18 @@ RUNS=${RUNS:-1}                      # timed runs per measurement; the best is r
 BENCH_DIR=${BENCH_DIR:-/tmp/replicator-bench-volumes}
 PARALLELISM=${PARALLELISM:-}         # passed as `volume --parallelism` when set
 RCLONE_FLAGS=${RCLONE_FLAGS:-}       # extra flags for every `rclone sync` (default: none)
+TREES=${TREES:-small big}            # which trees: small, big
+TARGETS=${TARGETS:-local s3}         # which targets: local, s3
 PROFILE=release
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$(cd "$(dirname "$0")/.." && pwd)/target}
 FRESH=0
-S3=1
 DURABLE=0
 
-usage() { sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 while (($#)); do
     case $1 in
         --fresh) FRESH=1 ;;
-        --no-s3) S3=0 ;;
+        --no-s3) TARGETS=${TARGETS//s3/} ;;
         --profile) PROFILE=$2; shift ;;
         --runs) RUNS=$2; shift ;;
         -h|--help) usage 0 ;;
@@ -40,6 +42,8 @@ log() { echo "== $*" >&2; }
 for tool in rclone python3; do
     command -v "$tool" >/dev/null || { echo "$tool not found (apt-get install -y rclone)" >&2; exit 1; }
 done
+S3=0
+[[ " $TARGETS " == *" s3 "* ]] && S3=1
 if ((S3)); then
     command -v moto_server >/dev/null || { echo "moto_server not found (pip install 'moto[server]')" >&2; exit 1; }
     python3 -c 'import boto3' || { echo "python3 cannot import boto3" >&2; exit 1; }
@@ -194,7 +198,9 @@ run_pair() {
     $clear "$dst_r"; $clear "$dst_c"
 }
 
-for tree in small big; do run_pair local "$tree"; done
+if [[ " $TARGETS " == *" local "* ]]; then
+    for tree in $TREES; do run_pair local "$tree"; done
+fi
 
 if ((S3)); then
     PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -214,7 +220,7 @@ if ((S3)); then
     done
     s3py mb bench
     RCLONE_FLAGS="--s3-no-check-bucket $RCLONE_FLAGS"
-    for tree in small big; do run_pair s3 "$tree"; done
+    for tree in $TREES; do run_pair s3 "$tree"; done
 fi
 
 # --- report ------------------------------------------------------------------------------
@@ -226,9 +232,9 @@ echo "best of $RUNS run(s); replicator $PROFILE build; parallelism ${PARALLELISM
 echo "machine: $(nproc) cores; load average at start: $LOAD_START, at end: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
 printf '%-6s %-6s %-11s %9s %9s %8s %12s\n' target tree tool "full s" files/s MB/s "unchanged s"
-wheres=(local); ((S3)) && wheres+=(s3)
+read -r -a wheres <<<"$TARGETS"
 for where in "${wheres[@]}"; do
-    for tree in small big; do
+    for tree in $TREES; do
         bytes=$([[ $tree == small ]] && echo "$SMALL_BYTES" || echo "$BIG_BYTES")
         files=$([[ $tree == small ]] && echo "$SMALL_FILES" || echo "$BIG_FILES")
         for tool in r c; do
@@ -242,18 +248,20 @@ done
 echo
 printf '%-40s %10s %10s   %s\n' "rclone time / replicator time" full unchanged result
 for where in "${wheres[@]}"; do
-    for tree in small big; do
+    for tree in $TREES; do
         f=$(ratio "${RESULT[$where,$tree,c,full]}" "${RESULT[$where,$tree,r,full]}")
         s=$(ratio "${RESULT[$where,$tree,c,same]}" "${RESULT[$where,$tree,r,same]}")
         ok=$(awk -v f="$f" -v s="$s" 'BEGIN { print (f >= 1 && s >= 1) ? "PASS" : "MISS" }')
         printf '%-40s %9sx %9sx   %s\n' "$tree -> $where" "$f" "$s" "$ok"
     done
 done
-for where in "${wheres[@]}"; do
-    same=${RESULT[$where,small,r,same]}
-    printf 'unchanged re-sync of %s small files -> %s: %s s (target < 2 s): %s\n' "$SMALL_FILES" "$where" \
-        "$same" "$(awk -v t="$same" 'BEGIN { print t < 2 ? "PASS" : "MISS" }')"
-    trusted=${RESULT[$where,small,r,trusted]}
-    printf '  with --verify-every 1h (target not listed, manifest trusted): %s s: %s\n' \
-        "$trusted" "$(awk -v t="$trusted" 'BEGIN { print t < 2 ? "PASS" : "MISS" }')"
-done
+if [[ " $TREES " == *" small "* ]]; then
+    for where in "${wheres[@]}"; do
+        same=${RESULT[$where,small,r,same]}
+        printf 'unchanged re-sync of %s small files -> %s: %s s (target < 2 s): %s\n' "$SMALL_FILES" "$where" \
+            "$same" "$(awk -v t="$same" 'BEGIN { print t < 2 ? "PASS" : "MISS" }')"
+        trusted=${RESULT[$where,small,r,trusted]}
+        printf '  with --verify-every 1h (target not listed, manifest trusted): %s s: %s\n' \
+            "$trusted" "$(awk -v t="$trusted" 'BEGIN { print t < 2 ? "PASS" : "MISS" }')"
+    done
+fi

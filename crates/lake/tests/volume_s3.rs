@@ -1,6 +1,6 @@
 //! Volumes on S3 (the `moto` server, started by this test on a free port;
-//! `scripts/test-tools.sh` installs it): local → S3 with awkward names and a multipart file,
-//! an incremental re-sync, deletions, a shard, and back S3 → local.
+//! `scripts/test-tools.sh` installs it): local → S3 with awkward names, a multipart file and a
+//! streamed one, an incremental re-sync, deletions, a shard, and back S3 → local.
 
 use std::collections::BTreeMap;
 use std::path::Path as FsPath;
@@ -67,17 +67,27 @@ async fn local_to_s3_and_back() {
     for n in names {
         write(&src, n, format!("content of {n}").as_bytes());
     }
-    // Larger than a part: a multipart upload of three parts.
+    // Larger than a part and the upload cutoff: a multipart upload of three parts; larger
+    // than a part only: one streamed `PUT`.
     let big: Vec<u8> = (0..(11u32 << 20)).map(|i| (i % 251) as u8).collect();
     write(&src, "models/big.bin", &big);
+    write(&src, "models/mid.bin", &big[..7 << 20]);
     let target = s3(&format!("{}/volumes/landing", bucket("volumes")));
     let opts = VolumeOptions {
         part_size: 5 << 20,
+        upload_cutoff: 8 << 20,
         ..Default::default()
     };
 
     let first = sync_volume(&local(&src), &target, &opts).await.unwrap();
-    assert_eq!(first.files_copied, names.len() as u64 + 1);
+    assert_eq!(first.files_copied, names.len() as u64 + 2);
+    use object_store::ObjectStoreExt;
+    let etag = async |rel: &str| {
+        let meta = target.object_store().head(&target.object_path(rel)).await;
+        meta.unwrap().e_tag.unwrap()
+    };
+    assert!(etag("models/big.bin").await.ends_with("-3\""));
+    assert!(!etag("models/mid.bin").await.contains('-'));
     assert!(
         diff_volume(&local(&src), &target, &opts)
             .await
@@ -87,7 +97,7 @@ async fn local_to_s3_and_back() {
 
     // Unchanged: nothing copied; then one changed file, one new, one deleted.
     let again = sync_volume(&local(&src), &target, &opts).await.unwrap();
-    assert_eq!((again.files_copied, again.files_unchanged), (0, 6));
+    assert_eq!((again.files_copied, again.files_unchanged), (0, 7));
     write(&src, "csv/2024/01/a b.csv", b"CONTENT OF A B.CSV!!");
     write(&src, "new.txt", b"new");
     std::fs::remove_file(src.join("100%.txt")).unwrap();
@@ -119,7 +129,6 @@ async fn local_to_s3_and_back() {
     );
 
     // A target object overwritten behind the sync's back is copied again.
-    use object_store::ObjectStoreExt;
     target
         .object_store()
         .put(&target.object_path("new.txt"), b"NEW".to_vec().into())
@@ -131,10 +140,10 @@ async fn local_to_s3_and_back() {
     // Back: S3 → local, byte for byte; then one shard of an S3 → S3 copy in one bucket.
     let back = dir.path().join("back");
     let r = sync_volume(&target, &local(&back), &opts).await.unwrap();
-    assert_eq!(r.files_copied, 6);
+    assert_eq!(r.files_copied, 7);
     assert_eq!(tree(&src), tree(&back));
     let again = sync_volume(&target, &local(&back), &opts).await.unwrap();
-    assert_eq!(again.files_unchanged, 6);
+    assert_eq!(again.files_unchanged, 7);
 
     let copy = s3(&format!("{}/volumes/copy", "s3://volumes"));
     let shard = VolumeOptions {

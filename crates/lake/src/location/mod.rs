@@ -9,6 +9,7 @@ use std::sync::{Arc, OnceLock};
 use object_store::ObjectStore;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
+use object_store::signer::Signer;
 use url::Url;
 
 use crate::LakeError;
@@ -34,6 +35,10 @@ pub struct TableLocation {
     /// The store is this location's own (vended credentials): delta-rs must read through it,
     /// not through the per-bucket store its URL would resolve to.
     own_store: bool,
+    /// Presigns requests for the store, when it is S3 configured so that a plain presigned
+    /// `PUT` writes what the store's own `put` would (no server-side encryption settings, no
+    /// requester-pays, signed requests): lets a large file stream into one `PUT`.
+    signer: Option<Arc<dyn Signer>>,
 }
 
 /// Object store configuration keys (`aws_endpoint`, `azure_storage_account_name`, …) on top
@@ -76,13 +81,21 @@ pub(super) fn cloud_kind(scheme: &str) -> Option<Cloud> {
     }
 }
 
+/// A bucket's store, and its signer where presigned uploads are safe (see
+/// [`TableLocation::signer`]).
+#[derive(Clone)]
+pub(crate) struct CloudStore {
+    pub store: Arc<dyn ObjectStore>,
+    pub signer: Option<Arc<dyn Signer>>,
+}
+
 /// One store per bucket/container (scheme + authority), shared by every location in it, so
 /// that a copy within one bucket is a server-side copy.
 pub(crate) fn cloud_store(
     url: &Url,
     options: &StorageOptions,
-) -> Result<Arc<dyn ObjectStore>, object_store::Error> {
-    type Cache = std::collections::HashMap<String, (StorageOptions, Arc<dyn ObjectStore>)>;
+) -> Result<CloudStore, object_store::Error> {
+    type Cache = std::collections::HashMap<String, (StorageOptions, CloudStore)>;
     static STORES: OnceLock<std::sync::Mutex<Cache>> = OnceLock::new();
     // Keyed by bucket alone: a lookup without options (delta-rs resolving a URL we already
     // opened) must find the configured store, never build an unconfigured one.
@@ -98,13 +111,18 @@ pub(crate) fn cloud_store(
     }
     // Credentials and endpoints come from the standard environment variables (AWS_*,
     // AZURE_*), never from the config file.
-    let store: Arc<dyn ObjectStore> = match cloud_kind(url.scheme()) {
+    let store = match cloud_kind(url.scheme()) {
         Some(Cloud::S3) => {
             let mut b = object_store::aws::AmazonS3Builder::from_env().with_url(url.as_str());
             for (k, v) in options.iter() {
                 b = b.with_config(k.to_ascii_lowercase().parse()?, v);
             }
-            Arc::new(b.build()?)
+            let presign = plain_puts(&b);
+            let s3 = Arc::new(b.build()?);
+            CloudStore {
+                store: s3.clone(),
+                signer: presign.then_some(s3 as Arc<dyn Signer>),
+            }
         }
         _ => {
             let mut b =
@@ -112,11 +130,36 @@ pub(crate) fn cloud_store(
             for (k, v) in options.iter() {
                 b = b.with_config(k.to_ascii_lowercase().parse()?, v);
             }
-            Arc::new(b.build()?)
+            CloudStore {
+                store: Arc::new(b.build()?),
+                signer: None,
+            }
         }
     };
     stores.insert(key, (options.clone(), store.clone()));
     Ok(store)
+}
+
+/// Whether a presigned `PUT` without extra headers stores an object as the configured
+/// store's own `put` would: no server-side encryption settings (they travel as headers the
+/// presigned URL does not carry), no requester-pays, requests signed.
+fn plain_puts(b: &object_store::aws::AmazonS3Builder) -> bool {
+    let value = |key: &str| {
+        key.parse::<object_store::aws::AmazonS3ConfigKey>()
+            .ok()
+            .and_then(|k| b.get_config_value(&k))
+    };
+    let on = |key: &str| value(key).is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    [
+        "aws_server_side_encryption",
+        "aws_sse_kms_key_id",
+        "aws_sse_bucket_key_enabled",
+        "aws_sse_customer_key_base64",
+    ]
+    .into_iter()
+    .all(|k| value(k).is_none())
+        && !on("aws_request_payer")
+        && !on("aws_skip_signature")
 }
 
 /// An object store URL as a location's: ending in `/`, no `.` or `..` segment, and its
@@ -138,10 +181,11 @@ pub(crate) fn cloud_url(location: &str, mut url: Url) -> Result<(Url, Path), Lak
 
 fn cloud(location: &str, url: Url, options: StorageOptions) -> Result<TableLocation, LakeError> {
     let (url, prefix) = cloud_url(location, url)?;
-    let store = cloud_store(&url, &options).map_err(|e| LakeError::InvalidLocation {
-        location: location.to_owned(),
-        reason: e.to_string(),
-    })?;
+    let CloudStore { store, signer } =
+        cloud_store(&url, &options).map_err(|e| LakeError::InvalidLocation {
+            location: location.to_owned(),
+            reason: e.to_string(),
+        })?;
     crate::delta_rs::register(url.scheme());
     Ok(TableLocation {
         url,
@@ -150,6 +194,7 @@ fn cloud(location: &str, url: Url, options: StorageOptions) -> Result<TableLocat
         local_dir: None,
         options,
         own_store: false,
+        signer,
     })
 }
 
@@ -197,6 +242,7 @@ impl TableLocation {
             local_dir: Some(abs),
             options: StorageOptions::default(),
             own_store: false,
+            signer: None,
         })
     }
 
@@ -213,6 +259,7 @@ impl TableLocation {
             local_dir: None,
             options: StorageOptions::default(),
             own_store: false,
+            signer: None,
         }
     }
 
@@ -240,6 +287,12 @@ impl TableLocation {
     /// be handed rather than resolve from the URL.
     pub fn has_own_store(&self) -> bool {
         self.own_store
+    }
+
+    /// Presigns uploads into this location's store, where a presigned `PUT` stores what the
+    /// store's own `put` would (plain S3 stores built from the URL; `None` otherwise).
+    pub(crate) fn signer(&self) -> Option<&Arc<dyn Signer>> {
+        self.signer.as_ref()
     }
 
     pub fn local_dir(&self) -> Option<&std::path::Path> {
@@ -289,6 +342,7 @@ impl TableLocation {
             local_dir: self.local_dir.as_ref().map(|d| d.join(relative)),
             options: self.options.clone(),
             own_store: self.own_store,
+            signer: self.signer.clone(),
         })
     }
 

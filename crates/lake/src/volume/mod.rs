@@ -30,6 +30,7 @@ mod discover;
 mod listing;
 mod local;
 mod manifest;
+mod upload;
 
 pub use discover::{DiscoveredVolume, discover_volumes};
 pub use listing::shard_of;
@@ -57,6 +58,10 @@ pub struct VolumeOptions {
     /// Part size of multipart uploads (files larger than this are uploaded in parts, at most
     /// four parts of one file in memory); at least 5 MiB.
     pub part_size: u64,
+    /// A local file larger than a part but not than this goes into S3 as one `PUT` streamed
+    /// from the file (its last chunk sent only once the file is seen unchanged) instead of a
+    /// multipart upload: 200 MiB by default, as rclone's `--s3-upload-cutoff`.
+    pub upload_cutoff: u64,
     /// Delete target files the source no longer has (of this shard only). Without it they
     /// are reported in [`VolumeSynced::extra`].
     pub delete_extra: bool,
@@ -90,6 +95,7 @@ impl Default for VolumeOptions {
         Self {
             parallelism: 16,
             part_size: 8 << 20,
+            upload_cutoff: 200 << 20,
             delete_extra: false,
             source_gone: false,
             dry_run: false,
@@ -107,6 +113,7 @@ impl std::fmt::Debug for VolumeOptions {
         f.debug_struct("VolumeOptions")
             .field("parallelism", &self.parallelism)
             .field("part_size", &self.part_size)
+            .field("upload_cutoff", &self.upload_cutoff)
             .field("delete_extra", &self.delete_extra)
             .field("dry_run", &self.dry_run)
             .field("shard", &self.shard)
@@ -333,7 +340,9 @@ async fn copy_all(
         source: source.clone(),
         target: target.clone(),
         part_size: opts.part_size,
+        upload_cutoff: opts.upload_cutoff,
         budget: Arc::new(tokio::sync::Semaphore::new(budget_mib as usize)),
+        streams: Arc::new(tokio::sync::Semaphore::new(copy::STREAMS_AT_ONCE)),
         budget_mib,
         cancel: opts.cancel.clone().unwrap_or_default(),
     };
