@@ -140,9 +140,11 @@ pub(crate) fn cloud_store(
     Ok(store)
 }
 
-/// Whether a presigned `PUT` without extra headers stores an object as the configured
-/// store's own `put` would: no server-side encryption settings (they travel as headers the
-/// presigned URL does not carry), no requester-pays, requests signed.
+/// Whether a presigned `PUT` without extra headers, sent by the worker's own HTTP client,
+/// stores an object as the configured store's own `put` would: no server-side encryption
+/// settings (they travel as headers the presigned URL does not carry), no requester-pays,
+/// requests signed, and none of the client settings that client would not share (invalid
+/// certificates allowed, a configured proxy, HTTP/2 only, a default content type).
 fn plain_puts(b: &object_store::aws::AmazonS3Builder) -> bool {
     let value = |key: &str| {
         key.parse::<object_store::aws::AmazonS3ConfigKey>()
@@ -160,6 +162,15 @@ fn plain_puts(b: &object_store::aws::AmazonS3Builder) -> bool {
     .all(|k| value(k).is_none())
         && !on("aws_request_payer")
         && !on("aws_skip_signature")
+        && !on("aws_allow_invalid_certificates")
+        && !on("aws_http2_only")
+        && [
+            "aws_proxy_url",
+            "aws_proxy_ca_certificate",
+            "aws_default_content_type",
+        ]
+        .into_iter()
+        .all(|k| value(k).is_none())
 }
 
 /// An object store URL as a location's: ending in `/`, no `.` or `..` segment, and its
@@ -384,6 +395,35 @@ impl TableLocation {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_plain_s3_stores_presign_uploads() {
+        let with = |bucket: &str, extra: &[(&str, &str)]| {
+            let mut o = std::collections::BTreeMap::from([
+                ("aws_region".to_owned(), "us-east-1".to_owned()),
+                ("aws_access_key_id".to_owned(), "k".to_owned()),
+                ("aws_secret_access_key".to_owned(), "s".to_owned()),
+            ]);
+            o.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+            TableLocation::parse_with(&format!("s3://{bucket}/p"), Arc::new(o)).unwrap()
+        };
+        assert!(with("presign-plain", &[]).signer().is_some());
+        for (i, option) in [
+            ("aws_server_side_encryption", "aws:kms"),
+            ("aws_sse_kms_key_id", "key"),
+            ("aws_request_payer", "true"),
+            ("aws_skip_signature", "true"),
+            ("aws_allow_invalid_certificates", "true"),
+            ("aws_proxy_url", "http://proxy:3128"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let loc = with(&format!("presign-{i}"), &[option]);
+            assert!(loc.signer().is_none(), "{option:?}");
+        }
+        assert!(TableLocation::parse("/tmp/x").unwrap().signer().is_none());
+    }
 
     #[test]
     fn parses_paths_and_file_urls() {
