@@ -214,7 +214,9 @@ impl Copier {
             let _stream = self.streams.acquire().await.expect("never closed");
             let _buffers = self.reserve(super::upload::HELD_MIB).await;
             let file = dir.join(relative);
-            super::upload::put_file(signer.as_ref(), store.as_ref(), &to, &file, before).await?;
+            let stalled = super::upload::STALLED;
+            super::upload::put_file(signer.as_ref(), store.as_ref(), &to, &file, before, stalled)
+                .await?;
         } else {
             let _buffers = self.reserve(PARTS_HELD * mib(self.part_size)).await;
             self.multipart(from, &to, before).await?;

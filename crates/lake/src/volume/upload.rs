@@ -16,9 +16,9 @@
 //! sent by a shared HTTP client. Errors never carry the presigned URL.
 
 use std::path::Path as FsPath;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use md5::{Digest, Md5};
@@ -49,15 +49,19 @@ const GONE: u8 = 2;
 fn client() -> &'static reqwest::Client {
     static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
     CLIENT.get_or_init(|| {
+        // No request timeout (a large file takes as long as its link needs): `put_file`
+        // watches for a stalled upload instead.
         reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
-            // No whole-request timeout (a large file takes as long as it takes); a server
-            // that stops answering fails the read.
-            .read_timeout(Duration::from_secs(120))
             .build()
             .expect("an HTTP client with default TLS")
     })
 }
+
+/// An upload that sends no byte for this long (the store stopped reading), or gets no answer
+/// this long after its last byte, is abandoned: the request is dropped before its end, so
+/// nothing appears, and the file fails with a transient error.
+pub(super) const STALLED: Duration = Duration::from_secs(120);
 
 /// `PUT` the local file `file` (listed as `before`) at `to`, streamed.
 pub(super) async fn put_file(
@@ -66,6 +70,7 @@ pub(super) async fn put_file(
     to: &Path,
     file: &FsPath,
     before: &Stamp,
+    stalled: Duration,
 ) -> Result<(), Attempt> {
     let failed = |e: object_store::Error| Attempt::Failed(LakeError::store(to, e));
     let url = signer
@@ -79,6 +84,8 @@ pub(super) async fn put_file(
     };
     let found = Arc::new(AtomicU8::new(OK));
     let sent = Arc::new(std::sync::Mutex::new(Md5::new()));
+    let started = Instant::now();
+    let moved = Arc::new(AtomicU64::new(0));
     let body = Body {
         file: handle,
         path: file.to_path_buf(),
@@ -86,13 +93,29 @@ pub(super) async fn put_file(
         before: before.clone(),
         found: found.clone(),
         sent: sent.clone(),
+        started,
+        moved: moved.clone(),
     };
-    let response = client()
+    let request = client()
         .put(url)
         .header(reqwest::header::CONTENT_LENGTH, before.size)
         .body(reqwest::Body::wrap_stream(body.into_stream()))
-        .send()
-        .await;
+        .send();
+    tokio::pin!(request);
+    let response = loop {
+        tokio::select! {
+            r = &mut request => break r,
+            () = tokio::time::sleep(stalled / 4) => {
+                let idle = started.elapsed().saturating_sub(Duration::from_millis(moved.load(Ordering::Relaxed)));
+                if idle >= stalled {
+                    return Err(Attempt::Failed(LakeError::store(to, object_store::Error::Generic {
+                        store: "S3",
+                        source: format!("upload stalled: nothing moved for {} s; abandoned before its end", idle.as_secs()).into(),
+                    })));
+                }
+            }
+        }
+    };
     match found.load(Ordering::SeqCst) {
         CHANGED => return Err(Attempt::Changed),
         GONE => return Err(Attempt::Gone),
@@ -142,6 +165,9 @@ struct Body {
     before: Stamp,
     found: Arc<AtomicU8>,
     sent: Arc<std::sync::Mutex<Md5>>,
+    started: Instant,
+    /// When a chunk was last handed to the request, in ms after `started`.
+    moved: Arc<AtomicU64>,
 }
 
 impl Body {
@@ -172,6 +198,8 @@ impl Body {
                 }
             }
             body.sent.lock().expect("hash").update(&chunk);
+            let now = body.started.elapsed().as_millis() as u64;
+            body.moved.store(now, Ordering::Relaxed);
             Ok(Some((chunk.freeze(), body)))
         })
     }
@@ -244,7 +272,7 @@ mod tests {
         store.put(&to, b"old".to_vec().into()).await.unwrap();
         let at_name = async || store.get(&to).await.unwrap().bytes().await.unwrap();
         let put = async |listed: &Stamp| {
-            put_file(signer.as_ref(), store.as_ref(), &to, &file, listed).await
+            put_file(signer.as_ref(), store.as_ref(), &to, &file, listed, STALLED).await
         };
 
         // Changed after it was listed (same size, another stamp): three chunks go, the last
@@ -273,6 +301,59 @@ mod tests {
             etag.trim_matches('"'),
             format!("{:x}", Md5::digest(&content))
         );
+    }
+
+    /// Signs every request to one URL (a test server).
+    #[derive(Debug)]
+    struct To(url::Url);
+
+    #[async_trait::async_trait]
+    impl Signer for To {
+        async fn signed_url(
+            &self,
+            _: reqwest::Method,
+            _: &Path,
+            _: Duration,
+        ) -> object_store::Result<url::Url> {
+            Ok(self.0.clone())
+        }
+    }
+
+    /// A store that accepts the connection and never reads: the upload is abandoned once
+    /// nothing moved for the stall time, and fails as a store error naming the object.
+    #[tokio::test]
+    async fn a_stalled_upload_is_abandoned() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let held = std::thread::spawn(move || listener.accept().map(|(s, _)| s));
+        let signer = To(format!("http://127.0.0.1:{port}/b/k").parse().unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f.bin");
+        // Far more than the loopback socket buffers take in without the peer reading.
+        std::fs::write(&file, vec![7u8; 64 << 20]).unwrap();
+        let listed = Stamp::of_local(&std::fs::metadata(&file).unwrap());
+        let store = object_store::memory::InMemory::new();
+        let key = Path::from("b/k");
+        let put = put_file(
+            &signer,
+            &store,
+            &key,
+            &file,
+            &listed,
+            Duration::from_secs(1),
+        );
+        // A guard against a hang, not a measurement: the stall is found after about 1 s.
+        let r = tokio::time::timeout(Duration::from_secs(60), put)
+            .await
+            .expect("the stalled upload was never abandoned");
+        match r {
+            Err(Attempt::Failed(e)) => {
+                let e = e.to_string();
+                assert!(e.contains("upload stalled") && e.contains("b/k"), "{e}");
+            }
+            _ => panic!("a stalled upload must fail"),
+        }
+        drop(held.join());
     }
 
     #[test]
