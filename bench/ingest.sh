@@ -8,7 +8,10 @@
 # column that the updates set, and replicator reads only the rows past its watermark (plus
 # a key-only scan to find the deletes, `hard_deletes: true`): the same change set the
 # baseline is handed. See bench/README.md.
+# With --deletion-vectors the table is created with deletion vectors enabled, and the merge
+# marks changed and deleted rows in them instead of rewriting files.
 # Usage: [REPLICATOR_BIN=…] bench/ingest.sh [--profile release|dev] [--rows N] [--watermark]
+#        [--deletion-vectors]
 set -euo pipefail
 
 ROWS=${ROWS:-2000000}
@@ -16,15 +19,17 @@ BENCH_DIR=${BENCH_DIR:-/tmp/replicator-bench-ingest}
 PG=${PG:-postgres://postgres@127.0.0.1:5432/test}
 PROFILE=release
 WATERMARK=0
+DV=0
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$(cd "$(dirname "$0")/.." && pwd)/target}
 DURABLE=0
 
-usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 while (($#)); do
     case $1 in
         --profile) PROFILE=$2; shift ;;
         --rows) ROWS=$2; shift ;;
         --watermark) WATERMARK=1 ;;
+        --deletion-vectors) DV=1 ;;
         -h|--help) usage 0 ;;
         *) echo "unknown argument: $1" >&2; usage 2 >&2 ;;
     esac
@@ -50,6 +55,7 @@ rm -rf "$BENCH_DIR"
 mkdir -p "$BENCH_DIR"
 T_NAME=bench_ingest
 sql() { psql -q -v ON_ERROR_STOP=1 "$PG" -c "$1" >/dev/null; }
+sql_value() { psql -q -At -v ON_ERROR_STOP=1 "$PG" -c "$1"; }
 
 log "creating $T_NAME: $ROWS rows × 10 columns"
 sql "DROP TABLE IF EXISTS $T_NAME;
@@ -67,6 +73,7 @@ if ((WATERMARK)); then
 else
     INCREMENTAL=""
 fi
+((DV)) && INCREMENTAL="$INCREMENTAL, deletion_vectors: true"
 sql "VACUUM ANALYZE $T_NAME"
 
 echo "$PG" > "$BENCH_DIR/pg.url"
@@ -128,6 +135,21 @@ rep
 grep -q '"succeeded":1' "$BENCH_DIR/rep.json" || { cat "$BENCH_DIR/rep.json" >&2; exit 1; }
 DETAIL=$(sed -n 's/.*"detail":"\([^"]*\)".*/\1/p' "$BENCH_DIR/rep.json")
 R_MERGE=$T R_MERGE_RSS=$RSS
+# The merged table read by another reader (delta-rs's DataFusion scan, deletion vectors
+# applied): the source's rows, every changed one changed.
+READ_BACK=$(python3 - "$BENCH_DIR/lake/orders" <<'PY'
+import sys
+import pyarrow as pa
+from deltalake import DeltaTable, QueryBuilder
+t = DeltaTable(sys.argv[1])
+q = "select count(*) as n, count(distinct id) as d, sum(case when note = 'changed' then 1 else 0 end) as c from t"
+r = pa.table(QueryBuilder().register("t", t).execute(q).read_all()).to_pylist()[0]
+print(r["n"], r["d"], r["c"])
+PY
+)
+EXPECT=$(sql_value "SELECT count(*) || ' ' || count(*) || ' ' || count(*) FILTER (WHERE note = 'changed') FROM $T_NAME")
+[[ $READ_BACK == "$EXPECT" ]] || { echo "replicator's merged table (rows, distinct keys, changed) read back as $READ_BACK, the source has $EXPECT" >&2; exit 1; }
+log "merged table read back by delta-rs: $READ_BACK (rows, distinct keys, changed) = the source"
 log "merge: deltalake merge of the change set"
 py_merge
 P_MERGE=$T P_MERGE_RSS=$RSS
@@ -139,6 +161,7 @@ rate() { awk -v n="$1" -v t="$2" 'BEGIN { printf "%.0f", n / t }'; }
 echo
 MODE="key+row-hash comparison"
 ((WATERMARK)) && MODE="watermark (updated_at) + key-only delete scan"
+((DV)) && MODE="$MODE, deletion vectors"
 echo "ingest benchmark: $ROWS rows × 10 columns, replicator's merge by $MODE, PostgreSQL → local Delta ($PROFILE build); load before: $LOAD_START, after: $(cut -d' ' -f1-3 /proc/loadavg)"
 printf '%-36s %10s %12s %12s\n' "" "time (s)" "rows/s" "peak RSS MB"
 printf '%-36s %10s %12s %12s\n' "full load: replicator" "$R_FULL" "$(rate "$ROWS" "$R_FULL")" "$((R_FULL_RSS / 1024))"

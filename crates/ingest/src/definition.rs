@@ -8,6 +8,7 @@
 //! watermark: updated_at           # optional: incremental by `updated_at > last`
 //! target: sales/orders            # under the target root
 //! hard_deletes: true              # delete target keys gone from the source (default false)
+//! deletion_vectors: true          # a new table marks merged-away rows in deletion vectors
 //! ```
 //!
 //! Validation names the key (`sources[2].primary_key: …`) through the config crate's
@@ -164,6 +165,13 @@ pub struct SourceDefinition {
     pub target: String,
     #[serde(default)]
     pub hard_deletes: bool,
+    /// Create the target with deletion vectors enabled (reader 3, writer 7,
+    /// `delta.enableDeletionVectors`): a merge then marks updated and deleted rows in a
+    /// deletion vector instead of rewriting every file that holds one. Readers must support
+    /// deletion vectors (Spark 3.4+/Delta 2.3+, Databricks, delta-rs, DuckDB). Only a new
+    /// table is created so; an existing table merges by the table's own setting.
+    #[serde(default)]
+    pub deletion_vectors: bool,
     #[serde(default)]
     pub options: SourceOptions,
 }

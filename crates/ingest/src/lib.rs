@@ -23,6 +23,7 @@
 //! [`IngestError::CommitConflict`] (the fleet's lease keeps them apart in practice).
 
 pub mod definition;
+mod dv;
 pub mod error;
 mod hash;
 pub mod load;

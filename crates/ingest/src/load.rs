@@ -36,10 +36,12 @@ use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::{Action, MetadataExt, StructType};
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use futures::TryStreamExt;
+use object_store::ObjectStoreExt;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::file::properties::WriterProperties;
 use replicator_lake::TableLocation;
+use roaring::RoaringTreemap;
 use smallvec::{SmallVec, smallvec};
 
 use crate::definition::SourceDefinition;
@@ -47,7 +49,7 @@ use crate::error::IngestError;
 use crate::hash::KeyHasher;
 use crate::source::{Source, SourceContext, Watermark};
 use crate::spill::Spill;
-use crate::target::{self, FileWriter, TargetState};
+use crate::target::{self, FileWriter, TargetFile, TargetState};
 
 /// How a run loaded its target.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -70,6 +72,8 @@ pub struct LoadSpec {
     pub primary_key: Vec<String>,
     pub watermark: Option<String>,
     pub hard_deletes: bool,
+    /// A full load creates the table with deletion vectors enabled.
+    pub deletion_vectors: bool,
 }
 
 impl LoadSpec {
@@ -79,6 +83,7 @@ impl LoadSpec {
             primary_key: def.primary_key.clone(),
             watermark: def.watermark.clone(),
             hard_deletes: def.hard_deletes,
+            deletion_vectors: def.deletion_vectors,
         }
     }
 }
@@ -126,6 +131,9 @@ pub struct IngestReport {
     pub gone_from_source: u64,
     /// Unchanged rows copied from rewritten files.
     pub rewritten_rows: u64,
+    /// Target files whose removed rows were marked in a deletion vector instead of the file
+    /// being rewritten (tables with deletion vectors enabled).
+    pub deletion_vectors: u64,
     pub files_added: u64,
     pub files_removed: u64,
     pub bytes_added: u64,
@@ -315,25 +323,33 @@ async fn full_load(
                 .collect(),
         )
         .build()
-        .map_err(|e| IngestError::target(&spec.name, e))?
-        .create()
-        .with_columns(delta.fields().cloned())
-        .with_actions(adds.into_iter().map(Action::Add))
-        .with_save_mode(SaveMode::ErrorIfExists)
-        .with_commit_properties(CommitProperties::default().with_metadata([(
-            "operationMetrics".to_owned(),
-            serde_json::json!({
-                "numOutputRows": rows,
-                "numFiles": files_added,
-                "numOutputBytes": bytes_added,
-            }),
-        )]))
-        .await
-        .map_err(|e| commit_error(&spec.name, e))?;
+        .map_err(|e| IngestError::target(&spec.name, e))?;
+    let metrics = serde_json::json!({
+        "numOutputRows": rows,
+        "numFiles": files_added,
+        "numOutputBytes": bytes_added,
+    });
+    let version = if spec.deletion_vectors {
+        create_with_vectors(&table, target, &delta, adds, metrics, &spec.name).await?
+    } else {
+        table
+            .create()
+            .with_columns(delta.fields().cloned())
+            .with_actions(adds.into_iter().map(Action::Add))
+            .with_save_mode(SaveMode::ErrorIfExists)
+            .with_commit_properties(
+                CommitProperties::default()
+                    .with_metadata([("operationMetrics".to_owned(), metrics)]),
+            )
+            .await
+            .map_err(|e| commit_error(&spec.name, e))?
+            .version()
+            .unwrap_or_default() as u64
+    };
     Ok(IngestReport {
         mode: Some(LoadMode::Full),
         committed: true,
-        version: table.version().unwrap_or_default(),
+        version,
         source_rows: rows,
         inserted: rows,
         files_added,
@@ -342,6 +358,62 @@ async fn full_load(
         spilled_bytes: keys.spilled,
         ..Default::default()
     })
+}
+
+/// Create the table with deletion vectors enabled: table features `deletionVectors` (and
+/// `timestampNtz` when a column needs it) and `delta.enableDeletionVectors`. Committed here,
+/// not by delta-rs's create, whose protocol upgrade also lists the legacy `invariants`
+/// feature — which delta-rs without DataFusion then refuses to write to.
+async fn create_with_vectors(
+    table: &deltalake::DeltaTable,
+    target: &TableLocation,
+    schema: &StructType,
+    adds: Vec<deltalake::kernel::Add>,
+    metrics: serde_json::Value,
+    name: &str,
+) -> Result<u64, IngestError> {
+    let mut features = vec!["deletionVectors"];
+    if schema
+        .fields()
+        .any(|f| *f.data_type() == deltalake::kernel::DataType::TIMESTAMP_NTZ)
+    {
+        features.push("timestampNtz");
+    }
+    let protocol: deltalake::kernel::Protocol = serde_json::from_value(serde_json::json!({
+        "minReaderVersion": 3,
+        "minWriterVersion": 7,
+        "readerFeatures": features,
+        "writerFeatures": features,
+    }))
+    .map_err(|e| IngestError::target(name, format!("protocol: {e}")))?;
+    let metadata = deltalake::kernel::new_metadata(
+        schema,
+        Vec::<String>::new(),
+        [("delta.enableDeletionVectors", "true")],
+    )
+    .map_err(|e| IngestError::target(name, e))?;
+    let mut actions = vec![
+        Action::Protocol(protocol.clone()),
+        Action::Metadata(metadata.clone()),
+    ];
+    actions.extend(adds.into_iter().map(Action::Add));
+    let done = CommitBuilder::default()
+        .with_max_retries(0)
+        .with_app_metadata(HashMap::from([("operationMetrics".to_owned(), metrics)]))
+        .with_actions(actions)
+        .build(
+            None,
+            table.log_store(),
+            DeltaOperation::Create {
+                mode: SaveMode::ErrorIfExists,
+                location: target.url().clone(),
+                protocol,
+                metadata,
+            },
+        )
+        .await
+        .map_err(|e| commit_error(name, e))?;
+    Ok(done.version as u64)
 }
 
 fn commit_error(table: &str, e: deltalake::DeltaTableError) -> IngestError {
@@ -367,20 +439,128 @@ fn commit_error(table: &str, e: deltalake::DeltaTableError) -> IngestError {
 struct Changes {
     /// Ordinals of stashed source rows to write (inserts and updates).
     take: Vec<u64>,
-    /// Target file index → keys to drop from it (updated or deleted).
+    /// Target file index → keys to drop from it (updated or deleted), when files are rewritten.
     drop: HashMap<u32, HashSet<Vec<u8>>>,
+    /// Target file index → its rows to delete, when deletion vectors mark them instead.
+    rows: HashMap<u32, Vec<u64>>,
+    /// Mark rows in deletion vectors rather than rewrite files.
+    vectors: bool,
     inserted: u64,
     updated: u64,
     deleted: u64,
     gone: u64,
 }
 
+impl Changes {
+    /// The target row at `at` (see [`locate`]), of key `key`, goes.
+    fn remove(&mut self, at: u64, key: &[u8]) {
+        let (file, row) = ((at >> 32) as u32, at & u64::from(u32::MAX));
+        if self.vectors {
+            self.rows.entry(file).or_default().push(row);
+        } else {
+            self.drop.entry(file).or_default().insert(key.to_vec());
+        }
+    }
+}
+
+/// A target row's place: its file's index in the high half, its row in the file in the low.
+fn locate(file: usize, row: u64, table: &str) -> Result<u64, IngestError> {
+    if row > u64::from(u32::MAX) {
+        return Err(IngestError::target(
+            table,
+            "a target file holds more than 4,294,967,295 rows",
+        ));
+    }
+    Ok(((file as u64) << 32) | row)
+}
+
+/// What the target scan found: the keys, and per file its Parquet row count and the rows its
+/// deletion vector already removes.
+struct Scanned {
+    spill: Spill,
+    files: Vec<(u64, Option<RoaringTreemap>)>,
+}
+
+/// What marking rows in deletion vectors made of the touched files.
+struct Marked {
+    /// A `remove` for each touched file, an `add` of it again with its new vector.
+    actions: Vec<Action>,
+    /// The deletion-vector file written, relative to the store.
+    written: Option<object_store::path::Path>,
+    vectors: u64,
+    /// Files all of whose rows are now removed: removed, not added again.
+    emptied: u64,
+}
+
+/// Mark `rows` (target file index → rows) in the files' deletion vectors: each file's new
+/// vector is its old one and these rows, written into one new file beside the table; a file
+/// with no row left is removed.
+async fn mark_deleted(
+    target: &TableLocation,
+    table: &str,
+    state: &TargetState,
+    scanned: &[(u64, Option<RoaringTreemap>)],
+    rows: &mut HashMap<u32, Vec<u64>>,
+) -> Result<Marked, IngestError> {
+    let mut touched: Vec<(u32, Vec<u64>)> = std::mem::take(rows).into_iter().collect();
+    touched.sort_by_key(|(i, _)| *i);
+    let mut out = Marked {
+        actions: Vec::new(),
+        written: None,
+        vectors: 0,
+        emptied: 0,
+    };
+    let mut kept = Vec::new();
+    for (i, marked) in touched {
+        let file = &state.files[i as usize];
+        let (physical, old) = &scanned[i as usize];
+        let mut vector = old.clone().unwrap_or_default();
+        vector.extend(marked);
+        out.actions.push(Action::Remove(file.remove.clone()));
+        if vector.len() >= *physical {
+            out.emptied += 1;
+        } else {
+            kept.push((i, vector));
+        }
+    }
+    if kept.is_empty() {
+        return Ok(out);
+    }
+    let vectors: Vec<RoaringTreemap> = kept.iter().map(|(_, v)| v.clone()).collect();
+    let written = crate::dv::write(table, &vectors)?;
+    let path = target.object_path(&written.path);
+    target
+        .object_store()
+        .put(&path, written.bytes.into())
+        .await
+        .map_err(|e| IngestError::target(table, format!("{}: {e}", written.path)))?;
+    out.written = Some(path);
+    for ((i, _), descriptor) in kept.into_iter().zip(written.descriptors) {
+        let mut add = state.files[i as usize].add.clone();
+        add.deletion_vector = Some(descriptor);
+        add.data_change = true;
+        add.stats = add.stats.as_deref().and_then(wide_bounds);
+        out.actions.push(Action::Add(add));
+        out.vectors += 1;
+    }
+    Ok(out)
+}
+
+/// A file's statistics once a deletion vector hides some of its rows: `numRecords` still
+/// counts the file's rows and the bounds may be wider than the live rows' (`tightBounds`).
+fn wide_bounds(stats: &str) -> Option<String> {
+    let mut v: serde_json::Value = serde_json::from_str(stats).ok()?;
+    v.as_object_mut()?
+        .insert("tightBounds".into(), serde_json::Value::Bool(false));
+    Some(v.to_string())
+}
+
 /// A target key seen in a partition.
 struct Seen {
     hash: u64,
-    /// Target files holding the key (more than one: a duplicate in the target); inline, so
-    /// the join allocates nothing per key.
-    files: SmallVec<[u32; 1]>,
+    /// Target rows holding the key ([`locate`]; more than one: a duplicate in the target);
+    /// inline, so the join allocates nothing per key.
+    at: SmallVec<[u64; 1]>,
     in_source: bool,
 }
 
@@ -388,7 +568,7 @@ struct Seen {
 /// FxHash over them is several times faster than SipHash and needs no DoS resistance here.
 type JoinMap<'a> = HashMap<&'a [u8], Seen, std::hash::BuildHasherDefault<rustc_hash::FxHasher>>;
 
-const SOURCE_ONLY: u32 = u32::MAX;
+const SOURCE_ONLY: u64 = u64::MAX;
 
 async fn merge(
     source: &dyn Source,
@@ -481,24 +661,30 @@ async fn merge(
     // (Parquet decoding, hashing) is CPU the source's (mostly waiting on the database) leaves.
     let scan_started = Instant::now();
     let target_scan = {
-        let files: Vec<String> = state.files.iter().map(|f| f.path.clone()).collect();
+        let files: Vec<TargetFile> = state.files.clone();
         let target = target.clone();
         let thasher = KeyHasher::new(&schema, &spec.primary_key, &spec.name)?;
         let (name, batch_rows) = (spec.name.clone(), sizes.batch_rows);
         let handle = tokio::runtime::Handle::current();
-        tokio::task::spawn_blocking(move || -> Result<Spill, IngestError> {
+        tokio::task::spawn_blocking(move || -> Result<Scanned, IngestError> {
             let mut tspill = Spill::new(partitions, chunk);
-            for (i, path) in files.iter().enumerate() {
-                for b in handle.block_on(target::read_file(&target, path, batch_rows))? {
-                    let b =
-                        b.map_err(|e| IngestError::target(&name, format!("file {path}: {e}")))?;
+            let mut files_read = Vec::with_capacity(files.len());
+            for (i, f) in files.iter().enumerate() {
+                let mut rows = handle.block_on(target::live_rows(&target, f, batch_rows))?;
+                for b in rows.by_ref() {
+                    let (b, at) =
+                        b.map_err(|e| IngestError::target(&name, format!("file {}: {e}", f.path)))?;
                     let (keys, hashes) = thasher.hash(&b)?;
                     for (j, h) in hashes.iter().enumerate() {
-                        tspill.push(keys.row(j).data(), *h, i as u64)?;
+                        tspill.push(keys.row(j).data(), *h, locate(i, at[j], &name)?)?;
                     }
                 }
+                files_read.push((rows.physical_rows(), rows.deleted.take()));
             }
-            Ok(tspill)
+            Ok(Scanned {
+                spill: tspill,
+                files: files_read,
+            })
         })
     };
 
@@ -548,7 +734,10 @@ async fn merge(
         kspill = Some(k);
     }
     let source_scanned = scan_started.elapsed();
-    let mut tspill = target_scan
+    let Scanned {
+        spill: mut tspill,
+        files: scanned,
+    } = target_scan
         .await
         .map_err(|e| IngestError::target(&spec.name, format!("the target scan stopped: {e}")))??;
     tracing::debug!(table = %spec.name, source_ms = source_scanned.as_millis() as u64, both_ms = scan_started.elapsed().as_millis() as u64, "merge: source and target scanned");
@@ -557,20 +746,21 @@ async fn merge(
 
     // Join partition by partition.
     let deletes_visible = mode == LoadMode::KeyHash || kspill.is_some();
-    let mut ch = Changes::default();
+    let mut ch = Changes {
+        vectors: state.deletion_vectors,
+        ..Default::default()
+    };
     for p in 0..partitions {
         let t = tspill.take(p)?;
         let s = sspill.take(p)?;
         let mut seen: JoinMap =
             HashMap::with_capacity_and_hasher(t.len_bytes() / 32, Default::default());
-        for (k, h, file) in t.iter() {
-            seen.entry(k)
-                .and_modify(|e| e.files.push(file as u32))
-                .or_insert(Seen {
-                    hash: h,
-                    files: smallvec![file as u32],
-                    in_source: false,
-                });
+        for (k, h, at) in t.iter() {
+            seen.entry(k).and_modify(|e| e.at.push(at)).or_insert(Seen {
+                hash: h,
+                at: smallvec![at],
+                in_source: false,
+            });
         }
         for (k, h, ord) in s.iter() {
             match seen.get_mut(k) {
@@ -585,11 +775,11 @@ async fn merge(
                 }
                 Some(e) => {
                     e.in_source = true;
-                    if e.hash != h || e.files.len() > 1 {
+                    if e.hash != h || e.at.len() > 1 {
                         ch.updated += 1;
                         ch.take.push(ord);
-                        for f in &e.files {
-                            ch.drop.entry(*f).or_default().insert(k.to_vec());
+                        for at in &e.at {
+                            ch.remove(*at, k);
                         }
                     }
                 }
@@ -600,7 +790,7 @@ async fn merge(
                         k,
                         Seen {
                             hash: h,
-                            files: smallvec![SOURCE_ONLY],
+                            at: smallvec![SOURCE_ONLY],
                             in_source: true,
                         },
                     );
@@ -623,9 +813,9 @@ async fn merge(
                 }
                 ch.gone += 1;
                 if spec.hard_deletes {
-                    ch.deleted += e.files.len() as u64;
-                    for f in &e.files {
-                        ch.drop.entry(*f).or_default().insert(k.to_vec());
+                    ch.deleted += e.at.len() as u64;
+                    for at in &e.at {
+                        ch.remove(*at, k);
                     }
                 }
             }
@@ -645,9 +835,10 @@ async fn merge(
         spilled_bytes,
         ..Default::default()
     };
-    if ch.take.is_empty() && ch.drop.is_empty() && added.is_empty() {
+    if ch.take.is_empty() && ch.drop.is_empty() && ch.rows.is_empty() && added.is_empty() {
         return Ok(report);
     }
+    let mut vector_file: Option<object_store::path::Path> = None;
 
     // New files: the changed source rows, then what survives of the touched target files.
     let mut writer = FileWriter::new(target, out, sizes.file_size, sizes.row_group_rows)?;
@@ -672,6 +863,14 @@ async fn merge(
                 writer.write(&filter(&b, mask, &spec.name)?).await?;
             }
         }
+        if ch.vectors {
+            // The touched files stay; their removed rows join their deletion vectors.
+            let marked = mark_deleted(target, &spec.name, &state, &scanned, &mut ch.rows).await?;
+            vector_file = marked.written;
+            report.deletion_vectors = marked.vectors;
+            report.files_removed = marked.emptied;
+            return Ok(marked.actions);
+        }
         // What survives of the touched files, read and filtered on a blocking thread while
         // this one encodes what it sends (a bounded channel keeps two batches in flight).
         let mut touched: Vec<(u32, HashSet<Vec<u8>>)> =
@@ -681,9 +880,9 @@ async fn merge(
             .iter()
             .map(|(i, _)| Action::Remove(state.files[*i as usize].remove.clone()))
             .collect();
-        let jobs: Vec<(String, HashSet<Vec<u8>>)> = touched
+        let jobs: Vec<(TargetFile, HashSet<Vec<u8>>)> = touched
             .into_iter()
-            .map(|(i, drop)| (state.files[i as usize].path.clone(), drop))
+            .map(|(i, drop)| (state.files[i as usize].clone(), drop))
             .collect();
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<RecordBatch, IngestError>>(2);
         let reader = {
@@ -694,9 +893,10 @@ async fn merge(
             tokio::task::spawn_blocking(move || -> u64 {
                 let mut kept_rows = 0u64;
                 let send = |r| tx.blocking_send(r).is_ok();
-                for (path, drop) in &jobs {
+                for (file, drop) in &jobs {
+                    let path = &file.path;
                     let batches =
-                        match handle.block_on(target::read_file(&target, path, batch_rows)) {
+                        match handle.block_on(target::live_rows(&target, file, batch_rows)) {
                             Ok(b) => b,
                             Err(e) => {
                                 send(Err(e));
@@ -706,7 +906,7 @@ async fn merge(
                     for b in batches {
                         let kept = b
                             .map_err(|e| IngestError::target(&name, format!("file {path}: {e}")))
-                            .and_then(|b| {
+                            .and_then(|(b, _)| {
                                 let keys = rhasher.keys(&b)?;
                                 let mask: Vec<bool> =
                                     keys.iter().map(|k| !drop.contains(k.data())).collect();
@@ -750,17 +950,31 @@ async fn merge(
         Ok(removes)
     }
     .await;
+    let discard_vectors = async |file: &Option<object_store::path::Path>| {
+        if let Some(f) = file {
+            let _ = object_store::ObjectStoreExt::delete(target.object_store().as_ref(), f).await;
+        }
+    };
     let removes = match written {
         Ok(r) => r,
         Err(e) => {
             writer.abort();
+            discard_vectors(&vector_file).await;
             return Err(e);
         }
     };
-    let adds = writer.finish().await?;
+    let adds = match writer.finish().await {
+        Ok(a) => a,
+        Err(e) => {
+            discard_vectors(&vector_file).await;
+            return Err(e);
+        }
+    };
     tracing::debug!(table = %spec.name, ms = scan_started.elapsed().as_millis() as u64, "merge: files written");
     report.files_added = adds.len() as u64;
-    report.files_removed = removes.len() as u64;
+    if !ch.vectors {
+        report.files_removed = removes.len() as u64;
+    }
     report.bytes_added = adds.iter().map(|a| a.size.max(0) as u64).sum();
     let snap = state
         .table
@@ -794,6 +1008,7 @@ async fn merge(
         "numTargetFilesAdded": report.files_added,
         "numTargetFilesRemoved": report.files_removed,
         "numTargetBytesAdded": report.bytes_added,
+        "numTargetDeletionVectorsAdded": report.deletion_vectors,
     });
     let done = CommitBuilder::default()
         .with_max_retries(0)
@@ -810,8 +1025,14 @@ async fn merge(
                 not_matched_by_source_predicates: Vec::new(),
             },
         )
-        .await
-        .map_err(|e| commit_error(&spec.name, e))?;
+        .await;
+    let done = match done {
+        Ok(d) => d,
+        Err(e) => {
+            discard_vectors(&vector_file).await;
+            return Err(commit_error(&spec.name, e));
+        }
+    };
     report.committed = true;
     report.version = done.version as u64;
     report.added_columns = added;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use arrow::array::{RecordBatch, new_null_array};
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use deltalake::kernel::engine::arrow_conversion::{TryIntoArrow, TryIntoKernel};
-use deltalake::kernel::{Add, Remove, StructType};
+use deltalake::kernel::{Add, DeletionVectorDescriptor, Remove, StructType};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::{DeltaTable, DeltaTableBuilder};
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
@@ -35,10 +35,15 @@ fn builder(loc: &TableLocation) -> Result<DeltaTableBuilder, IngestError> {
 }
 
 /// One active file of the target.
+#[derive(Clone)]
 pub(crate) struct TargetFile {
     pub(crate) path: String,
+    /// Rows in the Parquet file (its deletion vector's included), from the log's stats.
     pub(crate) rows: Option<u64>,
     pub(crate) remove: Remove,
+    /// The file as added, to add again with a new deletion vector.
+    pub(crate) add: Add,
+    pub(crate) dv: Option<DeletionVectorDescriptor>,
 }
 
 /// The target's latest snapshot, as the merge needs it.
@@ -47,6 +52,9 @@ pub(crate) struct TargetState {
     pub(crate) version: u64,
     pub(crate) delta_schema: StructType,
     pub(crate) files: Vec<TargetFile>,
+    /// The table has the `deletionVectors` feature and `delta.enableDeletionVectors`: a merge
+    /// marks changed and deleted rows in deletion vectors instead of rewriting their files.
+    pub(crate) deletion_vectors: bool,
 }
 
 impl TargetState {
@@ -66,31 +74,96 @@ impl TargetState {
         let delta_schema = snap.schema().as_ref().clone();
         let mut files = Vec::new();
         for f in snap.log_data().iter() {
-            if f.deletion_vector_descriptor().is_some() {
-                return Err(IngestError::target(
-                    name,
-                    format!(
-                        "file {} has a deletion vector; ingestion merges only tables it wrote",
-                        f.path()
-                    ),
-                ));
-            }
+            #[allow(deprecated)] // the file's add action, to add it again with another vector
+            let add = f.add_action();
             files.push(TargetFile {
                 path: f.path().into_owned(),
                 rows: f.num_records().map(|n| n as u64),
                 remove: f.remove_action(true),
+                dv: f.deletion_vector_descriptor(),
+                add,
             });
         }
+        let protocol = serde_json::to_value(snap.protocol()).unwrap_or_default();
+        let feature = protocol["writerFeatures"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|v| v == "deletionVectors"));
+        let enabled = snap
+            .metadata()
+            .configuration()
+            .get("delta.enableDeletionVectors")
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"));
         Ok(Self {
             version: snap.version(),
             delta_schema,
             files,
             table,
+            deletion_vectors: feature && enabled,
         })
     }
 
     pub(crate) fn estimated_rows(&self) -> u64 {
         self.files.iter().map(|f| f.rows.unwrap_or(1 << 20)).sum()
+    }
+}
+
+/// The live rows of one target file (its deletion vector applied), `batch_rows` at a time,
+/// each batch with the Parquet row index of each of its rows.
+pub(crate) async fn live_rows(
+    loc: &TableLocation,
+    file: &TargetFile,
+    batch_rows: usize,
+) -> Result<LiveRows, IngestError> {
+    let deleted = match &file.dv {
+        Some(d) => Some(crate::dv::read(loc, &file.path, d).await?),
+        None => None,
+    };
+    Ok(LiveRows {
+        reader: read_file(loc, &file.path, batch_rows).await?,
+        deleted,
+        next: 0,
+    })
+}
+
+/// See [`live_rows`].
+pub(crate) struct LiveRows {
+    reader: ParquetRecordBatchReader,
+    /// The rows the file's deletion vector removes.
+    pub(crate) deleted: Option<roaring::RoaringTreemap>,
+    /// The Parquet row index of the next row read.
+    next: u64,
+}
+
+impl LiveRows {
+    /// The rows in the file, deleted ones included (once every batch was read).
+    pub(crate) fn physical_rows(&self) -> u64 {
+        self.next
+    }
+}
+
+impl Iterator for LiveRows {
+    type Item = Result<(RecordBatch, Vec<u64>), arrow::error::ArrowError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let batch = match self.reader.next()? {
+            Ok(b) => b,
+            Err(e) => return Some(Err(e)),
+        };
+        let first = self.next;
+        self.next += batch.num_rows() as u64;
+        let Some(deleted) = &self.deleted else {
+            return Some(Ok((batch, (first..self.next).collect())));
+        };
+        let indexes: Vec<u64> = (first..self.next)
+            .filter(|i| !deleted.contains(*i))
+            .collect();
+        if indexes.len() == batch.num_rows() {
+            return Some(Ok((batch, indexes)));
+        }
+        let mask: arrow::array::BooleanArray = (first..self.next)
+            .map(|i| Some(!deleted.contains(i)))
+            .collect();
+        Some(arrow::compute::filter_record_batch(&batch, &mask).map(|b| (b, indexes)))
     }
 }
 

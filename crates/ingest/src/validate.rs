@@ -66,8 +66,9 @@ pub async fn check_keys(
     let mut out = KeyCheck::default();
     let mut t = Spill::new(partitions, chunk);
     for f in &state.files {
-        for b in target::read_file(target, &f.path, 8192).await? {
-            let b = b.map_err(|e| IngestError::target(&name, format!("file {}: {e}", f.path)))?;
+        for b in target::live_rows(target, f, 8192).await? {
+            let (b, _) =
+                b.map_err(|e| IngestError::target(&name, format!("file {}: {e}", f.path)))?;
             out.target_rows += b.num_rows() as u64;
             for k in hasher.keys(&b)?.iter() {
                 t.push(k.data(), 0, 0)?;

@@ -166,6 +166,140 @@ async fn postgres_full_load_then_merge_by_key_hash() {
     drop_table(&pool, &t).await;
 }
 
+/// The log's actions of commit `version`.
+fn actions(target: &replicator_lake::TableLocation, version: u64) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(
+        target
+            .local_dir()
+            .unwrap()
+            .join(format!("_delta_log/{version:020}.json")),
+    )
+    .unwrap()
+    .lines()
+    .map(|l| serde_json::from_str(l).unwrap())
+    .collect()
+}
+
+/// With `deletion_vectors: true` the table is created with the feature, and a merge marks the
+/// updated and deleted rows in deletion vectors (old vectors kept) instead of rewriting files;
+/// what is read back — by the kernel, the key check and the next merge — is the source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_merge_into_deletion_vectors() {
+    let pool = pg().await;
+    let t = unique("ingest_pg_dv");
+    create_typed(&pool, &t, 1000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let root = loc(dir.path());
+    let target = root.child(&t).unwrap();
+    let mut def = sql_def(SourceKind::Postgres, &t, &["id"]);
+    def.hard_deletes = true;
+    def.deletion_vectors = true;
+    let c = ctx(PG_URL);
+    let opts = IngestOptions::default();
+
+    let full = run(&def, &c, &root, &opts).await;
+    assert!(full.committed);
+    let created = actions(&target, 0);
+    let protocol = created.iter().find_map(|a| a.get("protocol")).unwrap();
+    for features in ["readerFeatures", "writerFeatures"] {
+        assert!(
+            protocol[features]
+                .as_array()
+                .unwrap()
+                .contains(&serde_json::json!("deletionVectors")),
+            "{protocol}"
+        );
+    }
+
+    // 100 updates, 50 inserts, 20 deletes: no file rewritten, rows marked instead.
+    sqlx::raw_sql(&format!(
+        "UPDATE {t} SET name = 'changed-' || id WHERE id <= 100;
+         INSERT INTO {t} (id, name, amount) SELECT g, 'new', 1.5 FROM generate_series(1001, 1050) g;
+         DELETE FROM {t} WHERE id BETWEEN 901 AND 920;"
+    ))
+    .execute(&pool)
+    .await
+    .unwrap();
+    let merged = run(&def, &c, &root, &opts).await;
+    assert_eq!(
+        (
+            merged.updated,
+            merged.inserted,
+            merged.deleted,
+            merged.rewritten_rows
+        ),
+        (100, 50, 20, 0)
+    );
+    assert!(merged.deletion_vectors >= 1, "{merged:?}");
+    assert_eq!(target_rows(&target).await, source_rows(&def, &c).await);
+    let log = actions(&target, merged.version);
+    let readded: Vec<_> = log
+        .iter()
+        .filter_map(|a| a.get("add"))
+        .filter(|a| a.get("deletionVector").is_some())
+        .collect();
+    assert_eq!(readded.len() as u64, merged.deletion_vectors);
+    assert_eq!(readded[0]["deletionVector"]["cardinality"], 120);
+    let stats: serde_json::Value =
+        serde_json::from_str(readded[0]["stats"].as_str().unwrap()).unwrap();
+    assert_eq!(stats["tightBounds"], false);
+
+    // Again: rows of the loaded file (its vector grows: the old rows stay deleted, new ones
+    // join) and rows the first merge wrote (their file gets its first vector).
+    sqlx::raw_sql(&format!(
+        "UPDATE {t} SET name = 'again-' || id WHERE id BETWEEN 101 AND 110 OR id <= 5;
+         DELETE FROM {t} WHERE id BETWEEN 121 AND 130;"
+    ))
+    .execute(&pool)
+    .await
+    .unwrap();
+    let second = run(&def, &c, &root, &opts).await;
+    assert_eq!((second.updated, second.deleted), (15, 10));
+    assert_eq!(target_rows(&target).await, source_rows(&def, &c).await);
+    let log = actions(&target, second.version);
+    let cardinality = log
+        .iter()
+        .filter_map(|a| a.get("add"))
+        .filter_map(|a| a.get("deletionVector"))
+        .map(|d| d["cardinality"].as_i64().unwrap())
+        .max()
+        .unwrap();
+    assert_eq!(
+        cardinality,
+        120 + 20,
+        "the first merge's rows and this one's"
+    );
+
+    // Nothing changed: no commit; the checks the reconciler runs agree.
+    let v = version(&target).await;
+    assert!(!run(&def, &c, &root, &opts).await.committed);
+    assert_eq!(version(&target).await, v);
+    let source = replicator_ingest::open(&def, &c).await.unwrap();
+    let count = replicator_ingest::count_source(source.as_ref())
+        .await
+        .unwrap();
+    assert_eq!(count, 1020);
+    assert_eq!(
+        replicator_ingest::count_target(&target).await.unwrap(),
+        count
+    );
+    let keys = check_keys(source.as_ref(), &target, &["id".into()], 64 << 20)
+        .await
+        .unwrap();
+    assert!(keys.consistent(), "{keys:?}");
+    assert_eq!(keys.target_rows, count);
+
+    // Every row gone: the files are removed, no vector is written.
+    sqlx::raw_sql(&format!("DELETE FROM {t}"))
+        .execute(&pool)
+        .await
+        .unwrap();
+    let emptied = run(&def, &c, &root, &opts).await;
+    assert_eq!((emptied.deleted, emptied.deletion_vectors), (count, 0));
+    assert!(target_rows(&target).await.is_empty());
+    drop_table(&pool, &t).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_watermark_incremental() {
     let pool = pg().await;

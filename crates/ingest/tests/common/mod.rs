@@ -50,6 +50,7 @@ pub fn sql_def(kind: SourceKind, table: &str, key: &[&str]) -> SourceDefinition 
         watermark: None,
         target: table.to_owned(),
         hard_deletes: false,
+        deletion_vectors: false,
         options: SourceOptions::default(),
     }
 }
@@ -67,6 +68,7 @@ pub fn file_def(kind: SourceKind, path: &str, pattern: &str, key: &[&str]) -> So
         watermark: None,
         target: format!("files/{path}"),
         hard_deletes: false,
+        deletion_vectors: false,
         options: SourceOptions::default(),
     }
 }
