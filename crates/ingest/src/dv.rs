@@ -20,6 +20,9 @@ use crate::error::IngestError;
 /// The magic number of a RoaringBitmapArray in its portable serialization.
 const MAGIC: u32 = 1_681_511_377;
 
+/// The largest serialized deletion vector read.
+const MAX_BYTES: u64 = 512 << 20;
+
 /// The length of a Z85-encoded UUID.
 const UUID_Z85: usize = 20;
 
@@ -43,6 +46,15 @@ pub(crate) async fn read(
             let offset = d.offset.unwrap_or(1).max(0) as u64;
             let size = u64::try_from(d.size_in_bytes)
                 .map_err(|_| invalid(table, file, "has a negative size"))?;
+            // A bitmap of every row of a file of 2^32 rows takes about 512 MiB; a larger
+            // size in the log is not a deletion vector this merge will hold in memory.
+            if size > MAX_BYTES {
+                return Err(invalid(
+                    table,
+                    file,
+                    format!("is {size} bytes, more than the {MAX_BYTES} a merge reads"),
+                ));
+            }
             let object = loc.object_path(&rel);
             let bytes = loc
                 .object_store()
@@ -176,6 +188,10 @@ mod tests {
         assert!(e.contains("holds 5 rows where the log says 4"), "{e}");
         assert!(relative_path("../x").is_none());
         assert!(relative_path(&format!("a/{}", &wrong.path_or_inline_dv)).is_none());
+        let mut huge = w.descriptors[0].clone();
+        huge.size_in_bytes = i32::MAX;
+        let e = read(&loc, "f", &huge).await.unwrap_err().to_string();
+        assert!(e.contains("more than the"), "{e}");
         let mut absolute = w.descriptors[0].clone();
         absolute.storage_type = StorageType::AbsolutePath;
         absolute.path_or_inline_dv = "file:///etc/passwd".into();
