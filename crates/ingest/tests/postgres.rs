@@ -37,6 +37,18 @@ async fn create_typed(pool: &sqlx::PgPool, t: &str, rows: i64) {
     .unwrap();
 }
 
+/// 100 updates (ids 1–100), 50 inserts (1001–1050), 20 deletes (901–920).
+async fn change_170(pool: &sqlx::PgPool, t: &str) {
+    sqlx::raw_sql(&format!(
+        "UPDATE {t} SET name = 'changed-' || id WHERE id <= 100;
+         INSERT INTO {t} (id, name, amount) SELECT g, 'new', 1.5 FROM generate_series(1001, 1050) g;
+         DELETE FROM {t} WHERE id BETWEEN 901 AND 920;"
+    ))
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
 async fn drop_table(pool: &sqlx::PgPool, t: &str) {
     sqlx::raw_sql(&format!("DROP TABLE IF EXISTS {t}"))
         .execute(pool)
@@ -44,16 +56,47 @@ async fn drop_table(pool: &sqlx::PgPool, t: &str) {
         .unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_full_load_then_merge_by_key_hash() {
+/// A typed table of 1000 rows named after `prefix`, its source definition and a target root.
+struct Typed {
+    pool: sqlx::PgPool,
+    t: String,
+    _dir: tempfile::TempDir,
+    root: replicator_lake::TableLocation,
+    target: replicator_lake::TableLocation,
+    def: replicator_ingest::SourceDefinition,
+    c: replicator_ingest::SourceContext,
+}
+
+async fn typed(prefix: &str) -> Typed {
     let pool = pg().await;
-    let t = unique("ingest_pg");
+    let t = unique(prefix);
     create_typed(&pool, &t, 1000).await;
     let dir = tempfile::tempdir().unwrap();
     let root = loc(dir.path());
     let target = root.child(&t).unwrap();
-    let mut def = sql_def(SourceKind::Postgres, &t, &["id"]);
-    let c = ctx(PG_URL);
+    let def = sql_def(SourceKind::Postgres, &t, &["id"]);
+    Typed {
+        pool,
+        t,
+        _dir: dir,
+        root,
+        target,
+        def,
+        c: ctx(PG_URL),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_full_load_then_merge_by_key_hash() {
+    let Typed {
+        pool,
+        t,
+        _dir,
+        root,
+        target,
+        mut def,
+        c,
+    } = typed("ingest_pg").await;
     let opts = IngestOptions::default();
 
     let full = run(&def, &c, &root, &opts).await;
@@ -88,14 +131,7 @@ async fn postgres_full_load_then_merge_by_key_hash() {
     assert_eq!(version(&target).await, v);
 
     // 100 updates, 50 inserts, 20 deletes.
-    sqlx::raw_sql(&format!(
-        "UPDATE {t} SET name = 'changed-' || id WHERE id <= 100;
-         INSERT INTO {t} (id, name, amount) SELECT g, 'new', 1.5 FROM generate_series(1001, 1050) g;
-         DELETE FROM {t} WHERE id BETWEEN 901 AND 920;"
-    ))
-    .execute(&pool)
-    .await
-    .unwrap();
+    change_170(&pool, &t).await;
     let soft = run(&def, &c, &root, &opts).await;
     assert!(soft.committed);
     assert_eq!(
@@ -108,16 +144,8 @@ async fn postgres_full_load_then_merge_by_key_hash() {
         (100, 50, 0, 20)
     );
     assert_eq!(target_rows(&target).await.len(), 1050, "deletes kept");
-    let commit = std::fs::read_to_string(
-        target
-            .local_dir()
-            .unwrap()
-            .join(format!("_delta_log/{:020}.json", soft.version)),
-    )
-    .unwrap();
-    let info: serde_json::Value = commit
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+    let info = actions(&target, soft.version)
+        .into_iter()
         .find_map(|a| a.get("commitInfo").cloned())
         .unwrap();
     assert_eq!(info["operation"], "MERGE");
@@ -185,16 +213,17 @@ fn actions(target: &replicator_lake::TableLocation, version: u64) -> Vec<serde_j
 /// what is read back — by the kernel, the key check and the next merge — is the source.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_merge_into_deletion_vectors() {
-    let pool = pg().await;
-    let t = unique("ingest_pg_dv");
-    create_typed(&pool, &t, 1000).await;
-    let dir = tempfile::tempdir().unwrap();
-    let root = loc(dir.path());
-    let target = root.child(&t).unwrap();
-    let mut def = sql_def(SourceKind::Postgres, &t, &["id"]);
+    let Typed {
+        pool,
+        t,
+        _dir,
+        root,
+        target,
+        mut def,
+        c,
+    } = typed("ingest_pg_dv").await;
     def.hard_deletes = true;
     def.deletion_vectors = true;
-    let c = ctx(PG_URL);
     let opts = IngestOptions::default();
 
     let full = run(&def, &c, &root, &opts).await;
@@ -212,14 +241,7 @@ async fn postgres_merge_into_deletion_vectors() {
     }
 
     // 100 updates, 50 inserts, 20 deletes: no file rewritten, rows marked instead.
-    sqlx::raw_sql(&format!(
-        "UPDATE {t} SET name = 'changed-' || id WHERE id <= 100;
-         INSERT INTO {t} (id, name, amount) SELECT g, 'new', 1.5 FROM generate_series(1001, 1050) g;
-         DELETE FROM {t} WHERE id BETWEEN 901 AND 920;"
-    ))
-    .execute(&pool)
-    .await
-    .unwrap();
+    change_170(&pool, &t).await;
     let merged = run(&def, &c, &root, &opts).await;
     assert_eq!(
         (
