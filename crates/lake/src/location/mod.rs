@@ -143,7 +143,8 @@ pub(crate) fn cloud_store(
 /// Whether a presigned `PUT` without extra headers, sent by the worker's own HTTP client,
 /// stores an object as the configured store's own `put` would: no server-side encryption
 /// settings (they travel as headers the presigned URL does not carry), no requester-pays,
-/// requests signed, and none of the client settings that client would not share (invalid
+/// requests signed, no checksum header asked for (`aws_checksum_algorithm`: Object Lock
+/// buckets need one), and none of the client settings that client would not share (invalid
 /// certificates allowed, a configured proxy, HTTP/2 only, a default content type).
 fn plain_puts(b: &object_store::aws::AmazonS3Builder) -> bool {
     let value = |key: &str| {
@@ -168,6 +169,7 @@ fn plain_puts(b: &object_store::aws::AmazonS3Builder) -> bool {
             "aws_proxy_url",
             "aws_proxy_ca_certificate",
             "aws_default_content_type",
+            "aws_checksum_algorithm",
         ]
         .into_iter()
         .all(|k| value(k).is_none())
@@ -415,6 +417,7 @@ mod tests {
             ("aws_skip_signature", "true"),
             ("aws_allow_invalid_certificates", "true"),
             ("aws_proxy_url", "http://proxy:3128"),
+            ("aws_checksum_algorithm", "sha256"),
         ]
         .into_iter()
         .enumerate()
