@@ -665,15 +665,26 @@ async fn merge(
         let target = target.clone();
         let thasher = KeyHasher::new(&schema, &spec.primary_key, &spec.name)?;
         let (name, batch_rows) = (spec.name.clone(), sizes.batch_rows);
+        // After a watermark every source row is a change: the target's keys suffice (its
+        // other columns are not decoded, its rows not hashed).
+        let only = (mode == LoadMode::Watermark).then(|| spec.primary_key.clone());
         let handle = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || -> Result<Scanned, IngestError> {
             let mut tspill = Spill::new(partitions, chunk);
             let mut files_read = Vec::with_capacity(files.len());
             for (i, f) in files.iter().enumerate() {
-                let mut rows = handle.block_on(target::live_rows(&target, f, batch_rows))?;
+                let mut rows =
+                    handle.block_on(target::live_rows(&target, f, batch_rows, only.as_deref()))?;
                 for b in rows.by_ref() {
                     let (b, at) =
                         b.map_err(|e| IngestError::target(&name, format!("file {}: {e}", f.path)))?;
+                    if only.is_some() {
+                        let keys = thasher.keys(&b)?;
+                        for (j, row) in keys.iter().enumerate() {
+                            tspill.push(row.data(), 0, locate(i, at[j], &name)?)?;
+                        }
+                        continue;
+                    }
                     let (keys, hashes) = thasher.hash(&b)?;
                     for (j, h) in hashes.iter().enumerate() {
                         tspill.push(keys.row(j).data(), *h, locate(i, at[j], &name)?)?;
@@ -775,7 +786,7 @@ async fn merge(
                 }
                 Some(e) => {
                     e.in_source = true;
-                    if e.hash != h || e.at.len() > 1 {
+                    if mode == LoadMode::Watermark || e.hash != h || e.at.len() > 1 {
                         ch.updated += 1;
                         ch.take.push(ord);
                         for at in &e.at {
@@ -896,7 +907,7 @@ async fn merge(
                 for (file, drop) in &jobs {
                     let path = &file.path;
                     let batches =
-                        match handle.block_on(target::live_rows(&target, file, batch_rows)) {
+                        match handle.block_on(target::live_rows(&target, file, batch_rows, None)) {
                             Ok(b) => b,
                             Err(e) => {
                                 send(Err(e));

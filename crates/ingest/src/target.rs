@@ -108,18 +108,20 @@ impl TargetState {
 }
 
 /// The live rows of one target file (its deletion vector applied), `batch_rows` at a time,
-/// each batch with the Parquet row index of each of its rows.
+/// each batch with the Parquet row index of each of its rows; only the `only` columns when
+/// given (the others are not decoded).
 pub(crate) async fn live_rows(
     loc: &TableLocation,
     file: &TargetFile,
     batch_rows: usize,
+    only: Option<&[String]>,
 ) -> Result<LiveRows, IngestError> {
     let deleted = match &file.dv {
         Some(d) => Some(crate::dv::read(loc, &file.path, d).await?),
         None => None,
     };
     Ok(LiveRows {
-        reader: read_file(loc, &file.path, batch_rows).await?,
+        reader: read_file(loc, &file.path, batch_rows, only).await?,
         deleted,
         next: 0,
     })
@@ -172,11 +174,24 @@ pub(crate) async fn read_file(
     loc: &TableLocation,
     path: &str,
     batch_rows: usize,
+    only: Option<&[String]>,
 ) -> Result<ParquetRecordBatchReader, IngestError> {
     let object = loc.object_path(path);
     let file = crate::source::files::fetch_local(loc, loc.url().as_str(), path, &object).await?;
     ParquetRecordBatchReaderBuilder::try_new(file)
-        .and_then(|b| b.with_batch_size(batch_rows).build())
+        .and_then(|b| {
+            let b = b.with_batch_size(batch_rows);
+            match only {
+                Some(columns) => {
+                    let mask = parquet::arrow::ProjectionMask::columns(
+                        b.parquet_schema(),
+                        columns.iter().map(String::as_str),
+                    );
+                    b.with_projection(mask).build()
+                }
+                None => b.build(),
+            }
+        })
         .map_err(|e| IngestError::target(loc.url().as_str(), format!("file {path}: {e}")))
 }
 

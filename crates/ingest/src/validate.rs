@@ -66,7 +66,7 @@ pub async fn check_keys(
     let mut out = KeyCheck::default();
     let mut t = Spill::new(partitions, chunk);
     for f in &state.files {
-        for b in target::live_rows(target, f, 8192).await? {
+        for b in target::live_rows(target, f, 8192, Some(primary_key)).await? {
             let (b, _) =
                 b.map_err(|e| IngestError::target(&name, format!("file {}: {e}", f.path)))?;
             out.target_rows += b.num_rows() as u64;

@@ -332,6 +332,27 @@ impl Source for SqlSource {
             columns.push(c.clone());
         }
         let schema = schema_of(&columns);
+        if let Pool::Pg(pool) = &self.pool
+            && columns
+                .iter()
+                .all(|c| matches!(c.kind, Kind::I16 | Kind::I32 | Kind::I64 | Kind::Text))
+        {
+            let list: Vec<&str> = columns.iter().map(|c| c.select.as_str()).collect();
+            let sql = format!(
+                "COPY (SELECT {} FROM {}) TO STDOUT (FORMAT binary)",
+                list.join(", "),
+                self.from
+            );
+            let kinds = columns.iter().map(|c| c.kind).collect();
+            return Ok(copy_keys(
+                pool.clone(),
+                sql,
+                kinds,
+                schema,
+                batch_rows.max(1),
+                (self.name.clone(), self.redact.clone()),
+            ));
+        }
         let keys_only = SqlSource {
             name: self.name.clone(),
             dialect: self.dialect,
@@ -422,6 +443,212 @@ impl Source for SqlSource {
             self.fail("cannot count rows", e, t)
         })?;
         Ok(n.max(0) as u64)
+    }
+}
+
+/// The key columns of a PostgreSQL source by binary `COPY`, for integer and text keys: the
+/// server sends the rows as one stream instead of a message each, and the fields are decoded
+/// straight into Arrow builders (about twice the row-by-row read's speed for millions of keys).
+/// The format: <https://www.postgresql.org/docs/current/sql-copy.html#id-1.9.3.55.9.4>.
+fn copy_keys(
+    pool: PgPool,
+    sql: String,
+    kinds: Vec<Kind>,
+    schema: SchemaRef,
+    batch_rows: usize,
+    (name, redact): (String, Redactor),
+) -> BatchStream {
+    use futures::StreamExt;
+    use sqlx::postgres::PgPoolCopyExt;
+    let (tx, stream) = channel_stream(2);
+    let fail = move |detail: String, transient: bool| IngestError::Source {
+        source_name: name.clone(),
+        detail: redact.clean(&detail),
+        transient,
+    };
+    tokio::spawn(async move {
+        let run = async {
+            let mut data = pool
+                .copy_out_raw(&sql)
+                .await
+                .map_err(|e| fail(format!("key scan failed: {e}"), transient(&e)))?;
+            let mut keys = CopyKeys::new(kinds, batch_rows);
+            let mut buf: Vec<u8> = Vec::new();
+            while let Some(chunk) = data.next().await {
+                let chunk =
+                    chunk.map_err(|e| fail(format!("key scan failed: {e}"), transient(&e)))?;
+                buf.extend_from_slice(&chunk);
+                let used = keys
+                    .parse(&buf)
+                    .map_err(|e| fail(format!("key scan: {e}"), false))?;
+                buf.drain(..used);
+                while keys.len >= batch_rows {
+                    let b = keys
+                        .finish(&schema)
+                        .map_err(|e| fail(e.to_string(), false))?;
+                    if tx.send(Ok(b)).await.is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+            if !keys.ended || !buf.is_empty() {
+                return Err(fail("key scan: the COPY data ended early".into(), true));
+            }
+            if keys.len > 0 {
+                let b = keys
+                    .finish(&schema)
+                    .map_err(|e| fail(e.to_string(), false))?;
+                let _ = tx.send(Ok(b)).await;
+            }
+            Ok::<(), IngestError>(())
+        };
+        if let Err(e) = run.await {
+            let _ = tx.send(Err(e)).await;
+        }
+    });
+    stream
+}
+
+/// One key column's values being collected.
+enum KeyBuilder {
+    I16(Int16Builder),
+    I32(Int32Builder),
+    I64(Int64Builder),
+    Text(StringBuilder),
+}
+
+impl KeyBuilder {
+    fn new(kind: Kind, capacity: usize) -> Self {
+        match kind {
+            Kind::I16 => Self::I16(Int16Builder::with_capacity(capacity)),
+            Kind::I32 => Self::I32(Int32Builder::with_capacity(capacity)),
+            Kind::I64 => Self::I64(Int64Builder::with_capacity(capacity)),
+            _ => Self::Text(StringBuilder::new()),
+        }
+    }
+
+    fn finish(&mut self) -> ArrayRef {
+        match self {
+            Self::I16(b) => Arc::new(b.finish()),
+            Self::I32(b) => Arc::new(b.finish()),
+            Self::I64(b) => Arc::new(b.finish()),
+            Self::Text(b) => Arc::new(b.finish()),
+        }
+    }
+}
+
+/// Decodes binary `COPY` data of integer and text columns into Arrow builders.
+struct CopyKeys {
+    kinds: Vec<Kind>,
+    builders: Vec<KeyBuilder>,
+    len: usize,
+    header: bool,
+    ended: bool,
+}
+
+impl CopyKeys {
+    fn new(kinds: Vec<Kind>, batch_rows: usize) -> Self {
+        let builders = kinds
+            .iter()
+            .map(|k| KeyBuilder::new(*k, batch_rows))
+            .collect();
+        Self {
+            kinds,
+            builders,
+            len: 0,
+            header: false,
+            ended: false,
+        }
+    }
+
+    /// Decode the complete rows at the start of `buf`; the bytes used.
+    fn parse(&mut self, buf: &[u8]) -> Result<usize, String> {
+        const SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
+        let mut at = 0;
+        if !self.header {
+            if buf.len() < SIGNATURE.len() + 8 {
+                return Ok(0);
+            }
+            if &buf[..SIGNATURE.len()] != SIGNATURE {
+                return Err("not binary COPY data".into());
+            }
+            let ext = u32::from_be_bytes(buf[15..19].try_into().expect("4 bytes")) as usize;
+            if buf.len() < 19 + ext {
+                return Ok(0);
+            }
+            at = 19 + ext;
+            self.header = true;
+        }
+        loop {
+            if self.ended {
+                return Ok(at);
+            }
+            let Some(fields) = buf.get(at..at + 2) else {
+                return Ok(at);
+            };
+            let fields = i16::from_be_bytes(fields.try_into().expect("2 bytes"));
+            if fields == -1 {
+                self.ended = true;
+                return Ok(at + 2);
+            }
+            if fields as usize != self.kinds.len() {
+                return Err(format!(
+                    "a row of {fields} fields, not {}",
+                    self.kinds.len()
+                ));
+            }
+            // The whole row must be here before any field is taken.
+            let mut end = at + 2;
+            let mut spans = Vec::with_capacity(self.kinds.len());
+            for _ in 0..self.kinds.len() {
+                let Some(len) = buf.get(end..end + 4) else {
+                    return Ok(at);
+                };
+                let len = i32::from_be_bytes(len.try_into().expect("4 bytes"));
+                end += 4;
+                if len < 0 {
+                    spans.push(None);
+                    continue;
+                }
+                let len = len as usize;
+                if buf.len() < end + len {
+                    return Ok(at);
+                }
+                spans.push(Some(end..end + len));
+                end += len;
+            }
+            for (b, span) in self.builders.iter_mut().zip(spans) {
+                let v = span.map(|r| &buf[r]);
+                let bad =
+                    |what: &str| format!("a {what} field of {} bytes", v.map_or(0, |v| v.len()));
+                match (b, v) {
+                    (KeyBuilder::I16(b), None) => b.append_null(),
+                    (KeyBuilder::I16(b), Some(v)) => b.append_value(i16::from_be_bytes(
+                        v.try_into().map_err(|_| bad("smallint"))?,
+                    )),
+                    (KeyBuilder::I32(b), None) => b.append_null(),
+                    (KeyBuilder::I32(b), Some(v)) => b.append_value(i32::from_be_bytes(
+                        v.try_into().map_err(|_| bad("integer"))?,
+                    )),
+                    (KeyBuilder::I64(b), None) => b.append_null(),
+                    (KeyBuilder::I64(b), Some(v)) => {
+                        b.append_value(i64::from_be_bytes(v.try_into().map_err(|_| bad("bigint"))?))
+                    }
+                    (KeyBuilder::Text(b), None) => b.append_null(),
+                    (KeyBuilder::Text(b), Some(v)) => {
+                        b.append_value(std::str::from_utf8(v).map_err(|_| bad("non-UTF-8 text"))?)
+                    }
+                }
+            }
+            self.len += 1;
+            at = end;
+        }
+    }
+
+    fn finish(&mut self, schema: &SchemaRef) -> Result<RecordBatch, arrow::error::ArrowError> {
+        let columns: Vec<ArrayRef> = self.builders.iter_mut().map(|b| b.finish()).collect();
+        self.len = 0;
+        RecordBatch::try_new(schema.clone(), columns)
     }
 }
 
