@@ -131,11 +131,14 @@ pub(crate) struct Written {
 }
 
 /// Serialize `vectors` into one deletion-vector file with a new UUID.
-pub(crate) fn write(table: &str, vectors: &[RoaringTreemap]) -> Result<Written, IngestError> {
+pub(crate) fn write<'a>(
+    table: &str,
+    vectors: impl IntoIterator<Item = &'a RoaringTreemap>,
+) -> Result<Written, IngestError> {
     let uuid = uuid::Uuid::new_v4();
     let encoded = z85::encode(uuid.as_bytes());
     let mut bytes = Vec::new();
-    let mut descriptors = Vec::with_capacity(vectors.len());
+    let mut descriptors = Vec::new();
     {
         let mut w = StreamingDeletionVectorWriter::new(&mut bytes);
         for v in vectors {
@@ -172,7 +175,7 @@ mod tests {
         let loc = TableLocation::parse(dir.path().to_str().unwrap()).unwrap();
         let a: RoaringTreemap = [0u64, 5, 6, 7, 100_000].into_iter().collect();
         let b: RoaringTreemap = (10u64..20).chain([5_000_000_000]).collect();
-        let w = write("t", &[a.clone(), b.clone()]).unwrap();
+        let w = write("t", [&a, &b]).unwrap();
         std::fs::write(dir.path().join(&w.path), &w.bytes).unwrap();
         assert_eq!(
             relative_path(&w.descriptors[0].path_or_inline_dv).unwrap(),

@@ -526,8 +526,7 @@ async fn mark_deleted(
     if kept.is_empty() {
         return Ok(out);
     }
-    let vectors: Vec<RoaringTreemap> = kept.iter().map(|(_, v)| v.clone()).collect();
-    let written = crate::dv::write(table, &vectors)?;
+    let written = crate::dv::write(table, kept.iter().map(|(_, v)| v))?;
     let path = target.object_path(&written.path);
     target
         .object_store()
@@ -891,9 +890,13 @@ async fn merge(
             .iter()
             .map(|(i, _)| Action::Remove(state.files[*i as usize].remove.clone()))
             .collect();
-        let jobs: Vec<(TargetFile, HashSet<Vec<u8>>)> = touched
+        // Each file with the deletion vector its scan already read.
+        let jobs: Vec<(String, Option<RoaringTreemap>, HashSet<Vec<u8>>)> = touched
             .into_iter()
-            .map(|(i, drop)| (state.files[i as usize].clone(), drop))
+            .map(|(i, drop)| {
+                let i = i as usize;
+                (state.files[i].path.clone(), scanned[i].1.clone(), drop)
+            })
             .collect();
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<RecordBatch, IngestError>>(2);
         let reader = {
@@ -904,16 +907,15 @@ async fn merge(
             tokio::task::spawn_blocking(move || -> u64 {
                 let mut kept_rows = 0u64;
                 let send = |r| tx.blocking_send(r).is_ok();
-                for (file, drop) in &jobs {
-                    let path = &file.path;
-                    let batches =
-                        match handle.block_on(target::live_rows(&target, file, batch_rows, None)) {
-                            Ok(b) => b,
-                            Err(e) => {
-                                send(Err(e));
-                                return kept_rows;
-                            }
-                        };
+                for (path, deleted, drop) in jobs {
+                    let rows = target::live_rows_with(&target, &path, batch_rows, None, deleted);
+                    let batches = match handle.block_on(rows) {
+                        Ok(b) => b,
+                        Err(e) => {
+                            send(Err(e));
+                            return kept_rows;
+                        }
+                    };
                     for b in batches {
                         let kept = b
                             .map_err(|e| IngestError::target(&name, format!("file {path}: {e}")))

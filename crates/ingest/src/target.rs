@@ -120,8 +120,19 @@ pub(crate) async fn live_rows(
         Some(d) => Some(crate::dv::read(loc, &file.path, d).await?),
         None => None,
     };
+    live_rows_with(loc, &file.path, batch_rows, only, deleted).await
+}
+
+/// [`live_rows`] of a file whose deletion vector was already read (`deleted`).
+pub(crate) async fn live_rows_with(
+    loc: &TableLocation,
+    path: &str,
+    batch_rows: usize,
+    only: Option<&[String]>,
+    deleted: Option<roaring::RoaringTreemap>,
+) -> Result<LiveRows, IngestError> {
     Ok(LiveRows {
-        reader: read_file(loc, &file.path, batch_rows, only).await?,
+        reader: read_file(loc, path, batch_rows, only).await?,
         deleted,
         next: 0,
     })
@@ -156,15 +167,15 @@ impl Iterator for LiveRows {
         let Some(deleted) = &self.deleted else {
             return Some(Ok((batch, (first..self.next).collect())));
         };
+        let live: Vec<bool> = (first..self.next).map(|i| !deleted.contains(i)).collect();
         let indexes: Vec<u64> = (first..self.next)
-            .filter(|i| !deleted.contains(*i))
+            .zip(&live)
+            .filter_map(|(i, l)| l.then_some(i))
             .collect();
         if indexes.len() == batch.num_rows() {
             return Some(Ok((batch, indexes)));
         }
-        let mask: arrow::array::BooleanArray = (first..self.next)
-            .map(|i| Some(!deleted.contains(i)))
-            .collect();
+        let mask = arrow::array::BooleanArray::from(live);
         Some(arrow::compute::filter_record_batch(&batch, &mask).map(|b| (b, indexes)))
     }
 }

@@ -311,6 +311,44 @@ async fn postgres_merge_into_deletion_vectors() {
     assert!(keys.consistent(), "{keys:?}");
     assert_eq!(keys.target_rows, count);
 
+    // Vectors switched off (they stay in the files): the next merge rewrites the touched
+    // files copy-on-write, leaving out the rows their old vectors removed.
+    let table = deltalake::DeltaTableBuilder::from_url(target.url().clone())
+        .unwrap()
+        .load()
+        .await
+        .unwrap();
+    let snap = table.snapshot().unwrap();
+    {
+        use deltalake::kernel::MetadataExt;
+        let off = snap
+            .metadata()
+            .clone()
+            .add_config_key("delta.enableDeletionVectors".into(), "false".into())
+            .unwrap();
+        deltalake::kernel::transaction::CommitBuilder::default()
+            .with_actions(vec![deltalake::kernel::Action::Metadata(off)])
+            .build(
+                Some(snap),
+                table.log_store(),
+                deltalake::protocol::DeltaOperation::SetTableProperties {
+                    properties: Default::default(),
+                },
+            )
+            .await
+            .unwrap();
+    }
+    sqlx::raw_sql(&format!(
+        "UPDATE {t} SET name = 'third-' || id WHERE id BETWEEN 201 AND 205"
+    ))
+    .execute(&pool)
+    .await
+    .unwrap();
+    let rewritten = run(&def, &c, &root, &opts).await;
+    assert_eq!((rewritten.updated, rewritten.deletion_vectors), (5, 0));
+    assert!(rewritten.rewritten_rows > 0);
+    assert_eq!(target_rows(&target).await, source_rows(&def, &c).await);
+
     // Every row gone: the files are removed, no vector is written.
     sqlx::raw_sql(&format!("DELETE FROM {t}"))
         .execute(&pool)
@@ -326,7 +364,6 @@ async fn postgres_merge_into_deletion_vectors() {
 /// of the same columns reads: every type, NULLs, multi-byte text, rows across batches.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_key_scan_reads_what_select_reads() {
-    use futures::TryStreamExt;
     let pool = pg().await;
     let t = unique("ingest_pg_keys");
     sqlx::raw_sql(&format!(
@@ -343,21 +380,9 @@ async fn postgres_key_scan_reads_what_select_reads() {
     let c = ctx(PG_URL);
     let source = replicator_ingest::open(&def, &c).await.unwrap();
     let keys: Vec<String> = ["a", "b", "c", "d", "e", "f"].map(String::from).to_vec();
-    let scanned: Vec<_> = source
-        .key_batches(&keys, 1000)
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
+    let scanned = collect(source.key_batches(&keys, 1000).await).await;
     assert!(scanned.len() >= 3, "rows across batches");
-    let all: Vec<_> = source
-        .batches(None, 1000)
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
+    let all = collect(source.batches(None, 1000).await).await;
     let projected: Vec<_> = all
         .iter()
         .map(|b| b.project(&[0, 1, 2, 3, 4, 5]).unwrap())

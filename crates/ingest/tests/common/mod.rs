@@ -100,18 +100,18 @@ pub async fn target_rows(t: &TableLocation) -> Vec<String> {
     sorted_rows(&read_batches(t, None).await.unwrap()).unwrap()
 }
 
+/// Every batch a source's stream hands over.
+pub async fn collect(
+    stream: Result<replicator_ingest::source::BatchStream, replicator_ingest::IngestError>,
+) -> Vec<arrow::array::RecordBatch> {
+    use futures::TryStreamExt;
+    stream.unwrap().try_collect().await.unwrap()
+}
+
 /// The source's rows, rendered and sorted the same way.
 pub async fn source_rows(def: &SourceDefinition, ctx: &SourceContext) -> Vec<String> {
-    use futures::TryStreamExt;
     let s = replicator_ingest::open(def, ctx).await.unwrap();
-    let batches: Vec<_> = s
-        .batches(None, 1000)
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
-    sorted_rows(&batches).unwrap()
+    sorted_rows(&collect(s.batches(None, 1000).await).await).unwrap()
 }
 
 pub async fn version(t: &TableLocation) -> u64 {
