@@ -111,6 +111,11 @@ impl KeyHasher {
             })
     }
 
+    /// The key columns' types, in key order.
+    pub(crate) fn key_types(&self) -> impl Iterator<Item = &arrow::datatypes::DataType> {
+        self.keys.iter().map(|f| f.data_type())
+    }
+
     /// A key as `col=value, …` for messages.
     pub(crate) fn render(&self, key: &[u8]) -> String {
         let parser = self.conv.parser();

@@ -26,6 +26,7 @@ pub mod definition;
 mod dv;
 pub mod error;
 mod hash;
+mod join;
 pub mod load;
 pub mod source;
 mod spill;

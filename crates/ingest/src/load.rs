@@ -9,9 +9,11 @@
 //! its rows reduced to `(key, row hash, file)`; the source is streamed once (all of it, or
 //! only the rows after the watermark) into `(key, row hash, row ordinal)` records and a local
 //! stash of its rows (a temporary Parquet file). Both record sets are hash-partitioned by key
-//! and spill to disk past a chunk, and each partition is joined on its own: a source key the
-//! target lacks is an insert, one whose hash differs an update, a target key the source lacks
-//! (full comparison only) a delete. Then new files are written: the stashed rows that were
+//! and spill to disk past a chunk, and each partition is joined on its own (`join`: keys of
+//! fixed-width columns are packed into integers, radix-sorted and walked together; other keys
+//! go through a hash table): a source key the target lacks is an insert, one whose hash
+//! differs an update, a target key the source lacks (full comparison, or after a watermark
+//! one missing from the source's key-only scan) a delete. Then new files are written: the stashed rows that were
 //! inserted or updated, and the surviving rows of every target file holding an updated or
 //! deleted key; the commit removes those files and adds the new ones, with a metadata action
 //! when the source gained columns. Deletes are applied only with `hard_deletes`.
@@ -42,11 +44,11 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::file::properties::WriterProperties;
 use replicator_lake::TableLocation;
 use roaring::RoaringTreemap;
-use smallvec::{SmallVec, smallvec};
 
 use crate::definition::SourceDefinition;
 use crate::error::IngestError;
 use crate::hash::KeyHasher;
+use crate::join::{self, Changes, Packing, locate};
 use crate::source::{Source, SourceContext, Watermark};
 use crate::spill::Spill;
 use crate::target::{self, FileWriter, TargetFile, TargetState};
@@ -246,9 +248,10 @@ impl Sizes {
 
     /// Partitions and chunk size for about `rows` records per side.
     fn spill(&self, rows: u64) -> (usize, usize) {
-        // ~96 bytes per record held while joining (key, hash, tag, hash-table entry), half
-        // the budget for the partition being joined.
-        let per_partition = (self.budget / 2 / 96).max(1024);
+        // ~160 bytes per target record held while joining (its spilled bytes, its packed
+        // copy and the radix sort's scratch or its hash-table entry, and a present key's
+        // share), half the budget for the partition being joined.
+        let per_partition = (self.budget / 2 / 160).max(1024);
         let partitions = rows.div_ceil(per_partition).clamp(1, 256) as usize;
         let chunk = ((self.budget / 8) as usize / (2 * partitions)).clamp(16 << 10, 1 << 20);
         (partitions, chunk)
@@ -434,46 +437,6 @@ fn commit_error(table: &str, e: deltalake::DeltaTableError) -> IngestError {
     }
 }
 
-/// What the join decided.
-#[derive(Default)]
-struct Changes {
-    /// Ordinals of stashed source rows to write (inserts and updates).
-    take: Vec<u64>,
-    /// Target file index → keys to drop from it (updated or deleted), when files are rewritten.
-    drop: HashMap<u32, HashSet<Vec<u8>>>,
-    /// Target file index → its rows to delete, when deletion vectors mark them instead.
-    rows: HashMap<u32, Vec<u64>>,
-    /// Mark rows in deletion vectors rather than rewrite files.
-    vectors: bool,
-    inserted: u64,
-    updated: u64,
-    deleted: u64,
-    gone: u64,
-}
-
-impl Changes {
-    /// The target row at `at` (see [`locate`]), of key `key`, goes.
-    fn remove(&mut self, at: u64, key: &[u8]) {
-        let (file, row) = ((at >> 32) as u32, at & u64::from(u32::MAX));
-        if self.vectors {
-            self.rows.entry(file).or_default().push(row);
-        } else {
-            self.drop.entry(file).or_default().insert(key.to_vec());
-        }
-    }
-}
-
-/// A target row's place: its file's index in the high half, its row in the file in the low.
-fn locate(file: usize, row: u64, table: &str) -> Result<u64, IngestError> {
-    if row > u64::from(u32::MAX) {
-        return Err(IngestError::target(
-            table,
-            "a target file holds more than 4,294,967,295 rows",
-        ));
-    }
-    Ok(((file as u64) << 32) | row)
-}
-
 /// What the target scan found: the keys, and per file its Parquet row count and the rows its
 /// deletion vector already removes.
 struct Scanned {
@@ -553,21 +516,6 @@ fn wide_bounds(stats: &str) -> Option<String> {
         .insert("tightBounds".into(), serde_json::Value::Bool(false));
     Some(v.to_string())
 }
-
-/// A target key seen in a partition.
-struct Seen {
-    hash: u64,
-    /// Target rows holding the key ([`locate`]; more than one: a duplicate in the target);
-    /// inline, so the join allocates nothing per key.
-    at: SmallVec<[u64; 1]>,
-    in_source: bool,
-}
-
-/// The join's table: keys are already well-mixed bytes (Arrow's row format of the key);
-/// FxHash over them is several times faster than SipHash and needs no DoS resistance here.
-type JoinMap<'a> = HashMap<&'a [u8], Seen, std::hash::BuildHasherDefault<rustc_hash::FxHasher>>;
-
-const SOURCE_ONLY: u64 = u64::MAX;
 
 async fn merge(
     source: &dyn Source,
@@ -699,38 +647,46 @@ async fn merge(
     };
 
     // The source's, tagged with their ordinal, and its rows stashed.
-    let mut sspill = Spill::new(partitions, chunk);
     let stash_err = |e: &dyn std::fmt::Display| IngestError::Data {
         table: spec.name.clone(),
         detail: format!("cannot stash source rows in a temporary file: {e}"),
     };
-    let mut stash = ArrowWriter::try_new(
-        tempfile::tempfile().map_err(|e| stash_err(&e))?,
-        schema.clone(),
-        Some(
-            WriterProperties::builder()
-                .set_compression(parquet::basic::Compression::UNCOMPRESSED)
-                .set_max_row_group_row_count(Some(sizes.batch_rows))
-                .build(),
-        ),
-    )
-    .map_err(|e| stash_err(&e))?;
-    let mut wm = WatermarkMax::new(spec.watermark.clone());
-    let mut stream = source.batches(after.as_ref(), sizes.batch_rows).await?;
-    let mut ordinal = 0u64;
-    while let Some(b) = stream.try_next().await? {
-        let (keys, hashes) = hasher.hash(&b)?;
-        for (j, h) in hashes.iter().enumerate() {
-            sspill.push(keys.row(j).data(), *h, ordinal + j as u64)?;
+    let changed = async {
+        let mut sspill = Spill::new(partitions, chunk);
+        let mut stash = ArrowWriter::try_new(
+            tempfile::tempfile().map_err(|e| stash_err(&e))?,
+            schema.clone(),
+            Some(
+                WriterProperties::builder()
+                    .set_compression(parquet::basic::Compression::UNCOMPRESSED)
+                    .set_max_row_group_row_count(Some(sizes.batch_rows))
+                    .build(),
+            ),
+        )
+        .map_err(|e| stash_err(&e))?;
+        let mut wm = WatermarkMax::new(spec.watermark.clone());
+        let mut stream = source.batches(after.as_ref(), sizes.batch_rows).await?;
+        let mut ordinal = 0u64;
+        while let Some(b) = stream.try_next().await? {
+            let (keys, hashes) = hasher.hash(&b)?;
+            for (j, h) in hashes.iter().enumerate() {
+                sspill.push(keys.row(j).data(), *h, ordinal + j as u64)?;
+            }
+            wm.update(&b)?;
+            stash.write(&b).map_err(|e| stash_err(&e))?;
+            ordinal += b.num_rows() as u64;
         }
-        wm.update(&b)?;
-        stash.write(&b).map_err(|e| stash_err(&e))?;
-        ordinal += b.num_rows() as u64;
-    }
+        Ok::<_, IngestError>((sspill, stash, wm, ordinal))
+    };
     // Watermark mode with `hard_deletes`: every source key (only the keys), so that a target
-    // key the source no longer has is found without reading the unchanged rows.
-    let mut kspill = None;
-    if mode == LoadMode::Watermark && spec.hard_deletes {
+    // key the source no longer has is found without reading the unchanged rows. Read at the
+    // same time as the changed rows, on the pool's second connection (either order of the
+    // two reads is safe: a key deleted in between is found by the next run, a row inserted
+    // in between is past the watermark).
+    let present = async {
+        if mode != LoadMode::Watermark || !spec.hard_deletes {
+            return Ok(None);
+        }
         let mut k = Spill::new(partitions, chunk);
         let mut keys = source
             .key_batches(&spec.primary_key, sizes.batch_rows)
@@ -741,8 +697,10 @@ async fn merge(
                 k.push(rows.row(j).data(), 0, 0)?;
             }
         }
-        kspill = Some(k);
-    }
+        Ok::<_, IngestError>(Some(k))
+    };
+    let ((mut sspill, stash, wm, ordinal), mut kspill) =
+        futures::future::try_join(changed, present).await?;
     let source_scanned = scan_started.elapsed();
     let Scanned {
         spill: mut tspill,
@@ -755,81 +713,31 @@ async fn merge(
     stash.rewind().map_err(|e| stash_err(&e))?;
 
     // Join partition by partition.
-    let deletes_visible = mode == LoadMode::KeyHash || kspill.is_some();
+    let rules = join::Rules {
+        every_source_row_changed: mode == LoadMode::Watermark,
+        deletes_visible: mode == LoadMode::KeyHash || kspill.is_some(),
+        hard_deletes: spec.hard_deletes,
+        table: &spec.name,
+        hasher: &hasher,
+    };
+    let packing = Packing::for_types(hasher.key_types());
     let mut ch = Changes {
         vectors: state.deletion_vectors,
         ..Default::default()
     };
     for p in 0..partitions {
-        let t = tspill.take(p)?;
-        let s = sspill.take(p)?;
-        let mut seen: JoinMap =
-            HashMap::with_capacity_and_hasher(t.len_bytes() / 32, Default::default());
-        for (k, h, at) in t.iter() {
-            seen.entry(k).and_modify(|e| e.at.push(at)).or_insert(Seen {
-                hash: h,
-                at: smallvec![at],
-                in_source: false,
-            });
-        }
-        for (k, h, ord) in s.iter() {
-            match seen.get_mut(k) {
-                Some(e) if e.in_source => {
-                    return Err(IngestError::Data {
-                        table: spec.name.clone(),
-                        detail: format!(
-                            "duplicate primary key in the source: {}; nothing was written",
-                            hasher.render(k)
-                        ),
-                    });
-                }
-                Some(e) => {
-                    e.in_source = true;
-                    if mode == LoadMode::Watermark || e.hash != h || e.at.len() > 1 {
-                        ch.updated += 1;
-                        ch.take.push(ord);
-                        for at in &e.at {
-                            ch.remove(*at, k);
-                        }
-                    }
-                }
-                None => {
-                    ch.inserted += 1;
-                    ch.take.push(ord);
-                    seen.insert(
-                        k,
-                        Seen {
-                            hash: h,
-                            at: smallvec![SOURCE_ONLY],
-                            in_source: true,
-                        },
-                    );
-                }
-            }
-        }
-        // The key-only scan: a target key still in the source is not a delete.
-        if let Some(k) = kspill.as_mut() {
-            let present = k.take(p)?;
-            for (k, _, _) in present.iter() {
-                if let Some(e) = seen.get_mut(k) {
-                    e.in_source = true;
-                }
-            }
-        }
-        if deletes_visible {
-            for (k, e) in &seen {
-                if e.in_source {
-                    continue;
-                }
-                ch.gone += 1;
-                if spec.hard_deletes {
-                    ch.deleted += e.at.len() as u64;
-                    for at in &e.at {
-                        ch.remove(*at, k);
-                    }
-                }
-            }
-        }
+        let target = tspill.take(p)?;
+        let source = sspill.take(p)?;
+        let present = match kspill.as_mut() {
+            Some(k) => Some(k.take(p)?),
+            None => None,
+        };
+        let part = join::Partition {
+            target: &target,
+            source: &source,
+            present: present.as_ref(),
+        };
+        join::join(&part, packing.as_ref(), &rules, &mut ch)?;
     }
     tracing::debug!(table = %spec.name, ms = scan_started.elapsed().as_millis() as u64, "merge: joined");
     let spilled_bytes = tspill.spilled + sspill.spilled;
