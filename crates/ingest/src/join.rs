@@ -4,8 +4,11 @@
 //!
 //! Two ways, one result:
 //! - **sorted** (keys of fixed-width columns whose values fit in 16 bytes: integers, dates,
-//!   timestamps, decimals, UUIDs…): each side's keys packed into a `u128`, radix-sorted and
-//!   walked together once — a few passes over flat arrays, no hash table;
+//!   timestamps, decimals, fixed-size binary…): each side's keys packed into a `u128`, sorted
+//!   and walked together once — a few passes over flat arrays, no hash table. The sort is the
+//!   standard library's stable one, which finds runs already in order: a table loaded in key
+//!   order and a source scanned in about that order sort in near-linear time (1–4 ms for
+//!   670,000 keys, against 60 ms for a radix sort of the same; random keys take both ~60 ms);
 //! - **hashed** (any other key: text, long composite keys): a hash table of the target's
 //!   keys, probed by the source's.
 //!
@@ -94,17 +97,18 @@ pub(crate) struct Partition<'a> {
     pub(crate) present: Option<&'a Records>,
 }
 
-/// Join one partition into `ch`.
+/// Join one partition into `ch`; `buffers` are reused from one partition to the next.
 pub(crate) fn join(
     part: &Partition<'_>,
     packing: Option<&Packing>,
     rules: &Rules<'_>,
+    buffers: &mut Sorted,
     ch: &mut Changes,
 ) -> Result<(), IngestError> {
     if let Some(packing) = packing
-        && let Some(sides) = Sorted::pack(packing, part)
+        && buffers.pack(packing, part)
     {
-        return sides.join(packing, rules, ch);
+        return buffers.join(packing, rules, ch);
     }
     hashed(part, rules, ch)
 }
@@ -186,8 +190,10 @@ impl Packing {
     }
 }
 
-/// A partition's records packed and sorted by key.
-struct Sorted {
+/// A partition's records packed and sorted by key; kept from one partition to the next, so
+/// that their memory is allocated (and faulted in) once.
+#[derive(Default)]
+pub(crate) struct Sorted {
     /// `(key, row hash, place)`.
     target: Vec<(u128, u64, u64)>,
     /// `(key, row hash, ordinal)`.
@@ -195,37 +201,53 @@ struct Sorted {
     present: Option<Vec<u128>>,
 }
 
+/// `records` packed into `into`, sorted by key; false if a record does not pack.
+fn pack_records(packing: &Packing, records: &Records, into: &mut Vec<(u128, u64, u64)>) -> bool {
+    into.clear();
+    into.reserve(records.estimated_len(packing.row_len));
+    for (k, h, tag) in records.iter() {
+        let Some(k) = packing.pack(k) else {
+            return false;
+        };
+        into.push((k, h, tag));
+    }
+    // A table loaded in key order comes back in order: no sort (and no sort buffer) then.
+    if !into.is_sorted_by_key(|r| r.0) {
+        into.sort_by_key(|r| r.0);
+    }
+    true
+}
+
 impl Sorted {
-    fn pack(packing: &Packing, part: &Partition<'_>) -> Option<Self> {
-        let records = |r: &Records| -> Option<Vec<(u128, u64, u64)>> {
-            let mut v = Vec::with_capacity(r.len_bytes() / (18 + packing.row_len));
-            for (k, h, tag) in r.iter() {
-                v.push((packing.pack(k)?, h, tag));
-            }
-            radsort::sort_by_key(&mut v, |r| r.0);
-            Some(v)
+    /// Pack and sort `part`'s records; false if a record does not pack.
+    fn pack(&mut self, packing: &Packing, part: &Partition<'_>) -> bool {
+        if !pack_records(packing, part.target, &mut self.target)
+            || !pack_records(packing, part.source, &mut self.source)
+        {
+            return false;
+        }
+        let Some(p) = part.present else {
+            self.present = None;
+            return true;
         };
-        let present = match part.present {
-            Some(p) => {
-                let mut v = Vec::with_capacity(p.len_bytes() / (18 + packing.row_len));
-                for (k, _, _) in p.iter() {
-                    v.push(packing.pack(k)?);
-                }
-                radsort::sort(&mut v);
-                Some(v)
-            }
-            None => None,
-        };
-        Some(Self {
-            target: records(part.target)?,
-            source: records(part.source)?,
-            present,
-        })
+        let v = self.present.get_or_insert_with(Vec::new);
+        v.clear();
+        v.reserve(p.estimated_len(packing.row_len));
+        for (k, _, _) in p.iter() {
+            let Some(k) = packing.pack(k) else {
+                return false;
+            };
+            v.push(k);
+        }
+        if !v.is_sorted() {
+            v.sort();
+        }
+        true
     }
 
     /// One walk over both sides in key order.
     fn join(
-        self,
+        &self,
         packing: &Packing,
         rules: &Rules<'_>,
         ch: &mut Changes,
@@ -537,7 +559,14 @@ mod tests {
                     vectors,
                     ..Default::default()
                 };
-                join(&part, Some(&packing), &rules, &mut sorted).unwrap();
+                join(
+                    &part,
+                    Some(&packing),
+                    &rules,
+                    &mut Sorted::default(),
+                    &mut sorted,
+                )
+                .unwrap();
                 let mut hashed_ch = Changes {
                     vectors,
                     ..Default::default()
@@ -574,7 +603,14 @@ mod tests {
             present: None,
         };
         for packing in [Some(&packing), None] {
-            let e = join(&part, packing, &rules, &mut Changes::default()).unwrap_err();
+            let e = join(
+                &part,
+                packing,
+                &rules,
+                &mut Sorted::default(),
+                &mut Changes::default(),
+            )
+            .unwrap_err();
             assert!(
                 e.to_string()
                     .contains("duplicate primary key in the source: id=7"),

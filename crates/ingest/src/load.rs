@@ -10,7 +10,7 @@
 //! only the rows after the watermark) into `(key, row hash, row ordinal)` records and a local
 //! stash of its rows (a temporary Parquet file). Both record sets are hash-partitioned by key
 //! and spill to disk past a chunk, and each partition is joined on its own (`join`: keys of
-//! fixed-width columns are packed into integers, radix-sorted and walked together; other keys
+//! fixed-width columns are packed into integers, sorted and walked together; other keys
 //! go through a hash table): a source key the target lacks is an insert, one whose hash
 //! differs an update, a target key the source lacks (full comparison, or after a watermark
 //! one missing from the source's key-only scan) a delete. Then new files are written: the stashed rows that were
@@ -29,7 +29,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io::Seek;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch};
 use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
@@ -249,7 +249,7 @@ impl Sizes {
     /// Partitions and chunk size for about `rows` records per side.
     fn spill(&self, rows: u64) -> (usize, usize) {
         // ~160 bytes per target record held while joining (its spilled bytes, its packed
-        // copy and the radix sort's scratch or its hash-table entry, and a present key's
+        // copy and the sort's scratch or its hash-table entry, and a present key's
         // share), half the budget for the partition being joined.
         let per_partition = (self.budget / 2 / 160).max(1024);
         let partitions = rows.div_ceil(per_partition).clamp(1, 256) as usize;
@@ -270,7 +270,7 @@ async fn full_load(
     let hasher = KeyHasher::new(&schema, &spec.primary_key, &spec.name)?;
     // The row count is unknown: enough partitions for tens of millions of keys.
     let (partitions, chunk) = sizes.spill(64 * (sizes.budget / 96));
-    let mut keys = Spill::new(partitions, chunk);
+    let mut keys = Spill::keys_only(partitions, chunk);
     let mut wm = WatermarkMax::new(spec.watermark.clone());
     let mut writer = FileWriter::new(target, out, sizes.file_size, sizes.row_group_rows)?;
     let mut stream = source.batches(None, sizes.batch_rows).await?;
@@ -617,7 +617,11 @@ async fn merge(
         let only = (mode == LoadMode::Watermark).then(|| spec.primary_key.clone());
         let handle = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || -> Result<Scanned, IngestError> {
-            let mut tspill = Spill::new(partitions, chunk);
+            let mut tspill = if only.is_some() {
+                Spill::without_hash(partitions, chunk)
+            } else {
+                Spill::new(partitions, chunk)
+            };
             let mut files_read = Vec::with_capacity(files.len());
             for (i, f) in files.iter().enumerate() {
                 let mut rows =
@@ -687,7 +691,7 @@ async fn merge(
         if mode != LoadMode::Watermark || !spec.hard_deletes {
             return Ok(None);
         }
-        let mut k = Spill::new(partitions, chunk);
+        let mut k = Spill::keys_only(partitions, chunk);
         let mut keys = source
             .key_batches(&spec.primary_key, sizes.batch_rows)
             .await?;
@@ -725,7 +729,11 @@ async fn merge(
         vectors: state.deletion_vectors,
         ..Default::default()
     };
+    // Partitions read back, and joined (the sorted way's buffers kept from one to the next).
+    let (mut read, mut joined) = (Duration::ZERO, Duration::ZERO);
+    let mut buffers = join::Sorted::default();
     for p in 0..partitions {
+        let started = Instant::now();
         let target = tspill.take(p)?;
         let source = sspill.take(p)?;
         let present = match kspill.as_mut() {
@@ -737,9 +745,20 @@ async fn merge(
             source: &source,
             present: present.as_ref(),
         };
-        join::join(&part, packing.as_ref(), &rules, &mut ch)?;
+        read += started.elapsed();
+        let started = Instant::now();
+        join::join(&part, packing.as_ref(), &rules, &mut buffers, &mut ch)?;
+        joined += started.elapsed();
     }
-    tracing::debug!(table = %spec.name, ms = scan_started.elapsed().as_millis() as u64, "merge: joined");
+    drop(buffers);
+    tracing::debug!(
+        table = %spec.name,
+        partitions,
+        read_ms = read.as_millis() as u64,
+        join_ms = joined.as_millis() as u64,
+        ms = scan_started.elapsed().as_millis() as u64,
+        "merge: joined"
+    );
     let spilled_bytes = tspill.spilled + sspill.spilled;
     let mut report = IngestReport {
         mode: Some(mode),

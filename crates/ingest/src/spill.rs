@@ -18,19 +18,71 @@ fn spill_err(e: std::io::Error) -> IngestError {
     }
 }
 
+/// Which of a record's numbers are stored (a record without one reads it back as 0): key-only
+/// scans need neither, a target read for its keys alone no row hash — less to spill and read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Layout {
+    hash: bool,
+    tag: bool,
+}
+
+impl Layout {
+    fn size(self, key: usize) -> usize {
+        2 + key + 8 * (usize::from(self.hash) + usize::from(self.tag))
+    }
+}
+
 pub(crate) struct Spill {
     buffers: Vec<Vec<u8>>,
     files: Vec<Option<std::fs::File>>,
     chunk: usize,
+    layout: Layout,
     pub(crate) spilled: u64,
 }
 
 impl Spill {
+    /// Records of key, row hash and tag.
     pub(crate) fn new(partitions: usize, chunk: usize) -> Self {
+        Self::with_layout(
+            partitions,
+            chunk,
+            Layout {
+                hash: true,
+                tag: true,
+            },
+        )
+    }
+
+    /// Records of key and tag (the hash pushed is not kept).
+    pub(crate) fn without_hash(partitions: usize, chunk: usize) -> Self {
+        Self::with_layout(
+            partitions,
+            chunk,
+            Layout {
+                hash: false,
+                tag: true,
+            },
+        )
+    }
+
+    /// Records of the key alone (the hash and tag pushed are not kept).
+    pub(crate) fn keys_only(partitions: usize, chunk: usize) -> Self {
+        Self::with_layout(
+            partitions,
+            chunk,
+            Layout {
+                hash: false,
+                tag: false,
+            },
+        )
+    }
+
+    fn with_layout(partitions: usize, chunk: usize, layout: Layout) -> Self {
         Self {
             buffers: (0..partitions.max(1)).map(|_| Vec::new()).collect(),
             files: (0..partitions.max(1)).map(|_| None).collect(),
             chunk,
+            layout,
             spilled: 0,
         }
     }
@@ -56,8 +108,12 @@ impl Spill {
         let b = &mut self.buffers[p];
         b.extend_from_slice(&len.to_le_bytes());
         b.extend_from_slice(key);
-        b.extend_from_slice(&hash.to_le_bytes());
-        b.extend_from_slice(&tag.to_le_bytes());
+        if self.layout.hash {
+            b.extend_from_slice(&hash.to_le_bytes());
+        }
+        if self.layout.tag {
+            b.extend_from_slice(&tag.to_le_bytes());
+        }
         if b.len() >= self.chunk {
             let file = match &mut self.files[p] {
                 Some(f) => f,
@@ -75,41 +131,65 @@ impl Spill {
         let rest = std::mem::take(&mut self.buffers[p]);
         let mut data = Vec::new();
         if let Some(mut f) = self.files[p].take() {
+            let len = f.seek(std::io::SeekFrom::End(0)).map_err(spill_err)?;
+            data.reserve_exact(len as usize + rest.len());
             f.rewind().map_err(spill_err)?;
             BufReader::with_capacity(1 << 20, f)
                 .read_to_end(&mut data)
                 .map_err(spill_err)?;
         }
         data.extend_from_slice(&rest);
-        Ok(Records { data })
+        Ok(Records {
+            data,
+            layout: self.layout,
+        })
     }
 }
 
 /// One partition's records.
 pub(crate) struct Records {
     data: Vec<u8>,
+    layout: Layout,
 }
 
 impl Records {
-    /// `(key, hash, tag)` of each record, in order.
+    /// `(key, hash, tag)` of each record, in order (0 for a number the layout does not keep).
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&[u8], u64, u64)> + '_ {
         let d = &self.data;
+        let layout = self.layout;
         let mut o = 0;
+        let number = |at: usize| u64::from_le_bytes(d[at..at + 8].try_into().expect("8 bytes"));
         std::iter::from_fn(move || {
             if o + 2 > d.len() {
                 return None;
             }
             let len = u16::from_le_bytes([d[o], d[o + 1]]) as usize;
             let k = &d[o + 2..o + 2 + len];
-            let h = u64::from_le_bytes(d[o + 2 + len..o + 10 + len].try_into().expect("8 bytes"));
-            let t = u64::from_le_bytes(d[o + 10 + len..o + 18 + len].try_into().expect("8 bytes"));
-            o += 18 + len;
+            let mut at = o + 2 + len;
+            let h = if layout.hash {
+                at += 8;
+                number(at - 8)
+            } else {
+                0
+            };
+            let t = if layout.tag {
+                at += 8;
+                number(at - 8)
+            } else {
+                0
+            };
+            o = at;
             Some((k, h, t))
         })
     }
 
     pub(crate) fn len_bytes(&self) -> usize {
         self.data.len()
+    }
+
+    /// About how many records there are, for sizing (exact when every key has `key_len` bytes).
+    pub(crate) fn estimated_len(&self, key_len: usize) -> usize {
+        self.data.len() / self.layout.size(key_len)
     }
 }
 
@@ -135,5 +215,32 @@ mod tests {
         }
         seen.sort();
         assert_eq!(seen, (0..100).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn records_keep_only_what_their_layout_stores() {
+        for (mut s, hash, tag) in [
+            (Spill::without_hash(2, 40), false, true),
+            (Spill::keys_only(2, 40), false, false),
+        ] {
+            for i in 0..50u64 {
+                // Keys of several lengths, every byte the record's number.
+                s.push(&vec![i as u8; 1 + (i % 8) as usize], i * 7, i + 1)
+                    .unwrap();
+            }
+            assert!(s.spilled > 0);
+            let mut seen = Vec::new();
+            for p in 0..s.partitions() {
+                for (k, h, t) in s.take(p).unwrap().iter() {
+                    let i = u64::from(k[0]);
+                    assert_eq!(k, vec![i as u8; 1 + (i % 8) as usize]);
+                    assert_eq!(h, if hash { i * 7 } else { 0 });
+                    assert_eq!(t, if tag { i + 1 } else { 0 });
+                    seen.push(i);
+                }
+            }
+            seen.sort();
+            assert_eq!(seen, (0..50).collect::<Vec<_>>());
+        }
     }
 }

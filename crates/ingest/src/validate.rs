@@ -64,7 +64,7 @@ pub async fn check_keys(
     let partitions = state.estimated_rows().div_ceil(per_partition).clamp(1, 256) as usize;
     let chunk = ((memory_budget / 8) as usize / (2 * partitions)).clamp(16 << 10, 1 << 20);
     let mut out = KeyCheck::default();
-    let mut t = Spill::new(partitions, chunk);
+    let mut t = Spill::keys_only(partitions, chunk);
     for f in &state.files {
         for b in target::live_rows(target, f, 8192, Some(primary_key)).await? {
             let (b, _) =
@@ -75,7 +75,7 @@ pub async fn check_keys(
             }
         }
     }
-    let mut s = Spill::new(partitions, chunk);
+    let mut s = Spill::keys_only(partitions, chunk);
     let mut stream = source.batches(None, 8192).await?;
     while let Some(b) = stream.try_next().await? {
         out.source_rows += b.num_rows() as u64;
