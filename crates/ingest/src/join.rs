@@ -198,22 +198,31 @@ pub(crate) struct Sorted {
     target: Vec<(u128, u64, u64)>,
     /// `(key, row hash, ordinal)`.
     source: Vec<(u128, u64, u64)>,
-    present: Option<Vec<u128>>,
+    /// The present keys (when the partition has them: `has_present`).
+    present: Vec<u128>,
+    has_present: bool,
 }
 
-/// `records` packed into `into`, sorted by key; false if a record does not pack.
-fn pack_records(packing: &Packing, records: &Records, into: &mut Vec<(u128, u64, u64)>) -> bool {
+/// `records` packed into `into` (each record made by `record` from its packed key, hash and
+/// tag), sorted by `key`; false if a record does not pack.
+fn pack_records<T>(
+    packing: &Packing,
+    records: &Records,
+    into: &mut Vec<T>,
+    record: impl Fn(u128, u64, u64) -> T,
+    key: impl Fn(&T) -> u128,
+) -> bool {
     into.clear();
     into.reserve(records.estimated_len(packing.row_len));
     for (k, h, tag) in records.iter() {
         let Some(k) = packing.pack(k) else {
             return false;
         };
-        into.push((k, h, tag));
+        into.push(record(k, h, tag));
     }
     // A table loaded in key order comes back in order: no sort (and no sort buffer) then.
-    if !into.is_sorted_by_key(|r| r.0) {
-        into.sort_by_key(|r| r.0);
+    if !into.is_sorted_by_key(&key) {
+        into.sort_by_key(key);
     }
     true
 }
@@ -221,28 +230,18 @@ fn pack_records(packing: &Packing, records: &Records, into: &mut Vec<(u128, u64,
 impl Sorted {
     /// Pack and sort `part`'s records; false if a record does not pack.
     fn pack(&mut self, packing: &Packing, part: &Partition<'_>) -> bool {
-        if !pack_records(packing, part.target, &mut self.target)
-            || !pack_records(packing, part.source, &mut self.source)
+        let whole = |k, h, tag| (k, h, tag);
+        let by_key = |r: &(u128, u64, u64)| r.0;
+        if !pack_records(packing, part.target, &mut self.target, whole, by_key)
+            || !pack_records(packing, part.source, &mut self.source, whole, by_key)
         {
             return false;
         }
-        let Some(p) = part.present else {
-            self.present = None;
-            return true;
-        };
-        let v = self.present.get_or_insert_with(Vec::new);
-        v.clear();
-        v.reserve(p.estimated_len(packing.row_len));
-        for (k, _, _) in p.iter() {
-            let Some(k) = packing.pack(k) else {
-                return false;
-            };
-            v.push(k);
+        self.has_present = part.present.is_some();
+        match part.present {
+            Some(p) => pack_records(packing, p, &mut self.present, |k, _, _| k, |k| *k),
+            None => true,
         }
-        if !v.is_sorted() {
-            v.sort();
-        }
-        true
     }
 
     /// One walk over both sides in key order.
@@ -253,7 +252,7 @@ impl Sorted {
         ch: &mut Changes,
     ) -> Result<(), IngestError> {
         let (t, s) = (&self.target, &self.source);
-        let present = self.present.as_deref();
+        let present = self.has_present.then_some(self.present.as_slice());
         let (mut i, mut j, mut q) = (0, 0, 0);
         while i < t.len() || j < s.len() {
             let k = match (t.get(i), s.get(j)) {

@@ -13,10 +13,11 @@
 //! fixed-width columns are packed into integers, sorted and walked together; other keys
 //! go through a hash table): a source key the target lacks is an insert, one whose hash
 //! differs an update, a target key the source lacks (full comparison, or after a watermark
-//! one missing from the source's key-only scan) a delete. Then new files are written: the stashed rows that were
-//! inserted or updated, and the surviving rows of every target file holding an updated or
-//! deleted key; the commit removes those files and adds the new ones, with a metadata action
-//! when the source gained columns. Deletes are applied only with `hard_deletes`.
+//! one missing from the source's key-only scan) a delete. Then new files are written: the
+//! stashed rows that were inserted or updated, and the surviving rows of every target file
+//! holding an updated or deleted key; the commit removes those files and adds the new ones,
+//! with a metadata action when the source gained columns. Deletes are applied only with
+//! `hard_deletes`.
 //!
 //! Memory: the join holds one partition (sized from the target's row count and the budget),
 //! the writer one row group, the stash one batch; what grows with the table is on disk.

@@ -158,27 +158,22 @@ impl Records {
         let d = &self.data;
         let layout = self.layout;
         let mut o = 0;
-        let number = |at: usize| u64::from_le_bytes(d[at..at + 8].try_into().expect("8 bytes"));
         std::iter::from_fn(move || {
             if o + 2 > d.len() {
                 return None;
             }
             let len = u16::from_le_bytes([d[o], d[o + 1]]) as usize;
             let k = &d[o + 2..o + 2 + len];
-            let mut at = o + 2 + len;
-            let h = if layout.hash {
-                at += 8;
-                number(at - 8)
-            } else {
-                0
+            o += 2 + len;
+            // The next stored number, or 0 where the layout keeps none.
+            let mut number = |stored: bool| {
+                if !stored {
+                    return 0;
+                }
+                o += 8;
+                u64::from_le_bytes(d[o - 8..o].try_into().expect("8 bytes"))
             };
-            let t = if layout.tag {
-                at += 8;
-                number(at - 8)
-            } else {
-                0
-            };
-            o = at;
+            let (h, t) = (number(layout.hash), number(layout.tag));
             Some((k, h, t))
         })
     }
