@@ -13,13 +13,14 @@ use replicator_ingest::{
 async fn a_connection_dropped_mid_read_fails_transiently_and_commits_nothing() {
     let pool = pg().await;
     let t = unique("ingest_pgdrop");
-    sqlx::raw_sql(&format!(
-        "CREATE TABLE {t} (id int PRIMARY KEY, v text);
+    pg_exec(
+        &pool,
+        &format!(
+            "CREATE TABLE {t} (id int PRIMARY KEY, v text);
          INSERT INTO {t} SELECT g, repeat('x', 200) FROM generate_series(1, 200000) g;"
-    ))
-    .execute(&pool)
-    .await
-    .unwrap();
+        ),
+    )
+    .await;
     let def = sql_def(SourceKind::Postgres, &t, &["id"]);
     let source = replicator_ingest::open(&def, &ctx(PG_URL)).await.unwrap();
     // A source that kills its own server session once the first batches have arrived.
@@ -90,10 +91,7 @@ async fn a_connection_dropped_mid_read_fails_transiently_and_commits_nothing() {
         .await
         .unwrap();
     assert_eq!(r.inserted, 200_000);
-    sqlx::raw_sql(&format!("DROP TABLE {t}"))
-        .execute(&pool)
-        .await
-        .unwrap();
+    pg_exec(&pool, &format!("DROP TABLE {t}")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

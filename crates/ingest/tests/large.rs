@@ -24,16 +24,13 @@ async fn a_million_rows_within_the_memory_budget() {
         .unwrap_or(1_000_000);
     let pool = pg().await;
     let t = unique("ingest_pgbig");
-    sqlx::raw_sql(&format!(
+    pg_exec(&pool, &format!(
         "CREATE TABLE {t} (id bigint PRIMARY KEY, name text, amount numeric(12,2),
                            qty integer, flag boolean, at timestamptz, day date);
          INSERT INTO {t} SELECT g, md5(g::text), g * 0.01, g % 1000, g % 3 = 0,
              timestamptz '2025-01-01 00:00:00+00' + g * interval '1 second', date '2020-01-01' + (g % 2000)
          FROM generate_series(1, {rows}) g;"
-    ))
-    .execute(&pool)
-    .await
-    .unwrap();
+    )).await;
     let dir = tempfile::tempdir().unwrap();
     let root = loc(dir.path());
     let target = root.child(&t).unwrap();
@@ -73,12 +70,13 @@ async fn a_million_rows_within_the_memory_budget() {
         before as f64 / 1048576.0,
     );
 
-    sqlx::raw_sql(&format!(
-        "UPDATE {t} SET qty = -1 WHERE id % 100 = 0; DELETE FROM {t} WHERE id % 1000 = 1;"
-    ))
-    .execute(&pool)
-    .await
-    .unwrap();
+    pg_exec(
+        &pool,
+        &format!(
+            "UPDATE {t} SET qty = -1 WHERE id % 100 = 0; DELETE FROM {t} WHERE id % 1000 = 1;"
+        ),
+    )
+    .await;
     let started = std::time::Instant::now();
     let merged = run(&def, &c, &root, &opts).await;
     let secs = started.elapsed().as_secs_f64();
@@ -105,8 +103,5 @@ async fn a_million_rows_within_the_memory_budget() {
         "peak RSS {} MiB",
         after_merge >> 20
     );
-    sqlx::raw_sql(&format!("DROP TABLE {t}"))
-        .execute(&pool)
-        .await
-        .unwrap();
+    pg_exec(&pool, &format!("DROP TABLE {t}")).await;
 }

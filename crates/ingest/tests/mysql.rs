@@ -7,29 +7,29 @@ use common::*;
 use replicator_ingest::{IngestOptions, LoadMode, SourceKind, check_keys};
 
 async fn drop_table(pool: &sqlx::MySqlPool, t: &str) {
-    sqlx::raw_sql(&format!("DROP TABLE IF EXISTS {t}"))
-        .execute(pool)
-        .await
-        .unwrap();
+    my_exec(pool, &format!("DROP TABLE IF EXISTS {t}")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mysql_full_load_then_merge_by_key_hash() {
     let pool = mysql().await;
     let t = unique("ingest_my");
-    sqlx::raw_sql(&format!(
-        "CREATE TABLE {t} (
+    my_exec(
+        &pool,
+        &format!(
+            "CREATE TABLE {t} (
             id BIGINT PRIMARY KEY, name VARCHAR(50), amount DECIMAL(12,2), flag TINYINT(1),
             born DATE, seen DATETIME(6), at TIMESTAMP(6) NULL, uid CHAR(36), doc JSON,
             small SMALLINT UNSIGNED, tiny TINYINT, score DOUBLE, ratio FLOAT, raw BLOB,
             big BIGINT UNSIGNED, kind ENUM('a','b'))"
-    ))
-    .execute(&pool)
-    .await
-    .unwrap();
+        ),
+    )
+    .await;
     // 1000 rows; every non-key column NULL in one row of ten.
-    sqlx::raw_sql(&format!(
-        "INSERT INTO {t} SELECT seq,
+    my_exec(
+        &pool,
+        &format!(
+            "INSERT INTO {t} SELECT seq,
             IF(seq % 10 = 0, NULL, CONCAT('name-', seq)),
             IF(seq % 10 = 0, NULL, seq * 1.25 - 500),
             IF(seq % 10 = 0, NULL, seq % 2 = 0),
@@ -46,10 +46,9 @@ async fn mysql_full_load_then_merge_by_key_hash() {
             IF(seq % 10 = 0, NULL, 18446744073709551615 - seq),
             IF(seq % 10 = 0, NULL, IF(seq % 2 = 0, 'a', 'b'))
          FROM seq_1_to_1000"
-    ))
-    .execute(&pool)
-    .await
-    .unwrap();
+        ),
+    )
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let root = loc(dir.path());
     let target = root.child(&t).unwrap();
@@ -86,14 +85,15 @@ async fn mysql_full_load_then_merge_by_key_hash() {
     assert!(!same.committed);
     assert_eq!(version(&target).await, v);
 
-    sqlx::raw_sql(&format!(
-        "UPDATE {t} SET name = CONCAT('changed-', id) WHERE id <= 100;
+    my_exec(
+        &pool,
+        &format!(
+            "UPDATE {t} SET name = CONCAT('changed-', id) WHERE id <= 100;
          INSERT INTO {t} (id, name, amount) SELECT seq, 'new', 1.5 FROM seq_1001_to_1050;
          DELETE FROM {t} WHERE id BETWEEN 901 AND 920;"
-    ))
-    .execute(&pool)
-    .await
-    .unwrap();
+        ),
+    )
+    .await;
     def.hard_deletes = true;
     let merged = run(&def, &c, &root, &opts).await;
     assert!(merged.committed);
@@ -119,14 +119,11 @@ async fn mysql_full_load_then_merge_by_key_hash() {
 async fn mysql_watermark_query_and_unsupported_type() {
     let pool = mysql().await;
     let t = unique("ingest_mywm");
-    sqlx::raw_sql(&format!(
+    my_exec(&pool, &format!(
         "CREATE TABLE {t} (id INT PRIMARY KEY, v VARCHAR(20), updated_at DATETIME(6) NOT NULL, d TIME);
          INSERT INTO {t} SELECT seq, CONCAT('v', seq), DATE_ADD('2025-01-01', INTERVAL seq SECOND), '10:00:00'
          FROM seq_1_to_200;"
-    ))
-    .execute(&pool)
-    .await
-    .unwrap();
+    )).await;
     let c = ctx(MYSQL_URL);
     let def = sql_def(SourceKind::Mysql, &t, &["id"]);
     let err = replicator_ingest::open(&def, &c)
@@ -149,12 +146,11 @@ async fn mysql_watermark_query_and_unsupported_type() {
         full.watermark.as_deref(),
         Some("2025-01-01 00:03:20.000000")
     );
-    sqlx::raw_sql(&format!(
-        "UPDATE {t} SET v = 'again', updated_at = '2025-03-01 00:00:00' WHERE id <= 7"
-    ))
-    .execute(&pool)
-    .await
-    .unwrap();
+    my_exec(
+        &pool,
+        &format!("UPDATE {t} SET v = 'again', updated_at = '2025-03-01 00:00:00' WHERE id <= 7"),
+    )
+    .await;
     let inc = run(
         &q,
         &c,
@@ -176,10 +172,7 @@ async fn mysql_watermark_query_and_unsupported_type() {
 
     // A query source too: with `hard_deletes`, the watermark run reads the query's keys
     // (`SELECT id FROM (query)`) and finds the rows deleted since.
-    sqlx::raw_sql(&format!("DELETE FROM {t} WHERE id > 195"))
-        .execute(&pool)
-        .await
-        .unwrap();
+    my_exec(&pool, &format!("DELETE FROM {t} WHERE id > 195")).await;
     q.hard_deletes = true;
     let del = run(
         &q,

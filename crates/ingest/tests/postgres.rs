@@ -8,7 +8,7 @@ use replicator_ingest::{IngestError, IngestOptions, LoadMode, SourceKind, check_
 
 /// Every supported type, with NULLs in every non-key column of one row in ten.
 async fn create_typed(pool: &sqlx::PgPool, t: &str, rows: i64) {
-    sqlx::raw_sql(&format!(
+    pg_exec(pool, &format!(
         "CREATE TABLE {t} (
             id bigint PRIMARY KEY, name text, code varchar(8), amount numeric(12,2),
             big numeric, flag boolean, born date, seen timestamp, at timestamptz, uid uuid,
@@ -31,29 +31,24 @@ async fn create_typed(pool: &sqlx::PgPool, t: &str, rows: i64) {
             CASE WHEN g % 10 = 0 THEN NULL ELSE g / 3.0 END,
             CASE WHEN g % 10 = 0 THEN NULL ELSE decode(md5(g::text), 'hex') END
          FROM generate_series(1, {rows}) g;"
-    ))
-    .execute(pool)
-    .await
-    .unwrap();
+    )).await;
 }
 
 /// 100 updates (ids 1–100), 50 inserts (1001–1050), 20 deletes (901–920).
 async fn change_170(pool: &sqlx::PgPool, t: &str) {
-    sqlx::raw_sql(&format!(
-        "UPDATE {t} SET name = 'changed-' || id WHERE id <= 100;
+    pg_exec(
+        pool,
+        &format!(
+            "UPDATE {t} SET name = 'changed-' || id WHERE id <= 100;
          INSERT INTO {t} (id, name, amount) SELECT g, 'new', 1.5 FROM generate_series(1001, 1050) g;
          DELETE FROM {t} WHERE id BETWEEN 901 AND 920;"
-    ))
-    .execute(pool)
-    .await
-    .unwrap();
+        ),
+    )
+    .await;
 }
 
 async fn drop_table(pool: &sqlx::PgPool, t: &str) {
-    sqlx::raw_sql(&format!("DROP TABLE IF EXISTS {t}"))
-        .execute(pool)
-        .await
-        .unwrap();
+    pg_exec(pool, &format!("DROP TABLE IF EXISTS {t}")).await;
 }
 
 /// A typed table of 1000 rows named after `prefix`, its source definition and a target root.
@@ -268,13 +263,14 @@ async fn postgres_merge_into_deletion_vectors() {
 
     // Again: rows of the loaded file (its vector grows: the old rows stay deleted, new ones
     // join) and rows the first merge wrote (their file gets its first vector).
-    sqlx::raw_sql(&format!(
-        "UPDATE {t} SET name = 'again-' || id WHERE id BETWEEN 101 AND 110 OR id <= 5;
+    pg_exec(
+        &pool,
+        &format!(
+            "UPDATE {t} SET name = 'again-' || id WHERE id BETWEEN 101 AND 110 OR id <= 5;
          DELETE FROM {t} WHERE id BETWEEN 121 AND 130;"
-    ))
-    .execute(&pool)
-    .await
-    .unwrap();
+        ),
+    )
+    .await;
     let second = run(&def, &c, &root, &opts).await;
     assert_eq!((second.updated, second.deleted), (15, 10));
     assert_eq!(target_rows(&target).await, source_rows(&def, &c).await);
@@ -338,22 +334,18 @@ async fn postgres_merge_into_deletion_vectors() {
             .await
             .unwrap();
     }
-    sqlx::raw_sql(&format!(
-        "UPDATE {t} SET name = 'third-' || id WHERE id BETWEEN 201 AND 205"
-    ))
-    .execute(&pool)
-    .await
-    .unwrap();
+    pg_exec(
+        &pool,
+        &format!("UPDATE {t} SET name = 'third-' || id WHERE id BETWEEN 201 AND 205"),
+    )
+    .await;
     let rewritten = run(&def, &c, &root, &opts).await;
     assert_eq!((rewritten.updated, rewritten.deletion_vectors), (5, 0));
     assert!(rewritten.rewritten_rows > 0);
     assert_eq!(target_rows(&target).await, source_rows(&def, &c).await);
 
     // Every row gone: the files are removed, no vector is written.
-    sqlx::raw_sql(&format!("DELETE FROM {t}"))
-        .execute(&pool)
-        .await
-        .unwrap();
+    pg_exec(&pool, &format!("DELETE FROM {t}")).await;
     let emptied = run(&def, &c, &root, &opts).await;
     assert_eq!((emptied.deleted, emptied.deletion_vectors), (count, 0));
     assert!(target_rows(&target).await.is_empty());
@@ -366,16 +358,13 @@ async fn postgres_merge_into_deletion_vectors() {
 async fn postgres_key_scan_reads_what_select_reads() {
     let pool = pg().await;
     let t = unique("ingest_pg_keys");
-    sqlx::raw_sql(&format!(
+    pg_exec(&pool, &format!(
         "CREATE TABLE {t} (a bigint, b text, c smallint, d integer, e varchar(5), f uuid, v text);
          INSERT INTO {t} SELECT g, 'ключ-' || g, (g % 300)::smallint, -g, 'e' || (g % 7),
                 md5(g::text)::uuid, 'x'
            FROM generate_series(1, 2500) g;
          INSERT INTO {t} VALUES (NULL, NULL, NULL, NULL, NULL, NULL, 'nulls'), (-9223372036854775808, '', -32768, 2147483647, '', NULL, 'edges');"
-    ))
-    .execute(&pool)
-    .await
-    .unwrap();
+    )).await;
     let def = sql_def(SourceKind::Postgres, &t, &["a"]);
     let c = ctx(PG_URL);
     let source = replicator_ingest::open(&def, &c).await.unwrap();
@@ -399,14 +388,11 @@ async fn postgres_key_scan_reads_what_select_reads() {
 async fn postgres_watermark_incremental() {
     let pool = pg().await;
     let t = unique("ingest_pgwm");
-    sqlx::raw_sql(&format!(
+    pg_exec(&pool, &format!(
         "CREATE TABLE {t} (id int PRIMARY KEY, v text, updated_at timestamptz NOT NULL);
          INSERT INTO {t} SELECT g, 'v' || g, timestamptz '2025-01-01 00:00:00+00' + g * interval '1 second'
          FROM generate_series(1, 500) g;"
-    ))
-    .execute(&pool)
-    .await
-    .unwrap();
+    )).await;
     let dir = tempfile::tempdir().unwrap();
     let root = loc(dir.path());
     let target = root.child(&t).unwrap();
@@ -419,13 +405,10 @@ async fn postgres_watermark_incremental() {
         Some("2025-01-01 00:08:20.000000")
     );
 
-    sqlx::raw_sql(&format!(
+    pg_exec(&pool, &format!(
         "UPDATE {t} SET v = 'again', updated_at = timestamptz '2025-02-01 00:00:00+00' WHERE id <= 10;
          INSERT INTO {t} SELECT g, 'late', timestamptz '2025-02-01 00:00:01+00' FROM generate_series(501, 505) g;"
-    ))
-    .execute(&pool)
-    .await
-    .unwrap();
+    )).await;
     let opts = IngestOptions {
         last_watermark: full.watermark.clone(),
         ..Default::default()
@@ -452,13 +435,10 @@ async fn postgres_watermark_incremental() {
 
     // Deletes leave no newer row behind: without `hard_deletes` the watermark run does not
     // look for them; with it, a key-only scan of the source finds them.
-    sqlx::raw_sql(&format!(
+    pg_exec(&pool, &format!(
         "DELETE FROM {t} WHERE id IN (20, 21, 22);
          UPDATE {t} SET v = 'third', updated_at = timestamptz '2025-03-01 00:00:00+00' WHERE id = 30;"
-    ))
-    .execute(&pool)
-    .await
-    .unwrap();
+    )).await;
     let opts = IngestOptions {
         last_watermark: none.watermark.clone(),
         ..Default::default()
@@ -505,13 +485,14 @@ async fn postgres_watermark_incremental() {
 async fn postgres_schema_drift_adds_columns_and_refuses_type_changes() {
     let pool = pg().await;
     let t = unique("ingest_pgdrift");
-    sqlx::raw_sql(&format!(
-        "CREATE TABLE {t} (id int PRIMARY KEY, name text);
+    pg_exec(
+        &pool,
+        &format!(
+            "CREATE TABLE {t} (id int PRIMARY KEY, name text);
          INSERT INTO {t} SELECT g, 'n' || g FROM generate_series(1, 100) g;"
-    ))
-    .execute(&pool)
-    .await
-    .unwrap();
+        ),
+    )
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let root = loc(dir.path());
     let target = root.child(&t).unwrap();
@@ -520,12 +501,11 @@ async fn postgres_schema_drift_adds_columns_and_refuses_type_changes() {
     let opts = IngestOptions::default();
     run(&def, &c, &root, &opts).await;
 
-    sqlx::raw_sql(&format!(
-        "ALTER TABLE {t} ADD COLUMN note text; UPDATE {t} SET note = 'x' WHERE id <= 3;"
-    ))
-    .execute(&pool)
-    .await
-    .unwrap();
+    pg_exec(
+        &pool,
+        &format!("ALTER TABLE {t} ADD COLUMN note text; UPDATE {t} SET note = 'x' WHERE id <= 3;"),
+    )
+    .await;
     let added = run(&def, &c, &root, &opts).await;
     assert!(added.committed);
     assert_eq!(added.added_columns, ["note"]);
@@ -536,10 +516,7 @@ async fn postgres_schema_drift_adds_columns_and_refuses_type_changes() {
     assert_eq!(target_rows(&target).await, source_rows(&def, &c).await);
 
     // A new timestamp without time zone needs a table feature the target lacks: refused.
-    sqlx::raw_sql(&format!("ALTER TABLE {t} ADD COLUMN seen timestamp"))
-        .execute(&pool)
-        .await
-        .unwrap();
+    pg_exec(&pool, &format!("ALTER TABLE {t} ADD COLUMN seen timestamp")).await;
     let msg = replicator_ingest::ingest_definition(&def, &c, &root, &opts)
         .await
         .unwrap_err()
@@ -548,17 +525,13 @@ async fn postgres_schema_drift_adds_columns_and_refuses_type_changes() {
         msg.contains("`seen`") && msg.contains("timestampNtz"),
         "{msg}"
     );
-    sqlx::raw_sql(&format!("ALTER TABLE {t} DROP COLUMN seen"))
-        .execute(&pool)
-        .await
-        .unwrap();
+    pg_exec(&pool, &format!("ALTER TABLE {t} DROP COLUMN seen")).await;
 
-    sqlx::raw_sql(&format!(
-        "ALTER TABLE {t} ALTER COLUMN name TYPE integer USING length(name)"
-    ))
-    .execute(&pool)
-    .await
-    .unwrap();
+    pg_exec(
+        &pool,
+        &format!("ALTER TABLE {t} ALTER COLUMN name TYPE integer USING length(name)"),
+    )
+    .await;
     let v = version(&target).await;
     let err = replicator_ingest::ingest_definition(&def, &c, &root, &opts)
         .await
@@ -574,10 +547,7 @@ async fn postgres_schema_drift_adds_columns_and_refuses_type_changes() {
     assert!(!err.is_transient());
     assert_eq!(version(&target).await, v, "nothing committed");
 
-    sqlx::raw_sql(&format!("ALTER TABLE {t} DROP COLUMN id"))
-        .execute(&pool)
-        .await
-        .unwrap();
+    pg_exec(&pool, &format!("ALTER TABLE {t} DROP COLUMN id")).await;
     let msg = replicator_ingest::ingest_definition(&def, &c, &root, &opts)
         .await
         .unwrap_err()
@@ -593,13 +563,14 @@ async fn postgres_schema_drift_adds_columns_and_refuses_type_changes() {
 async fn postgres_query_source_and_refusals() {
     let pool = pg().await;
     let t = unique("ingest_pgq");
-    sqlx::raw_sql(&format!(
-        "CREATE TABLE {t} (id int PRIMARY KEY, name text, span interval);
+    pg_exec(
+        &pool,
+        &format!(
+            "CREATE TABLE {t} (id int PRIMARY KEY, name text, span interval);
          INSERT INTO {t} SELECT g, 'n' || g, g * interval '1 hour' FROM generate_series(1, 50) g;"
-    ))
-    .execute(&pool)
-    .await
-    .unwrap();
+        ),
+    )
+    .await;
     let c = ctx(PG_URL);
     // An unsupported type is refused by name, before any row moves.
     let def = sql_def(SourceKind::Postgres, &t, &["id"]);

@@ -37,6 +37,16 @@ pub async fn mysql() -> sqlx::MySqlPool {
 }
 
 /// A SQL source definition for `table`.
+/// Run SQL (several statements allowed) on the machine's PostgreSQL.
+pub async fn pg_exec(pool: &sqlx::PgPool, sql: &str) {
+    sqlx::raw_sql(sql).execute(pool).await.unwrap();
+}
+
+/// Run SQL (several statements allowed) on the machine's MariaDB.
+pub async fn my_exec(pool: &sqlx::MySqlPool, sql: &str) {
+    sqlx::raw_sql(sql).execute(pool).await.unwrap();
+}
+
 pub fn sql_def(kind: SourceKind, table: &str, key: &[&str]) -> SourceDefinition {
     SourceDefinition {
         name: None,
